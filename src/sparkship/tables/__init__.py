@@ -1,0 +1,223 @@
+"""Delta tables by path: the only module that knows which Delta engine runs.
+
+Two engines sit behind the same functions:
+
+* ``native``  - ``format("delta")`` and the delta-spark API (Databricks, or a JVM with Delta's jars);
+* ``deltars`` - a Spark Python Data Source over ``deltalake`` (delta-rs), for machines without the jars.
+
+The engine is detected once per session; ``SPARKSHIP_DELTA_ENGINE=native|deltars`` overrides it.
+Small metadata tables (the registry, scoring state) are read and written with Arrow through delta-rs
+directly (:func:`read_arrow`, :func:`append_arrow`): no Spark job, and usable from a JVM-free server.
+
+Example::
+
+    from sparkship import tables
+    from sparkship.spark import get_spark
+
+    spark = get_spark()
+    df = spark.createDataFrame([(1, "a"), (2, "b")], "id long, name string")
+    v0 = tables.write(df, "/tmp/people", mode="overwrite")
+    v1 = tables.write(df, "/tmp/people", mode="append")
+    assert tables.read(spark, "/tmp/people", version=v0).count() == 2
+    assert [h["version"] for h in tables.history(spark, "/tmp/people")] == [v1, v0]
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from sparkship.errors import ConcurrentWriteError, NotFoundError, SchemaMismatchError, SparkshipError
+from sparkship.tables import metadata
+from sparkship.tables.metadata import append_arrow, read_arrow, table_exists, table_version
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import StructType
+
+ENGINE_ENV = "SPARKSHIP_DELTA_ENGINE"
+ENGINES = ("native", "deltars")
+_ENGINE_CONF = "spark.sparkship.deltaEngine"
+
+__all__ = [
+    "engine_for",
+    "read",
+    "write",
+    "exists",
+    "version",
+    "history",
+    "schema",
+    "added_rows",
+    "check_schema",
+    "read_arrow",
+    "append_arrow",
+    "table_exists",
+    "table_version",
+    "metadata",
+]
+
+
+def _jvm_has_delta(spark: "SparkSession") -> bool:
+    try:
+        spark._jvm.java.lang.Class.forName("io.delta.tables.DeltaTable")  # type: ignore[union-attr]
+        return True
+    except Exception:
+        return False
+
+
+def engine_for(spark: "SparkSession") -> str:
+    """The Delta engine this session uses: ``native`` or ``deltars`` (registering the data source if needed)."""
+    chosen = spark.conf.get(_ENGINE_CONF, None)
+    if chosen:
+        return chosen
+    from sparkship.spark import on_databricks
+
+    chosen = os.environ.get(ENGINE_ENV, "").strip().lower()
+    if chosen and chosen not in ENGINES:
+        raise SparkshipError(f"{ENGINE_ENV}={chosen!r} is not one of {', '.join(ENGINES)}")
+    if not chosen:
+        chosen = "native" if on_databricks() or _jvm_has_delta(spark) else "deltars"
+    if chosen == "deltars":
+        from sparkship.tables.datasource import DeltaRsDataSource
+
+        spark.dataSource.register(DeltaRsDataSource)
+    spark.conf.set(_ENGINE_CONF, chosen)
+    return chosen
+
+
+def _engine_module(spark: "SparkSession"):  # noqa: ANN202 - one of two modules with the same functions
+    if engine_for(spark) == "native":
+        from sparkship.tables import native
+
+        return native
+    from sparkship.tables import deltars
+
+    return deltars
+
+
+def read(spark: "SparkSession", path: str, version: int | None = None) -> "DataFrame":
+    """The table at ``path`` as a DataFrame; ``version`` reads an older snapshot (time travel)."""
+    if not exists(spark, path):
+        raise NotFoundError(f"no Delta table at {path}")
+    return _engine_module(spark).read(spark, path, version)
+
+
+def exists(spark: "SparkSession", path: str) -> bool:
+    return _engine_module(spark).exists(spark, path)
+
+
+def version(spark: "SparkSession", path: str) -> int | None:
+    """The latest version of the table, or None when there is no table at ``path``."""
+    return _engine_module(spark).version(spark, path) if exists(spark, path) else None
+
+
+def history(spark: "SparkSession", path: str, limit: int | None = None) -> list[dict[str, Any]]:
+    """Commits, newest first: ``version``, ``timestamp`` (ms), ``operation``, ``parameters``."""
+    if not exists(spark, path):
+        raise NotFoundError(f"no Delta table at {path}")
+    return _engine_module(spark).history(spark, path, limit)
+
+
+def schema(spark: "SparkSession", path: str, version: int | None = None) -> "StructType":
+    return read(spark, path, version).schema
+
+
+def check_schema(incoming: "StructType", existing: "StructType", where: str) -> None:
+    """Raise :class:`SchemaMismatchError` naming every missing, unexpected or retyped column."""
+    have = {f.name: f.dataType for f in incoming.fields}
+    want = {f.name: f.dataType for f in existing.fields}
+    problems = []
+    missing = [n for n in want if n not in have]
+    extra = [n for n in have if n not in want]
+    if missing:
+        problems.append(f"missing columns {missing}")
+    if extra:
+        problems.append(f"unexpected columns {extra}")
+    for name in want:
+        if name in have and have[name].simpleString() != want[name].simpleString():
+            problems.append(f"column '{name}' is {have[name].simpleString()}, the table has {want[name].simpleString()}")
+    if problems:
+        raise SchemaMismatchError(f"cannot write to {where}: " + "; ".join(problems))
+
+
+def write(
+    df: "DataFrame",
+    path: str,
+    mode: str = "append",
+    *,
+    partition_by: Sequence[str] | None = None,
+    replace_partitions: Mapping[str, Any] | None = None,
+    expected_version: int | None = None,
+    overwrite_schema: bool = False,
+) -> int:
+    """Write ``df`` to the Delta table at ``path`` in one commit and return the version committed.
+
+    Args:
+        mode: ``append`` or ``overwrite``.
+        partition_by: partition columns of a new table (an existing table keeps its own).
+        replace_partitions: with ``overwrite``, replace only the partitions where each column equals its value
+            (Delta's replaceWhere on partition columns); every written row must belong to them.
+        expected_version: commit only if the table is still at this version (``-1``: the table must not exist);
+            otherwise raise :class:`ConcurrentWriteError` and leave the table as it is.
+        overwrite_schema: with ``overwrite``, replace the table's schema instead of checking against it.
+
+    The schema is checked before any task runs: a mismatch raises :class:`SchemaMismatchError` naming the
+    columns, and the table is untouched.
+    """
+    if mode not in ("append", "overwrite"):
+        raise SparkshipError(f"mode must be 'append' or 'overwrite', not {mode!r}")
+    if replace_partitions and mode != "overwrite":
+        raise SparkshipError("replace_partitions needs mode='overwrite'")
+    spark = df.sparkSession
+    engine = _engine_module(spark)
+    partitions = list(partition_by or [])
+    if exists(spark, path):
+        current = read(spark, path)
+        if not (mode == "overwrite" and overwrite_schema):
+            check_schema(df.schema, current.schema, path)
+            df = df.select(*current.columns)
+        table_partitions = engine.partition_columns(spark, path)
+        if partition_by is not None and partitions != table_partitions and not overwrite_schema:
+            raise SchemaMismatchError(
+                f"cannot write to {path}: it is partitioned by {table_partitions}, not {partitions}"
+            )
+        if not overwrite_schema or partition_by is None:
+            partitions = table_partitions
+    elif expected_version not in (None, -1):
+        raise ConcurrentWriteError(f"no Delta table at {path}, but version {expected_version} was expected")
+    unknown = [c for c in list(partitions) + list(replace_partitions or {}) if c not in df.columns]
+    if unknown:
+        raise SchemaMismatchError(f"cannot write to {path}: partition columns {unknown} are not in the data")
+    if replace_partitions and set(replace_partitions) - set(partitions):
+        raise SchemaMismatchError(
+            f"cannot write to {path}: replace_partitions {sorted(replace_partitions)} must be partition columns "
+            f"(the table's are {partitions})"
+        )
+    write_id = uuid.uuid4().hex
+    engine.write(
+        df,
+        path,
+        mode,
+        partition_by=partitions,
+        replace_partitions=dict(replace_partitions) if replace_partitions else None,
+        expected_version=expected_version,
+        write_id=write_id,
+        overwrite_schema=overwrite_schema,
+    )
+    return engine.version_of_write(spark, path, write_id)
+
+
+def added_rows(spark: "SparkSession", path: str, after_version: int, up_to_version: int) -> "DataFrame":
+    """Rows appended in versions ``after_version`` (exclusive) to ``up_to_version`` (inclusive).
+
+    Raises :class:`NotAppendOnlyError` when data was removed or rewritten in between (an overwrite, delete or
+    update): then the only safe choice is a full re-read, and the caller must ask for it.
+    """
+    return _engine_module(spark).added_rows(spark, path, after_version, up_to_version)
+
+
+class NotAppendOnlyError(SparkshipError):
+    """The table changed by more than appends between two versions."""
+
+
+__all__ += ["NotAppendOnlyError", "ConcurrentWriteError", "SchemaMismatchError"]

@@ -1,0 +1,99 @@
+"""The ``deltars`` engine: Spark DataFrames over the ``sparkship_delta`` Python data source (delta-rs)."""
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from sparkship.errors import ConcurrentWriteError, SparkshipError
+from sparkship.tables import files as delta_files
+from sparkship.tables import metadata
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import DataFrame, SparkSession
+
+
+def exists(spark: "SparkSession", path: str) -> bool:
+    return delta_files.table_exists(path)
+
+
+def version(spark: "SparkSession", path: str) -> int:
+    return int(metadata.table_version(path))  # type: ignore[arg-type]
+
+
+def history(spark: "SparkSession", path: str, limit: int | None) -> list[dict[str, Any]]:
+    return metadata.history(path, limit)
+
+
+def partition_columns(spark: "SparkSession", path: str) -> list[str]:
+    from deltalake import DeltaTable
+
+    return list(DeltaTable(path).metadata().partition_columns)
+
+
+def read(spark: "SparkSession", path: str, version: int | None, only_files: list[str] | None = None) -> "DataFrame":
+    reader = spark.read.format(delta_files.SOURCE_NAME).option("path", path)
+    if version is not None:
+        reader = reader.option("versionAsOf", str(version))
+    if only_files is not None:
+        reader = reader.option("onlyFiles", json.dumps(only_files))
+    return reader.load()
+
+
+def _reraise(exc: Exception) -> None:
+    text = str(exc)
+    if delta_files.CONFLICT_MARKER in text:
+        raise ConcurrentWriteError(_marked_line(text, delta_files.CONFLICT_MARKER)) from None
+    if delta_files.ERROR_MARKER in text:
+        raise SparkshipError(_marked_line(text, delta_files.ERROR_MARKER)) from None
+    raise exc
+
+
+def _marked_line(text: str, marker: str) -> str:
+    line = next(l for l in text.splitlines() if marker in l)
+    return line[line.index(marker) + len(marker) :].lstrip(": ").strip()
+
+
+def write(
+    df: "DataFrame",
+    path: str,
+    mode: str,
+    *,
+    partition_by: list[str],
+    replace_partitions: dict[str, Any] | None,
+    expected_version: int | None,
+    write_id: str,
+    overwrite_schema: bool,
+) -> None:
+    writer = (
+        df.write.format(delta_files.SOURCE_NAME)
+        .mode(mode)
+        .option("path", path)
+        .option("partitionBy", json.dumps(partition_by))
+        .option("writeId", write_id)
+        .option("overwriteSchema", str(overwrite_schema).lower())
+    )
+    if replace_partitions:
+        writer = writer.option("replacePartitions", json.dumps(replace_partitions, default=str))
+    if expected_version is not None:
+        writer = writer.option("expectedVersion", str(expected_version))
+    try:
+        writer.save()
+    except Exception as exc:  # Spark wraps the data source's exceptions; recover ours by their marker
+        _reraise(exc)
+
+
+def version_of_write(spark: "SparkSession", path: str, write_id: str) -> int:
+    return metadata.version_of_write(path, write_id)
+
+
+def added_rows(spark: "SparkSession", path: str, after_version: int, up_to_version: int) -> "DataFrame":
+    from sparkship.tables import NotAppendOnlyError
+
+    before = {f[0] for f in delta_files.list_files(path, after_version)}
+    after = {f[0] for f in delta_files.list_files(path, up_to_version)}
+    if before - after:
+        raise NotAppendOnlyError(
+            f"{path} changed by more than appends between versions {after_version} and {up_to_version} "
+            f"({len(before - after)} data files removed): rescore in full"
+        )
+    return read(spark, path, up_to_version, only_files=sorted(after - before))

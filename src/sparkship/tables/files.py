@@ -1,0 +1,303 @@
+"""Delta table files and commits with pyarrow + ``deltalake`` (delta-rs); no Spark, no JVM.
+
+Used by the Spark data source (:mod:`sparkship.tables.datasource`) in its tasks and on its driver, and by the
+small metadata tables (:mod:`sparkship.tables.metadata`).
+
+The Spark data source built on these helpers:
+
+Write tasks write parquet files with pyarrow into the table folder and return what they wrote; the driver then
+makes ONE Delta commit with delta-rs' transaction API, so a write is atomic: a failed or killed job leaves only
+unreferenced files, never a half-visible table. Reads list the data files of one table version and yield Arrow
+record batches.
+
+Options (all strings, as Spark passes them):
+    path               table folder (``.load(path)`` / ``.save(path)`` set it)
+    versionAsOf        read: the table version to read
+    partitionBy        write: JSON list of partition columns (Spark rejects ``.partitionBy`` for Python sources)
+    replacePartitions  write, overwrite mode: JSON ``{column: value}``; only those partitions are replaced
+    expectedVersion    write: commit only if the table is still at this version (-1: must not exist yet)
+    writeId            write: recorded in the commit's metadata so the caller can find its version
+    overwriteSchema    write, overwrite mode: "true" to replace the table's schema
+"""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from typing import Any, Iterator, Mapping
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from sparkship.errors import ConcurrentWriteError, SparkshipError
+
+SOURCE_NAME = "sparkship_delta"
+CONFLICT_MARKER = "SPARKSHIP_CONCURRENT_WRITE"
+# Marks a Spark job failure that was caused by our own checks, so the facade can re-raise it cleanly.
+ERROR_MARKER = "SPARKSHIP_WRITE_ERROR"
+TARGET_SPLIT_BYTES = 64 * 1024 * 1024
+WRITE_ID_KEY = "sparkship.writeId"
+
+
+# --- schemas -----------------------------------------------------------------------------------------------
+
+
+def table_arrow_schema(path: str, version: int | None = None) -> pa.Schema:
+    from deltalake import DeltaTable
+
+    dt = DeltaTable(path, version=version) if version is not None else DeltaTable(path)
+    return _normalise_schema(pa.schema(dt.schema().to_arrow()))
+
+
+def _normalise_schema(schema: pa.Schema) -> pa.Schema:
+    # delta-rs hands out large/view string types; Spark's arrow conversion wants plain ones.
+    def fix(t: pa.DataType) -> pa.DataType:
+        if pa.types.is_large_string(t) or pa.types.is_string_view(t):
+            return pa.string()
+        if pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
+            return pa.binary()
+        if pa.types.is_large_list(t) or pa.types.is_list_view(t) or pa.types.is_large_list_view(t):
+            return pa.list_(pa.field(t.value_field.name, fix(t.value_type), True))
+        if pa.types.is_list(t):
+            return pa.list_(pa.field(t.value_field.name, fix(t.value_type), True))
+        if pa.types.is_struct(t):
+            return pa.struct([pa.field(f.name, fix(f.type), True) for f in t])
+        if pa.types.is_map(t):
+            return pa.map_(fix(t.key_type), fix(t.item_type))
+        if pa.types.is_timestamp(t) and t.tz is not None:
+            return pa.timestamp("us", tz="UTC")
+        return t
+
+    return pa.schema([pa.field(f.name, fix(f.type), True) for f in schema])
+
+
+# --- reading -----------------------------------------------------------------------------------------------
+
+
+def list_files(path: str, version: int | None) -> list[tuple[str, int, dict[str, str | None]]]:
+    """(relative path, size, partition values) of every data file of one table version."""
+    from deltalake import DeltaTable
+
+    dt = DeltaTable(path, version=version) if version is not None else DeltaTable(path)
+    if dt.protocol().min_reader_version > 1:
+        features = dt.protocol().reader_features or []
+        unsupported = [f for f in features if f not in ("timestampNtz",)]
+        if unsupported:
+            raise ValueError(f"table {path} uses Delta reader features {unsupported} that sparkship's local engine cannot read")
+    partition_columns = dt.metadata().partition_columns
+    actions = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
+    return [
+        (a["path"], a["size_bytes"], {c: a.get(f"partition.{c}") for c in partition_columns})
+        for a in actions
+    ]
+
+
+DataFile = tuple[str, dict[str, "str | None"]]
+
+
+def plan_splits(files: list[tuple[str, int, dict[str, str | None]]]) -> list[list[DataFile]]:
+    """Group data files into lists of about TARGET_SPLIT_BYTES, one per read task."""
+    splits: list[list[DataFile]] = []
+    current: list[tuple[str, dict[str, str | None]]] = []
+    size = 0
+    for rel, nbytes, parts in sorted(files):
+        if current and size + nbytes > TARGET_SPLIT_BYTES:
+            splits.append(current)
+            current, size = [], 0
+        current.append((rel, parts))
+        size += nbytes
+    if current:
+        splits.append(current)
+    return splits or [[]]
+
+
+def _absolute_file(table: str, rel: str) -> str:
+    from urllib.parse import unquote
+
+    if rel.startswith("file://"):
+        return unquote(rel[len("file://") :])
+    if rel.startswith("/"):
+        return rel
+    return os.path.join(table, unquote(rel))
+
+
+def read_batches(table: str, split: list[DataFile], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """Record batches of ``schema`` from the given data files, partition columns filled in from the log."""
+    for rel, partition_values in split:
+        parquet = pq.ParquetFile(_absolute_file(table, rel))
+        present = set(parquet.schema_arrow.names)
+        columns = [n for n in schema.names if n in present]
+        for batch in parquet.iter_batches(batch_size=65536, columns=columns):
+            arrays = []
+            for f in schema:
+                if f.name in present:
+                    arrays.append(batch.column(f.name).cast(f.type))
+                else:
+                    # Partition columns live in the log, not the file; absent columns read as null.
+                    value = partition_values.get(f.name)
+                    arrays.append(pa.array([value] * batch.num_rows, pa.string()).cast(f.type))
+            yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+# --- writing -----------------------------------------------------------------------------------------------
+
+
+def _partition_dir(partition_by: list[str], values: dict[str, str | None]) -> str:
+    from urllib.parse import quote
+
+    parts = []
+    for col in partition_by:
+        v = values[col]
+        parts.append(f"{col}={'__HIVE_DEFAULT_PARTITION__' if v is None else quote(v, safe='')}")
+    return "/".join(parts)
+
+
+def _stats_json(table: pa.Table) -> str:
+    """Delta file statistics. min/max only where they are unambiguous (ints, dates, finite floats)."""
+    stats: dict[str, Any] = {"numRecords": table.num_rows, "minValues": {}, "maxValues": {}, "nullCount": {}}
+    for name in table.column_names:
+        col = table.column(name)
+        stats["nullCount"][name] = col.null_count
+        t = col.type
+        if table.num_rows == col.null_count:
+            continue
+        if pa.types.is_integer(t) or pa.types.is_floating(t):
+            if pa.types.is_floating(t) and pc.any(pc.is_nan(col)).as_py():
+                continue
+            mm = pc.min_max(col)
+            stats["minValues"][name] = mm["min"].as_py()
+            stats["maxValues"][name] = mm["max"].as_py()
+        elif pa.types.is_date32(t):
+            mm = pc.min_max(col)
+            stats["minValues"][name] = mm["min"].as_py().isoformat()
+            stats["maxValues"][name] = mm["max"].as_py().isoformat()
+    return json.dumps(stats)
+
+
+def _partition_string(value: Any) -> str | None:
+    if value is None:
+        return None
+    if hasattr(value, "isoformat"):
+        return value.isoformat(sep=" ") if hasattr(value, "hour") else value.isoformat()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def write_data_files(table_path: str, table: pa.Table, partition_by: list[str]) -> list[dict[str, Any]]:
+    """Write ``table`` as parquet files under ``table_path`` (one per partition); return add-action fields.
+
+    Nothing becomes visible until :func:`commit_files` commits the returned files.
+    """
+    files: list[dict[str, Any]] = []
+    if table.num_rows == 0:
+        return files
+    data_columns = [n for n in table.schema.names if n not in partition_by]
+    if partition_by:
+        keys = table.select(partition_by).group_by(partition_by).aggregate([]).to_pylist()
+    else:
+        keys = [{}]
+    for key in keys:
+        part = table
+        for col, value in key.items():
+            mask = pc.is_null(part.column(col)) if value is None else pc.equal(part.column(col), value)
+            part = part.filter(mask)
+        values = {c: _partition_string(v) for c, v in key.items()}
+        folder = _partition_dir(partition_by, values)
+        rel = (f"{folder}/" if folder else "") + f"part-{uuid.uuid4().hex}-c000.snappy.parquet"
+        absolute = os.path.join(table_path, rel)
+        os.makedirs(os.path.dirname(absolute), exist_ok=True)
+        data = part.select(data_columns)
+        pq.write_table(data, absolute, compression="snappy")
+        st = os.stat(absolute)
+        files.append(
+            {
+                "path": rel,
+                "size": st.st_size,
+                "partition_values": values,
+                "modification_time": int(st.st_mtime * 1000),
+                "stats": _stats_json(data),
+            }
+        )
+    return files
+
+
+def remove_files(table: str, files: list[dict[str, Any]]) -> None:
+    for f in files:
+        try:
+            os.remove(os.path.join(table, f["path"]))
+        except OSError:
+            pass
+
+
+def table_exists(path: str) -> bool:
+    """True when ``path`` holds a Delta table."""
+    from deltalake import DeltaTable
+
+    return DeltaTable.is_deltatable(path)
+
+
+def commit_files(
+    path: str,
+    files: list[dict[str, Any]],
+    schema: pa.Schema,
+    *,
+    overwrite: bool,
+    partition_by: list[str],
+    replace_partitions: dict[str, Any] | None,
+    expected_version: int | None,
+    write_id: str,
+    overwrite_schema: bool = False,
+) -> None:
+    """Make one Delta commit adding ``files`` (relative to ``path``)."""
+    from deltalake import DeltaTable, Schema
+    from deltalake.exceptions import CommitFailedError, DeltaError
+    from deltalake.transaction import AddAction, CommitProperties, create_table_with_add_actions
+
+    actions = [
+        AddAction(f["path"], f["size"], f["partition_values"], f["modification_time"], True, f["stats"]) for f in files
+    ]
+    if replace_partitions:
+        wanted = {k: _partition_string(v) for k, v in replace_partitions.items()}
+        for f in files:
+            outside = {k: f["partition_values"].get(k) for k in wanted if f["partition_values"].get(k) != wanted[k]}
+            if outside:
+                raise SparkshipError(f"{ERROR_MARKER}: rows outside the partitions being replaced {wanted}: {outside}")
+    properties = CommitProperties(
+        custom_metadata={WRITE_ID_KEY: write_id},
+        max_commit_retries=0 if expected_version is not None else None,
+    )
+    delta_schema = Schema.from_arrow(schema)
+    if not table_exists(path):
+        if expected_version not in (None, -1):
+            raise ConcurrentWriteError(f"{CONFLICT_MARKER}: table {path} does not exist, expected version {expected_version}")
+        try:
+            create_table_with_add_actions(
+                path, delta_schema, actions, mode="error", partition_by=partition_by or None, commit_properties=properties
+            )
+            return
+        except (DeltaError, CommitFailedError, OSError) as exc:
+            # Someone created it first. A CAS on "must not exist" loses; a plain write appends instead.
+            if expected_version == -1 or not table_exists(path):
+                raise ConcurrentWriteError(f"{CONFLICT_MARKER}: table {path} was created concurrently: {exc}") from exc
+    elif expected_version == -1:
+        raise ConcurrentWriteError(f"{CONFLICT_MARKER}: table {path} already exists")
+    dt = DeltaTable(path, version=expected_version) if expected_version is not None else DeltaTable(path)
+    if overwrite and replace_partitions:
+        mode = "overwrite"
+        filters = [(k, "=", _partition_string(v)) for k, v in replace_partitions.items()]
+    else:
+        mode, filters = ("overwrite" if overwrite else "append"), None
+    target_schema = delta_schema if (overwrite and overwrite_schema) else dt.schema()
+    try:
+        dt.create_write_transaction(
+            actions, mode, target_schema, partition_by=partition_by or None, partition_filters=filters,
+            commit_properties=properties,
+        )
+    except CommitFailedError as exc:
+        if expected_version is not None:
+            raise ConcurrentWriteError(f"{CONFLICT_MARKER}: table {path} moved past version {expected_version}") from exc
+        raise
+
+
