@@ -45,6 +45,12 @@ setup(
     entry_points={
         "console_scripts": [
             "sparkship=sparkship.cli:run",
+            # python_wheel_task entry points (see databricks.yml / resources/)
+            "sparkship-train=sparkship.entrypoints:train",
+            "sparkship-validate=sparkship.entrypoints:validate",
+            "sparkship-promote=sparkship.entrypoints:promote",
+            "sparkship-score=sparkship.entrypoints:score",
+            "sparkship-monitor=sparkship.entrypoints:monitor",
         ],
     },
 )

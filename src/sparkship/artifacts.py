@@ -1,0 +1,97 @@
+"""Model artifacts: a fitted PipelineModel saved by Spark's own writer plus ``manifest.json``.
+
+Layout (see docs/DESIGN.md): ``<models_root>/<name>/<version>/{model/, manifest.json}``. The manifest holds a
+sha256 for every file under ``model/``; :func:`load` and :func:`verify` refuse an artifact whose files were
+changed, truncated, removed or added, naming the file.
+
+    >>> staged = stage(pipeline_model, {"name": "churn"}, "/tmp/models")        # doctest: +SKIP
+    >>> manifest = verify(final_dir)                                            # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from sparkship.errors import IntegrityError, NotFoundError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.ml import PipelineModel
+
+FORMAT = "sparkship-model/1"
+MANIFEST = "manifest.json"
+MODEL_DIR = "model"
+STAGING_DIR = ".staging"
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def checksums(artifact_dir: str) -> dict[str, str]:
+    """sha256 of every file under ``<artifact_dir>/model``, keyed by path relative to ``artifact_dir``."""
+    root = os.path.join(artifact_dir, MODEL_DIR)
+    out: dict[str, str] = {}
+    for folder, _, files in os.walk(root):
+        for name in files:
+            full = os.path.join(folder, name)
+            out[os.path.relpath(full, artifact_dir)] = _sha256(full)
+    return dict(sorted(out.items()))
+
+
+def stage(model: "PipelineModel", manifest: dict[str, Any], models_root: str) -> str:
+    """Save ``model`` and its manifest into a fresh staging folder under ``models_root``; return the folder.
+
+    The registry then moves the folder to its versioned path in one rename.
+    """
+    staged = os.path.join(models_root, STAGING_DIR, uuid.uuid4().hex)
+    model.write().save(os.path.join(staged, MODEL_DIR))
+    full = {"format": FORMAT, **manifest, "files": checksums(staged)}
+    with open(os.path.join(staged, MANIFEST), "w") as fh:
+        json.dump(full, fh, indent=2, sort_keys=True, default=str)
+    return staged
+
+
+def read_manifest(artifact_dir: str) -> dict[str, Any]:
+    path = os.path.join(artifact_dir, MANIFEST)
+    if not os.path.isdir(artifact_dir):
+        raise NotFoundError(f"model artifact {artifact_dir} does not exist")
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        raise IntegrityError(f"model artifact {artifact_dir}: {MANIFEST} is missing") from None
+    except json.JSONDecodeError as exc:
+        raise IntegrityError(f"model artifact {artifact_dir}: {MANIFEST} is not valid JSON ({exc})") from None
+
+
+def verify(artifact_dir: str) -> dict[str, Any]:
+    """Check every file against the manifest; return the manifest or raise :class:`IntegrityError`."""
+    manifest = read_manifest(artifact_dir)
+    expected: dict[str, str] = manifest.get("files") or {}
+    if not expected:
+        raise IntegrityError(f"model artifact {artifact_dir}: the manifest lists no files")
+    actual = checksums(artifact_dir)
+    for rel, digest in expected.items():
+        if rel not in actual:
+            raise IntegrityError(f"model artifact {artifact_dir}: file {rel} is missing")
+        if actual[rel] != digest:
+            raise IntegrityError(f"model artifact {artifact_dir}: file {rel} was changed (sha256 mismatch)")
+    extra = sorted(set(actual) - set(expected))
+    if extra:
+        raise IntegrityError(f"model artifact {artifact_dir}: unexpected file {extra[0]}")
+    return manifest
+
+
+def load(artifact_dir: str) -> "PipelineModel":
+    """The verified PipelineModel of an artifact folder."""
+    from pyspark.ml import PipelineModel
+
+    verify(artifact_dir)
+    return PipelineModel.load(os.path.join(artifact_dir, MODEL_DIR))

@@ -1,0 +1,34 @@
+"""Thin ``python_wheel_task`` entry points: each is ``sparkship <command>`` with the task's parameters.
+
+A bundle task runs, for example, ``entry_point: sparkship-train`` with
+``parameters: ["--spec", "/Workspace/.../churn.yml", "--run-id", "{{job.run_id}}"]``.
+"""
+from __future__ import annotations
+
+import sys
+
+from sparkship.cli import main
+
+
+def _run(command: str) -> None:
+    sys.exit(main([command, *sys.argv[1:]]))
+
+
+def train() -> None:
+    _run("train")
+
+
+def validate() -> None:
+    _run("validate")
+
+
+def promote() -> None:
+    _run("promote")
+
+
+def score() -> None:
+    _run("score")
+
+
+def monitor() -> None:
+    _run("monitor")
