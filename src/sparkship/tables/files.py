@@ -122,6 +122,13 @@ def _absolute_file(table: str, rel: str) -> str:
     return os.path.join(table, unquote(rel))
 
 
+def _constant_column(value: Any, length: int, type_: pa.DataType) -> pa.Array:
+    # delta-rs hands partition values typed (date, int...) or as strings, depending on the call.
+    if value is None:
+        return pa.nulls(length, type_)
+    return pa.array([value] * length).cast(type_)
+
+
 def read_batches(table: str, split: list[DataFile], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
     """Record batches of ``schema`` from the given data files, partition columns filled in from the log."""
     for rel, partition_values in split:
@@ -135,8 +142,7 @@ def read_batches(table: str, split: list[DataFile], schema: pa.Schema) -> Iterat
                     arrays.append(batch.column(f.name).cast(f.type))
                 else:
                     # Partition columns live in the log, not the file; absent columns read as null.
-                    value = partition_values.get(f.name)
-                    arrays.append(pa.array([value] * batch.num_rows, pa.string()).cast(f.type))
+                    arrays.append(_constant_column(partition_values.get(f.name), batch.num_rows, f.type))
             yield pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 

@@ -10,6 +10,8 @@ how the registry hands out version numbers without gaps or duplicates across pro
 """
 from __future__ import annotations
 
+import json
+import os
 import uuid
 from typing import Any
 
@@ -122,8 +124,22 @@ def history(path: str, limit: int | None = None) -> list[dict[str, Any]]:
 
 
 def version_of_write(path: str, write_id: str) -> int:
-    """The version whose commit carries ``write_id`` (searched newest first)."""
-    for commit in history(path, limit=1000):
-        if commit["metadata"].get(delta_files.WRITE_ID_KEY) == write_id:
-            return int(commit["version"])
+    """The version whose commit carries ``write_id``, read from the commit files themselves, newest first.
+
+    (delta-rs' ``history()`` can misnumber commits while other processes are committing.)
+    """
+    log_dir = os.path.join(path, "_delta_log")
+    if os.path.isdir(log_dir):
+        commits = sorted((f for f in os.listdir(log_dir) if f.endswith(".json") and f[:-5].isdigit()), reverse=True)
+        for name in commits:
+            with open(os.path.join(log_dir, name)) as fh:
+                for line in fh:
+                    if '"commitInfo"' in line and write_id in line:
+                        info = json.loads(line)["commitInfo"]
+                        if info.get(delta_files.WRITE_ID_KEY) == write_id:
+                            return int(name[:-5])
+    else:  # object storage: ask delta-rs
+        for commit in history(path, limit=1000):
+            if commit["metadata"].get(delta_files.WRITE_ID_KEY) == write_id:
+                return int(commit["version"])
     raise NotFoundError(f"the commit of write {write_id} is not in the history of {path}")
