@@ -90,11 +90,7 @@ class DeltaRsWriter(DataSourceArrowWriter):
 
     def write(self, iterator: Iterator[pa.RecordBatch]) -> WrittenFiles:  # type: ignore[override]
         """Runs in each task: write this task's rows as parquet files (not yet part of the table)."""
-        batches = [b for b in iterator if b.num_rows]
-        if not batches:
-            return WrittenFiles([])
-        table = pa.Table.from_batches(batches).cast(self.arrow_schema)
-        return WrittenFiles(delta_files.write_data_files(self.path, table, self.partition_by))
+        return WrittenFiles(delta_files.write_data_files(self.path, iterator, self.arrow_schema, self.partition_by))
 
     def commit(self, messages: list[WrittenFiles]) -> None:  # type: ignore[override]
         """Runs once on the driver after every task succeeded: one Delta commit."""

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -159,25 +159,30 @@ def _partition_dir(partition_by: list[str], values: dict[str, str | None]) -> st
     return "/".join(parts)
 
 
-def _stats_json(table: pa.Table) -> str:
-    """Delta file statistics. min/max only where they are unambiguous (ints, dates, finite floats)."""
-    stats: dict[str, Any] = {"numRecords": table.num_rows, "minValues": {}, "maxValues": {}, "nullCount": {}}
-    for name in table.column_names:
-        col = table.column(name)
-        stats["nullCount"][name] = col.null_count
-        t = col.type
-        if table.num_rows == col.null_count:
+def _stats_json(meta: pq.FileMetaData) -> str:
+    """Delta file statistics from the parquet footer the writer already computed (no extra pass over data).
+
+    min/max only where unambiguous: integers, finite floats (parquet leaves NaN out), dates; top-level columns.
+    """
+    stats: dict[str, Any] = {"numRecords": meta.num_rows, "minValues": {}, "maxValues": {}, "nullCount": {}}
+    for i in range(meta.num_columns):
+        chunks = [meta.row_group(g).column(i) for g in range(meta.num_row_groups)]
+        if not chunks or "." in chunks[0].path_in_schema:
             continue
-        if pa.types.is_integer(t) or pa.types.is_floating(t):
-            if pa.types.is_floating(t) and pc.any(pc.is_nan(col)).as_py():
-                continue
-            mm = pc.min_max(col)
-            stats["minValues"][name] = mm["min"].as_py()
-            stats["maxValues"][name] = mm["max"].as_py()
-        elif pa.types.is_date32(t):
-            mm = pc.min_max(col)
-            stats["minValues"][name] = mm["min"].as_py().isoformat()
-            stats["maxValues"][name] = mm["max"].as_py().isoformat()
+        name = chunks[0].path_in_schema
+        if any(c.statistics is None for c in chunks):
+            continue
+        stats["nullCount"][name] = sum(c.statistics.null_count for c in chunks)
+        physical, logical = chunks[0].physical_type, str(chunks[0].statistics.logical_type)
+        wanted = physical in ("INT32", "INT64", "FLOAT", "DOUBLE") and logical in ("None", "Int", "Date")
+        with_values = [c.statistics for c in chunks if c.statistics.has_min_max]
+        if not wanted or not with_values or len(with_values) != sum(
+            1 for c in chunks if c.statistics.num_values > 0
+        ):
+            continue
+        lo, hi = min(s.min for s in with_values), max(s.max for s in with_values)
+        to_json = (lambda v: v.isoformat()) if logical == "Date" else (lambda v: v)
+        stats["minValues"][name], stats["maxValues"][name] = to_json(lo), to_json(hi)
     return json.dumps(stats)
 
 
@@ -191,41 +196,62 @@ def _partition_string(value: Any) -> str | None:
     return str(value)
 
 
-def write_data_files(table_path: str, table: pa.Table, partition_by: list[str]) -> list[dict[str, Any]]:
-    """Write ``table`` as parquet files under ``table_path`` (one per partition); return add-action fields.
+def _write_parquet(table_path: str, rel: str, batches: Iterable[pa.RecordBatch], schema: pa.Schema,
+                   values: dict[str, str | None]) -> dict[str, Any] | None:
+    """Stream ``batches`` into one parquet file; return its add-action fields (None if no rows)."""
+    absolute = os.path.join(table_path, rel)
+    os.makedirs(os.path.dirname(absolute), exist_ok=True)
+    # Dictionary pages rarely pay off for floating point data and cost a failed attempt per page.
+    dictionary = [f.name for f in schema if not pa.types.is_floating(f.type)]
+    rows = 0
+    with pq.ParquetWriter(absolute, schema, compression="snappy", use_dictionary=dictionary or False) as writer:
+        for batch in batches:
+            if batch.num_rows:
+                writer.write_batch(batch)
+                rows += batch.num_rows
+    if rows == 0:
+        os.remove(absolute)
+        return None
+    st = os.stat(absolute)
+    return {
+        "path": rel,
+        "size": st.st_size,
+        "partition_values": values,
+        "modification_time": int(st.st_mtime * 1000),
+        "stats": _stats_json(pq.read_metadata(absolute)),
+    }
 
+
+def _new_file_name() -> str:
+    return f"part-{uuid.uuid4().hex}-c000.snappy.parquet"
+
+
+def write_data_files(
+    table_path: str, data: pa.Table | Iterable[pa.RecordBatch], schema: pa.Schema, partition_by: list[str]
+) -> list[dict[str, Any]]:
+    """Write ``data`` (cast to ``schema``) as parquet files under ``table_path``; return add-action fields.
+
+    Unpartitioned data is streamed into one file; partitioned data is split into one file per partition.
     Nothing becomes visible until :func:`commit_files` commits the returned files.
     """
+    data_columns = [n for n in schema.names if n not in partition_by]
+    file_schema = pa.schema([schema.field(n) for n in data_columns])
+    batches: Iterable[pa.RecordBatch] = data.to_batches() if isinstance(data, pa.Table) else data
+    if not partition_by:
+        written = _write_parquet(table_path, _new_file_name(), (b.cast(file_schema) for b in batches), file_schema, {})
+        return [written] if written else []
+    table = pa.Table.from_batches([b.cast(schema) for b in batches], schema=schema)
     files: list[dict[str, Any]] = []
-    if table.num_rows == 0:
-        return files
-    data_columns = [n for n in table.schema.names if n not in partition_by]
-    if partition_by:
-        keys = table.select(partition_by).group_by(partition_by).aggregate([]).to_pylist()
-    else:
-        keys = [{}]
-    for key in keys:
+    for key in table.select(partition_by).group_by(partition_by).aggregate([]).to_pylist():
         part = table
         for col, value in key.items():
             mask = pc.is_null(part.column(col)) if value is None else pc.equal(part.column(col), value)
             part = part.filter(mask)
         values = {c: _partition_string(v) for c, v in key.items()}
-        folder = _partition_dir(partition_by, values)
-        rel = (f"{folder}/" if folder else "") + f"part-{uuid.uuid4().hex}-c000.snappy.parquet"
-        absolute = os.path.join(table_path, rel)
-        os.makedirs(os.path.dirname(absolute), exist_ok=True)
-        data = part.select(data_columns)
-        pq.write_table(data, absolute, compression="snappy")
-        st = os.stat(absolute)
-        files.append(
-            {
-                "path": rel,
-                "size": st.st_size,
-                "partition_values": values,
-                "modification_time": int(st.st_mtime * 1000),
-                "stats": _stats_json(data),
-            }
-        )
+        rel = f"{_partition_dir(partition_by, values)}/{_new_file_name()}"
+        written = _write_parquet(table_path, rel, part.select(data_columns).to_batches(), file_schema, values)
+        if written:
+            files.append(written)
     return files
 
 

@@ -81,7 +81,7 @@ def append_arrow(
 
         partition_by = list(DeltaTable(path).metadata().partition_columns)
     table = table.select(schema.names).cast(schema)
-    written = delta_files.write_data_files(path, table, partition_by or [])
+    written = delta_files.write_data_files(path, table, schema, partition_by or [])
     write_id = uuid.uuid4().hex
     try:
         delta_files.commit_files(

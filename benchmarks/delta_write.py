@@ -1,0 +1,59 @@
+"""Write and read 2M rows x 10 doubles: sparkship's delta-rs data source vs Spark's own parquet, side by side.
+
+    python benchmarks/delta_write.py [--rows 2000000] [--rounds 3]
+
+Prints a markdown table of median seconds and the ratios (goal: write <= 1.3x parquet).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import tempfile
+import time
+
+from pyspark.sql import functions as F
+
+from sparkship import tables
+from sparkship.spark import get_spark
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    work = tempfile.mkdtemp(prefix="bench-delta-")
+    spark = get_spark(home=os.path.join(work, "home"))
+    cols = [F.rand(seed=i).alias(f"c{i}") for i in range(10)]
+    df = spark.range(args.rows, numPartitions=4).select(*cols).cache()
+    df.count()
+    sums = [F.sum(f"c{i}") for i in range(10)]
+    results: dict[str, list[float]] = {k: [] for k in ("delta write", "parquet write", "delta read", "parquet read")}
+    for r in range(args.rounds):  # alternate, so both see the same machine state
+        delta_path, parquet_path = f"{work}/delta{r}", f"{work}/parquet{r}"
+        results["delta write"].append(timed(lambda: tables.write(df, delta_path, mode="overwrite")))
+        results["parquet write"].append(timed(lambda: df.write.mode("overwrite").parquet(parquet_path)))
+        results["delta read"].append(timed(lambda: tables.read(spark, delta_path).agg(*sums).collect()))
+        results["parquet read"].append(timed(lambda: spark.read.parquet(parquet_path).agg(*sums).collect()))
+        assert tables.read(spark, delta_path).count() == args.rows
+    med = {k: statistics.median(v) for k, v in results.items()}
+    print(f"\n{args.rows:,} rows x 10 doubles, {args.rounds} rounds, local[*] on {os.cpu_count()} cores "
+          f"(median seconds)\n")
+    print("| operation | delta-rs data source | Spark parquet | ratio |")
+    print("| --- | ---: | ---: | ---: |")
+    for op in ("write", "read"):
+        d, p = med[f"delta {op}"], med[f"parquet {op}"]
+        print(f"| {op} | {d:.2f} | {p:.2f} | {d / p:.2f}x |")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
