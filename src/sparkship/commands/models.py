@@ -77,10 +77,19 @@ def model_history(ctx: Context, args: argparse.Namespace) -> CommandResult:
             "alias moves:\n" + render_text([{k: a[k] for k in ("seq", "alias", "version", "previous_version",
                                                                 "action", "forced", "reason", "moved_at")}
                                             for a in aliases]),
-            "events:\n" + render_text([{k: e[k] for k in ("at", "version", "event", "details")} for e in events]),
+            "events:\n" + render_text([{k: e[k] for k in ("at", "version", "event")} | {"details": _summary(e)}
+                                        for e in events]),
         ]
     )
     return CommandResult(payload, text=text)
+
+
+def _summary(event: dict[str, Any]) -> Any:
+    """A validation's full details are long; text mode shows its verdict (--json has everything)."""
+    details = event["details"]
+    if event["event"] == "validated":
+        return {k: details.get(k) for k in ("status", "reasons", "table_version")}
+    return details
 
 
 def set_alias(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:

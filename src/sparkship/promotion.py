@@ -1,0 +1,149 @@
+"""Promotion and rollback: moving an alias (``champion`` by default) under the validation gate.
+
+Rules of :func:`promote`:
+
+* the version's LATEST ``validated`` event must be a PASS; no validation, or a latest FAIL, refuses;
+* when promoting to ``champion``, that validation must have compared against the version that holds
+  ``champion`` now (the regression check is only meaningful against the current champion); if the champion
+  moved since, the validation is stale and the promotion is refused: validate again;
+* ``force=True`` skips both checks but needs a ``reason``; the alias move and the ``promoted`` event record
+  ``forced`` and the reason;
+* promoting the version the alias already points at changes nothing and records nothing;
+* the move is compare-and-set against the holder read at the start, so a concurrent move is not overwritten.
+
+:func:`rollback` moves the alias back to the holder before its latest move (a second rollback undoes the
+first), recorded as an alias move with ``action="rollback"`` and a ``rolled_back`` event.
+
+    >>> promote(settings, "churn/run:1234")                                    # doctest: +SKIP
+    AliasChange(name='churn', alias='champion', version=3, previous_version=2, ...)
+    >>> rollback(settings, "churn", reason="latency regression").version       # doctest: +SKIP
+    2
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sparkship.config import Settings
+from sparkship.errors import SparkshipError, UsageError
+from sparkship.names import validate_alias, validate_name
+from sparkship.registry import Registry
+from sparkship.validation import CHAMPION, EVENT as VALIDATED
+
+log = logging.getLogger(__name__)
+
+__all__ = ["AliasChange", "PromotionRefusedError", "latest_validation", "promote", "rollback"]
+
+
+class PromotionRefusedError(SparkshipError):
+    """The version has not passed validation (or its validation is stale); ``--force --reason`` overrides."""
+
+
+@dataclass(frozen=True)
+class AliasChange:
+    """What :func:`promote` or :func:`rollback` did to ``name@alias``."""
+
+    name: str
+    alias: str
+    version: int
+    previous_version: int | None
+    action: str
+    changed: bool
+    forced: bool = False
+    reason: str | None = None
+    validation: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def latest_validation(registry: Registry, name: str, version: int) -> dict[str, Any] | None:
+    """The newest ``validated`` event of ``name/version`` (``details`` holds the result), or None."""
+    events = registry.events(name, event=VALIDATED, version=version)
+    return events[-1] if events else None
+
+
+def _summary(event: dict[str, Any] | None) -> dict[str, Any] | None:
+    if event is None:
+        return None
+    d = event["details"]
+    return {"at": event["at"], "run_id": event["run_id"], "passed": d.get("passed"), "table": d.get("table"),
+            "table_version": d.get("table_version"), "champion_version": d.get("champion_version"),
+            "reasons": d.get("reasons", [])}
+
+
+def promote(
+    settings: Settings,
+    ref: str,
+    alias: str = CHAMPION,
+    force: bool = False,
+    reason: str | None = None,
+    run_id: str | None = None,
+) -> AliasChange:
+    """Point ``NAME@alias`` at the version ``ref`` resolves to, if its latest validation passed.
+
+    Raises :class:`PromotionRefusedError` (nothing changes) when it did not, unless ``force`` with a
+    ``reason``.
+
+        >>> promote(settings, "churn/3").previous_version                        # doctest: +SKIP
+        2
+        >>> promote(settings, "churn/4", force=True, reason="hotfix").forced      # doctest: +SKIP
+        True
+    """
+    validate_alias(alias)
+    reason = reason.strip() if isinstance(reason, str) and reason.strip() else None
+    if force and reason is None:
+        raise UsageError("--force needs --reason TEXT: a forced promotion must say why")
+    reg = Registry(settings)
+    mv = reg.get(ref)
+    current = reg.alias_version(mv.name, alias)
+    event = latest_validation(reg, mv.name, mv.version)
+    summary = _summary(event)
+    if current == mv.version:
+        log.info("%s@%s already points at %s: nothing to do", mv.name, alias, mv.version)
+        return AliasChange(mv.name, alias, mv.version, current, "promote", False, validation=summary)
+    if not force:
+        if summary is None:
+            raise PromotionRefusedError(
+                f"{mv.ref} has not been validated: run `sparkship validate --model {mv.ref} --table ...` first "
+                "(or --force --reason TEXT)"
+            )
+        if not summary["passed"]:
+            raise PromotionRefusedError(
+                f"{mv.ref} failed its latest validation ({event['at']}): {'; '.join(summary['reasons']) or 'FAIL'}"
+            )
+        if alias == CHAMPION and summary["champion_version"] != current:
+            compared = summary["champion_version"]
+            raise PromotionRefusedError(
+                f"{mv.ref} was validated against champion "
+                f"{compared if compared is not None else '(none)'}, but {mv.name}@{alias} is now "
+                f"{current if current is not None else '(unset)'}: validate it again"
+            )
+    move = reg.set_alias(mv.name, alias, mv.version, expect_version=current or 0, reason=reason, forced=force,
+                         action="promote", run_id=run_id)
+    change = AliasChange(mv.name, alias, mv.version, move.previous_version, "promote", True, force, reason, summary)
+    reg.record_event(mv.name, mv.version, "promoted",
+                     {"alias": alias, "previous_version": move.previous_version, "forced": force, "reason": reason,
+                      "validation": summary}, run_id)
+    if force:
+        log.warning("%s@%s -> %s FORCED (%s)", mv.name, alias, mv.version, reason)
+    return change
+
+
+def rollback(
+    settings: Settings, name: str, alias: str = CHAMPION, reason: str | None = None, run_id: str | None = None
+) -> AliasChange:
+    """Move ``name@alias`` back to the version it pointed at before its latest move.
+
+        >>> rollback(settings, "churn", reason="bad latency").version              # doctest: +SKIP
+        2
+    """
+    validate_name(name)
+    validate_alias(alias)
+    reg = Registry(settings)
+    move = reg.rollback(name, alias, reason=reason, run_id=run_id)
+    reg.record_event(name, move.version, "rolled_back",
+                     {"alias": alias, "from_version": move.previous_version, "to_version": move.version,
+                      "reason": reason}, run_id)
+    return AliasChange(name, alias, move.version, move.previous_version, "rollback", True, reason=reason)
