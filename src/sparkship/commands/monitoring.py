@@ -1,0 +1,77 @@
+"""``sparkship monitor`` (drift tables; exit 2 when drift is flagged) and ``sparkship report`` (HTML page)."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from sparkship.commands import CommandResult, Context, add_command, render_text
+
+DRIFT_EXIT_CODE = 2
+
+
+def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    p = add_command(
+        subparsers, common, "monitor", monitor_command,
+        "per-window feature and prediction drift of a scores table against the model's training profile",
+        description=(
+            "Compute, per time window of scored_at and per feature, the population stability index (PSI) against "
+            "the reference profile stored with the model, and null rates; write <scores>_profile_metrics and "
+            "<scores>_drift_metrics (re-runs replace the same windows). Exit codes: 0 no drift, 2 drift flagged "
+            "(PSI above --threshold; bad usage also exits 2 and prints an error), 1 other errors."
+        ),
+    )
+    p.add_argument("--model", required=True, help="NAME, NAME/VERSION, NAME@ALIAS or NAME/run:RUN_ID")
+    p.add_argument("--scores", required=True, help="scores table written by `sparkship score` (PATH[@VERSION])")
+    p.add_argument("--window", default="1d", help="tumbling window on scored_at: 30m, 1h, 1d, 7d, 2w (default 1d)")
+    p.add_argument("--threshold", type=float, default=0.2, help="flag a feature when its PSI is above this (0.2)")
+    p.add_argument("--features-table", default=None,
+                   help="table with the feature columns, joined on the scores' keys, when scoring did not "
+                        "use --include-features")
+    p.add_argument("--run-id", default=None, help="job run id recorded with the metrics (lineage)")
+    p.add_argument("--no-write", action="store_true", help="compute and print only; write no table")
+
+    p = add_command(
+        subparsers, common, "report", report_command,
+        "one self-contained HTML page: metrics, curves, importances, validation and alias history, drift",
+    )
+    p.add_argument("--model", required=True, help="NAME, NAME/VERSION, NAME@ALIAS or NAME/run:RUN_ID")
+    p.add_argument("--out", required=True, help="HTML file to write")
+    p.add_argument("--scores", default=None, help="scores table: add drift charts")
+    p.add_argument("--table", default=None,
+                   help="evaluate on this table (PATH[@VERSION]) instead of the training snapshot's test split")
+    p.add_argument("--window", default="1d", help="drift window when the drift table has to be computed")
+    p.add_argument("--threshold", type=float, default=0.2, help="PSI threshold drawn on the drift charts")
+
+
+def monitor_command(ctx: Context, args: argparse.Namespace) -> CommandResult:
+    from sparkship.monitoring import monitor
+    from sparkship.registry import Registry
+
+    result = monitor(
+        ctx.spark, Registry(ctx.settings), args.model, args.scores, window=args.window, threshold=args.threshold,
+        features_table=args.features_table, run_id=args.run_id, write=not args.no_write,
+    )
+    payload = result.to_dict()
+    rows = [
+        {k: r[k] for k in ("window_start", "feature", "count", "psi", "null_rate", "reference_null_rate", "flagged")}
+        for r in result.drift
+    ]
+    summary = [
+        f"model {result.model}/{result.model_version}: {len(result.windows)} window(s) of {result.window}, "
+        f"{len(result.flagged)} flagged (PSI > {result.threshold})",
+        *[f"note: {n}" for n in result.notes],
+    ]
+    if result.drift_table:
+        summary.append(f"wrote {result.drift_table} and {result.profile_table}")
+    text = render_text(rows) + "\n" + "\n".join(summary)
+    return CommandResult(payload, text=text, exit_code=DRIFT_EXIT_CODE if result.flagged else 0)
+
+
+def report_command(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
+    from sparkship.registry import Registry
+    from sparkship.report import write_report
+
+    return write_report(
+        ctx.spark, Registry(ctx.settings), args.model, args.out, scores=args.scores, table=args.table,
+        window=args.window, threshold=args.threshold,
+    )

@@ -1,0 +1,230 @@
+"""Drift monitoring on a real trained model, real score-like Delta tables and the real CLI."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import numpy as np
+import pytest
+from chispa import assert_approx_df_equality
+from hypothesis import given, settings as hsettings
+from hypothesis import strategies as st
+
+from sparkship import monitoring, tables
+from sparkship.cli import main
+from sparkship.config import Settings
+from sparkship.errors import NotFoundError, SchemaMismatchError, UsageError
+from sparkship.registry import Registry
+
+SCHEMA = "id long, age double, income double, plan string, churned double"
+DAY0 = datetime(2026, 11, 20, 6, 0, tzinfo=timezone.utc)
+
+
+def _rows(n: int, seed: int, *, age_shift: float = 0.0, plans: tuple[float, ...] = (0.5, 0.3, 0.2),
+          age_null: float = 0.02, start: int = 0) -> list[tuple[Any, ...]]:
+    """Synthetic customers; ``age_shift``/``plans``/``age_null`` move the input distribution."""
+    rng = np.random.default_rng(seed)
+    age = rng.normal(40, 10, n) + age_shift
+    missing = rng.random(n) < age_null
+    income = rng.lognormal(10, 0.5, n)
+    names = ["basic", "pro", "enterprise", "trial"][: len(plans)]
+    plan = rng.choice(names, p=plans, size=n)
+    logit = 0.08 * (age - 40) + 0.8 * (plan == "pro") - 0.5
+    label = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(float)
+    return [
+        (start + i, None if missing[i] else float(age[i]), float(income[i]), str(plan[i]), float(label[i]))
+        for i in range(n)
+    ]
+
+
+@pytest.fixture(scope="module")
+def env(spark, tmp_path_factory) -> dict[str, Any]:
+    """A random forest trained and registered by sparkship's own training code, and its home."""
+    from sparkship.spec import parse_spec
+    from sparkship.training import register_result, train
+
+    root = tmp_path_factory.mktemp("monitoring")
+    settings = Settings.resolve(home=str(root / "home"))
+    table = str(root / "customers")
+    tables.write(spark.createDataFrame(_rows(1200, seed=1), SCHEMA), table, mode="overwrite")
+    spec = parse_spec({
+        "name": "churn", "task": "classification", "table": table, "label": "churned",
+        "features": {"numeric": ["age", "income"], "categorical": ["plan"]},
+        "model": {"algorithm": "random_forest", "params": {"numTrees": 8, "maxDepth": 4, "seed": 3}},
+        "split": {"test_fraction": 0.25, "seed": 7},
+    })
+    register_result(settings, train(spark, spec))
+    registry = Registry(settings)
+    _, model = registry.load_model("churn/1")
+    return {"root": root, "settings": settings, "registry": registry, "model": model}
+
+
+def _scores(spark, env: dict[str, Any], name: str, rows: list[tuple[Any, ...]], *, features: bool = True) -> str:
+    """A table shaped like `sparkship score` output; row i is scored on day i % 2 (two daily windows)."""
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.sql import functions as F
+
+    df = spark.createDataFrame(rows, SCHEMA).drop("churned")
+    out = env["model"].transform(df).select(
+        "id", *(["age", "income", "plan"] if features else []),
+        F.col("prediction"), vector_to_array("probability").alias("probability"),
+        F.lit("churn").alias("model_name"), F.lit("1").alias("model_version"),
+        (F.lit(DAY0).cast("timestamp") + F.make_interval(days=(F.col("id") % 2).cast("int"))).alias("scored_at"),
+        F.lit("run-1").alias("run_id"), F.lit(0).cast("bigint").alias("input_version"),
+        F.lit(0).cast("bigint").alias("scoring_batch"),
+    )
+    path = str(env["root"] / name)
+    tables.write(out, path, mode="overwrite")
+    return path
+
+
+@pytest.fixture(scope="module")
+def same(spark, env) -> str:
+    return _scores(spark, env, "same_scores", _rows(1600, seed=2))
+
+
+@pytest.fixture(scope="module")
+def shifted(spark, env) -> tuple[str, list[tuple[Any, ...]]]:
+    # Older customers, more nulls, a plan mix that moved to enterprise and an unseen 'trial' plan; income as before.
+    rows = _rows(1600, seed=3, age_shift=12.0, plans=(0.15, 0.25, 0.4, 0.2), age_null=0.1)
+    return _scores(spark, env, "shifted_scores", rows), rows
+
+
+@pytest.fixture(scope="module")
+def same_result(spark, env, same) -> monitoring.MonitorResult:
+    return monitoring.monitor(spark, env["registry"], "churn/1", same, run_id="a")
+
+
+@pytest.fixture(scope="module")
+def shifted_result(spark, env, shifted) -> monitoring.MonitorResult:
+    return monitoring.monitor(spark, env["registry"], "churn/1", shifted[0])
+
+
+def test_unshifted_scores_are_not_flagged(same_result) -> None:
+    result = same_result
+    assert result.flagged == []
+    assert result.features == ["age", "income", "plan", "prediction"]
+    assert len(result.windows) == 2 and not result.predictions_only
+    assert all(r["psi"] is not None and 0 <= r["psi"] < 0.1 for r in result.drift)
+
+
+def test_shifted_scores_flag_the_moved_features_only(env, shifted_result) -> None:
+    result = shifted_result
+    flagged = {(r["window_start"], r["feature"]) for r in result.flagged}
+    windows = ["2026-11-20T00:00:00+00:00", "2026-11-21T00:00:00+00:00"]
+    assert result.windows == windows
+    assert {(w, f) for w in windows for f in ("age", "plan")} <= flagged
+    assert "income" not in {f for _, f in flagged}
+    age = [r for r in result.drift if r["feature"] == "age"]
+    assert all(r["null_rate"] > 0.07 and r["reference_null_rate"] < 0.04 for r in age)
+    events = env["registry"].events("churn", "monitored")
+    assert any(e["details"]["flagged"] == result.flagged for e in events)
+
+
+def test_drift_and_profile_match_an_independent_numpy_computation(spark, env, shifted, shifted_result) -> None:
+    """PSI, null rate and bin shares of 'age' recomputed with numpy from the raw rows and the reference."""
+    path, rows = shifted
+    manifest = env["registry"].manifest("churn/1")[1]
+    ref = manifest["reference_profile"]["features"]["age"]
+    inner = np.array(ref["edges"][1:-1])
+    expected_shares = np.array(ref["fractions"])
+    expected_rows = []
+    for day in (0, 1):
+        ages = [r[1] for r in rows if r[0] % 2 == day]
+        values = np.array([a for a in ages if a is not None])
+        # profiles' rule: bin = number of inner edges strictly below the value
+        shares = np.bincount(np.searchsorted(inner, values, side="left"), minlength=len(expected_shares)) / len(values)
+        a, e = np.maximum(shares, 1e-4), np.maximum(expected_shares, 1e-4)
+        day_name = (DAY0 + timedelta(days=day)).strftime("%Y-%m-%d")
+        expected_rows.append((day_name, len(ages), float(np.sum((a - e) * np.log(a / e))),
+                              1 - len(values) / len(ages), float(values.mean()), [float(s) for s in shares]))
+    expected = spark.createDataFrame(
+        expected_rows, "day string, count long, psi double, null_rate double, mean double, fractions array<double>"
+    )
+    drift = tables.read(spark, path + "_drift_metrics").where("feature = 'age'")
+    profile = tables.read(spark, path + "_profile_metrics").where("feature = 'age'")
+    actual = drift.join(profile.select("window_start", "mean", "fractions"), "window_start").selectExpr(
+        "date_format(window_start, 'yyyy-MM-dd') AS day", "count", "psi", "null_rate", "mean", "fractions"
+    )
+    assert_approx_df_equality(actual, expected, 1e-9, ignore_nullable=True, ignore_row_order=True)
+
+
+def test_scores_without_features_monitor_predictions_or_join_a_features_table(spark, env) -> None:
+    rows = _rows(600, seed=4)
+    path = _scores(spark, env, "bare_scores", rows, features=False)
+    only = monitoring.monitor(spark, env["registry"], "churn/1", path, write=False)
+    assert only.predictions_only and only.features == ["prediction"]
+    assert any("predictions only" in n for n in only.notes)
+    assert not tables.exists(spark, path + "_drift_metrics")
+
+    features = str(env["root"] / "features")
+    tables.write(spark.createDataFrame(rows, SCHEMA), features, mode="overwrite")
+    joined = monitoring.monitor(spark, env["registry"], "churn/1", path, features_table=features, write=False)
+    assert joined.features == ["age", "income", "plan", "prediction"] and not joined.predictions_only
+    assert all(r["count"] == 300 for r in joined.drift)
+
+
+def test_cli_rerun_replaces_the_same_windows_and_exits_2_on_drift(spark, env, same, same_result, shifted,
+                                                                  capsys) -> None:
+    home = ["--home", env["settings"].home, "--json"]
+    profile_path, drift_path = monitoring.output_tables(same)
+    before = tables.version(spark, drift_path)
+    assert main(["monitor", "--model", "churn/1", "--scores", same, "--run-id", "b", *home]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) >= {"model", "model_version", "windows", "features", "flagged", "drift_table", "profile_table"}
+    assert (out["model"], out["model_version"], out["flagged"]) == ("churn", 1, [])
+    assert (out["drift_table"], out["profile_table"]) == (drift_path, profile_path)
+    # The same two windows were replaced, not appended: one more commit, the same rows, the new run id.
+    drift = tables.read(spark, drift_path)
+    assert tables.version(spark, drift_path) == before + 1
+    assert drift.count() == len(same_result.drift) == len(out["drift"]) == 2 * 4
+    assert [r.run_id for r in drift.select("run_id").distinct().collect()] == ["b"]
+    assert tables.read(spark, profile_path).count() == 2 * 4
+    keep = ["window_start", "feature", "psi", "null_rate", "flagged"]
+    assert [{k: r[k] for k in keep} for r in out["drift"]] == [{k: r[k] for k in keep} for r in same_result.drift]
+
+    code = main(["monitor", "--model", "churn/1", "--scores", shifted[0], "--threshold", "0.5", "--window", "7d",
+                 "--no-write", *home])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 2 and out["flagged"] and all(f["psi"] > 0.5 for f in out["flagged"])
+    assert len(out["windows"]) == 1 and out["drift_table"] is None
+    assert main(["monitor", "--model", "churn/1", "--scores", same, "--no-write", "--home", env["settings"].home]) == 0
+    text = capsys.readouterr().out
+    assert "0 flagged (PSI > 0.2)" in text and "window_start" in text and "income" in text
+    assert main(["monitor", "--model", "churn@missing", "--scores", same, *home]) == 1
+    assert "no alias 'missing'" in json.loads(capsys.readouterr().out)["error"]
+
+
+def test_bad_input_is_refused_before_writing(spark, env, same) -> None:
+    from pyspark.sql import functions as F
+
+    registry = env["registry"]
+    with pytest.raises(UsageError, match="--window"):
+        monitoring.monitor(spark, registry, "churn/1", same, window="1 fortnight")
+    with pytest.raises(UsageError, match="threshold"):
+        monitoring.monitor(spark, registry, "churn/1", same, threshold=0)
+    with pytest.raises(NotFoundError, match="no scores table"):
+        monitoring.monitor(spark, registry, "churn/1", str(env["root"] / "nowhere"))
+    not_scores = str(env["root"] / "not_scores")
+    tables.write(spark.createDataFrame(_rows(10, seed=5), SCHEMA), not_scores, mode="overwrite")
+    with pytest.raises(SchemaMismatchError, match="scored_at"):
+        monitoring.monitor(spark, registry, "churn/1", not_scores)
+    other = str(env["root"] / "other_version")
+    tables.write(tables.read(spark, same).withColumn("model_version", F.lit("9")), other, mode="overwrite")
+    with pytest.raises(NotFoundError, match="churn/1"):
+        monitoring.monitor(spark, registry, "churn/1", other)
+    assert not tables.exists(spark, other + "_drift_metrics")
+    assert not tables.exists(spark, not_scores + "_drift_metrics")
+
+
+@hsettings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(0, 1), min_size=2, max_size=12), st.integers(0, 2**31))
+def test_psi_is_zero_for_equal_shares_and_positive_otherwise(weights: list[float], seed: int) -> None:
+    total = sum(weights)
+    if total == 0:
+        return
+    shares = [w / total for w in weights]
+    other = np.random.default_rng(seed).dirichlet(np.ones(len(shares))).tolist()
+    assert monitoring.psi(shares, shares) == pytest.approx(0.0, abs=1e-12)
+    assert monitoring.psi(other, shares) >= 0.0
