@@ -1,0 +1,178 @@
+"""Columnar rows for the batch path: numpy arrays per column, null masks, Spark types, original row numbers.
+
+Numeric columns are float64 (double, float) or int64 (integral types) arrays; booleans bool arrays; strings
+object arrays holding ``str`` or ``None``; vectors 2-D float64 arrays. A null is flagged in ``nulls[name]``
+(its slot holds NaN, 0 or None). ``rows`` keeps each surviving row's position in the caller's input, so rows
+dropped by a stage (Spark's ``skip`` modes) can be reported.
+
+    >>> import pyarrow as pa
+    >>> from sparkship.serving.signature import Signature, Field
+    >>> b = from_arrow(pa.table({"x": [1.0, None]}), Signature([Field("x", "double")]))
+    >>> b.n, b.null_mask("x").tolist()
+    (2, [False, True])
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from sparkship.serving.signature import FLOATING, INTEGRAL, InvalidRecordError, Signature
+
+
+class Batch:
+    """A set of rows, one numpy array per column."""
+
+    def __init__(self, n: int, rows: np.ndarray | None = None) -> None:
+        self.n = n
+        self.rows = np.arange(n) if rows is None else rows
+        self.cols: dict[str, np.ndarray] = {}
+        self.nulls: dict[str, np.ndarray] = {}
+        self.types: dict[str, str] = {}
+
+    def set(self, name: str, values: np.ndarray, spark_type: str, nulls: np.ndarray | None = None) -> None:
+        self.cols[name] = values
+        self.types[name] = spark_type
+        if nulls is not None and nulls.any():
+            self.nulls[name] = nulls
+        else:
+            self.nulls.pop(name, None)
+
+    def null_mask(self, name: str) -> np.ndarray | None:
+        return self.nulls.get(name)
+
+    def filter(self, keep: np.ndarray) -> np.ndarray:
+        """Keep the rows where ``keep`` is True; return the input positions of the others."""
+        dropped = self.rows[~keep]
+        if len(dropped):
+            self.cols = {k: v[keep] for k, v in self.cols.items()}
+            self.nulls = {k: v[keep] for k, v in self.nulls.items() if v[keep].any()}
+            self.rows = self.rows[keep]
+            self.n = int(keep.sum())
+        return dropped
+
+    def fail(self, mask: np.ndarray, field: str, message: str) -> None:
+        """Raise :class:`InvalidRecordError` for the first row flagged in ``mask`` (Spark would fail the job)."""
+        i = int(np.flatnonzero(mask)[0])
+        raise InvalidRecordError(field, message.format(value=_value_repr(self, field, i)), int(self.rows[i]))
+
+
+def _value_repr(b: Batch, field: str, i: int) -> str:
+    if field not in b.cols:
+        return "?"
+    nm = b.nulls.get(field)
+    if nm is not None and nm[i]:
+        return "null"
+    v = b.cols[field][i]
+    return repr(v.tolist() if isinstance(v, np.ndarray) else v.item() if hasattr(v, "item") else v)
+
+
+def _column_from_values(name: str, values: Sequence[Any], spark_type: str) -> tuple[np.ndarray, np.ndarray]:
+    """Typed array + null mask from Python values already checked by :meth:`Signature.coerce_record`."""
+    nulls = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
+    if spark_type in FLOATING:
+        arr = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    elif spark_type in INTEGRAL:
+        arr = np.array([0 if v is None else v for v in values], dtype=np.int64)
+    elif spark_type == "boolean":
+        arr = np.array([False if v is None else v for v in values], dtype=bool)
+    elif spark_type == "vector":
+        sizes = {len(v) for v in values if v is not None}
+        if len(sizes) > 1:
+            raise InvalidRecordError(name, f"vectors of different lengths {sorted(sizes)}")
+        width = sizes.pop() if sizes else 0
+        arr = np.array([[np.nan] * width if v is None else v for v in values], dtype=np.float64).reshape(
+            len(values), width
+        )
+    else:
+        arr = np.empty(len(values), dtype=object)
+        arr[:] = list(values)
+    return arr, nulls
+
+
+def from_records(records: Sequence[Mapping[str, Any]], signature: Signature) -> Batch:
+    """Rows given as dicts; every record is checked against the signature (field and row named on failure)."""
+    coerced = [signature.coerce_record(r, i) for i, r in enumerate(records)]
+    b = Batch(len(coerced))
+    for f in signature.inputs:
+        t = signature.types[f.name]
+        arr, nulls = _column_from_values(f.name, [r[f.name] for r in coerced], t)
+        b.set(f.name, arr, t, nulls)
+    return b
+
+
+def from_arrow(table: Any, signature: Signature) -> Batch:
+    """Rows given as a ``pyarrow.Table`` (or RecordBatch); columns are cast to the signature's types."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(table, pa.RecordBatch):
+        table = pa.Table.from_batches([table])
+    b = Batch(table.num_rows)
+    for f in signature.inputs:
+        t = signature.types[f.name]
+        if f.name not in table.column_names:
+            raise InvalidRecordError(f.name, "is missing")
+        col = table.column(f.name)
+        atype = col.type
+        nulls = col.is_null().to_numpy(zero_copy_only=False)
+        try:
+            if t in FLOATING or t in INTEGRAL:
+                if not (pa.types.is_integer(atype) or pa.types.is_floating(atype) or pa.types.is_decimal(atype)
+                        or pa.types.is_null(atype)):
+                    raise TypeError(f"expected {t}, got {atype}")
+                if t in INTEGRAL and pa.types.is_floating(atype):
+                    vals = pc.fill_null(col, 0.0).to_numpy(zero_copy_only=False)
+                    finite = np.isfinite(vals)
+                    if not (finite & (vals == np.trunc(np.where(finite, vals, 0)))).all():
+                        raise TypeError(f"expected {t}, got non-integral values")
+                if t in INTEGRAL:
+                    arr = pc.fill_null(col.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
+                else:
+                    arr = col.cast(pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64, copy=True)
+                    arr[nulls] = np.nan
+                    if t == "float":
+                        arr = arr.astype(np.float32).astype(np.float64)
+            elif t == "boolean":
+                if not (pa.types.is_boolean(atype) or pa.types.is_null(atype)):
+                    raise TypeError(f"expected boolean, got {atype}")
+                arr = pc.fill_null(col.cast(pa.bool_()), False).to_numpy(zero_copy_only=False)
+            elif t == "string":
+                if pa.types.is_integer(atype):
+                    col = col.cast(pa.string())
+                elif not (pa.types.is_string(atype) or pa.types.is_large_string(atype) or pa.types.is_null(atype)):
+                    raise TypeError(f"expected string, got {atype}")
+                arr = np.empty(len(col), dtype=object)
+                arr[:] = col.to_pylist()
+            else:  # vector
+                arr, nulls = _column_from_values(f.name, col.to_pylist(), "vector")
+        except (TypeError, pa.ArrowInvalid) as exc:
+            raise InvalidRecordError(f.name, str(exc)) from None
+        b.set(f.name, np.asarray(arr), t, np.asarray(nulls, dtype=bool))
+    return b
+
+
+def from_pandas(df: Any, signature: Signature) -> Batch:
+    """Rows given as a pandas DataFrame (via Arrow; NaN in object columns counts as null)."""
+    import pyarrow as pa
+
+    missing = [f.name for f in signature.inputs if f.name not in df.columns]
+    if missing:
+        raise InvalidRecordError(missing[0], "is missing")
+    names = [f.name for f in signature.inputs]
+    try:
+        table = pa.Table.from_pandas(df[names], preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise InvalidRecordError(_bad_pandas_column(df, names), str(exc)) from None
+    return from_arrow(table, signature)
+
+
+def _bad_pandas_column(df: Any, names: list[str]) -> str:
+    import pyarrow as pa
+
+    for name in names:
+        try:
+            pa.array(df[name], from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return name
+    return names[0]

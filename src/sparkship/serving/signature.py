@@ -1,0 +1,252 @@
+"""A model's input signature, and turning records, pandas or Arrow data into values of those types.
+
+Types are Spark ``simpleString()``s (``double``, ``float``, ``int``, ``bigint``, ``boolean``, ``string``...), plus
+``vector`` for a column that already holds feature vectors (given as lists of numbers). The coercions follow
+what Spark would hold in a column of that type, so that casts done by stages (StringIndexer casts its input to
+string, Imputer casts the surrogate back to the input type) give Spark's answers.
+
+    >>> sig = Signature([Field("age", "double"), Field("plan", "string")])
+    >>> sig.coerce_record({"age": 41, "plan": "pro"})
+    {'age': 41.0, 'plan': 'pro'}
+"""
+from __future__ import annotations
+
+import decimal
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from sparkship.errors import SchemaMismatchError
+
+INTEGRAL = frozenset({"tinyint", "smallint", "int", "bigint", "byte", "short", "integer", "long"})
+FLOATING = frozenset({"double", "float"})
+SUPPORTED = INTEGRAL | FLOATING | {"boolean", "string", "vector"}
+_INT_BOUNDS = {"tinyint": 2**7, "byte": 2**7, "smallint": 2**15, "short": 2**15, "int": 2**31, "integer": 2**31,
+               "bigint": 2**63, "long": 2**63}
+
+
+class InvalidRecordError(SchemaMismatchError):
+    """A record does not fit the model: a field is missing, of the wrong type, or holds a value the pipeline
+    refuses (as Spark's ``transform()`` would). ``field`` names the column, ``row`` the record (0-based)."""
+
+    exit_code = 2
+
+    def __init__(self, field: str, message: str, row: int | None = None) -> None:
+        self.field = field
+        self.row = row
+        self.reason = message
+        where = f"record {row}: " if row is not None else ""
+        super().__init__(f"{where}field '{field}': {message}")
+
+
+def normalise_type(spark_type: str) -> str:
+    """``decimal(10,2)`` and friends count as ``double``; ``array<double>`` as ``vector``."""
+    t = spark_type.strip().lower()
+    if t.startswith("decimal"):
+        return "double"
+    if t in ("array<double>", "array<float>", "vector"):
+        return "vector"
+    return t
+
+
+@dataclass(frozen=True)
+class Field:
+    """One input column: its name and Spark type."""
+
+    name: str
+    type: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "type": self.type}
+
+
+class Signature:
+    """The input fields a model needs; coerces records (row path) and columns (batch path) to their types."""
+
+    def __init__(self, inputs: Sequence[Field]) -> None:
+        self.inputs = list(inputs)
+        self.types = {f.name: normalise_type(f.type) for f in self.inputs}
+        for f in self.inputs:
+            if self.types[f.name] not in SUPPORTED:
+                raise SchemaMismatchError(f"input '{f.name}' has type {f.type}, which the scorer does not support")
+        self._converters = [(f.name, _CONVERTERS[self.types[f.name]]) for f in self.inputs]
+
+    def to_list(self) -> list[dict[str, str]]:
+        return [f.to_dict() for f in self.inputs]
+
+    @classmethod
+    def from_dicts(cls, fields: Iterable[Mapping[str, Any]]) -> "Signature":
+        return cls([Field(str(f["name"]), str(f["type"])) for f in fields])
+
+    def coerce_record(self, record: Mapping[str, Any], row: int | None = None) -> dict[str, Any]:
+        """The record's input fields converted to plain Python values of their types (None for null).
+
+        Raises :class:`InvalidRecordError` naming a missing field or one of the wrong type.
+        """
+        out: dict[str, Any] = {}
+        for name, convert in self._converters:
+            try:
+                value = record[name]
+            except KeyError:
+                raise InvalidRecordError(name, "is missing", row) from None
+            except TypeError:
+                raise InvalidRecordError("<record>", "a record must be a JSON object", row) from None
+            if value is None:
+                out[name] = None
+                continue
+            try:
+                out[name] = convert(value)
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise InvalidRecordError(name, f"expected {self.types[name]}, got {_describe(value)} ({exc})", row) from None
+        return out
+
+    def json_schema(self) -> dict[str, Any]:
+        """A JSON schema for one record, for the OpenAPI page."""
+        props = {}
+        for f in self.inputs:
+            t = self.types[f.name]
+            if t == "string":
+                js: dict[str, Any] = {"type": ["string", "null"]}
+            elif t == "boolean":
+                js = {"type": ["boolean", "null"]}
+            elif t in INTEGRAL:
+                js = {"type": ["integer", "null"]}
+            elif t == "vector":
+                js = {"type": ["array", "null"], "items": {"type": "number"}}
+            else:
+                js = {"type": ["number", "null"]}
+            props[f.name] = {**js, "description": f"Spark type {f.type}"}
+        return {"type": "object", "properties": props, "required": [f.name for f in self.inputs]}
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, str):
+        return f"string {value[:40]!r}"
+    return type(value).__name__ + (f" {value!r}" if isinstance(value, (int, float, bool)) else "")
+
+
+def _to_double(v: Any) -> float:
+    t = type(v)
+    if t is float:
+        return v
+    if t is int:
+        return float(v)
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise TypeError("not a number")
+    return float(v)
+
+
+def _to_float32(v: Any) -> float:
+    return float(np.float32(_to_double(v)))
+
+
+def _integral(kind: str):  # noqa: ANN202 - returns a converter
+    bound = _INT_BOUNDS[kind]
+
+    def convert(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise TypeError("not an integer")
+        if isinstance(v, (float, np.floating)):
+            if not math.isfinite(v) or v != int(v):
+                raise ValueError("not an integer")
+        i = int(v)
+        if not -bound <= i < bound:
+            raise OverflowError(f"out of range for {kind}")
+        return i
+
+    return convert
+
+
+def _to_bool(v: Any) -> bool:
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError("not a boolean")
+    return bool(v)
+
+
+def _to_string(v: Any) -> str:
+    # JSON integers are accepted for string fields: Spark casts an integer column to the same digits.
+    if type(v) is str or isinstance(v, str):
+        return v
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        return str(int(v))
+    raise TypeError("not a string")
+
+
+def _to_vector(v: Any) -> list[float]:
+    if isinstance(v, (str, bytes, Mapping)) or not hasattr(v, "__iter__"):
+        raise TypeError("not a list of numbers")
+    return [_to_double(x) for x in v]
+
+
+_CONVERTERS = {
+    "double": _to_double,
+    "float": _to_float32,
+    "boolean": _to_bool,
+    "string": _to_string,
+    "vector": _to_vector,
+    **{k: _integral(k) for k in INTEGRAL},
+}
+
+
+# --- Spark's casts to string (StringIndexer casts non-string inputs before the lookup) ----------------------
+
+def _java_digits(digits: tuple[int, ...], exponent: int, negative: bool) -> str:
+    """Java's Double/Float.toString layout for the shortest decimal digits ``digits`` x 10^exponent."""
+    while len(digits) > 1 and digits[-1] == 0:
+        digits, exponent = digits[:-1], exponent + 1
+    sci = len(digits) - 1 + exponent  # value = d.ddd x 10^sci
+    s = "".join(map(str, digits))
+    sign = "-" if negative else ""
+    if -3 <= sci < 7:
+        if sci >= 0:
+            whole = s[: sci + 1].ljust(sci + 1, "0")
+            frac = s[sci + 1:] or "0"
+        else:
+            whole, frac = "0", "0" * (-sci - 1) + s
+        return f"{sign}{whole}.{frac}"
+    return f"{sign}{s[0]}.{s[1:] or '0'}E{sci}"
+
+
+def java_double_str(d: float) -> str:
+    """``String.valueOf(double)`` as Spark's cast to string writes it: ``1.0``, ``0.001``, ``1.0E7``, ``NaN``.
+
+    >>> [java_double_str(x) for x in (1.0, 1e7, 1.5e-4, -0.0, float("nan"))]
+    ['1.0', '1.0E7', '1.5E-4', '-0.0', 'NaN']
+    """
+    if d != d:
+        return "NaN"
+    if math.isinf(d):
+        return "Infinity" if d > 0 else "-Infinity"
+    if d == 0:
+        return "-0.0" if math.copysign(1.0, d) < 0 else "0.0"
+    t = decimal.Decimal(repr(float(d))).as_tuple()
+    return _java_digits(tuple(t.digits), int(t.exponent), bool(t.sign))
+
+
+def java_float_str(f: float) -> str:
+    """``String.valueOf(float)``: the shortest digits that identify the float32 value."""
+    v = np.float32(f)
+    if v != v or np.isinf(v) or v == 0:
+        return java_double_str(float(v))
+    mant, exp = np.format_float_scientific(v, unique=True, trim="-").split("e")
+    t = decimal.Decimal(f"{mant}e{exp}").as_tuple()
+    return _java_digits(tuple(t.digits), int(t.exponent), bool(t.sign))
+
+
+def spark_string(value: Any, spark_type: str) -> str | None:
+    """``CAST(value AS STRING)`` for a value held in a column of ``spark_type``."""
+    if value is None:
+        return None
+    if spark_type == "string":
+        return value
+    if spark_type == "boolean":
+        return "true" if value else "false"
+    if spark_type == "double":
+        return java_double_str(value)
+    if spark_type == "float":
+        return java_float_str(value)
+    if spark_type in INTEGRAL:
+        return str(int(value))
+    raise SchemaMismatchError(f"cannot cast a {spark_type} to string")
