@@ -1,0 +1,133 @@
+"""What does `sparkship train` cost over fitting and saving the same Pipeline by hand?
+
+Both paths train on the same Delta table (generated once) with the same Pipeline (``training.build_pipeline``)
+and the same split:
+
+* ``sparkship``: ``training.train_and_register`` in-process - version pinning, input checks, fit, held-out
+  metrics, reference profile, artifact with checksums, registry row;
+* ``by hand``: ``tables.read`` + ``randomSplit`` + ``Pipeline.fit`` + ``model.write().save``.
+
+The two run alternately (A B, then B A, ...) after one unmeasured warm-up of each; the table reports medians.
+Goal: sparkship / by hand <= 1.10.
+
+    .venv/bin/python benchmarks/train_overhead.py --rows 200000 --rounds 3
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+from sparkship import tables, training
+from sparkship.config import Settings
+from sparkship.spark import get_spark
+from sparkship.spec import parse_spec
+
+PARAMS = {
+    "random_forest": {"numTrees": 20, "maxDepth": 6},
+    "gbt": {"maxIter": 20, "maxDepth": 5},
+    "decision_tree": {"maxDepth": 6},
+    "logistic_regression": {"maxIter": 50},
+}
+
+
+def make_table(spark, path: str, rows: int) -> int:
+    """``rows`` rows: 6 numeric features (one with ~5% NaN and ~5% null), 2 categoricals, a 0/1 label."""
+    from pyspark.sql import functions as F
+
+    df = spark.range(rows).select(
+        F.col("id"),
+        *[F.randn(seed=i).alias(f"x{i}") for i in range(6)],
+        (F.rand(seed=10) * 5).cast("int").cast("string").alias("plan"),
+        (F.rand(seed=11) * 12).cast("int").alias("region"),
+        F.rand(seed=12).alias("u"),
+        F.rand(seed=13).alias("noise"),
+    )
+    score = F.col("x0") + 0.5 * F.col("x1") - 0.8 * F.col("x2") + F.when(F.col("plan") == "3", 1.0).otherwise(0.0)
+    df = df.select(
+        "id",
+        F.when(F.col("u") < 0.05, F.lit(float("nan"))).when(F.col("u") < 0.10, F.lit(None)).otherwise(F.col("x0")).alias("x0"),
+        *[f"x{i}" for i in range(1, 6)],
+        "plan",
+        "region",
+        (score + (F.col("noise") - 0.5) * 2 > 0).cast("int").alias("label"),
+    )
+    return tables.write(df, path, mode="overwrite")
+
+
+def by_hand(spark, spec, version: int, out_dir: str) -> None:
+    df = tables.read(spark, spec.table, version=version)
+    train_df, _ = df.randomSplit([1 - spec.split.test_fraction, spec.split.test_fraction], seed=spec.split.seed)
+    model = training.build_pipeline(spec).fit(train_df)
+    model.write().overwrite().save(out_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--algorithm", choices=sorted(PARAMS), default="random_forest")
+    parser.add_argument("--workdir", default=None, help="default: a fresh temporary folder, removed at the end")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    workdir = args.workdir or tempfile.mkdtemp(prefix="sparkship-bench-")
+    spark = get_spark(home=os.path.join(workdir, "home"))
+    try:
+        table = os.path.join(workdir, "train_table")
+        started = time.perf_counter()
+        version = make_table(spark, table, args.rows)
+        print(f"wrote {args.rows} rows to {table}@{version} in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        spec = parse_spec({
+            "name": "bench",
+            "task": "classification",
+            "table": f"{table}@{version}",
+            "label": "label",
+            "features": {"numeric": [f"x{i}" for i in range(6)], "categorical": ["plan", "region"]},
+            "model": {"algorithm": args.algorithm, "params": PARAMS[args.algorithm]},
+            "split": {"test_fraction": 0.2, "seed": 42},
+        })
+        settings = Settings.resolve(home=os.path.join(workdir, "home"))
+
+        def run_sparkship() -> None:
+            training.train_and_register(spark, settings, spec)
+
+        def run_by_hand() -> None:
+            by_hand(spark, spec, version, os.path.join(workdir, "by_hand_model"))
+
+        paths = {"sparkship train": run_sparkship, "by hand (fit + save)": run_by_hand}
+        for fn in paths.values():  # warm-up: JIT, Python workers, the data source
+            fn()
+        times: dict[str, list[float]] = {name: [] for name in paths}
+        for r in range(args.rounds):
+            order = list(paths) if r % 2 == 0 else list(reversed(paths))
+            for name in order:
+                t0 = time.perf_counter()
+                paths[name]()
+                times[name].append(time.perf_counter() - t0)
+                print(f"round {r + 1}: {name}: {times[name][-1]:.2f} s", file=sys.stderr)
+
+        base = statistics.median(times["by hand (fit + save)"])
+        print(f"\n{args.rows} rows, {args.algorithm} {PARAMS[args.algorithm]}, {args.rounds} rounds, "
+              f"master {spark.sparkContext.master}\n")
+        print("| path | median s | runs (s) | ratio |")
+        print("| --- | ---: | --- | ---: |")
+        for name, ts in times.items():
+            med = statistics.median(ts)
+            print(f"| {name} | {med:.2f} | {', '.join(f'{t:.2f}' for t in ts)} | {med / base:.2f}x |")
+        ratio = statistics.median(times["sparkship train"]) / base
+        print(f"\nsparkship / by hand = {ratio:.2f}x (goal <= 1.10x): {'met' if ratio <= 1.10 else 'NOT met'}")
+        return 0
+    finally:
+        spark.stop()
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

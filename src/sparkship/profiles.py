@@ -1,0 +1,168 @@
+"""Distribution profiles of DataFrame columns, for drift monitoring.
+
+A profile describes each column so that a later batch can be compared with it bin for bin:
+
+* numeric: ``edges`` (``bins + 1`` approximate quantiles of the non-missing values, from Spark's
+  ``approxQuantile``), ``fractions`` (share of non-missing values per bin) and ``null_rate`` (null or NaN);
+  bin ``j`` holds ``edges[j] < x <= edges[j+1]``, except that the first bin takes everything ``<= edges[1]``
+  and the last everything ``> edges[-2]``, so values outside the training range still land in a bin;
+* categorical: ``categories`` (share of non-null values per category, the ``top_k`` most frequent, the rest
+  under ``"__other__"``) and ``null_rate``.
+
+Pass ``reference=`` to profile new data with a reference profile's edges and categories, so both are
+directly comparable (e.g. by a population stability index).
+
+    >>> ref = compute_profile(train_df, numeric=["age"], categorical=["plan"])           # doctest: +SKIP
+    >>> now = compute_profile(scored_df, numeric=["age"], categorical=["plan"], reference=ref)  # doctest: +SKIP
+    >>> ref["features"]["age"]["edges"] == now["features"]["age"]["edges"]              # doctest: +SKIP
+    True
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import Column, DataFrame
+
+FORMAT = "sparkship-profile/1"
+OTHER = "__other__"
+DEFAULT_BINS = 10
+DEFAULT_TOP_K = 50
+RELATIVE_ERROR = 0.001
+
+
+def _missing(name: str) -> "Column":
+    from pyspark.sql import functions as F
+
+    c = F.col(f"`{name}`")
+    return c.isNull() | F.isnan(c.cast("double"))
+
+
+def _bin_index(name: str, edges: Sequence[float]) -> "Column":
+    """0-based bin of a value: the number of inner edges strictly below it (null when the value is missing)."""
+    from pyspark.sql import functions as F
+
+    c = F.col(f"`{name}`").cast("double")
+    inner = edges[1:-1]
+    index = sum(((c > float(e)).cast("int") for e in inner), F.lit(0)) if inner else F.lit(0)
+    return F.when(_missing(name), None).otherwise(index)
+
+
+def numeric_edges(df: "DataFrame", columns: Sequence[str], bins: int = DEFAULT_BINS,
+                  relative_error: float = RELATIVE_ERROR) -> dict[str, list[float]]:
+    """``bins + 1`` approximate quantiles (0, 1/bins, ..., 1) per column, ignoring nulls and NaN, in one job.
+
+    A column with no values gets ``[]``.
+    """
+    from pyspark.sql import functions as F
+
+    if not columns:
+        return {}
+    # approxQuantile skips nulls but sorts NaN above everything: turn NaN into null first.
+    clean = df.select([F.when(_missing(c), None).otherwise(F.col(f"`{c}`").cast("double")).alias(c) for c in columns])
+    probabilities = [i / bins for i in range(bins + 1)]
+    quantiles = clean.approxQuantile(list(columns), probabilities, relative_error)
+    return {c: [float(v) for v in q] for c, q in zip(columns, quantiles)}
+
+
+def compute_profile(
+    df: "DataFrame",
+    numeric: Sequence[str] = (),
+    categorical: Sequence[str] = (),
+    *,
+    reference: Mapping[str, Any] | None = None,
+    bins: int = DEFAULT_BINS,
+    top_k: int = DEFAULT_TOP_K,
+) -> dict[str, Any]:
+    """Profile ``numeric`` and ``categorical`` columns of ``df`` (two Spark jobs: quantiles, then counts).
+
+    With ``reference`` (a profile from this function), numeric columns reuse its edges and categorical
+    columns its categories; anything else then counts under ``"__other__"``.
+
+    Returns ``{"format", "rows", "features": {column: {...}}}``.
+    """
+    from pyspark.sql import functions as F
+
+    numeric, categorical = list(numeric), list(categorical)
+    ref_features: Mapping[str, Any] = (reference or {}).get("features", {})
+    edges = {c: ref_features[c]["edges"] for c in numeric if c in ref_features}
+    edges.update(numeric_edges(df, [c for c in numeric if c not in edges], bins))
+
+    counts = _grouped_counts(df, {c: _bin_index(c, edges[c]) for c in numeric if edges[c]}, categorical, numeric)
+    rows = sum(counts[numeric[0] if numeric else categorical[0]].values()) if numeric or categorical else df.count()
+
+    features: dict[str, Any] = {}
+    for c in numeric:
+        missing = counts[c].get(None, 0)
+        n_bins = len(edges[c]) - 1
+        per_bin = [counts[c].get(str(j), 0) for j in range(n_bins)] if n_bins > 0 else []
+        present = sum(per_bin)
+        features[c] = {
+            "kind": "numeric",
+            "null_rate": _ratio(missing, rows),
+            "edges": edges[c],
+            "fractions": [_ratio(n, present) for n in per_bin],
+            "count": rows - missing,
+        }
+    for c in categorical:
+        values = {k: n for k, n in counts[c].items() if k is not None}
+        present = sum(values.values())
+        if c in ref_features:
+            keep = [k for k in ref_features[c]["categories"] if k != OTHER]
+        else:
+            keep = [k for k, _ in sorted(values.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]]
+        categories = {k: _ratio(values.get(k, 0), present) for k in keep}
+        other = present - sum(values.get(k, 0) for k in keep)
+        if other or c in ref_features:
+            categories[OTHER] = _ratio(other, present)
+        features[c] = {"kind": "categorical", "null_rate": _ratio(rows - present, rows), "categories": categories,
+                       "count": present}
+    return {"format": FORMAT, "rows": rows, "features": features}
+
+
+def _grouped_counts(
+    df: "DataFrame", bins: Mapping[str, "Column"], categorical: Sequence[str], numeric: Sequence[str]
+) -> dict[str, dict[str | None, int]]:
+    """Per column, row counts by key (a numeric column's bin index or a category, as text; None = missing).
+
+    One grouped Spark job for all columns: every row becomes one (column, key) pair per column.
+    """
+    from pyspark.sql import functions as F
+
+    def pair(name: str, key: "Column") -> "Column":
+        return F.struct(F.lit(name).alias("column"), key.cast("string").alias("key"))
+
+    pairs = [pair(c, bins[c] if c in bins else F.lit(None)) for c in numeric]
+    pairs += [pair(c, F.col(f"`{c}`")) for c in categorical]
+    grouped = (
+        df.select(F.explode(F.array(*pairs)).alias("p")).groupBy("p.column", "p.key").count().collect()
+    )
+    out: dict[str, dict[str | None, int]] = {c: {} for c in [*numeric, *categorical]}
+    for row in grouped:
+        out[row["column"]][row["key"]] = int(row["count"])
+    return out
+
+
+def prediction_profile(
+    predictions: "DataFrame", task: str, *, reference: Mapping[str, Any] | None = None, column: str = "prediction"
+) -> dict[str, Any]:
+    """The distribution of a model's predictions: class shares (classification) or quantile bins (regression).
+
+    Class keys are the predicted index as text (``"0"``, ``"1"``, ...).
+
+        >>> prediction_profile(model.transform(test_df), "classification")["categories"]   # doctest: +SKIP
+        {'0': 0.62, '1': 0.38}
+    """
+    from pyspark.sql import functions as F
+
+    ref = {"features": {column: reference}} if reference else None
+    if task == "classification":
+        as_class = predictions.select(F.col(f"`{column}`").cast("long").alias(column))
+        profile = compute_profile(as_class, categorical=[column], reference=ref, top_k=1000)
+    else:
+        profile = compute_profile(predictions.select(column), numeric=[column], reference=ref)
+    return {**profile["features"][column], "rows": profile["rows"], "column": column}
+
+
+def _ratio(n: int, d: int) -> float:
+    return float(n) / d if d else 0.0

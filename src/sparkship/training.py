@@ -1,0 +1,580 @@
+"""Training: a :class:`~sparkship.spec.TrainingSpec` becomes a fitted Spark ML ``PipelineModel`` with metrics.
+
+The Pipeline's stages: ``Imputer`` (numeric nulls/NaN -> ``<col>__imputed``), ``StringIndexer`` with
+``handleInvalid="keep"`` (``<col>__idx``) + ``OneHotEncoder`` (``<col>__ohe``) for categoricals,
+``VectorAssembler`` (``features``; ``features__raw`` then ``StandardScaler`` for the linear algorithms), and the
+estimator (outputs ``prediction``, ``probability``, ``rawPrediction``).
+
+String class labels are indexed outside the PipelineModel (labels sorted alphabetically: ``labels[i]`` is class
+``i``), so scoring and serving never need a label column; :func:`evaluate` takes the same ``labels``.
+
+Nothing is written by :func:`train`; :func:`train_and_register` stages the artifact and registers it.
+
+    >>> from sparkship.spec import load_spec
+    >>> result = train(spark, load_spec("specs/churn.yml"))                         # doctest: +SKIP
+    >>> result.metrics["areaUnderROC"], result.table_version                        # doctest: +SKIP
+    (0.91, 3)
+"""
+from __future__ import annotations
+
+import logging
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Sequence
+
+from sparkship import tables
+from sparkship.errors import IntegrityError, NotFoundError, SchemaMismatchError, UsageError
+from sparkship.spec import TrainingSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.ml import Pipeline, PipelineModel
+    from pyspark.ml.evaluation import Evaluator
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import StructType
+
+    from sparkship.config import Settings
+
+log = logging.getLogger(__name__)
+
+FEATURES = "features"
+RAW_FEATURES = "features__raw"
+PREDICTION = "prediction"
+PROBABILITY = "probability"
+RAW_PREDICTION = "rawPrediction"
+# Linear models are sensitive to feature scale; trees are not.
+SCALED_ALGORITHMS = frozenset({"logistic_regression", "linear_regression"})
+MAX_CLASSES = 1000
+SPLIT = "__test"  # the held-out flag column, dropped before fitting
+_NUMERIC_TYPES = ("tinyint", "smallint", "int", "bigint", "float", "double")
+
+
+@dataclass
+class TrainingResult:
+    """What :func:`train` produced: the fitted model, held-out metrics and the lineage needed for a manifest."""
+
+    model: "PipelineModel"
+    metrics: dict[str, float]
+    table: str
+    table_version: int
+    rows_train: int
+    rows_test: int
+    signature: dict[str, list[dict[str, str]]]
+    labels: list[str] | None
+    reference_profile: dict[str, Any]
+    spec: TrainingSpec
+    tuning: dict[str, Any] | None = None
+
+
+def label_column(spec: TrainingSpec, label_is_string: bool) -> str:
+    """The column the estimator and evaluators read the label from."""
+    return f"{spec.label}__idx" if label_is_string else spec.label
+
+
+def build_pipeline(spec: TrainingSpec, label_is_string: bool = False) -> "Pipeline":
+    """The unfitted Pipeline for ``spec`` (see the module docstring for its stages).
+
+    >>> [type(s).__name__ for s in build_pipeline(spec).getStages()]               # doctest: +SKIP
+    ['Imputer', 'StringIndexer', 'OneHotEncoder', 'VectorAssembler', 'RandomForestClassifier']
+    """
+    from pyspark.ml import Pipeline
+    from pyspark.ml.feature import Imputer, OneHotEncoder, StandardScaler, StringIndexer, VectorAssembler
+
+    from sparkship.spec import estimator_class
+
+    numeric, categorical = list(spec.features.numeric), list(spec.features.categorical)
+    stages: list[Any] = []
+    assembled: list[str] = []
+    if numeric:
+        imputed = [f"{c}__imputed" for c in numeric]
+        stages.append(Imputer(inputCols=numeric, outputCols=imputed, strategy=spec.features.impute))
+        assembled += imputed
+    if categorical:
+        indexed = [f"{c}__idx" for c in categorical]
+        encoded = [f"{c}__ohe" for c in categorical]
+        # keep: unseen categories and nulls get their own index at scoring time instead of failing the job;
+        # the encoder's dropLast then turns that index into an all-zero vector.
+        stages.append(StringIndexer(inputCols=categorical, outputCols=indexed, handleInvalid="keep"))
+        stages.append(OneHotEncoder(inputCols=indexed, outputCols=encoded))
+        assembled += encoded
+    scaled = spec.model.algorithm in SCALED_ALGORITHMS
+    stages.append(VectorAssembler(inputCols=assembled, outputCol=RAW_FEATURES if scaled else FEATURES))
+    if scaled:
+        # withMean=False keeps one-hot vectors sparse.
+        stages.append(StandardScaler(inputCol=RAW_FEATURES, outputCol=FEATURES, withMean=False, withStd=True))
+    estimator = estimator_class(spec.model.estimator_class)(
+        featuresCol=FEATURES, labelCol=label_column(spec, label_is_string), predictionCol=PREDICTION
+    )
+    estimator.setParams(**spec.model.params)
+    stages.append(estimator)
+    return Pipeline(stages=stages)
+
+
+# --- checking the input ---------------------------------------------------------------------------------------
+
+
+def _pin_version(spark: "SparkSession", spec: TrainingSpec) -> int:
+    latest = tables.version(spark, spec.table)
+    if latest is None:
+        raise NotFoundError(f"spec key 'table': no Delta table at {spec.table}")
+    if spec.table_version is None:
+        return latest
+    if spec.table_version > latest:
+        raise NotFoundError(
+            f"spec key 'table': {spec.table} has no version {spec.table_version} (latest is {latest})"
+        )
+    return spec.table_version
+
+
+def _check_schema(schema: "StructType", spec: TrainingSpec, where: str) -> bool:
+    """Check columns and types; return whether the label is a string (classes to index)."""
+    types = {f.name: f.dataType.simpleString() for f in schema.fields}
+    wanted = [("features.numeric", c) for c in spec.features.numeric]
+    wanted += [("features.categorical", c) for c in spec.features.categorical] + [("label", spec.label)]
+    missing = [(key, c) for key, c in wanted if c not in types]
+    if missing:
+        named = ", ".join(f"'{c}' ({key})" for key, c in missing)
+        raise SchemaMismatchError(f"{where} has no column {named}; its columns are {sorted(types)}")
+
+    def numeric(t: str) -> bool:
+        return t in _NUMERIC_TYPES or t.startswith("decimal")
+
+    for c in spec.features.numeric:
+        if not numeric(types[c]):
+            hint = "; list it under features.categorical" if types[c] in ("string", "boolean") else ""
+            raise SchemaMismatchError(f"spec key 'features.numeric': column '{c}' is {types[c]}, not numeric{hint}")
+    for c in spec.features.categorical:
+        if not (numeric(types[c]) or types[c] == "string"):
+            raise SchemaMismatchError(
+                f"spec key 'features.categorical': column '{c}' is {types[c]}; use a string or numeric column"
+            )
+    label_type = types[spec.label]
+    if spec.task == "regression" and not numeric(label_type):
+        raise SchemaMismatchError(
+            f"spec key 'label': column '{spec.label}' is {label_type}; regression needs a numeric label "
+            "(use task: classification for classes)"
+        )
+    if spec.task == "classification" and not (numeric(label_type) or label_type in ("string", "boolean")):
+        raise SchemaMismatchError(
+            f"spec key 'label': column '{spec.label}' is {label_type}; use a string, boolean or integer class label"
+        )
+    return label_type == "string"
+
+
+def _label_expr(spec: TrainingSpec, label_is_string: bool):  # noqa: ANN202 - a pyspark Column
+    from pyspark.sql import functions as F
+
+    label = F.col(f"`{spec.label}`")
+    return label if label_is_string else label.cast("double")
+
+
+def _labelled(df: "DataFrame", spec: TrainingSpec, label_is_string: bool) -> "DataFrame":
+    """Rows that have a label (not null, not NaN), the label cast to double unless it is a string."""
+    from pyspark.sql import functions as F
+
+    label = _label_expr(spec, label_is_string)
+    keep = label.isNotNull() if label_is_string else label.isNotNull() & ~F.isnan(label)
+    return df.withColumn(spec.label, label).where(keep)
+
+
+@dataclass(frozen=True)
+class _DataFacts:
+    labels: list[str] | None  # string class labels, alphabetical
+    num_classes: int  # 0 for regression
+    rows_train: int
+    rows_test: int
+
+
+def _check_data(data: "DataFrame", spec: TrainingSpec, label_is_string: bool, where: str) -> _DataFacts:
+    """One Spark job over ``data`` (with its ``__test`` split flag): rows, values per numeric feature, classes."""
+    from pyspark.sql import functions as F
+
+    from sparkship.profiles import _missing
+
+    valid = [F.sum((~_missing(c)).cast("long")).alias(f"v{i}") for i, c in enumerate(spec.features.numeric)]
+    label = _label_expr(spec, label_is_string)
+    has_label = label.isNotNull() if label_is_string else label.isNotNull() & ~F.isnan(label)
+    split_counts = [
+        F.sum((has_label & ~F.col(SPLIT)).cast("long")).alias("__train"),
+        F.sum((has_label & F.col(SPLIT)).cast("long")).alias("__test"),
+    ]
+    if spec.task == "classification":
+        # Classes come from the same pass: group by label (at most MAX_CLASSES + 2 groups come back).
+        groups = (
+            data.groupBy(F.when(has_label, label).alias("__label"))
+            .agg(F.count(F.lit(1)).alias("__rows"), *split_counts, *valid)
+            .limit(MAX_CLASSES + 2)
+            .collect()
+        )
+    else:
+        groups = data.agg(
+            F.count(F.lit(1)).alias("__rows"),
+            F.min(F.when(has_label, label)).alias("__min"),
+            F.max(F.when(has_label, label)).alias("__max"),
+            *split_counts,
+            *valid,
+        ).collect()
+
+    def total(key: str) -> int:
+        return sum(int(g[key] or 0) for g in groups)
+
+    rows, rows_train, rows_test = total("__rows"), total("__train"), total("__test")
+    valid_counts = [total(f"v{i}") for i in range(len(spec.features.numeric))]
+    if spec.task == "classification":
+        classes = [g["__label"] for g in groups if g["__label"] is not None]
+    else:
+        classes = [] if groups[0]["__min"] is None else sorted({groups[0]["__min"], groups[0]["__max"]})
+
+    if rows == 0:
+        raise UsageError(f"{where} is empty: nothing to train on")
+    if not classes:
+        raise UsageError(f"spec key 'label': column '{spec.label}' has no values in {where} (all null)")
+    empty = [c for c, n in zip(spec.features.numeric, valid_counts) if n == 0]
+    if empty:
+        raise UsageError(f"spec key 'features.numeric': columns {empty} have no values in {where} (all null/NaN)")
+    if spec.task == "regression":
+        if len(classes) < 2:
+            raise UsageError(f"spec key 'label': column '{spec.label}' has a single value ({classes[0]}) in {where}")
+        return _split_facts(None, 0, rows_train, rows_test, spec, where)
+    if len(classes) > MAX_CLASSES:
+        raise UsageError(
+            f"spec key 'label': column '{spec.label}' has more than {MAX_CLASSES} classes; is this a regression?"
+        )
+    if len(classes) < 2:
+        raise UsageError(
+            f"spec key 'label': column '{spec.label}' has one class ({classes[0]!r}) in {where}; "
+            "classification needs at least two"
+        )
+    if label_is_string:
+        labels = sorted(str(c) for c in classes)
+        num_classes = len(labels)
+    else:
+        bad = [c for c in classes if c < 0 or c != int(c)]
+        if bad:
+            raise UsageError(
+                f"spec key 'label': numeric class labels must be whole numbers 0, 1, 2...; "
+                f"column '{spec.label}' has {sorted(bad)[:5]}"
+            )
+        labels, num_classes = None, int(max(classes)) + 1
+    if spec.model.algorithm == "gbt" and num_classes > 2:
+        raise UsageError(
+            f"spec key 'model.algorithm': 'gbt' supports binary classification only; "
+            f"label '{spec.label}' has {len(classes)} classes (use random_forest or logistic_regression)"
+        )
+    return _split_facts(labels, num_classes, rows_train, rows_test, spec, where)
+
+
+def _split_facts(labels: list[str] | None, num_classes: int, rows_train: int, rows_test: int, spec: TrainingSpec,
+                 where: str) -> _DataFacts:
+    if rows_train == 0 or rows_test == 0:
+        raise UsageError(
+            f"{where}: {rows_train + rows_test} labelled rows are too few to split with "
+            f"split.test_fraction={spec.split.test_fraction} ({rows_train} train, {rows_test} test)"
+        )
+    return _DataFacts(labels, num_classes, rows_train, rows_test)
+
+
+def _index_labels(df: "DataFrame", spec: TrainingSpec, labels: Sequence[str], handle_invalid: str) -> "DataFrame":
+    from pyspark.ml.feature import StringIndexerModel
+
+    indexer = StringIndexerModel.from_labels(
+        list(labels), inputCol=spec.label, outputCol=label_column(spec, True), handleInvalid=handle_invalid
+    )
+    return indexer.transform(df)
+
+
+# --- metrics --------------------------------------------------------------------------------------------------
+
+
+def _evaluator(metric: str, label_col: str) -> "Evaluator":
+    from pyspark.ml.evaluation import (
+        BinaryClassificationEvaluator,
+        MulticlassClassificationEvaluator,
+        RegressionEvaluator,
+    )
+
+    if metric in ("areaUnderROC", "areaUnderPR"):
+        return BinaryClassificationEvaluator(labelCol=label_col, rawPredictionCol=RAW_PREDICTION, metricName=metric)
+    if metric in ("accuracy", "f1", "logLoss"):
+        return MulticlassClassificationEvaluator(
+            labelCol=label_col, predictionCol=PREDICTION, probabilityCol=PROBABILITY, metricName=metric
+        )
+    return RegressionEvaluator(labelCol=label_col, predictionCol=PREDICTION, metricName=metric)
+
+
+def metric_names(task: str, num_classes: int) -> list[str]:
+    """The metrics reported for a task: binary classification adds the two areas under curves."""
+    if task == "regression":
+        return ["rmse", "mae", "r2"]
+    binary = ["areaUnderROC", "areaUnderPR"] if num_classes == 2 else []
+    return binary + ["accuracy", "f1", "logLoss"]
+
+
+def _num_classes(model: "PipelineModel") -> int:
+    return int(getattr(model.stages[-1], "numClasses", 0) or 0)
+
+
+def _metrics(predictions: "DataFrame", task: str, label_col: str, num_classes: int) -> dict[str, float]:
+    return {m: float(_evaluator(m, label_col).evaluate(predictions)) for m in metric_names(task, num_classes)}
+
+
+def evaluate(
+    model: "PipelineModel", df: "DataFrame", spec: TrainingSpec, labels: Sequence[str] | None = None
+) -> dict[str, float]:
+    """Metrics of ``model`` on the labelled rows of ``df`` (any table snapshot with the spec's columns).
+
+    ``labels``: the class labels of a model trained on string labels (``TrainingResult.labels``, the
+    manifest's ``labels``); a label value outside them raises :class:`SchemaMismatchError`.
+
+    >>> evaluate(model, tables.read(spark, "/data/churn", version=4), spec, labels=["no", "yes"])  # doctest: +SKIP
+    {'areaUnderROC': 0.90, 'areaUnderPR': 0.71, 'accuracy': 0.86, 'f1': 0.85, 'logLoss': 0.33}
+    """
+    from pyspark.sql import functions as F
+
+    label_is_string = _check_schema(df.schema, spec, "the evaluation data")
+    if label_is_string and not labels:
+        raise UsageError(f"label '{spec.label}' holds strings: pass the model's class labels to evaluate it")
+    data = _labelled(df, spec, label_is_string)
+    if label_is_string:
+        unseen = data.where(~F.col(f"`{spec.label}`").isin(list(labels or []))).select(spec.label).distinct()
+        found = [r[0] for r in unseen.limit(5).collect()]
+        if found:
+            raise SchemaMismatchError(
+                f"label '{spec.label}' has values the model was not trained on: {found} (known: {list(labels or [])})"
+            )
+        data = _index_labels(data, spec, labels or [], "error")
+    label_col = label_column(spec, label_is_string)
+    predictions = model.transform(data).cache()
+    try:
+        if predictions.limit(1).count() == 0:
+            raise UsageError("the evaluation data has no labelled rows")
+        return _metrics(predictions, spec.task, label_col, _num_classes(model))
+    finally:
+        predictions.unpersist()
+
+
+# --- training -------------------------------------------------------------------------------------------------
+
+
+def _signature(schema: "StructType", spec: TrainingSpec) -> dict[str, list[dict[str, str]]]:
+    types = {f.name: f.dataType.simpleString() for f in schema.fields}
+    outputs = [{"name": PREDICTION, "type": "double"}]
+    if spec.task == "classification":
+        outputs.append({"name": PROBABILITY, "type": "array<double>"})
+    return {"inputs": [{"name": c, "type": types[c]} for c in spec.features.columns], "outputs": outputs}
+
+
+def _tuning_metric(spec: TrainingSpec, num_classes: int) -> str:
+    assert spec.tuning is not None
+    if spec.tuning.metric:
+        return spec.tuning.metric
+    if spec.task == "regression":
+        return "rmse"
+    return "areaUnderROC" if num_classes == 2 else "f1"
+
+
+def _cross_validate(
+    pipeline: "Pipeline", spec: TrainingSpec, train_df: "DataFrame", label_col: str, num_classes: int
+) -> tuple["PipelineModel", dict[str, Any]]:
+    from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
+
+    assert spec.tuning is not None
+    if spec.tuning.metric in ("areaUnderROC", "areaUnderPR") and num_classes != 2:
+        raise UsageError(f"spec key 'tuning.metric': {spec.tuning.metric} needs a binary label ({num_classes} classes)")
+    estimator = pipeline.getStages()[-1]
+    builder = ParamGridBuilder()
+    for name, values in spec.tuning.grid.items():
+        builder = builder.addGrid(estimator.getParam(name), values)
+    grid = builder.build()
+    metric = _tuning_metric(spec, num_classes)
+    cv = CrossValidator(
+        estimator=pipeline,
+        estimatorParamMaps=grid,
+        evaluator=_evaluator(metric, label_col),
+        numFolds=spec.tuning.folds,
+        seed=spec.tuning.seed,
+    )
+    log.info("cross-validating %d candidates x %d folds on %s", len(grid), spec.tuning.folds, metric)
+    cv_model = cv.fit(train_df)
+    candidates = [
+        {"params": {p.name: v for p, v in params.items()}, metric: float(score)}
+        for params, score in zip(grid, cv_model.avgMetrics)
+    ]
+    sign = 1.0 if cv.getEvaluator().isLargerBetter() else -1.0
+    best_index = max(range(len(candidates)), key=lambda i: sign * cv_model.avgMetrics[i])
+    info = {"metric": metric, "folds": spec.tuning.folds, "candidates": candidates,
+            "best_params": candidates[best_index]["params"]}
+    return cv_model.bestModel, info
+
+
+def train(spark: "SparkSession", spec: TrainingSpec) -> TrainingResult:
+    """Read the spec's table (the pinned version, or the latest at start), check it, fit, and measure.
+
+    Raises a :class:`~sparkship.errors.SparkshipError` naming the problem (missing columns, wrong label type,
+    one class, empty table...) before any fitting. Writes nothing.
+
+    >>> result = train(spark, spec)                                                  # doctest: +SKIP
+    >>> sorted(result.metrics)                                                       # doctest: +SKIP
+    ['accuracy', 'areaUnderPR', 'areaUnderROC', 'f1', 'logLoss']
+    """
+    from pyspark.sql import functions as F
+
+    from sparkship.profiles import compute_profile, prediction_profile
+
+    started = time.perf_counter()
+    version = _pin_version(spark, spec)
+    where = f"table {spec.table}@{version}"
+    log.info("training %s (%s, %s) on %s", spec.name, spec.task, spec.model.algorithm, where)
+    source = tables.read(spark, spec.table, version=version)
+    label_is_string = _check_schema(source.schema, spec, where)
+    signature = _signature(source.schema, spec)
+
+    # The split flag is drawn once, into the cached rows, so both splits stay fixed for every pass over them.
+    test_flag = F.rand(seed=spec.split.seed) < spec.split.test_fraction
+    columns = [F.col(f"`{c}`") for c in (*spec.features.columns, spec.label)]
+    selected = source.select(*columns, test_flag.alias(SPLIT)).cache()
+    cached = [selected]
+    try:
+        facts = _check_data(selected, spec, label_is_string, where)
+        labels, num_classes = facts.labels, facts.num_classes
+        rows_train, rows_test = facts.rows_train, facts.rows_test
+        data = _labelled(selected, spec, label_is_string)
+        if labels is not None:
+            data = _index_labels(data, spec, labels, "error")
+        label_col = label_column(spec, label_is_string)
+        train_df = data.where(~F.col(SPLIT)).drop(SPLIT)
+        test_df = data.where(F.col(SPLIT)).drop(SPLIT)
+        log.info("split %d train / %d test rows (%.1f s)", rows_train, rows_test, time.perf_counter() - started)
+
+        pipeline = build_pipeline(spec, label_is_string)
+        tuning = None
+        if spec.tuning is not None:
+            model, tuning = _cross_validate(pipeline, spec, train_df, label_col, num_classes)
+        else:
+            model = pipeline.fit(train_df)
+        log.info("fitted %s (%.1f s)", spec.model.estimator_class, time.perf_counter() - started)
+
+        predictions = model.transform(test_df).select(label_col, PREDICTION, *(
+            [PROBABILITY, RAW_PREDICTION] if spec.task == "classification" else []
+        )).cache()
+        cached.append(predictions)
+        metrics = _metrics(predictions, spec.task, label_col, num_classes or _num_classes(model))
+        log.info("held-out metrics %s", {k: round(v, 4) for k, v in metrics.items()})
+
+        profile = compute_profile(train_df, spec.features.numeric, spec.features.categorical)
+        profile["prediction"] = prediction_profile(predictions, spec.task)
+    finally:
+        for df in cached:
+            df.unpersist()
+    log.info("trained %s in %.1f s", spec.name, time.perf_counter() - started)
+    return TrainingResult(
+        model=model,
+        metrics=metrics,
+        table=spec.table,
+        table_version=version,
+        rows_train=rows_train,
+        rows_test=rows_test,
+        signature=signature,
+        labels=labels,
+        reference_profile=profile,
+        spec=spec,
+        tuning=tuning,
+    )
+
+
+# --- manifest and registration ----------------------------------------------------------------------------------
+
+
+def _spark_version() -> str:
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active.version
+    import pyspark
+
+    return pyspark.__version__
+
+
+def manifest_for(result: TrainingResult, run_id: str | None = None) -> dict[str, Any]:
+    """The artifact manifest of ``result`` (docs/DESIGN.md), less ``format`` and ``files`` that artifacts adds.
+
+    >>> manifest_for(result, run_id="123")["training"]["table_version"]             # doctest: +SKIP
+    3
+    """
+    from sparkship import __version__
+
+    spec = result.spec
+    training: dict[str, Any] = {
+        "table": result.table,
+        "table_version": result.table_version,
+        "rows_train": result.rows_train,
+        "rows_test": result.rows_test,
+        "run_id": run_id,
+    }
+    if result.tuning is not None:
+        training["tuning"] = result.tuning
+    return {
+        "name": spec.name,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "task": spec.task,
+        "label": spec.label,
+        "labels": result.labels,
+        "algorithm": spec.model.algorithm,
+        "spec": spec.to_dict(),
+        "metrics": dict(result.metrics),
+        "signature": result.signature,
+        "training": training,
+        "versions": {"spark": _spark_version(), "sparkship": __version__, "python": platform.python_version()},
+        "reference_profile": result.reference_profile,
+    }
+
+
+def register_result(settings: "Settings", result: TrainingResult, run_id: str | None = None) -> dict[str, Any]:
+    """Stage ``result``'s artifact under the models root and register it as the next version."""
+    from sparkship import artifacts
+    from sparkship.registry import Registry
+
+    manifest = manifest_for(result, run_id)
+    staged = artifacts.stage(result.model, manifest, settings.models_root)
+    try:
+        mv = Registry(settings).register(result.spec.name, staged, manifest, run_id=run_id)
+    except IntegrityError:
+        raise  # the version row exists: keep the staged files for the operator
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    return {
+        "name": mv.name,
+        "version": mv.version,
+        "metrics": dict(result.metrics),
+        "artifact": mv.artifact,
+        "table_version": result.table_version,
+    }
+
+
+def train_and_register(
+    spark: "SparkSession", settings: "Settings", spec: TrainingSpec, run_id: str | None = None
+) -> dict[str, Any]:
+    """Train ``spec`` and register the model: ``{"name", "version", "metrics", "artifact", "table_version"}``.
+
+    >>> from sparkship.config import Settings
+    >>> train_and_register(spark, Settings.resolve(), load_spec("churn.yml"))      # doctest: +SKIP
+    {'name': 'churn', 'version': 1, 'metrics': {...}, 'artifact': '.../models/churn/1', 'table_version': 0}
+    """
+    return register_result(settings, train(spark, spec), run_id=run_id)
+
+
+__all__ = [
+    "TrainingResult",
+    "build_pipeline",
+    "evaluate",
+    "label_column",
+    "manifest_for",
+    "metric_names",
+    "register_result",
+    "train",
+    "train_and_register",
+]
