@@ -48,6 +48,8 @@ __all__ = [
     "history",
     "schema",
     "added_rows",
+    "count_rows",
+    "rows_committed",
     "check_schema",
     "read_arrow",
     "append_arrow",
@@ -214,6 +216,17 @@ def added_rows(spark: "SparkSession", path: str, after_version: int, up_to_versi
     update): then the only safe choice is a full re-read, and the caller must ask for it.
     """
     return _engine_module(spark).added_rows(spark, path, after_version, up_to_version)
+
+
+def count_rows(spark: "SparkSession", path: str, version: int, after_version: int | None = None) -> int:
+    """Rows in ``version`` (or appended after ``after_version`` up to ``version``), from Delta's file
+    statistics where every file has them, so no data is read; otherwise counted by Spark."""
+    return _engine_module(spark).count_rows(spark, path, version, after_version)
+
+
+def rows_committed(spark: "SparkSession", path: str, version: int) -> int | None:
+    """Rows that the commit of ``version`` added (its write metrics), or None if the log does not say."""
+    return _engine_module(spark).rows_committed(spark, path, version)
 
 
 class NotAppendOnlyError(SparkshipError):

@@ -97,3 +97,18 @@ def added_rows(spark: "SparkSession", path: str, after_version: int, up_to_versi
             f"({len(before - after)} data files removed): rescore in full"
         )
     return read(spark, path, up_to_version, only_files=sorted(after - before))
+
+
+def count_rows(spark: "SparkSession", path: str, version: int, after_version: int | None) -> int:
+    counts = delta_files.file_row_counts(path, version)
+    if after_version is not None:
+        before = delta_files.file_row_counts(path, after_version)
+        counts = {f: n for f, n in counts.items() if f not in before}
+    if any(n is None for n in counts.values()):  # a file written without stats: count the rows
+        rows = read(spark, path, version) if after_version is None else added_rows(spark, path, after_version, version)
+        return rows.count()
+    return sum(counts.values())  # type: ignore[arg-type]
+
+
+def rows_committed(spark: "SparkSession", path: str, version: int) -> int | None:
+    return delta_files.commit_row_count(path, version)

@@ -93,6 +93,33 @@ def list_files(path: str, version: int | None) -> list[tuple[str, int, dict[str,
     ]
 
 
+def file_row_counts(path: str, version: int | None) -> dict[str, int | None]:
+    """``numRecords`` from the Delta stats of every data file of one version (None where a file has none)."""
+    from deltalake import DeltaTable
+
+    dt = DeltaTable(path, version=version) if version is not None else DeltaTable(path)
+    actions = pa.table(dt.get_add_actions(flatten=True)).select(["path", "num_records"]).to_pylist()
+    return {a["path"]: a["num_records"] for a in actions}
+
+
+def commit_row_count(path: str, version: int) -> int | None:
+    """Rows added by the commit of ``version`` (from its add actions' stats); None if it cannot be told."""
+    commit = os.path.join(path, "_delta_log", f"{version:020d}.json")
+    if not os.path.isfile(commit):
+        return None
+    total = 0
+    with open(commit) as fh:
+        for line in fh:
+            add = json.loads(line).get("add")
+            if add is None:
+                continue
+            records = json.loads(add.get("stats") or "{}").get("numRecords")
+            if records is None:
+                return None
+            total += int(records)
+    return total
+
+
 DataFile = tuple[str, dict[str, "str | None"]]
 
 
@@ -196,63 +223,81 @@ def _partition_string(value: Any) -> str | None:
     return str(value)
 
 
-def _write_parquet(table_path: str, rel: str, batches: Iterable[pa.RecordBatch], schema: pa.Schema,
-                   values: dict[str, str | None]) -> dict[str, Any] | None:
-    """Stream ``batches`` into one parquet file; return its add-action fields (None if no rows)."""
-    absolute = os.path.join(table_path, rel)
-    os.makedirs(os.path.dirname(absolute), exist_ok=True)
-    # Dictionary pages rarely pay off for floating point data and cost a failed attempt per page.
-    dictionary = [f.name for f in schema if not pa.types.is_floating(f.type)]
-    rows = 0
-    with pq.ParquetWriter(absolute, schema, compression="snappy", use_dictionary=dictionary or False) as writer:
-        for batch in batches:
-            if batch.num_rows:
-                writer.write_batch(batch)
-                rows += batch.num_rows
-    if rows == 0:
-        os.remove(absolute)
-        return None
-    st = os.stat(absolute)
-    return {
-        "path": rel,
-        "size": st.st_size,
-        "partition_values": values,
-        "modification_time": int(st.st_mtime * 1000),
-        "stats": _stats_json(pq.read_metadata(absolute)),
-    }
+class _OpenFile:
+    """One parquet file being streamed into, for one partition of one write task."""
+
+    def __init__(self, table_path: str, rel: str, schema: pa.Schema, values: dict[str, str | None]) -> None:
+        self.rel, self.values = rel, values
+        self.absolute = os.path.join(table_path, rel)
+        os.makedirs(os.path.dirname(self.absolute), exist_ok=True)
+        # Dictionary pages rarely pay off for floating point data and cost a failed attempt per page.
+        dictionary = [f.name for f in schema if not pa.types.is_floating(f.type)]
+        self.writer = pq.ParquetWriter(self.absolute, schema, compression="snappy", use_dictionary=dictionary or False)
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self.writer.write_batch(batch)
+
+    def close(self) -> dict[str, Any]:
+        """Finish the file; return its add-action fields."""
+        self.writer.close()
+        st = os.stat(self.absolute)
+        return {
+            "path": self.rel,
+            "size": st.st_size,
+            "partition_values": self.values,
+            "modification_time": int(st.st_mtime * 1000),
+            "stats": _stats_json(pq.read_metadata(self.absolute)),
+        }
 
 
 def _new_file_name() -> str:
     return f"part-{uuid.uuid4().hex}-c000.snappy.parquet"
 
 
+def _split_by_partition(batch: pa.RecordBatch, partition_by: list[str]) -> Iterator[tuple[dict[str, Any], pa.RecordBatch]]:
+    keys = pa.Table.from_batches([batch.select(partition_by)]).group_by(partition_by).aggregate([]).to_pylist()
+    if len(keys) == 1:  # the usual case (a batch, a day, a run): no filtering pass
+        yield keys[0], batch
+        return
+    for key in keys:
+        mask = None
+        for col, value in key.items():
+            column = batch.column(col)
+            cond = pc.is_null(column) if value is None else pc.fill_null(pc.equal(column, value), False)
+            mask = cond if mask is None else pc.and_(mask, cond)
+        yield key, batch.filter(mask)
+
+
 def write_data_files(
     table_path: str, data: pa.Table | Iterable[pa.RecordBatch], schema: pa.Schema, partition_by: list[str]
 ) -> list[dict[str, Any]]:
-    """Write ``data`` (cast to ``schema``) as parquet files under ``table_path``; return add-action fields.
-
-    Unpartitioned data is streamed into one file; partitioned data is split into one file per partition.
-    Nothing becomes visible until :func:`commit_files` commits the returned files.
+    """Stream ``data`` (cast to ``schema``) into parquet files under ``table_path``, one per partition value;
+    return their add-action fields. Nothing becomes visible until :func:`commit_files` commits them.
     """
     data_columns = [n for n in schema.names if n not in partition_by]
     file_schema = pa.schema([schema.field(n) for n in data_columns])
     batches: Iterable[pa.RecordBatch] = data.to_batches() if isinstance(data, pa.Table) else data
-    if not partition_by:
-        written = _write_parquet(table_path, _new_file_name(), (b.cast(file_schema) for b in batches), file_schema, {})
-        return [written] if written else []
-    table = pa.Table.from_batches([b.cast(schema) for b in batches], schema=schema)
-    files: list[dict[str, Any]] = []
-    for key in table.select(partition_by).group_by(partition_by).aggregate([]).to_pylist():
-        part = table
-        for col, value in key.items():
-            mask = pc.is_null(part.column(col)) if value is None else pc.equal(part.column(col), value)
-            part = part.filter(mask)
-        values = {c: _partition_string(v) for c, v in key.items()}
-        rel = f"{_partition_dir(partition_by, values)}/{_new_file_name()}"
-        written = _write_parquet(table_path, rel, part.select(data_columns).to_batches(), file_schema, values)
-        if written:
-            files.append(written)
-    return files
+    open_files: dict[tuple, _OpenFile] = {}
+    try:
+        for batch in batches:
+            if not batch.num_rows:
+                continue
+            batch = batch.cast(schema)
+            parts = _split_by_partition(batch, partition_by) if partition_by else [({}, batch)]
+            for key, rows in parts:
+                handle = tuple(key.items())
+                if handle not in open_files:
+                    values = {c: _partition_string(v) for c, v in key.items()}
+                    folder = _partition_dir(partition_by, values)
+                    rel = (f"{folder}/" if folder else "") + _new_file_name()
+                    open_files[handle] = _OpenFile(table_path, rel, file_schema, values)
+                open_files[handle].write(rows.select(data_columns))
+    except BaseException:
+        for f in open_files.values():
+            f.writer.close()
+            remove_files(table_path, [{"path": f.rel}])
+        raise
+    return [f.close() for f in open_files.values()]
 
 
 def remove_files(table: str, files: list[dict[str, Any]]) -> None:

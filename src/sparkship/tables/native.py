@@ -120,3 +120,17 @@ def added_rows(spark: "SparkSession", path: str, after_version: int, up_to_versi
         )
         return changes.where("_change_type = 'insert'").drop("_change_type", "_commit_version", "_commit_timestamp")
     return read(spark, path, up_to_version).exceptAll(read(spark, path, after_version))
+
+
+def count_rows(spark: "SparkSession", path: str, version: int, after_version: int | None) -> int:
+    # Delta answers a plain count from the log's statistics.
+    rows = read(spark, path, version) if after_version is None else added_rows(spark, path, after_version, version)
+    return rows.count()
+
+
+def rows_committed(spark: "SparkSession", path: str, version: int) -> int | None:
+    for commit in history(spark, path, None):
+        if commit["version"] == version:
+            rows = commit["metrics"].get("numOutputRows")
+            return int(rows) if rows is not None else None
+    return None
