@@ -1,0 +1,319 @@
+"""Batch scoring on real Spark models, real Delta tables and the real registry."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+import numpy as np
+import pytest
+from chispa import assert_approx_df_equality, assert_df_equality
+
+from sparkship import artifacts, scoring, tables
+from sparkship.cli import main
+from sparkship.config import Settings
+from sparkship.errors import SchemaMismatchError, SparkshipError
+from sparkship.registry import Registry
+
+MODEL = "churn"
+INPUT_SCHEMA = "id long, age double, tenure double, plan string, region string"
+PLANS = ["basic", "plus", "pro"]
+REGIONS = ["north", "south"]
+
+
+def make_rows(n: int, seed: int, first_id: int = 0) -> list[tuple[Any, ...]]:
+    """Clean rows: every value finite and every category seen in training."""
+    rng = np.random.default_rng(seed)
+    return [
+        (
+            first_id + i,
+            float(rng.normal(40, 10)),
+            float(rng.uniform(0, 60)),
+            PLANS[int(rng.integers(0, 3))],
+            REGIONS[int(rng.integers(0, 2))],
+        )
+        for i in range(n)
+    ]
+
+
+def fit_model(spark):
+    """Imputer(age) + StringIndexer(plan keep, region error) + OneHotEncoder + VectorAssembler + LR.
+
+    ``tenure`` is assembled raw (no Imputer) and ``region`` is indexed with handleInvalid="error": the model
+    cannot take a null tenure or an unseen region, which the quarantine rules must catch.
+    """
+    from pyspark.ml import Pipeline
+    from pyspark.ml.classification import LogisticRegression
+    from pyspark.ml.feature import Imputer, OneHotEncoder, StringIndexer, VectorAssembler
+    from pyspark.sql import functions as F
+
+    rows = make_rows(300, seed=1)
+    train = spark.createDataFrame(rows, INPUT_SCHEMA).withColumn(
+        "label", ((F.col("age") + F.col("tenure") / 2 + F.when(F.col("plan") == "pro", 10).otherwise(0)) > 58).cast("double")
+    )
+    pipeline = Pipeline(stages=[
+        Imputer(inputCols=["age"], outputCols=["age__imputed"]),
+        StringIndexer(inputCols=["plan", "region"], outputCols=["plan__idx", "region__idx"], handleInvalid="keep"),
+        StringIndexer(inputCol="region", outputCol="region__strict", handleInvalid="error"),
+        OneHotEncoder(inputCols=["plan__idx", "region__strict"], outputCols=["plan__ohe", "region__ohe"]),
+        VectorAssembler(inputCols=["age__imputed", "tenure", "plan__ohe", "region__ohe"], outputCol="features"),
+        LogisticRegression(maxIter=20),
+    ])
+    return pipeline.fit(train)
+
+
+def manifest_for(spark) -> dict[str, Any]:
+    types = dict((f.name, f.dataType.simpleString()) for f in spark.createDataFrame([], INPUT_SCHEMA).schema.fields)
+    return {
+        "name": MODEL,
+        "task": "classification",
+        "label": "label",
+        "algorithm": "logistic_regression",
+        "signature": {
+            "inputs": [{"name": c, "type": types[c]} for c in ("age", "tenure", "plan", "region")],
+            "outputs": [{"name": "prediction", "type": "double"}, {"name": "probability", "type": "array<double>"}],
+        },
+        "training": {"table": None, "table_version": None, "rows_train": 300, "rows_test": 0, "run_id": None},
+        "metrics": {},
+    }
+
+
+@pytest.fixture(scope="module")
+def fitted(spark):
+    return fit_model(spark)
+
+
+def register(spark, model, settings: Settings) -> int:
+    staged = artifacts.stage(model, manifest_for(spark), settings.models_root)
+    return Registry(settings).register(MODEL, staged).version
+
+
+@pytest.fixture
+def settings(spark, fitted, home) -> Settings:
+    s = Settings.resolve(home=home)
+    register(spark, fitted, s)
+    return s
+
+
+def expected_scores(spark, model, rows: list[tuple[Any, ...]], version: str, run_id: str, input_version: int,
+                    batch: int):
+    """What the output must hold, computed straight from PipelineModel.transform."""
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.sql import functions as F
+
+    return (
+        model.transform(spark.createDataFrame(rows, INPUT_SCHEMA))
+        .select(
+            "id",
+            F.col("prediction"),
+            vector_to_array("probability").cast("array<double>").alias("probability"),
+            F.lit(MODEL).alias("model_name"),
+            F.lit(version).alias("model_version"),
+            F.lit(run_id).alias("run_id"),
+            F.lit(input_version).cast("bigint").alias("input_version"),
+            F.lit(batch).cast("bigint").alias("scoring_batch"),
+        )
+        .orderBy("id")
+    )
+
+
+def read_sorted(spark, path: str, drop: tuple[str, ...] = ("scored_at",)):
+    return tables.read(spark, path).drop(*drop).orderBy("id")
+
+
+def assert_same_scores(got, expected) -> None:
+    """chispa on two small frames, nullability (also of array elements) set aside."""
+    from pyspark.sql.types import ArrayType, StructField, StructType
+
+    def loose(df):
+        fields = [
+            StructField(f.name, ArrayType(f.dataType.elementType, True) if isinstance(f.dataType, ArrayType) else f.dataType, True)
+            for f in df.schema.fields
+        ]
+        return df.sparkSession.createDataFrame(df.collect(), StructType(fields))
+
+    assert_approx_df_equality(loose(got), loose(expected), 1e-9)
+
+
+def write_input(spark, path: str, rows, mode: str = "append", schema: str = INPUT_SCHEMA) -> int:
+    return tables.write(spark.createDataFrame(rows, schema), path, mode=mode)
+
+
+def test_output_rows_match_pipeline_model_transform(spark, fitted, settings, tmp_path):
+    src, out = str(tmp_path / "events"), str(tmp_path / "scores")
+    rows = make_rows(40, seed=7)
+    v0 = write_input(spark, src, rows)
+
+    result = scoring.score(spark, settings, MODEL, src, out, ["id"], run_id="r1")
+
+    assert (result.rows_in, result.scored, result.quarantined) == (40, 40, 0)
+    assert (result.model, result.model_version, result.input_version, result.from_version) == (MODEL, 1, v0, -1)
+    assert result.output_version == tables.version(spark, out)
+    got = tables.read(spark, out)
+    assert [f.name for f in got.schema.fields] == [
+        "id", "prediction", "probability", "model_name", "model_version", "scored_at", "run_id", "input_version",
+        "scoring_batch",
+    ]
+    assert got.schema["probability"].dataType.simpleString() == "array<double>"
+    assert got.schema["scored_at"].dataType.simpleString() == "timestamp"
+    assert got.select("scored_at").distinct().count() == 1
+    assert_same_scores(read_sorted(spark, out), expected_scores(spark, fitted, rows, "1", "r1", v0, 0))
+    assert not tables.exists(spark, out + "_quarantine")  # nothing to quarantine, no empty table either
+
+
+def test_include_features_and_numeric_widening(spark, fitted, settings, tmp_path):
+    """An int `age` is cast to the signature's double; --include-features copies the model's inputs."""
+    from pyspark.sql import functions as F
+
+    src, out = str(tmp_path / "events"), str(tmp_path / "scores")
+    rows = [(i, int(a), t, p, r) for i, a, t, p, r in make_rows(30, seed=3)]
+    write_input(spark, src, rows, schema="id long, age int, tenure double, plan string, region string")
+
+    result = scoring.score(spark, settings, f"{MODEL}/1", src, out, "id", include_features=True, run_id="w")
+
+    assert result.scored == 30
+    as_double = [(i, float(a), t, p, r) for i, a, t, p, r in rows]
+    expected = expected_scores(spark, fitted, as_double, "1", "w", 0, 0)
+    features = spark.createDataFrame(as_double, INPUT_SCHEMA)
+    expected = expected.join(features, "id").select(
+        "id", "age", "tenure", "plan", "region", *[c for c in expected.columns if c != "id"]
+    ).orderBy("id")
+    got = read_sorted(spark, out)
+    assert got.columns[:5] == ["id", "age", "tenure", "plan", "region"]
+    assert dict(got.dtypes)["age"] == "double"
+    assert_same_scores(got, expected)
+    assert got.where(F.col("age").isNull()).count() == 0
+
+
+def test_schema_mismatch_fails_before_anything_is_written(spark, settings, tmp_path):
+    src, out = str(tmp_path / "events"), str(tmp_path / "scores")
+    write_input(
+        spark, src, [(1, "forty", "north")], schema="customer long, age string, region string"
+    )
+    with pytest.raises(SchemaMismatchError) as info:
+        scoring.score(spark, settings, MODEL, src, out, ["id"])
+    message = str(info.value)
+    assert "['id']" in message  # the missing key
+    assert "tenure" in message and "plan" in message  # missing features
+    assert "'age' is string, the model expects double" in message
+    assert "region" not in message  # present, and of the right type
+    assert not os.path.exists(out) and not os.path.exists(out + "_state") and not os.path.exists(out + "_quarantine")
+
+
+def test_incremental_rerun_model_change_and_full(spark, fitted, settings, tmp_path):
+    from pyspark.sql import functions as F
+
+    src, out = str(tmp_path / "events"), str(tmp_path / "scores")
+    first, second, third = make_rows(25, 11), make_rows(15, 12, first_id=100), make_rows(5, 13, first_id=200)
+    write_input(spark, src, first)
+    r1 = scoring.score(spark, settings, MODEL, src, out, ["id"], run_id="a")
+
+    v1 = write_input(spark, src, second)
+    r2 = scoring.score(spark, settings, MODEL, src, out, ["id"], run_id="b")
+    assert (r2.rows_in, r2.scored, r2.from_version, r2.input_version, r2.scoring_batch) == (15, 15, 0, v1, 1)
+    assert r2.output_version == r1.output_version + 1
+    new_rows = read_sorted(spark, out).where(F.col("run_id") == "b")
+    assert_same_scores(new_rows, expected_scores(spark, fitted, second, "1", "b", v1, 1))
+    before = read_sorted(spark, out, drop=())
+    assert before.count() == 40
+
+    r3 = scoring.score(spark, settings, MODEL, src, out, ["id"], run_id="c")  # nothing new
+    assert (r3.rows_in, r3.output_version) == (0, r2.output_version)
+    assert_df_equality(read_sorted(spark, out, drop=()), before, ignore_nullable=True)
+
+    # A new model version: the new rows are scored by it, nothing is skipped or scored twice.
+    assert register(spark, fitted, settings) == 2
+    v2 = write_input(spark, src, third)
+    r4 = scoring.score(spark, settings, MODEL, src, out, ["id"], run_id="d")
+    assert (r4.model_version, r4.model_version_changed, r4.previous_model_version, r4.rows_in) == (2, True, 1, 5)
+    scores = tables.read(spark, out)
+    assert scores.count() == 45 and scores.select("id").distinct().count() == 45
+    by_version = {r["model_version"]: r["count"] for r in scores.groupBy("model_version").count().collect()}
+    assert by_version == {"1": 40, "2": 5}
+
+    # Rewriting the input breaks incrementality: a clear error, then --full rescores everything.
+    write_input(spark, src, first + second, mode="overwrite")
+    with pytest.raises(SparkshipError, match="--full"):
+        scoring.score(spark, settings, MODEL, src, out, ["id"], run_id="e")
+    assert tables.version(spark, out) == r4.output_version
+    r5 = scoring.score(spark, settings, MODEL, src, out, ["id"], full=True, run_id="f")
+    assert (r5.full, r5.rows_in, r5.from_version, r5.scoring_batch) == (True, 40, -1, 0)
+    assert_same_scores(
+        read_sorted(spark, out),
+        expected_scores(spark, fitted, first + second, "2", "f", r5.input_version, 0)
+    )
+
+
+def test_bad_rows_go_to_quarantine_with_reasons(spark, fitted, settings, tmp_path):
+    src, out = str(tmp_path / "events"), str(tmp_path / "scores")
+    clean = make_rows(6, 21)
+    bad = [
+        (None, 40.0, 10.0, "basic", "north"),                      # null key
+        (101, math.inf, 10.0, "basic", "north"),                   # infinite value
+        (102, 40.0, None, "basic", "north"),                        # tenure is not imputed
+        (103, 40.0, math.nan, "basic", "north"),                    # NaN tenure, not imputed either
+        (104, 40.0, 10.0, "basic", "west"),                         # unseen region (StringIndexer "error")
+        (105, 40.0, 10.0, "basic", None),                           # null region
+        (None, -math.inf, None, "basic", "east"),                   # several rules at once
+    ]
+    scorable = [
+        (201, None, 10.0, "basic", "north"),                        # null age is imputed
+        (202, math.nan, 10.0, "basic", "south"),                    # NaN age is imputed too
+        (203, 40.0, 10.0, "platinum", "north"),                     # unseen plan: StringIndexer "keep"
+    ]
+    write_input(spark, src, clean + bad + scorable)
+
+    result = scoring.score(spark, settings, MODEL, src, out, ["id"], run_id="q")
+
+    assert (result.rows_in, result.scored, result.quarantined) == (16, 9, 7)
+    assert result.rows_in == result.scored + result.quarantined
+    scored_ids = sorted(r["id"] for r in tables.read(spark, out).select("id").collect())
+    assert scored_ids == sorted([r[0] for r in clean] + [201, 202, 203])
+    assert_same_scores(read_sorted(spark, out), expected_scores(spark, fitted, clean + scorable, "1", "q", 0, 0))
+    q = tables.read(spark, out + "_quarantine")
+    assert {f.name: f.dataType.simpleString() for f in q.schema.fields} == {
+        "id": "bigint", "age": "string", "tenure": "string", "plan": "string", "region": "string",
+        "reason": "string", "model_name": "string", "model_version": "string", "run_id": "string",
+        "input_version": "bigint", "scoring_batch": "bigint",
+    }
+    reasons = {(r["id"], r["age"], r["region"]): r["reason"] for r in q.collect()}
+    assert reasons == {
+        (None, "40.0", "north"): "null key 'id'",
+        (101, "Infinity", "north"): "infinite value in 'age'",
+        (102, "40.0", "north"): "null in 'tenure', which the model does not impute",
+        (103, "40.0", "north"): "NaN in 'tenure', which the model does not impute",
+        (104, "40.0", "west"): "unseen category in 'region'",
+        (105, "40.0", None): "null in 'region', which the model's StringIndexer rejects",
+        (None, "-Infinity", "east"): "null key 'id'; infinite value in 'age'; null in 'tenure', which the model "
+        "does not impute; unseen category in 'region'",
+    }
+    assert {r["run_id"] for r in q.collect()} == {"q"}
+
+
+def test_cli_score_json_and_errors(spark, settings, tmp_path, capsys):
+    src, out = str(tmp_path / "events"), str(tmp_path / "scores")
+    write_input(spark, src, make_rows(12, 31) + [(None, 1.0, 1.0, "basic", "north")])
+
+    code = main(["score", "--model", f"{MODEL}/1", "--input", f"{src}@0", "--output", out, "--keys", "id",
+                 "--run-id", "job-7", "--json"])
+
+    assert code == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert {k: payload[k] for k in ("model", "model_version", "rows_in", "scored", "quarantined",
+                                    "output_version", "input_version")} == {
+        "model": MODEL, "model_version": 1, "rows_in": 13, "scored": 12, "quarantined": 1,
+        "output_version": tables.version(spark, out), "input_version": 0,
+    }
+    assert tables.read(spark, out).select("run_id").distinct().collect()[0]["run_id"] == "job-7"
+
+    code = main(["score", "--model", MODEL, "--input", src, "--output", str(tmp_path / "o2"), "--keys", "nope",
+                 "--json"])
+    assert code == 1
+    error = json.loads(capsys.readouterr().out)
+    assert error["type"] == "SchemaMismatchError" and "nope" in error["error"]
+    assert not os.path.exists(str(tmp_path / "o2"))
+
+    with pytest.raises(SystemExit) as help_exit:
+        main(["score", "--help"])
+    assert help_exit.value.code == 0 and "--include-features" in capsys.readouterr().out

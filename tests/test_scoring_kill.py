@@ -1,0 +1,96 @@
+"""kill -9 of `sparkship score` at several points leaves the output whole; the next run finishes the work."""
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sparkship import scoring, tables
+from sparkship.cli import main
+from sparkship.config import Settings
+from sparkship.scoring_state import ScoringState
+
+from test_scoring import MODEL, fit_model, make_rows, register, write_input  # noqa: E402 - sibling test module
+
+START_TIMEOUT_S = 240
+
+
+def _parquet_files(table: str) -> set[str]:
+    return set(glob.glob(os.path.join(table, "**", "*.parquet"), recursive=True))
+
+
+def _commits(table: str) -> set[str]:
+    return set(glob.glob(os.path.join(table, "_delta_log", "*.json")))
+
+
+def kill_score_when(home: str, args: list[str], log_path: str, ready) -> None:  # noqa: ANN001 - ready: () -> bool
+    """Run `sparkship score ARGS` in its own process group; SIGKILL the whole group once ``ready()`` is true."""
+    env = {**os.environ, "SPARKSHIP_HOME": home, "PYTHONUNBUFFERED": "1"}
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sparkship.cli", "score", *args], stdout=log, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + START_TIMEOUT_S
+    try:
+        while not ready():
+            if proc.poll() is not None:
+                pytest.fail(f"score finished (rc {proc.returncode}) before the kill point:\n{open(log_path).read()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"kill point not reached in {START_TIMEOUT_S}s:\n{open(log_path).read()}")
+            time.sleep(0.002)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # the driver, its JVM and the Python workers: all of this run
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, open(log_path).read()
+
+
+def _logged(log_path: str, text: str):  # noqa: ANN202
+    return lambda: text in open(log_path).read()
+
+
+def test_kill_during_scoring_leaves_output_whole_and_rerun_finishes(spark, home, tmp_path):
+    settings = Settings.resolve(home=home)
+    register(spark, fit_model(spark), settings)
+    src, out = str(tmp_path / "events"), str(tmp_path / "scores")
+    write_input(spark, src, make_rows(50, 1) + [(None, 1.0, 1.0, "basic", "north")])
+    first = scoring.score(spark, settings, MODEL, src, out, ["id"], run_id="base")
+    assert (first.scored, first.quarantined) == (50, 1)
+    base_version = tables.version(spark, out)
+    args = ["--model", MODEL, "--input", src, "--output", out, "--keys", "id"]
+    log_path = str(tmp_path / "score.log")
+
+    # 1. Killed right after its pending state row, as the output write starts: nothing changes.
+    write_input(spark, src, make_rows(300, 2, first_id=1000) + [(None, 2.0, 2.0, "pro", "south")])
+    kill_score_when(home, args + ["--run-id", "k1"], log_path, _logged(log_path, " versions 1.."))
+    assert tables.version(spark, out) == base_version
+
+    # 2. Killed while the output's tasks write parquet files, before the commit: the version does not move.
+    write_input(spark, src, make_rows(300, 3, first_id=2000))
+    before = _parquet_files(out)
+    kill_score_when(home, args + ["--run-id", "k2"], log_path, lambda: bool(_parquet_files(out) - before))
+    assert tables.version(spark, out) == base_version
+    assert tables.read(spark, out).count() == 50
+
+    # 3. Killed once the output commit landed (the state row may not have): the next run must not duplicate.
+    write_input(spark, src, make_rows(300, 4, first_id=3000))
+    commits = _commits(out)
+    kill_score_when(home, args + ["--run-id", "k3"], log_path, lambda: bool(_commits(out) - commits))
+    assert tables.version(spark, out) == base_version + 1
+
+    write_input(spark, src, make_rows(20, 5, first_id=4000))
+    code = main(["score", *args, "--run-id", "rerun", "-q"])
+    assert code == 0
+    scores = tables.read(spark, out)
+    assert scores.count() == 50 + 300 + 300 + 300 + 20
+    assert scores.select("id").distinct().count() == scores.count()
+    assert tables.read(spark, out + "_quarantine").count() == 2  # the two null keys, once each
+    latest = ScoringState(out + "_state").latest(MODEL, src, out)
+    assert latest.unfinished is None and latest.committed.input_version == tables.version(spark, src)
+    assert latest.committed.run_id == "rerun" or latest.committed.run_id == "k3"
