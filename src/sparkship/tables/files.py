@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from sparkship.errors import ConcurrentWriteError, SparkshipError
+from sparkship.errors import ConcurrentWriteError, IntegrityError, SparkshipError
 
 SOURCE_NAME = "sparkship_delta"
 CONFLICT_MARKER = "SPARKSHIP_CONCURRENT_WRITE"
@@ -120,7 +120,7 @@ def commit_row_count(path: str, version: int) -> int | None:
     return total
 
 
-DataFile = tuple[str, dict[str, "str | None"]]
+DataFile = tuple[str, dict[str, "str | None"], int]  # relative path, partition values, size in the log
 
 
 def plan_splits(files: list[tuple[str, int, dict[str, str | None]]]) -> list[list[DataFile]]:
@@ -132,7 +132,7 @@ def plan_splits(files: list[tuple[str, int, dict[str, str | None]]]) -> list[lis
         if current and size + nbytes > TARGET_SPLIT_BYTES:
             splits.append(current)
             current, size = [], 0
-        current.append((rel, parts))
+        current.append((rel, parts, nbytes))
         size += nbytes
     if current:
         splits.append(current)
@@ -157,20 +157,32 @@ def _constant_column(value: Any, length: int, type_: pa.DataType) -> pa.Array:
 
 
 def read_batches(table: str, split: list[DataFile], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
-    """Record batches of ``schema`` from the given data files, partition columns filled in from the log."""
-    for rel, partition_values in split:
-        parquet = pq.ParquetFile(_absolute_file(table, rel))
-        present = set(parquet.schema_arrow.names)
-        columns = [n for n in schema.names if n in present]
-        for batch in parquet.iter_batches(batch_size=65536, columns=columns):
-            arrays = []
-            for f in schema:
-                if f.name in present:
-                    arrays.append(batch.column(f.name).cast(f.type))
-                else:
-                    # Partition columns live in the log, not the file; absent columns read as null.
-                    arrays.append(_constant_column(partition_values.get(f.name), batch.num_rows, f.type))
-            yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+    """Record batches of ``schema`` from the given data files, partition columns filled in from the log.
+
+    A file whose size differs from the log's, or whose pages fail their CRC, raises :class:`IntegrityError`
+    naming it: a truncated or edited file is refused, never read as other data.
+    """
+    for rel, partition_values, size in split:
+        absolute = _absolute_file(table, rel)
+        actual = os.path.getsize(absolute) if os.path.exists(absolute) else None
+        if actual != size:
+            found = "missing" if actual is None else f"{actual} bytes"
+            raise IntegrityError(f"data file {rel} of Delta table {table} is {found}, the log says {size} bytes")
+        try:
+            parquet = pq.ParquetFile(absolute, page_checksum_verification=True)
+            present = set(parquet.schema_arrow.names)
+            columns = [n for n in schema.names if n in present]
+            for batch in parquet.iter_batches(batch_size=65536, columns=columns):
+                arrays = []
+                for f in schema:
+                    if f.name in present:
+                        arrays.append(batch.column(f.name).cast(f.type))
+                    else:
+                        # Partition columns live in the log, not the file; absent columns read as null.
+                        arrays.append(_constant_column(partition_values.get(f.name), batch.num_rows, f.type))
+                yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+        except (OSError, pa.ArrowException) as exc:
+            raise IntegrityError(f"data file {rel} of Delta table {table} is damaged: {exc}") from None
 
 
 # --- writing -----------------------------------------------------------------------------------------------
@@ -232,7 +244,8 @@ class _OpenFile:
         os.makedirs(os.path.dirname(self.absolute), exist_ok=True)
         # Dictionary pages rarely pay off for floating point data and cost a failed attempt per page.
         dictionary = [f.name for f in schema if not pa.types.is_floating(f.type)]
-        self.writer = pq.ParquetWriter(self.absolute, schema, compression="snappy", use_dictionary=dictionary or False)
+        self.writer = pq.ParquetWriter(self.absolute, schema, compression="snappy", use_dictionary=dictionary or False,
+                                         write_page_checksum=True)
 
     def write(self, batch: pa.RecordBatch) -> None:
         self.writer.write_batch(batch)
