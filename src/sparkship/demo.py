@@ -1,0 +1,236 @@
+"""The end-to-end demo on the embedded dataset: ``sparkship demo`` / ``make demo``.
+
+Generates seeded churn data, imports it as a Delta table, trains a logistic regression and a random forest,
+validates both, promotes the better one, scores a batch and then a newer (drifted) batch incrementally, runs
+the drift monitor, writes the HTML report, serves the champion briefly and sends it one request. Every step is
+timed; the summary is printed at the end.
+
+    >>> from sparkship.demo import run_demo
+    >>> summary = run_demo(spark, "/tmp/sparkship-demo")      # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+from sparkship import datasets
+from sparkship.config import Settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+MODEL = "churn"
+TRAIN_ROWS, BATCH_ROWS = 20_000, 5_000
+
+
+@dataclass
+class Step:
+    name: str
+    seconds: float
+    result: str
+
+
+@dataclass
+class DemoSummary:
+    workdir: str
+    steps: list[Step] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "workdir": self.workdir,
+            "total_seconds": round(sum(s.seconds for s in self.steps), 1),
+            "steps": [{"step": s.name, "seconds": round(s.seconds, 1), "result": s.result} for s in self.steps],
+        }
+
+    def render(self) -> str:
+        width = max(len(s.name) for s in self.steps)
+        lines = [f"sparkship demo summary ({self.workdir})", ""]
+        lines += [f"  {s.name.ljust(width)}  {s.seconds:6.1f} s  {s.result}" for s in self.steps]
+        lines += ["", f"  {'total'.ljust(width)}  {sum(s.seconds for s in self.steps):6.1f} s"]
+        return "\n".join(lines)
+
+
+def _spec(table: str, algorithm: str, params: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": MODEL,
+        "task": "classification",
+        "table": table,
+        "label": datasets.LABEL,
+        "features": {"numeric": datasets.FEATURES_NUMERIC, "categorical": datasets.FEATURES_CATEGORICAL},
+        "model": {"algorithm": algorithm, "params": params},
+        "split": {"test_fraction": 0.2, "seed": 42},
+        "validation": {"thresholds": {"areaUnderROC": {"min": 0.7}}, "max_regression": 0.02},
+    }
+
+
+def _write_csv(table: Any, path: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(table.column_names)
+        for row in zip(*(table.column(c).to_pylist() for c in table.column_names)):
+            writer.writerow(["" if v is None or v != v else v for v in row])  # None and NaN -> empty
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def _running_server(settings: Settings, ref: str) -> Iterator[str]:
+    """The real FastAPI app under uvicorn on 127.0.0.1, in a thread, for the life of the block."""
+    import uvicorn
+
+    from sparkship.serving.server import build
+
+    app, _ = build(ref, settings, poll_seconds=60)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def run_demo(spark: "SparkSession", workdir: str, train_rows: int = TRAIN_ROWS, batch_rows: int = BATCH_ROWS) -> DemoSummary:
+    """Run every step in ``workdir`` (emptied first) and return the timed summary."""
+    from sparkship import ingest
+    from sparkship.monitoring import monitor
+    from sparkship.promotion import promote
+    from sparkship.registry import Registry
+    from sparkship.report import write_report
+    from sparkship.scoring import score
+    from sparkship.spec import parse_spec
+    from sparkship.training import train_and_register
+    from sparkship.validation import validate
+
+    workdir = os.path.abspath(workdir)
+    shutil.rmtree(workdir, ignore_errors=True)
+    settings = Settings.resolve(home=workdir)
+    registry = Registry(settings)
+    summary = DemoSummary(workdir)
+    data_dir, tables_dir = os.path.join(workdir, "data"), settings.tables_root
+    training, holdout = f"{tables_dir}/churn_training", f"{tables_dir}/churn_holdout"
+    customers, scores = f"{tables_dir}/churn_customers", f"{tables_dir}/churn_scores"
+
+    def step(name: str, action: Callable[[], str]) -> None:
+        log.info("demo: %s ...", name)
+        start = time.perf_counter()
+        result = action()
+        summary.steps.append(Step(name, time.perf_counter() - start, result))
+        log.info("demo: %s done in %.1f s: %s", name, summary.steps[-1].seconds, result)
+
+    def generate() -> str:
+        holdout_rows = max(train_rows // 4, 1000)
+        _write_csv(datasets.churn_rows(train_rows, seed=7), f"{data_dir}/training.csv")
+        _write_csv(datasets.churn_rows(holdout_rows, seed=8, first_id=1_000_001), f"{data_dir}/holdout.csv")
+        _write_csv(datasets.churn_rows(batch_rows, seed=9, first_id=2_000_001), f"{data_dir}/batch1.csv")
+        _write_csv(datasets.churn_rows(batch_rows, seed=10, first_id=3_000_001, shift=1.0), f"{data_dir}/batch2.csv")
+        return f"{train_rows:,} training, {holdout_rows:,} holdout and 2 x {batch_rows:,} new customers (CSV)"
+
+    def import_tables() -> str:
+        t = ingest.import_file(spark, f"{data_dir}/training.csv", training, mode="overwrite")
+        ingest.import_file(spark, f"{data_dir}/holdout.csv", holdout, mode="overwrite")
+        return f"{t['rows']:,} rows -> {training} (version {t['version']})"
+
+    trained: dict[str, dict[str, Any]] = {}
+
+    def train(algorithm: str, params: dict[str, Any]) -> Callable[[], str]:
+        def action() -> str:
+            out = train_and_register(spark, settings, parse_spec(_spec(training, algorithm, params)), run_id="demo")
+            trained[algorithm] = out
+            m = out["metrics"]
+            return f"{MODEL}/{out['version']}: AUC {m['areaUnderROC']:.3f}, accuracy {m['accuracy']:.3f}"
+        return action
+
+    validations: dict[str, Any] = {}
+
+    def validate_both() -> str:
+        for algorithm, out in trained.items():
+            validations[algorithm] = validate(spark, settings, f"{MODEL}/{out['version']}", holdout, run_id="demo")
+        return "; ".join(
+            f"{MODEL}/{v.version} {v.status} (holdout AUC {v.candidate_metrics['areaUnderROC']:.3f})"
+            for v in validations.values()
+        )
+
+    def promote_better() -> str:
+        passed = [v for v in validations.values() if v.passed]
+        if not passed:
+            raise RuntimeError("no candidate passed validation")
+        best = max(passed, key=lambda v: v.candidate_metrics["areaUnderROC"] or 0.0)
+        change = promote(settings, f"{MODEL}/{best.version}", run_id="demo")
+        return f"{MODEL}@champion -> {change.version} ({trained_algorithm(best.version)})"
+
+    def trained_algorithm(version: int) -> str:
+        return next(a for a, out in trained.items() if out["version"] == version)
+
+    def score_batch(csv_name: str) -> Callable[[], str]:
+        def action() -> str:
+            ingest.import_file(spark, f"{data_dir}/{csv_name}", customers, mode="append")
+            r = score(spark, settings, f"{MODEL}@champion", customers, scores, [datasets.KEY],
+                      include_features=True, run_id="demo")
+            return (f"input v{r.input_version}: {r.rows_in:,} rows in = {r.scored:,} scored + "
+                    f"{r.quarantined:,} quarantined -> {scores} v{r.output_version}")
+        return action
+
+    def run_monitor() -> str:
+        result = monitor(spark, registry, f"{MODEL}@champion", scores, run_id="demo")
+        flagged = sorted({f["feature"] for f in result.flagged})
+        return f"{len(result.features)} columns monitored; drift flagged: {', '.join(flagged) or 'none'}"
+
+    def run_report() -> str:
+        out = os.path.join(workdir, "report.html")
+        write_report(spark, registry, f"{MODEL}@champion", out, scores=scores)
+        return f"{out} ({os.path.getsize(out) // 1024} KiB)"
+
+    def serve_one_request() -> str:
+        import httpx
+
+        record = datasets.churn_rows(1, seed=11, first_id=4_000_001).to_pylist()[0]
+        features = {k: v for k, v in record.items() if k not in (datasets.KEY, datasets.LABEL)}
+        with _running_server(settings, f"{MODEL}@champion") as url:
+            started = time.perf_counter()
+            response = httpx.post(f"{url}/predict", json=features, timeout=10)
+            elapsed_ms = (time.perf_counter() - started) * 1000
+        response.raise_for_status()
+        prediction = response.json()["predictions"][0]
+        probability = prediction["probability"][1]
+        return (f"POST /predict -> {response.status_code}, prediction {prediction['prediction']:.0f} "
+                f"(p(churn) = {probability:.3f}) in {elapsed_ms:.1f} ms")
+
+    step("generate dataset", generate)
+    step("import Delta tables", import_tables)
+    step("train logistic regression", train("logistic_regression", {"maxIter": 50, "regParam": 0.01}))
+    step("train random forest", train("random_forest", {"numTrees": 30, "maxDepth": 6, "seed": 7}))
+    step("validate on holdout", validate_both)
+    step("promote the better", promote_better)
+    step("score batch 1 (full)", score_batch("batch1.csv"))
+    step("score batch 2 (incremental)", score_batch("batch2.csv"))
+    step("monitor drift", run_monitor)
+    step("write report", run_report)
+    step("serve + 1 request", serve_one_request)
+    return summary
+
+
+def default_workdir(settings: Settings) -> str:
+    return os.path.join(settings.home, "demo")
+
+
+__all__ = ["run_demo", "DemoSummary", "default_workdir"]
