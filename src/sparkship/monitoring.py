@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from sparkship import tables
 from sparkship.errors import ConcurrentWriteError, NotFoundError, SchemaMismatchError, UsageError
-from sparkship.profiles import OTHER, _bin_index, _missing
+from sparkship.profiles import OTHER, bin_index, is_missing
 from sparkship.scoring import BATCH_COLUMN, OUTPUT_COLUMNS
 from sparkship.spec import parse_table_ref
 
@@ -161,10 +161,10 @@ def _bin_columns(m: Monitored, column: str) -> tuple["Column", "Column", "Column
 
     c = F.col(f"`{column}`")
     if m.kind == "numeric":
-        missing = _missing(column)
+        missing = is_missing(column)
         value = F.when(missing, None).otherwise(c.cast("double"))
-        # profiles._bin_index is the binning used for the reference: the same code buckets both sides.
-        label = _bin_index(column, m.edges).cast("string") if m.edges else F.lit(None).cast("string")
+        # profiles.bin_index is the binning used for the reference: the same code buckets both sides.
+        label = bin_index(column, m.edges).cast("string") if m.edges else F.lit(None).cast("string")
         return label, value, missing
     text = c.cast("long").cast("string") if m.as_class else c.cast("string")
     known = [b for b in m.bins if b != OTHER]

@@ -31,21 +31,21 @@ DEFAULT_TOP_K = 50
 RELATIVE_ERROR = 0.001
 
 
-def _missing(name: str) -> "Column":
+def is_missing(name: str) -> "Column":
     from pyspark.sql import functions as F
 
     c = F.col(f"`{name}`")
     return c.isNull() | F.isnan(c.cast("double"))
 
 
-def _bin_index(name: str, edges: Sequence[float]) -> "Column":
+def bin_index(name: str, edges: Sequence[float]) -> "Column":
     """0-based bin of a value: the number of inner edges strictly below it (null when the value is missing)."""
     from pyspark.sql import functions as F
 
     c = F.col(f"`{name}`").cast("double")
     inner = edges[1:-1]
     index = sum(((c > float(e)).cast("int") for e in inner), F.lit(0)) if inner else F.lit(0)
-    return F.when(_missing(name), None).otherwise(index)
+    return F.when(is_missing(name), None).otherwise(index)
 
 
 def numeric_edges(df: "DataFrame", columns: Sequence[str], bins: int = DEFAULT_BINS,
@@ -59,7 +59,7 @@ def numeric_edges(df: "DataFrame", columns: Sequence[str], bins: int = DEFAULT_B
     if not columns:
         return {}
     # approxQuantile skips nulls but sorts NaN above everything: turn NaN into null first.
-    clean = df.select([F.when(_missing(c), None).otherwise(F.col(f"`{c}`").cast("double")).alias(c) for c in columns])
+    clean = df.select([F.when(is_missing(c), None).otherwise(F.col(f"`{c}`").cast("double")).alias(c) for c in columns])
     probabilities = [i / bins for i in range(bins + 1)]
     quantiles = clean.approxQuantile(list(columns), probabilities, relative_error)
     return {c: [float(v) for v in q] for c, q in zip(columns, quantiles)}
@@ -81,14 +81,13 @@ def compute_profile(
 
     Returns ``{"format", "rows", "features": {column: {...}}}``.
     """
-    from pyspark.sql import functions as F
 
     numeric, categorical = list(numeric), list(categorical)
     ref_features: Mapping[str, Any] = (reference or {}).get("features", {})
     edges = {c: ref_features[c]["edges"] for c in numeric if c in ref_features}
     edges.update(numeric_edges(df, [c for c in numeric if c not in edges], bins))
 
-    counts = _grouped_counts(df, {c: _bin_index(c, edges[c]) for c in numeric if edges[c]}, categorical, numeric)
+    counts = _grouped_counts(df, {c: bin_index(c, edges[c]) for c in numeric if edges[c]}, categorical, numeric)
     rows = sum(counts[numeric[0] if numeric else categorical[0]].values()) if numeric or categorical else df.count()
 
     features: dict[str, Any] = {}

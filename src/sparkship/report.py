@@ -60,22 +60,10 @@ class Evaluation:
 
 
 def held_out_rows(spark: "SparkSession", spec: "TrainingSpec", version: int, labels: Sequence[str] | None) -> "DataFrame":
-    """The test split training made of ``spec.table`` at ``version`` (same rows, same columns, same seed).
-
-    Mirrors :func:`sparkship.training.train`: the spec's columns, labelled rows only, string labels indexed,
-    then ``randomSplit([1 - f, f], seed)``; randomSplit sorts within partitions, so the same snapshot read the
-    same way gives the same split.
-    """
+    """The test split training made of ``spec.table`` at ``version`` (same rows, same columns, same seed)."""
     from sparkship import training
 
-    source = tables.read(spark, spec.table, version=version)
-    label_is_string = training._check_schema(source.schema, spec, f"table {spec.table}@{version}")
-    selected = source.select(*[f"`{c}`" for c in spec.features.columns], f"`{spec.label}`")
-    data = training._labelled(selected, spec, label_is_string)
-    if label_is_string:
-        data = training._index_labels(data, spec, labels or [], "error")
-    fraction = spec.split.test_fraction
-    return data.randomSplit([1.0 - fraction, fraction], seed=spec.split.seed)[1]
+    return training.held_out_rows(spark, spec, version, labels)
 
 
 def evaluation(
@@ -94,10 +82,7 @@ def evaluation(
         version = version if version is not None else tables.version(spark, path)
         spec = spec.with_table(f"{path}@{version}")
         raw = tables.read(spark, path, version=version)
-        label_is_string = training._check_schema(raw.schema, spec, f"table {path}@{version}")
-        data = training._labelled(raw, spec, label_is_string)
-        if label_is_string:
-            data = training._index_labels(data, spec, labels or [], "error")
+        data, label_is_string = training.labelled_rows(raw, spec, labels, f"table {path}@{version}")
         description = f"every labelled row of {path}@{version}"
     else:
         lineage = manifest.get("training") or {}

@@ -32,7 +32,7 @@ from sparkship.spec import TrainingSpec
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.ml import Pipeline, PipelineModel
     from pyspark.ml.evaluation import Evaluator
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
     from pyspark.sql.types import StructType
 
     from sparkship.config import Settings
@@ -48,6 +48,7 @@ RAW_PREDICTION = "rawPrediction"
 SCALED_ALGORITHMS = frozenset({"logistic_regression", "linear_regression"})
 MAX_CLASSES = 1000
 SPLIT = "__test"  # the held-out flag column, dropped before fitting
+SPLIT_BUCKETS = 1_000_000
 _NUMERIC_TYPES = ("tinyint", "smallint", "int", "bigint", "float", "double")
 
 
@@ -191,9 +192,9 @@ def _check_data(data: "DataFrame", spec: TrainingSpec, label_is_string: bool, wh
     """One Spark job over ``data`` (with its ``__test`` split flag): rows, values per numeric feature, classes."""
     from pyspark.sql import functions as F
 
-    from sparkship.profiles import _missing
+    from sparkship.profiles import is_missing
 
-    valid = [F.sum((~_missing(c)).cast("long")).alias(f"v{i}") for i, c in enumerate(spec.features.numeric)]
+    valid = [F.sum((~is_missing(c)).cast("long")).alias(f"v{i}") for i, c in enumerate(spec.features.numeric)]
     label = _label_expr(spec, label_is_string)
     has_label = label.isNotNull() if label_is_string else label.isNotNull() & ~F.isnan(label)
     split_counts = [
@@ -409,6 +410,41 @@ def _cross_validate(
     return cv_model.bestModel, info
 
 
+def split_flag(spec: TrainingSpec) -> "Column":
+    """True for held-out (test) rows.
+
+    A hash of the row's values and the seed, not ``rand(seed)``: the same rows land in the same split however the
+    table is partitioned, read or distributed (local mode and a cluster agree), and the report can rebuild it.
+    """
+    from pyspark.sql import functions as F
+
+    values = [F.col(f"`{c}`") for c in (*spec.features.columns, spec.label)]
+    bucket = F.pmod(F.xxhash64(F.lit(spec.split.seed), *values), F.lit(SPLIT_BUCKETS))
+    return bucket < F.lit(int(round(spec.split.test_fraction * SPLIT_BUCKETS)))
+
+
+def labelled_rows(
+    df: "DataFrame", spec: TrainingSpec, labels: Sequence[str] | None, where: str
+) -> tuple["DataFrame", bool]:
+    """Rows of ``df`` with a label, string labels indexed with ``labels``; and whether the label was a string."""
+    label_is_string = _check_schema(df.schema, spec, where)
+    data = _labelled(df, spec, label_is_string)
+    if label_is_string:
+        data = _index_labels(data, spec, labels or [], "error")
+    return data, label_is_string
+
+
+def held_out_rows(
+    spark: "SparkSession", spec: TrainingSpec, version: int, labels: Sequence[str] | None
+) -> "DataFrame":
+    """The test split that :func:`train` held out of ``spec.table`` at ``version``."""
+    from pyspark.sql import functions as F
+
+    source = tables.read(spark, spec.table, version=version)
+    selected = source.select(*[F.col(f"`{c}`") for c in (*spec.features.columns, spec.label)])
+    return labelled_rows(selected.where(split_flag(spec)), spec, labels, f"table {spec.table}@{version}")[0]
+
+
 def train(spark: "SparkSession", spec: TrainingSpec) -> TrainingResult:
     """Read the spec's table (the pinned version, or the latest at start), check it, fit, and measure.
 
@@ -431,10 +467,8 @@ def train(spark: "SparkSession", spec: TrainingSpec) -> TrainingResult:
     label_is_string = _check_schema(source.schema, spec, where)
     signature = _signature(source.schema, spec)
 
-    # The split flag is drawn once, into the cached rows, so both splits stay fixed for every pass over them.
-    test_flag = F.rand(seed=spec.split.seed) < spec.split.test_fraction
     columns = [F.col(f"`{c}`") for c in (*spec.features.columns, spec.label)]
-    selected = source.select(*columns, test_flag.alias(SPLIT)).cache()
+    selected = source.select(*columns, split_flag(spec).alias(SPLIT)).cache()
     cached = [selected]
     try:
         facts = _check_data(selected, spec, label_is_string, where)

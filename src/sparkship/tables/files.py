@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
