@@ -26,7 +26,9 @@ from sparkship.serving import batch as batches
 from sparkship.serving.batch import Batch
 from sparkship.serving.reader import StageMetadata, read_metadata
 from sparkship.serving.signature import Field, InvalidRecordError, Signature, normalise_type
-from sparkship.serving.stages import ClassificationModel, Model, Schema, Stage, UnsupportedModelError, build_stage
+from sparkship.serving.catalog import build_stage
+from sparkship.serving.predictors import ClassificationModel, Model
+from sparkship.serving.stages import Schema, Stage, UnsupportedModelError
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,543 @@
+"""The predictors of a saved pipeline, named as in Spark: logistic and linear regression, decision trees,
+random forests and gradient-boosted trees, for classification and regression.
+
+Each reproduces Spark's ``transform()`` outputs (``prediction``, and ``rawPrediction`` and ``probability`` for
+classifiers) on the row and batch paths described in :mod:`sparkship.serving.stages`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+
+from sparkship.serving.batch import Batch
+from sparkship.serving.reader import StageMetadata, to_double
+from sparkship.serving.signature import InvalidRecordError
+from sparkship.serving.stages import _EMPTY, Schema, Stage
+from sparkship.serving import reader
+from sparkship.serving.trees import Forest
+
+
+_PREDICTOR_PARAMS = frozenset({"featuresCol", "labelCol", "predictionCol", "weightCol"})
+_CLASSIFIER_PARAMS = _PREDICTOR_PARAMS | {"rawPredictionCol", "probabilityCol", "thresholds"}
+_TREE_PARAMS = frozenset({"checkpointInterval", "maxDepth", "maxBins", "minInstancesPerNode", "minInfoGain",
+                          "maxMemoryInMB", "cacheNodeIds", "seed", "impurity", "minWeightFractionPerNode",
+                          "leafCol"})
+_ENSEMBLE_PARAMS = frozenset({"featureSubsetStrategy", "numTrees", "subsamplingRate", "bootstrap", "lossType",
+                              "maxIter", "stepSize", "validationTol", "validationIndicatorCol"})
+
+
+def spark_argmax(m: np.ndarray) -> np.ndarray:
+    """Row-wise ``DenseVector.argmax``: the first index whose value beats every earlier one (NaN never does)."""
+    arg = np.zeros(m.shape[0], dtype=np.int64)
+    best = m[:, 0].copy()
+    for i in range(1, m.shape[1]):
+        upd = m[:, i] > best
+        arg[upd] = i
+        best[upd] = m[upd, i]
+    return arg
+
+
+def _row_argmax(v: list[float]) -> int:
+    arg, best = 0, v[0]
+    for i in range(1, len(v)):
+        if v[i] > best:
+            arg, best = i, v[i]
+    return arg
+
+
+def _seq_sum(m: np.ndarray) -> np.ndarray:
+    """Row sums added left to right, as Scala's ``Array.sum`` does (numpy's pairwise sum may differ)."""
+    s = m[:, 0].copy()
+    for i in range(1, m.shape[1]):
+        s += m[:, i]
+    return s
+
+
+class Model(Stage):
+    """A predictor reading ``featuresCol``; subclasses set ``num_features`` and compute the outputs."""
+
+    num_features: int | None = None
+
+    def __init__(self, meta: StageMetadata) -> None:
+        super().__init__(meta)
+        self.features_col = self.p("featuresCol", "features")
+        self.input_cols = [self.features_col]
+        self.prediction_col = self.p("predictionCol", "prediction") or ""
+        if self.p("leafCol"):
+            raise self.refuse(f"leafCol={self.p('leafCol')!r}")
+        if self.p("varianceCol"):
+            raise self.refuse(f"varianceCol={self.p('varianceCol')!r}")
+
+    def input_type(self, col: str) -> str:
+        return "vector"
+
+    def _plan_features(self, schema: Schema) -> None:
+        _, size = self._need(schema, self.features_col, ("vector",))
+        if size is not None and self.num_features is not None and size != self.num_features:
+            raise self.refuse(f"features column '{self.features_col}' of size {size} "
+                              f"(the model expects {self.num_features})")
+
+    def _features(self, b: Batch) -> np.ndarray:
+        nm = b.null_mask(self.features_col)
+        if nm is not None:
+            b.fail(nm, self.features_col, "features vector is null")
+        return b.cols[self.features_col]
+
+    def _features_row(self, r: dict[str, Any]) -> list[float]:
+        v = r[self.features_col]
+        if v is None:
+            raise InvalidRecordError(self.features_col, "features vector is null")
+        return v
+
+
+class RegressionModel(Model):
+    """Outputs ``prediction`` only."""
+
+    def plan(self, schema: Schema) -> None:
+        self._plan_features(schema)
+        self.output_cols = [self.prediction_col] if self.prediction_col else []
+        for o in self.output_cols:
+            schema[o] = ("double", None)
+
+    def predict_row(self, x: list[float]) -> float:
+        raise NotImplementedError
+
+    def predict_batch(self, X: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def row(self, r: dict[str, Any]) -> bool:
+        if self.prediction_col:
+            r[self.prediction_col] = self.predict_row(self._features_row(r))
+        return True
+
+    def batch(self, b: Batch) -> np.ndarray:
+        if self.prediction_col:
+            b.set(self.prediction_col, self.predict_batch(self._features(b)), "double")
+        return _EMPTY
+
+
+class ClassificationModel(Model):
+    """Outputs rawPrediction, probability, prediction as ``ProbabilisticClassificationModel.transform``:
+    probability from rawPrediction, prediction from rawPrediction (or from probability when thresholds are set
+    or rawPrediction is not wanted)."""
+
+    num_classes: int = 2
+
+    def __init__(self, meta: StageMetadata) -> None:
+        super().__init__(meta)
+        self.raw_col = self.p("rawPredictionCol", "rawPrediction") or ""
+        self.prob_col = self.p("probabilityCol", "probability") or ""
+        self.thresholds = [to_double(t) for t in self.p("thresholds")] if self.meta.params.get("thresholds") else None
+
+    def plan(self, schema: Schema) -> None:
+        self._plan_features(schema)
+        if self.thresholds is not None and len(self.thresholds) != self.num_classes:
+            raise self.refuse(f"{len(self.thresholds)} thresholds for {self.num_classes} classes")
+        self.output_cols = [c for c in (self.raw_col, self.prob_col, self.prediction_col) if c]
+        for c in (self.raw_col, self.prob_col):
+            if c:
+                schema[c] = ("vector", self.num_classes)
+        if self.prediction_col:
+            schema[self.prediction_col] = ("double", None)
+
+    # subclasses: raw scores and their conversion to probabilities
+    def raw_row(self, x: list[float]) -> list[float]:
+        raise NotImplementedError
+
+    def raw_batch(self, X: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def raw2prob_row(self, raw: list[float]) -> list[float]:
+        total = 0.0
+        for v in raw:
+            total += v
+        return [v / total for v in raw]
+
+    def raw2prob_batch(self, raw: np.ndarray) -> np.ndarray:
+        return raw / _seq_sum(raw)[:, None]
+
+    def raw2pred_row(self, raw: list[float]) -> float:
+        if self.thresholds is None:
+            return float(_row_argmax(raw))
+        return self.prob2pred_row(self.raw2prob_row(list(raw)))
+
+    def raw2pred_batch(self, raw: np.ndarray) -> np.ndarray:
+        if self.thresholds is None:
+            return spark_argmax(raw).astype(np.float64)
+        return self.prob2pred_batch(self.raw2prob_batch(raw))
+
+    def prob2pred_row(self, prob: list[float]) -> float:
+        if self.thresholds is None:
+            return float(_row_argmax(prob))
+        scaled = [(p / t if t != 0 else (math.inf if p > 0 else math.nan)) for p, t in zip(prob, self.thresholds)]
+        arg, best = 0, -math.inf
+        for i, s in enumerate(scaled):
+            if s > best:
+                arg, best = i, s
+        return float(arg)
+
+    def prob2pred_batch(self, prob: np.ndarray) -> np.ndarray:
+        if self.thresholds is None:
+            return spark_argmax(prob).astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scaled = prob / np.asarray(self.thresholds)
+        full = np.concatenate([np.full((len(prob), 1), -np.inf), scaled], axis=1)
+        return (spark_argmax(full) - 1).clip(0).astype(np.float64)
+
+    def row(self, r: dict[str, Any]) -> bool:
+        raw = self.raw_row(self._features_row(r))
+        prob = self.raw2prob_row(raw) if self.prob_col or (not self.raw_col and self.prediction_col) else None
+        if self.raw_col:
+            r[self.raw_col] = raw
+        if self.prob_col:
+            r[self.prob_col] = prob
+        if self.prediction_col:
+            r[self.prediction_col] = self.raw2pred_row(raw) if self.raw_col else self.prob2pred_row(prob)
+        return True
+
+    def batch(self, b: Batch) -> np.ndarray:
+        with np.errstate(over="ignore", invalid="ignore"):
+            raw = self.raw_batch(self._features(b))
+            prob = self.raw2prob_batch(raw) if self.prob_col or (not self.raw_col and self.prediction_col) else None
+        if self.raw_col:
+            b.set(self.raw_col, raw, "vector")
+        if self.prob_col:
+            b.set(self.prob_col, prob, "vector")
+        if self.prediction_col:
+            b.set(self.prediction_col,
+                  self.raw2pred_batch(raw) if self.raw_col else self.prob2pred_batch(prob), "double")
+        return _EMPTY
+
+
+class LogisticRegressionModel(ClassificationModel):
+    """Binomial (sigmoid of [-m, m], ``threshold``) or multinomial (softmax) logistic regression."""
+
+    spark_class = "org.apache.spark.ml.classification.LogisticRegressionModel"
+    known_params = _CLASSIFIER_PARAMS | {
+        "threshold", "regParam", "elasticNetParam", "maxIter", "tol", "fitIntercept", "standardization",
+        "aggregationDepth", "family", "lowerBoundsOnCoefficients", "upperBoundsOnCoefficients",
+        "lowerBoundsOnIntercepts", "upperBoundsOnIntercepts", "maxBlockSizeInMB"}
+
+    def __init__(self, meta: StageMetadata) -> None:
+        super().__init__(meta)
+        data = reader.read_data(meta.path)[0]
+        if "coefficientMatrix" in data:
+            self.coef = reader.matrix(data["coefficientMatrix"])
+            sparse = reader.is_sparse(data["coefficientMatrix"])
+            self.intercept = reader.vector(data["interceptVector"])
+            self.multinomial = bool(data["isMultinomial"])
+            self.num_classes = int(data["numClasses"])
+        else:  # Spark 1.x/2.0 layout: binomial only
+            self.coef = reader.vector(data["coefficients"]).reshape(1, -1)
+            sparse = reader.is_sparse(data["coefficients"])
+            self.intercept = np.array([float(data["intercept"])])
+            self.multinomial, self.num_classes = False, 2
+        self.num_features = self.coef.shape[1]
+        if self.thresholds is not None and not self.multinomial:
+            t0, t1 = self.thresholds
+            self.threshold = 1.0 / (1.0 + t0 / t1)
+        else:
+            self.threshold = to_double(self.p("threshold", 0.5))
+        t = self.threshold
+        self.raw_threshold = -math.inf if t == 0.0 else math.inf if t == 1.0 else math.log(t / (1.0 - t))
+        # Stored sparse (L1), Spark's dot products visit only the stored coefficients: a NaN feature whose
+        # coefficient is 0 does not reach the margin. Stored dense, every term counts (NaN x 0 = NaN).
+        self._terms = [_dot_terms(c, sparse) for c in self.coef]
+        self._coef_rows = [list(zip(idx.tolist(), c[idx].tolist())) for idx, c in zip(self._terms, self.coef)]
+        self._intercepts = self.intercept.tolist()
+
+    def raw_row(self, x: list[float]) -> list[float]:
+        margins = []
+        for nz, b in zip(self._coef_rows, self._intercepts):
+            s = 0.0
+            for i, c in nz:
+                s += x[i] * c
+            margins.append(s + b)
+        if self.multinomial:
+            return margins
+        m = margins[0]
+        return [-m, m]
+
+    def raw_batch(self, X: np.ndarray) -> np.ndarray:
+        margins = np.stack([_dot_batch(X, c, idx) + b for c, idx, b in zip(self.coef, self._terms, self.intercept)],
+                           axis=1)
+        if self.multinomial:
+            return margins
+        return np.concatenate([-margins, margins], axis=1)
+
+    def raw2prob_row(self, raw: list[float]) -> list[float]:
+        if not self.multinomial:
+            return [_sigmoid(v) for v in raw]
+        k = _row_argmax(raw)
+        mx = raw[k]
+        if mx == math.inf:
+            return [1.0 if i == k else 0.0 for i in range(len(raw))]
+        e = [math.exp(v - mx) if mx > 0 else _exp(v) for v in raw]
+        total = 0.0
+        for v in e:
+            total += v
+        inv = 1 / total
+        return [v * inv for v in e]
+
+    def raw2prob_batch(self, raw: np.ndarray) -> np.ndarray:
+        if not self.multinomial:
+            return 1.0 / (1.0 + np.exp(-raw))
+        k = spark_argmax(raw)
+        mx = raw[np.arange(len(raw)), k]
+        e = np.exp(np.where((mx > 0)[:, None], raw - mx[:, None], raw))
+        prob = e * (1 / _seq_sum(e))[:, None]
+        inf = mx == np.inf
+        if inf.any():
+            prob[inf] = 0.0
+            prob[np.flatnonzero(inf), k[inf]] = 1.0
+        return prob
+
+    def raw2pred_row(self, raw: list[float]) -> float:
+        if self.multinomial:
+            return super().raw2pred_row(raw)
+        return 1.0 if raw[1] > self.raw_threshold else 0.0
+
+    def raw2pred_batch(self, raw: np.ndarray) -> np.ndarray:
+        if self.multinomial:
+            return super().raw2pred_batch(raw)
+        return (raw[:, 1] > self.raw_threshold).astype(np.float64)
+
+    def prob2pred_row(self, prob: list[float]) -> float:
+        if self.multinomial:
+            return super().prob2pred_row(prob)
+        return 1.0 if prob[1] > self.threshold else 0.0
+
+    def prob2pred_batch(self, prob: np.ndarray) -> np.ndarray:
+        if self.multinomial:
+            return super().prob2pred_batch(prob)
+        return (prob[:, 1] > self.threshold).astype(np.float64)
+
+
+def _dot_terms(coef: np.ndarray, sparse: bool) -> np.ndarray:
+    """Indices of the terms Spark's dot product visits: the stored non-zeros of a sparse vector, else all."""
+    return np.flatnonzero(coef) if sparse else np.arange(len(coef))
+
+
+def _dot_batch(X: np.ndarray, coef: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    if len(idx) == len(coef):
+        return X @ coef
+    return X[:, idx] @ coef[idx]
+
+
+def _exp(v: float) -> float:
+    try:
+        return math.exp(v)
+    except OverflowError:
+        return math.inf
+
+
+def _sigmoid(v: float) -> float:
+    try:
+        return 1.0 / (1.0 + math.exp(-v))
+    except OverflowError:  # exp(-v) overflows for v < -709: Java gives 1/(1+inf) = 0
+        return 0.0
+
+
+class LinearRegressionModel(RegressionModel):
+    """prediction = coefficients . x + intercept."""
+
+    spark_class = "org.apache.spark.ml.regression.LinearRegressionModel"
+    known_params = _PREDICTOR_PARAMS | {"regParam", "elasticNetParam", "maxIter", "tol", "fitIntercept",
+                                        "standardization", "solver", "aggregationDepth", "loss", "epsilon",
+                                        "maxBlockSizeInMB"}
+
+    def __init__(self, meta: StageMetadata) -> None:
+        super().__init__(meta)
+        data = reader.read_data(meta.path)[0]
+        self.coef = reader.vector(data["coefficients"])
+        self.intercept = float(data["intercept"])
+        self.num_features = len(self.coef)
+        self._idx = _dot_terms(self.coef, reader.is_sparse(data["coefficients"]))
+        self._nz = list(zip(self._idx.tolist(), self.coef[self._idx].tolist()))
+
+    def predict_row(self, x: list[float]) -> float:
+        s = 0.0
+        for i, c in self._nz:
+            s += x[i] * c
+        return s + self.intercept
+
+    def predict_batch(self, X: np.ndarray) -> np.ndarray:
+        return _dot_batch(X, self.coef, self._idx) + self.intercept
+
+
+class _TreeMixin:
+    """Loads a single tree or an ensemble into a :class:`Forest`."""
+
+    meta: StageMetadata
+    ensemble: ClassVar[bool] = False
+
+    def _load_trees(self) -> tuple[Forest, list[float]]:
+        if self.ensemble:
+            trees, weights = reader.read_ensemble(self.meta.path)
+        else:
+            trees, weights = [reader.read_tree(self.meta.path)], [1.0]
+        return Forest(trees), weights
+
+
+class DecisionTreeClassificationModel(_TreeMixin, ClassificationModel):
+    """rawPrediction = the leaf's class counts; probability = counts / total."""
+
+    spark_class = "org.apache.spark.ml.classification.DecisionTreeClassificationModel"
+    known_params = _CLASSIFIER_PARAMS | _TREE_PARAMS
+
+    def __init__(self, meta: StageMetadata) -> None:
+        super().__init__(meta)
+        self.forest, _ = self._load_trees()
+        self.num_classes = int(meta.extra.get("numClasses", self.forest.stats.shape[1]))
+        self.num_features = meta.extra.get("numFeatures")
+        self._stats = self.forest.stats[:, : self.num_classes]
+        self._stats_l = self._stats.tolist()
+
+    def raw_row(self, x: list[float]) -> list[float]:
+        return list(self._stats_l[self.forest.leaves_row(x)[0]])
+
+    def raw_batch(self, X: np.ndarray) -> np.ndarray:
+        return self._stats[self.forest.leaves_batch(X)[:, 0]]
+
+
+class RandomForestClassificationModel(DecisionTreeClassificationModel):
+    """rawPrediction = sum over trees of each leaf's normalised class counts, added in tree order."""
+
+    spark_class = "org.apache.spark.ml.classification.RandomForestClassificationModel"
+    known_params = _CLASSIFIER_PARAMS | _TREE_PARAMS | _ENSEMBLE_PARAMS
+    ensemble = True
+
+    def __init__(self, meta: StageMetadata) -> None:
+        super().__init__(meta)
+        totals = _seq_sum(self._stats) if self._stats.shape[1] else np.zeros(len(self._stats))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            norm = self._stats / totals[:, None]
+        self._norm = np.where(totals[:, None] != 0, norm, 0.0)  # Spark skips trees whose leaf has no weight
+        self._norm_l = self._norm.tolist()
+
+    def raw_row(self, x: list[float]) -> list[float]:
+        votes = [0.0] * self.num_classes
+        norm = self._norm_l
+        for leaf in self.forest.leaves_row(x):
+            votes = [v + n for v, n in zip(votes, norm[leaf])]
+        return votes
+
+    def raw_batch(self, X: np.ndarray) -> np.ndarray:
+        leaves = self.forest.leaves_batch(X)
+        votes = np.zeros((len(X), self.num_classes))
+        for t in range(leaves.shape[1]):
+            votes += self._norm[leaves[:, t]]
+        return votes
+
+
+class GBTClassificationModel(_TreeMixin, ClassificationModel):
+    """margin = sum of weight x leaf value; rawPrediction [-m, m]; p0 = 1 / (1 + e^(2m))."""
+
+    spark_class = "org.apache.spark.ml.classification.GBTClassificationModel"
+    known_params = _CLASSIFIER_PARAMS | _TREE_PARAMS | _ENSEMBLE_PARAMS
+    ensemble = True
+
+    def __init__(self, meta: StageMetadata) -> None:
+        super().__init__(meta)
+        if self.p("lossType", "logistic") != "logistic":
+            raise self.refuse(f"lossType={self.p('lossType')!r}")
+        self.forest, self.weights = self._load_trees()
+        self.num_classes = 2
+        self.num_features = meta.extra.get("numFeatures")
+        self._weighted = _tree_values(self.forest, self.weights)
+
+    def raw_row(self, x: list[float]) -> list[float]:
+        m = _margin_row(self.forest, self._weighted, x)
+        return [-m, m]
+
+    def raw_batch(self, X: np.ndarray) -> np.ndarray:
+        m = _margin_batch(self.forest, self._weighted, X)
+        return np.stack([-m, m], axis=1)
+
+    def raw2prob_row(self, raw: list[float]) -> list[float]:
+        p0 = 1.0 / (1.0 + _exp(-2.0 * raw[0]))
+        return [p0, 1.0 - p0]
+
+    def raw2prob_batch(self, raw: np.ndarray) -> np.ndarray:
+        p0 = 1.0 / (1.0 + np.exp(-2.0 * raw[:, 0]))
+        return np.stack([p0, 1.0 - p0], axis=1)
+
+
+def _tree_values(forest: Forest, weights: list[float]) -> list[tuple[float, list[float]]]:
+    return list(zip(weights, [forest.prediction.tolist()] * len(weights)))
+
+
+def _margin_row(forest: Forest, weighted: list[tuple[float, list[float]]], x: list[float]) -> float:
+    m = 0.0
+    for leaf, (w, pred) in zip(forest.leaves_row(x), weighted):
+        m += pred[leaf] * w
+    return m
+
+
+def _margin_batch(forest: Forest, weighted: list[tuple[float, list[float]]], X: np.ndarray) -> np.ndarray:
+    leaves = forest.leaves_batch(X)
+    m = np.zeros(len(X))
+    for t, (w, _) in enumerate(weighted):
+        m += forest.prediction[leaves[:, t]] * w
+    return m
+
+
+class DecisionTreeRegressionModel(_TreeMixin, RegressionModel):
+    """prediction = the leaf's prediction."""
+
+    spark_class = "org.apache.spark.ml.regression.DecisionTreeRegressionModel"
+    known_params = _PREDICTOR_PARAMS | _TREE_PARAMS | {"varianceCol"}
+
+    def __init__(self, meta: StageMetadata) -> None:
+        super().__init__(meta)
+        self.forest, self.weights = self._load_trees()
+        self.num_features = meta.extra.get("numFeatures")
+        self._pred = self.forest.prediction.tolist()
+
+    def predict_row(self, x: list[float]) -> float:
+        return self._pred[self.forest.leaves_row(x)[0]]
+
+    def predict_batch(self, X: np.ndarray) -> np.ndarray:
+        return self.forest.prediction[self.forest.leaves_batch(X)[:, 0]]
+
+
+class RandomForestRegressionModel(DecisionTreeRegressionModel):
+    """prediction = mean of the trees' predictions (summed in tree order)."""
+
+    spark_class = "org.apache.spark.ml.regression.RandomForestRegressionModel"
+    known_params = _PREDICTOR_PARAMS | _TREE_PARAMS | _ENSEMBLE_PARAMS
+    ensemble = True
+
+    def predict_row(self, x: list[float]) -> float:
+        s = 0.0
+        pred = self._pred
+        for leaf in self.forest.leaves_row(x):
+            s += pred[leaf]
+        return s / self.forest.num_trees
+
+    def predict_batch(self, X: np.ndarray) -> np.ndarray:
+        leaves = self.forest.leaves_batch(X)
+        s = np.zeros(len(X))
+        for t in range(leaves.shape[1]):
+            s += self.forest.prediction[leaves[:, t]]
+        return s / self.forest.num_trees
+
+
+class GBTRegressionModel(DecisionTreeRegressionModel):
+    """prediction = sum of weight x tree prediction."""
+
+    spark_class = "org.apache.spark.ml.regression.GBTRegressionModel"
+    known_params = _PREDICTOR_PARAMS | _TREE_PARAMS | _ENSEMBLE_PARAMS
+    ensemble = True
+
+    def __init__(self, meta: StageMetadata) -> None:
+        super().__init__(meta)
+        self._weighted = _tree_values(self.forest, self.weights)
+
+    def predict_row(self, x: list[float]) -> float:
+        return _margin_row(self.forest, self._weighted, x)
+
+    def predict_batch(self, X: np.ndarray) -> np.ndarray:
+        return _margin_batch(self.forest, self._weighted, X)
