@@ -152,8 +152,37 @@ class Registry:
         return v, metadata.read_arrow(path, version=v).to_pylist()
 
     def _version_rows(self, name: str | None = None) -> list[dict[str, Any]]:
-        rows = self._rows(self.versions_path, VERSIONS_SCHEMA)[1]
-        return sorted((r for r in rows if name is None or r["name"] == name), key=lambda r: (r["name"], r["version"]))
+        for _ in range(MAX_ATTEMPTS):
+            table_version, rows = self._rows(self.versions_path, VERSIONS_SCHEMA)
+            selected = sorted((r for r in rows if name is None or r["name"] == name),
+                              key=lambda r: (r["name"], r["version"]))
+            try:
+                if name is not None:
+                    self._check_no_lost_versions(name, selected, table_version)
+                return selected
+            except ConcurrentWriteError:
+                continue  # a registration landed while we read: read again
+        raise ConcurrentWriteError(f"{self.versions_path} kept changing while it was read")
+
+    def _check_no_lost_versions(self, name: str, rows: list[dict[str, Any]], table_version: int) -> None:
+        """An artifact folder beyond the latest registered version means the versions table lost a commit.
+
+        (A registration commits its row before it renames its folder, so a folder without a row is either a
+        registration that landed after our read - the table moved: read again - or a lost commit.)
+        """
+        latest = max((r["version"] for r in rows), default=0)
+        folder = os.path.join(self.models_root, name)
+        beyond = sorted(int(d) for d in (os.listdir(folder) if os.path.isdir(folder) else []) if d.isdigit()
+                        and int(d) > latest)
+        if not beyond:
+            return
+        current = metadata.table_version(self.versions_path)
+        if (current if current is not None else -1) != table_version:
+            raise ConcurrentWriteError(f"{self.versions_path} moved past version {table_version}")
+        raise IntegrityError(
+            f"the registry lists {name} up to version {latest}, but {folder}/{beyond[0]} exists: "
+            f"{self.versions_path} may have lost a commit; nothing is read or registered until it is repaired"
+        )
 
     @staticmethod
     def _to_version(row: dict[str, Any]) -> ModelVersion:
@@ -242,8 +271,9 @@ class Registry:
 
         def attempt() -> ModelVersion:
             table_version, rows = self._rows(self.versions_path, VERSIONS_SCHEMA)
-            taken = [r["version"] for r in rows if r["name"] == name]
-            version = max(taken, default=0) + 1
+            mine = [r for r in rows if r["name"] == name]
+            self._check_no_lost_versions(name, mine, table_version)
+            version = max((r["version"] for r in mine), default=0) + 1
             mv = ModelVersion(
                 name=name,
                 version=version,

@@ -30,7 +30,9 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
 
 def score_command(ctx: Context, args: argparse.Namespace) -> CommandResult:
     from sparkship import scoring
+    from sparkship.names import parse_ref
 
+    parse_ref(args.model)  # a bad reference is refused before Spark starts
     result = scoring.score(
         ctx.spark, ctx.settings, args.model, args.input, args.output, args.keys,
         full=args.full, include_features=args.include_features, run_id=args.run_id,

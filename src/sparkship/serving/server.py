@@ -192,7 +192,7 @@ def create_app(holder: ModelHolder, *, max_body_bytes: int = DEFAULT_MAX_BODY,
             chunks.append(chunk)
         try:
             payload = json.loads(b"".join(chunks))
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
             return _error(422, f"body is not valid JSON: {exc}")
         served = holder.current  # one model for the whole request, even if a swap happens meanwhile
         try:

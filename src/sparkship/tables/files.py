@@ -172,7 +172,9 @@ def read_batches(table: str, split: list[DataFile], schema: pa.Schema) -> Iterat
             parquet = pq.ParquetFile(absolute, page_checksum_verification=True)
             present = set(parquet.schema_arrow.names)
             columns = [n for n in schema.names if n in present]
+            rows = 0
             for batch in parquet.iter_batches(batch_size=65536, columns=columns):
+                rows += batch.num_rows
                 arrays = []
                 for f in schema:
                     if f.name in present:
@@ -181,7 +183,10 @@ def read_batches(table: str, split: list[DataFile], schema: pa.Schema) -> Iterat
                         # Partition columns live in the log, not the file; absent columns read as null.
                         arrays.append(_constant_column(partition_values.get(f.name), batch.num_rows, f.type))
                 yield pa.RecordBatch.from_arrays(arrays, schema=schema)
-        except (OSError, pa.ArrowException) as exc:
+            if rows != parquet.metadata.num_rows:  # a damaged footer can make pyarrow read fewer rows silently
+                raise IntegrityError(f"data file {rel} of Delta table {table} is damaged: {rows} rows read, "
+                                     f"its footer says {parquet.metadata.num_rows}")
+        except (OSError, pa.ArrowException, UnicodeDecodeError) as exc:
             raise IntegrityError(f"data file {rel} of Delta table {table} is damaged: {exc}") from None
 
 

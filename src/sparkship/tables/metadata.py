@@ -13,11 +13,12 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import pyarrow as pa
 
-from sparkship.errors import NotFoundError, SchemaMismatchError
+from sparkship.errors import IntegrityError, NotFoundError, SchemaMismatchError
 from sparkship.tables import files as delta_files
 from sparkship.tables.files import table_exists
 
@@ -26,19 +27,35 @@ def table_version(path: str) -> int | None:
     """Latest version, or None when there is no table."""
     from deltalake import DeltaTable
 
-    return DeltaTable(path).version() if table_exists(path) else None
+    if not table_exists(path):
+        return None
+    with _readable_log(path):
+        return DeltaTable(path).version()
+
+
+@contextmanager
+def _readable_log(path: str) -> Iterator[None]:
+    """A Delta log that delta-rs cannot read (a commit file lost, a gap) is an IntegrityError naming the table."""
+    from deltalake.exceptions import DeltaError
+
+    try:
+        yield
+    except DeltaError as exc:
+        raise IntegrityError(f"Delta table {path}: its log cannot be read ({exc})") from None
 
 
 def read_arrow(path: str, version: int | None = None, columns: list[str] | None = None) -> pa.Table:
     """The whole table (or ``columns`` of it) at ``version`` as an Arrow table."""
     if not table_exists(path):
         raise NotFoundError(f"no Delta table at {path}")
-    schema = delta_files.table_arrow_schema(path, version)
+    with _readable_log(path):
+        schema = delta_files.table_arrow_schema(path, version)
+        files = delta_files.list_files(path, version)
     if columns is not None:
         schema = pa.schema([schema.field(c) for c in columns])
     batches = [
         b
-        for split in delta_files.plan_splits(delta_files.list_files(path, version))
+        for split in delta_files.plan_splits(files)
         for b in delta_files.read_batches(path, split, schema)
     ]
     return pa.Table.from_batches(batches, schema=schema)

@@ -1,0 +1,90 @@
+"""Helpers of the reliability suite (tests/test_reliability*.py) that must be importable by spawned processes.
+
+Kept free of pyspark and of the test modules, so a ``spawn`` child imports only what it uses.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+
+def register_staged(home: str, name: str, staged: str, run_id: str) -> int:
+    """Register one staged artifact from a fresh process; return the version it got."""
+    from sparkship.config import Settings
+    from sparkship.registry import Registry
+
+    return Registry(Settings.resolve(home=home)).register(name, staged, run_id=run_id).version
+
+
+def tree(root: str) -> set[str]:
+    """Every file and folder under ``root``, relative to it."""
+    out: set[str] = set()
+    for folder, dirs, files in os.walk(root):
+        for entry in dirs + files:
+            out.add(os.path.relpath(os.path.join(folder, entry), root))
+    return out
+
+
+def commit_count(table: str) -> int:
+    """How many commit files a Delta table's log holds (0 when there is no table yet)."""
+    log_dir = os.path.join(table, "_delta_log")
+    if not os.path.isdir(log_dir):
+        return 0
+    return sum(1 for f in os.listdir(log_dir) if f.endswith(".json") and f[:-5].isdigit())
+
+
+@dataclass
+class Run:
+    """One `sparkship score` subprocess: when its state rows were committed, how it ended."""
+
+    state_commits_s: list[float]  # seconds from launch to each state commit seen (pending, then committed)
+    ended_after_s: float  # seconds from launch to exit (or to the kill)
+    killed: bool
+    returncode: int
+    log: str
+
+
+def run_score(home: str, args: list[str], state_table: str, log_path: str, kill_after_pending_s: float | None,
+              timeout_s: float = 240.0) -> Run:
+    """Run `sparkship score ARGS` in its own process group.
+
+    With ``kill_after_pending_s`` the whole group (driver, JVM, Python workers) gets SIGKILL that many seconds
+    after the run's pending state row is committed; if the run exits first, it is reported as not killed.
+    """
+    env = {**os.environ, "SPARKSHIP_HOME": home, "PYTHONUNBUFFERED": "1"}
+    commits_before = commit_count(state_table)
+    start = time.monotonic()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sparkship.cli", "score", *args], stdout=log, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True,
+        )
+    seen: list[float] = []
+    killed = False
+    try:
+        while proc.poll() is None:
+            now = time.monotonic()
+            if now - start > timeout_s:
+                raise TimeoutError(f"score did not finish in {timeout_s}s:\n{open(log_path).read()}")
+            seen += [now - start] * (commit_count(state_table) - commits_before - len(seen))
+            if seen and kill_after_pending_s is not None and now - start >= seen[0] + kill_after_pending_s:
+                os.killpg(proc.pid, signal.SIGKILL)
+                killed = True
+                break
+            time.sleep(0.005)
+    finally:
+        if proc.poll() is None and not killed:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        try:  # the JVM and Python workers of a run that exited by itself are gone too; this is a no-op then
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    ended = time.monotonic() - start
+    killed = proc.returncode == -signal.SIGKILL  # a run that exited just before the kill was not killed
+    seen += [ended] * (commit_count(state_table) - commits_before - len(seen))  # landed in the last poll interval
+    return Run(seen, ended, killed, proc.returncode, open(log_path).read())
