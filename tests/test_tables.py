@@ -48,7 +48,7 @@ def _duckdb_table(path: str) -> pa.Table:
     con = duckdb.connect(config={"allow_unsigned_extensions": "true"})
     con.execute("SET TimeZone = 'UTC'")
     con.load_extension(extension)
-    return con.execute(f"SELECT * FROM delta_scan('{path}')").fetch_arrow_table()
+    return con.execute(f"SELECT * FROM delta_scan('{path}')").to_arrow_table()
 
 
 def test_create_append_overwrite_and_time_travel(spark, tmp_path, people):

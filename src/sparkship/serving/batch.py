@@ -29,9 +29,13 @@ class Batch:
         self.cols: dict[str, np.ndarray] = {}
         self.nulls: dict[str, np.ndarray] = {}
         self.types: dict[str, str] = {}
+        # String columns read from Arrow also keep their dictionary encoding: (codes, distinct values), code -1
+        # for null. Stages that look strings up (StringIndexer) then work on the few distinct values.
+        self.codes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def set(self, name: str, values: np.ndarray, spark_type: str, nulls: np.ndarray | None = None) -> None:
         self.cols[name] = values
+        self.codes.pop(name, None)
         self.types[name] = spark_type
         if nulls is not None and nulls.any():
             self.nulls[name] = nulls
@@ -47,6 +51,7 @@ class Batch:
         if len(dropped):
             self.cols = {k: v[keep] for k, v in self.cols.items()}
             self.nulls = {k: v[keep] for k, v in self.nulls.items() if v[keep].any()}
+            self.codes = {k: (codes[keep], distinct) for k, (codes, distinct) in self.codes.items()}
             self.rows = self.rows[keep]
             self.n = int(keep.sum())
         return dropped
@@ -101,6 +106,16 @@ def from_records(records: Sequence[Mapping[str, Any]], signature: Signature) -> 
     return b
 
 
+def _dictionary_codes(col: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 codes, object array of distinct strings) of a string column; code -1 where null."""
+    import pyarrow as pa
+
+    encoded = col.combine_chunks().dictionary_encode() if isinstance(col, pa.ChunkedArray) else col.dictionary_encode()
+    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    distinct = np.asarray(encoded.dictionary.to_pylist(), dtype=object)
+    return codes, distinct
+
+
 def from_arrow(table: Any, signature: Signature) -> Batch:
     """Rows given as a ``pyarrow.Table`` (or RecordBatch); columns are cast to the signature's types."""
     import pyarrow as pa
@@ -142,13 +157,15 @@ def from_arrow(table: Any, signature: Signature) -> Batch:
                     col = col.cast(pa.string())
                 elif not (pa.types.is_string(atype) or pa.types.is_large_string(atype) or pa.types.is_null(atype)):
                     raise TypeError(f"expected string, got {atype}")
-                arr = np.empty(len(col), dtype=object)
-                arr[:] = col.to_pylist()
+                codes, distinct = _dictionary_codes(col)
+                arr = np.append(distinct, None)[codes]  # code -1 picks the trailing None
             else:  # vector
                 arr, nulls = _column_from_values(f.name, col.to_pylist(), "vector")
         except (TypeError, pa.ArrowInvalid) as exc:
             raise InvalidRecordError(f.name, str(exc)) from None
         b.set(f.name, np.asarray(arr), t, np.asarray(nulls, dtype=bool))
+        if t == "string":
+            b.codes[f.name] = (codes, distinct)
     return b
 
 

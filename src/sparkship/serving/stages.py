@@ -222,24 +222,30 @@ class StringIndexerModel(Stage):
             out[nm] = None
         return out
 
+    @staticmethod
+    def _indices(b: Batch, c: str, strings: np.ndarray, labels: list[str]) -> np.ndarray:
+        encoded = b.codes.get(c)
+        if encoded is None:
+            return _label_indices(strings, labels)
+        codes, distinct = encoded  # look up the few distinct values, then spread them over the rows
+        return np.append(_label_indices(distinct, labels), -1.0)[codes]
+
     def batch(self, b: Batch) -> np.ndarray:
         strs = {c: self._strings(b, c, t) for c, t in zip(self.input_cols, self.types)}
         dropped = _EMPTY
         if self.handle == "skip":
             keep = np.ones(b.n, dtype=bool)
-            for c, t, lut in zip(self.input_cols, self.types, self.lookup):
+            for c, t, labels in zip(self.input_cols, self.types, self.labels):
                 nm = b.null_mask(c)
                 if nm is not None:
                     keep &= ~nm
                 if t in FLOATING:
                     keep &= ~np.isnan(b.cols[c])
-                keep &= np.fromiter((s in lut for s in strs[c]), dtype=bool, count=b.n)
+                keep &= self._indices(b, c, strs[c], labels) >= 0
             dropped = b.filter(keep)
             strs = {c: s[keep] for c, s in strs.items()} if len(dropped) else strs
-        for c, o, lut, n in zip(self.input_cols, self.output_cols, self.lookup, self.labels):
-            s = strs[c]
-            idx = np.fromiter((lut.get(v, -1.0) if v is not None else -1.0 for v in s), dtype=np.float64,
-                              count=len(s))
+        for c, o, n in zip(self.input_cols, self.output_cols, self.labels):
+            idx = self._indices(b, c, strs[c], n)
             bad = idx < 0
             if bad.any():
                 if self.handle != "keep":
@@ -247,6 +253,15 @@ class StringIndexerModel(Stage):
                 idx[bad] = len(n)
             b.set(o, idx, "double")
         return dropped
+
+
+def _label_indices(values: np.ndarray, labels: list[str]) -> np.ndarray:
+    """Index of each value in ``labels`` as float64, -1 where absent or None (hash lookups in Arrow's C++)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    found = pc.index_in(pa.array(values, type=pa.string(), from_pandas=False), value_set=pa.array(labels, pa.string()))
+    return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.float64)
 
 
 def _is_java_double(s: str) -> bool:

@@ -121,7 +121,10 @@ def history(spark: "SparkSession", path: str, limit: int | None = None) -> list[
 
 
 def schema(spark: "SparkSession", path: str, version: int | None = None) -> "StructType":
-    return read(spark, path, version).schema
+    """The table's Spark schema (from the Delta log; no DataFrame is planned)."""
+    if not exists(spark, path):
+        raise NotFoundError(f"no Delta table at {path}")
+    return _engine_module(spark).schema(spark, path, version)
 
 
 def check_schema(incoming: "StructType", existing: "StructType", where: str) -> None:
@@ -174,10 +177,10 @@ def write(
     engine = _engine_module(spark)
     partitions = list(partition_by or [])
     if exists(spark, path):
-        current = read(spark, path)
+        current = schema(spark, path)
         if not (mode == "overwrite" and overwrite_schema):
-            check_schema(df.schema, current.schema, path)
-            df = df.select(*current.columns)
+            check_schema(df.schema, current, path)
+            df = df.select(*[f"`{f.name}`" for f in current.fields])
         table_partitions = engine.partition_columns(spark, path)
         if partition_by is not None and partitions != table_partitions and not overwrite_schema:
             raise SchemaMismatchError(

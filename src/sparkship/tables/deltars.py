@@ -10,6 +10,7 @@ from sparkship.tables import metadata
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import StructType
 
 
 def exists(spark: "SparkSession", path: str) -> bool:
@@ -24,6 +25,12 @@ def history(spark: "SparkSession", path: str, limit: int | None) -> list[dict[st
     return metadata.history(path, limit)
 
 
+def schema(spark: "SparkSession", path: str, version: int | None) -> "StructType":
+    from sparkship.tables.datasource import spark_schema_of
+
+    return spark_schema_of(delta_files.table_arrow_schema(path, version))
+
+
 def partition_columns(spark: "SparkSession", path: str) -> list[str]:
     from deltalake import DeltaTable
 
@@ -31,7 +38,8 @@ def partition_columns(spark: "SparkSession", path: str) -> list[str]:
 
 
 def read(spark: "SparkSession", path: str, version: int | None, only_files: list[str] | None = None) -> "DataFrame":
-    reader = spark.read.format(delta_files.SOURCE_NAME).option("path", path)
+    # The schema comes from the log on the driver, which spares Spark a Python worker round trip to ask for it.
+    reader = spark.read.format(delta_files.SOURCE_NAME).schema(schema(spark, path, version)).option("path", path)
     if version is not None:
         reader = reader.option("versionAsOf", str(version))
     if only_files is not None:

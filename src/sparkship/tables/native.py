@@ -13,6 +13,7 @@ from sparkship.errors import ConcurrentWriteError
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import StructType
 
 WRITE_ID_KEY = "sparkship.writeId"
 
@@ -46,6 +47,10 @@ def history(spark: "SparkSession", path: str, limit: int | None) -> list[dict[st
         }
         for r in rows.collect()
     ]
+
+
+def schema(spark: "SparkSession", path: str, version: int | None) -> "StructType":
+    return read(spark, path, version).schema
 
 
 def partition_columns(spark: "SparkSession", path: str) -> list[str]:
