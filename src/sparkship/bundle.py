@@ -448,9 +448,13 @@ def _check_bundle_section(bundle: Bundle, problems: _Problems) -> None:
     if not isinstance(section, dict) or not section.get("name"):
         problems.add(BUNDLE_FILE, "bundle.name", "missing: every bundle needs a name")
         return
-    for key in section:
-        if key not in BUNDLE_KEYS:
-            problems.add(BUNDLE_FILE, f"bundle.{key}", f"unknown key{_did_you_mean(key, BUNDLE_KEYS)}")
+    _unknown_keys(problems, BUNDLE_FILE, "bundle", section, BUNDLE_KEYS)
+
+
+def _unknown_keys(problems: "_Problems", file: str, where: str, mapping: dict, known: Any) -> None:
+    for key in mapping:
+        if key not in known:
+            problems.add(file, f"{where}.{key}", f"unknown key{_did_you_mean(key, known)}")
 
 
 def _check_artifacts(bundle: Bundle, problems: _Problems) -> None:
@@ -463,9 +467,7 @@ def _check_artifacts(bundle: Bundle, problems: _Problems) -> None:
         if not isinstance(artifact, dict):
             problems.add(BUNDLE_FILE, where, "expected a mapping with type, build and path")
             continue
-        for key in artifact:
-            if key not in ARTIFACT_KEYS:
-                problems.add(BUNDLE_FILE, f"{where}.{key}", f"unknown key{_did_you_mean(key, ARTIFACT_KEYS)}")
+        _unknown_keys(problems, BUNDLE_FILE, where, artifact, ARTIFACT_KEYS)
         if artifact.get("type") not in ARTIFACT_TYPES:
             problems.add(BUNDLE_FILE, f"{where}.type", f"expected one of {', '.join(ARTIFACT_TYPES)}, got {artifact.get('type')!r}")
         path = bundle.root / str(artifact.get("path", "."))
@@ -491,9 +493,7 @@ def _check_variables(bundle: Bundle, problems: _Problems) -> None:
         if not isinstance(definition, dict):
             problems.add(file, f"variables.{name}", "expected a mapping with 'default' and/or 'description', 'lookup'")
             continue
-        for key in definition:
-            if key not in VARIABLE_KEYS:
-                problems.add(file, f"variables.{name}.{key}", f"unknown key{_did_you_mean(key, VARIABLE_KEYS)}")
+        _unknown_keys(problems, file, f"variables.{name}", definition, VARIABLE_KEYS)
     defined = set(bundle.variables)
     for file, data in bundle.files.items():
         for where, text in _walk(data):
@@ -520,9 +520,7 @@ def _check_targets(bundle: Bundle, problems: _Problems) -> None:
         if not isinstance(target, dict):
             problems.add(BUNDLE_FILE, where, "expected a mapping of target settings")
             continue
-        for key in target:
-            if key not in TARGET_KEYS:
-                problems.add(BUNDLE_FILE, f"{where}.{key}", f"unknown key{_did_you_mean(key, TARGET_KEYS)}")
+        _unknown_keys(problems, BUNDLE_FILE, where, target, TARGET_KEYS)
         if "mode" in target and target["mode"] not in TARGET_MODES:
             problems.add(BUNDLE_FILE, f"{where}.mode",
                          f"invalid mode {target['mode']!r}: expected one of {', '.join(TARGET_MODES)}")
