@@ -4,6 +4,7 @@ Kept free of pyspark and of the test modules, so a ``spawn`` child imports only 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -48,6 +49,30 @@ class Run:
     log: str
 
 
+def kill_tree(pid: int) -> None:
+    """SIGKILL ``pid``'s process group and every descendant, wherever its group (pyspark's daemon makes its own
+    process group, so killing the run's group alone can leave a Python worker finishing a commit)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo.extend(children.get(p, []))
+    for p in tree:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(p, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
 def run_score(home: str, args: list[str], state_table: str, log_path: str, kill_after_pending_s: float | None,
               timeout_s: float = 240.0) -> Run:
     """Run `sparkship score ARGS` in its own process group.
@@ -72,13 +97,13 @@ def run_score(home: str, args: list[str], state_table: str, log_path: str, kill_
                 raise TimeoutError(f"score did not finish in {timeout_s}s:\n{open(log_path).read()}")
             seen += [now - start] * (commit_count(state_table) - commits_before - len(seen))
             if seen and kill_after_pending_s is not None and now - start >= seen[0] + kill_after_pending_s:
-                os.killpg(proc.pid, signal.SIGKILL)
+                kill_tree(proc.pid)
                 killed = True
                 break
             time.sleep(0.005)
     finally:
         if proc.poll() is None and not killed:
-            os.killpg(proc.pid, signal.SIGKILL)
+            kill_tree(proc.pid)
         proc.wait()
         try:  # the JVM and Python workers of a run that exited by itself are gone too; this is a no-op then
             os.killpg(proc.pid, signal.SIGKILL)

@@ -15,6 +15,7 @@ from sparkship.cli import main
 from sparkship.config import Settings
 from sparkship.scoring_state import ScoringState
 
+from reliability_helpers import kill_tree  # noqa: E402 - sibling test module
 from test_scoring import MODEL, fit_model, make_rows, register, write_input  # noqa: E402 - sibling test module
 
 START_TIMEOUT_S = 240
@@ -46,7 +47,7 @@ def kill_score_when(home: str, args: list[str], log_path: str, ready) -> None:  
             time.sleep(0.002)
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)  # the driver, its JVM and the Python workers: all of this run
+            kill_tree(proc.pid)  # the driver, its JVM and the Python workers (their own group too): all of this run
         proc.wait()
     assert proc.returncode == -signal.SIGKILL, open(log_path).read()
 

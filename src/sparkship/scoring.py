@@ -402,6 +402,8 @@ def score(
         *stamp, *tail,
     )
     quarantine_exists = tables.exists(spark, quarantine_path)
+    output_start = tables.version(spark, output_path) if output_exists else -1
+    quarantine_start = tables.version(spark, quarantine_path) if quarantine_exists else -1
     if not whole:  # nothing is written yet: a schema change must fail here, not after the pending row
         tables.check_schema(out_df.schema, tables.schema(spark, output_path), output_path)
         if quarantine_exists:
@@ -430,7 +432,9 @@ def score(
     )
     write_args: dict[str, Any] = {"mode": "overwrite", "partition_by": [BATCH_COLUMN]}
     write_args.update({"overwrite_schema": True} if whole else {"replace_partitions": {BATCH_COLUMN: batch}})
-    output_version = tables.write(out_df, output_path, **write_args)
+    # Both commits are compare-and-set against the versions this run started from: a commit that a killed run's
+    # orphaned worker lands late makes this run fail (re-run it) instead of being overwritten or overwriting.
+    output_version = tables.write(out_df, output_path, **write_args, expected_version=output_start)
     scored = _committed(spark, output_path, output_version, out_df)
     quarantined = rows_in - scored
     log.info("wrote %d scored rows to %s (version %d)", scored, output_path, output_version)
@@ -440,7 +444,7 @@ def score(
     quarantine_version = tables.version(spark, quarantine_path) if quarantine_exists else None
     if quarantined or (quarantine_exists and (whole or healed)):
         log.info("writing %d rows to %s", quarantined, quarantine_path)
-        quarantine_version = tables.write(q_df, quarantine_path, **write_args)
+        quarantine_version = tables.write(q_df, quarantine_path, **write_args, expected_version=quarantine_start)
         written = _committed(spark, quarantine_path, quarantine_version, q_df)
         if written != quarantined:
             raise IntegrityError(
