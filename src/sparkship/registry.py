@@ -144,7 +144,7 @@ class Registry:
     # --- reading ------------------------------------------------------------------------------------------
 
     @staticmethod
-    def _rows(path: str, schema: pa.Schema) -> tuple[int, list[dict[str, Any]]]:
+    def _rows(path: str) -> tuple[int, list[dict[str, Any]]]:
         """(table version or -1, rows) of one registry table."""
         v = metadata.table_version(path)
         if v is None:
@@ -153,7 +153,7 @@ class Registry:
 
     def _version_rows(self, name: str | None = None) -> list[dict[str, Any]]:
         for _ in range(MAX_ATTEMPTS):
-            table_version, rows = self._rows(self.versions_path, VERSIONS_SCHEMA)
+            table_version, rows = self._rows(self.versions_path)
             selected = sorted((r for r in rows if name is None or r["name"] == name),
                               key=lambda r: (r["name"], r["version"]))
             try:
@@ -270,7 +270,7 @@ class Registry:
         training = manifest.get("training") or {}
 
         def attempt() -> ModelVersion:
-            table_version, rows = self._rows(self.versions_path, VERSIONS_SCHEMA)
+            table_version, rows = self._rows(self.versions_path)
             mine = [r for r in rows if r["name"] == name]
             self._check_no_lost_versions(name, mine, table_version)
             version = max((r["version"] for r in mine), default=0) + 1
@@ -306,7 +306,7 @@ class Registry:
     # --- aliases ------------------------------------------------------------------------------------------
 
     def _alias_rows(self) -> tuple[int, list[dict[str, Any]]]:
-        v, rows = self._rows(self.aliases_path, ALIASES_SCHEMA)
+        v, rows = self._rows(self.aliases_path)
         return v, sorted(rows, key=lambda r: r["seq"])
 
     def _current_aliases(self, rows: list[dict[str, Any]] | None = None) -> dict[tuple[str, str], int | None]:
@@ -406,7 +406,7 @@ class Registry:
 
     def events(self, name: str, event: str | None = None, version: int | None = None) -> list[dict[str, Any]]:
         """Events of ``name``, oldest first, with ``details`` decoded."""
-        rows = self._rows(self.events_path, EVENTS_SCHEMA)[1]
+        rows = self._rows(self.events_path)[1]
         out = [
             {
                 "name": r["name"], "version": r["version"], "event": r["event"], "at": r["at"].isoformat(),

@@ -129,20 +129,11 @@ def schema(spark: "SparkSession", path: str, version: int | None = None) -> "Str
 
 def check_schema(incoming: "StructType", existing: "StructType", where: str) -> None:
     """Raise :class:`SchemaMismatchError` naming every missing, unexpected or retyped column."""
-    have = {f.name: f.dataType for f in incoming.fields}
-    want = {f.name: f.dataType for f in existing.fields}
-    problems = []
-    missing = [n for n in want if n not in have]
-    extra = [n for n in have if n not in want]
-    if missing:
-        problems.append(f"missing columns {missing}")
-    if extra:
-        problems.append(f"unexpected columns {extra}")
-    for name in want:
-        if name in have and have[name].simpleString() != want[name].simpleString():
-            problems.append(f"column '{name}' is {have[name].simpleString()}, the table has {want[name].simpleString()}")
-    if problems:
-        raise SchemaMismatchError(f"cannot write to {where}: " + "; ".join(problems))
+    metadata.check_columns(
+        {f.name: f.dataType.simpleString() for f in incoming.fields},
+        {f.name: f.dataType.simpleString() for f in existing.fields},
+        where,
+    )
 
 
 def write(

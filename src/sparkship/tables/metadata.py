@@ -14,7 +14,7 @@ import json
 import os
 import uuid
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import pyarrow as pa
 
@@ -61,9 +61,11 @@ def read_arrow(path: str, version: int | None = None, columns: list[str] | None 
     return pa.Table.from_batches(batches, schema=schema)
 
 
-def check_arrow_schema(incoming: pa.Schema, existing: pa.Schema, where: str) -> None:
-    have = {f.name: f.type for f in incoming}
-    want = {f.name: f.type for f in existing}
+def check_columns(have: Mapping[str, Any], want: Mapping[str, Any], where: str) -> None:
+    """Raise :class:`SchemaMismatchError` naming every missing, unexpected or retyped column.
+
+    ``have``/``want`` map column names to types (Arrow types, or Spark type strings); the table's are ``want``.
+    """
     problems = []
     if missing := [n for n in want if n not in have]:
         problems.append(f"missing columns {missing}")
@@ -92,7 +94,8 @@ def append_arrow(
     schema = pa.schema([f.with_nullable(True) for f in table.schema])
     if table_exists(path):
         existing = delta_files.table_arrow_schema(path)
-        check_arrow_schema(delta_files._normalise_schema(schema), existing, path)
+        check_columns({f.name: f.type for f in delta_files._normalise_schema(schema)},
+                      {f.name: f.type for f in existing}, path)
         schema = existing
         from deltalake import DeltaTable
 
