@@ -192,8 +192,8 @@ def selection_model(train):
         VectorIndexer(inputCol="raw", outputCol="vi", maxCategories=5, handleInvalid="keep"),
         VectorSlicer(inputCol="raw", outputCol="sliced", indices=[1], names=["x4", "cat_ix"]),
         ChiSqSelector(featuresCol="vi", outputCol="chi", labelCol="label", numTopFeatures=2),
-        UnivariateFeatureSelector(featuresCol="raw", outputCol="uni", labelCol="label", selectionMode="numTopFeatures",
-                                  selectionThreshold=2).setFeatureType("continuous").setLabelType("categorical"),
+        UnivariateFeatureSelector(featuresCol="raw", outputCol="uni", labelCol="label", selectionMode="numTopFeatures")
+        .setSelectionThreshold(2).setFeatureType("continuous").setLabelType("categorical"),
         VarianceThresholdSelector(featuresCol="raw", outputCol="var", varianceThreshold=0.9),
         VectorAssembler(inputCols=["x3", "cat_ix"], outputCol="small", handleInvalid="keep"),
         Interaction(inputCols=["cat_ix", "x1_i", "small"], outputCol="inter"),
@@ -208,17 +208,15 @@ def test_selection_stages_match_spark(spark, data, signature, selection_model, t
     scorer = load(_save(selection_model, tmp_path, "selection"), signature=signature)
     columns = ["cat_ix", "cat_back", "vi", "sliced", "chi", "uni", "var", "inter", "probability", "prediction",
                "pred_label"]
-    # x3 = NaN reaches the Interaction through the assembler as a NaN entry of a nominal feature: Spark
-    # fails on it; score the rows without one (the failure itself is checked below).
-    clean = data.where("not isnan(x3)")
-    _assert_matches_spark(spark, selection_model, clean, scorer, columns)
+    _assert_matches_spark(spark, selection_model, data, scorer, columns)
     vi = selection_model.stages[4]
     assert 0 in vi.categoryMaps and 2 in vi.categoryMaps  # x3 and cat_ix indexed as categorical
-    bad = data.where("isnan(x3)").limit(1)
-    with pytest.raises(Exception):
-        selection_model.transform(bad).collect()
-    with pytest.raises(InvalidRecordError):
-        scorer.score_one(bad.collect()[0].asDict())
+    # The Interaction's 'small' vector is sparse in Spark where x3 and cat_ix are both 0: its nominal entry
+    # at 0 then adds nothing, where a dense one one-hot encodes it. Both cases occur in the data.
+    rows = data.select("x3", "cat").collect()
+    labels = selection_model.stages[0].labels
+    zero_cat = [r["x3"] == 0 and r["cat"] == labels[0] for r in rows]
+    assert any(zero_cat) and not all(zero_cat)
 
 
 def test_vector_indexer_skip_and_error(spark, data, train, signature, tmp_path):

@@ -239,8 +239,14 @@ class VectorIndexerModel(VectorMap):
 
 class Interaction(_AttrAware, Stage):
     """The products of one entry of each input (first input outermost); nominal inputs are one-hot encoded
-    from their ML attributes, as Spark does (a nominal entry of a vector at value 0 contributes nothing:
-    Spark walks only non-zero vector entries)."""
+    from their ML attributes, as Spark does. A nominal value must be a valid index (Spark asserts it).
+
+    Spark walks a vector input's *active* entries: all of a dense vector, the stored ones of a sparse one. A
+    nominal entry at 0 therefore gives a one-hot 1 in a dense vector and nothing in a sparse one. Vectors are
+    dense here, so for a vector with nominal entries the scorer traces it back to the VectorAssembler that
+    built it (through VectorIndexer, VectorSlicer, selectors) and applies the assembler's choice of sparse
+    (``Vector.compressed``) to that row.
+    """
 
     spark_class = "org.apache.spark.ml.feature.Interaction"
     known_params = frozenset({"inputCols", "outputCol"})
@@ -250,7 +256,8 @@ class Interaction(_AttrAware, Stage):
         self.input_cols, self.output_cols = list(self.p("inputCols")), [self.p("outputCol")]
 
     def plan(self, schema: Schema) -> None:
-        self.encoders: list[tuple[str, bool, list[int]]] = []  # (column, is_vector, output width per entry)
+        # (column, is_vector, output width per entry, assembled source: (column, position per entry) or None)
+        self.encoders: list[tuple[str, bool, list[int], tuple[str, list[int]] | None]] = []
         size = 1
         for c in self.input_cols:
             t, _ = self._need(schema, c, ("numeric", "boolean", "vector"))
@@ -259,7 +266,13 @@ class Interaction(_AttrAware, Stage):
                 raise self.refuse(f"input '{c}': a vector without ML attributes (Spark fails: 'Vector "
                                   "attributes must be defined for interaction')")
             widths = [self._width(c, a) for a in attrs]
-            self.encoders.append((c, t == "vector", widths))
+            source = None
+            if t == "vector" and any(w > 1 for w in widths):
+                source = _assembled_source(self.upstream, c)
+                if source is None:
+                    raise self.refuse(f"input '{c}': nominal vector entries from a vector whose sparse or dense "
+                                      "layout the scorer cannot tell (it must come from a VectorAssembler)")
+            self.encoders.append((c, t == "vector", widths, source))
             size *= sum(widths)
         self.size = size
         schema[self.output_cols[0]] = ("vector", size)
@@ -272,58 +285,92 @@ class Interaction(_AttrAware, Stage):
                               "must have attr numValues defined')")
         return max(1, len(a.values))
 
-    def _entries(self, c: str, is_vec: bool, widths: list[int], v: Any) -> list[tuple[int, float]]:
+    @staticmethod
+    def _index(c: str, x: float, width: int) -> int:
+        if not (x >= 0.0 and x == int(x) and x < width):
+            raise InvalidRecordError(c, f"Interaction: values from a nominal feature must be indices, but got {x!r}")
+        return int(x)
+
+    def _entries(self, enc: tuple[str, bool, list[int], Any], v: Any, r: dict[str, Any]) -> list[tuple[int, float]]:
         """The (index, value) pairs one input contributes, in Spark's FeatureEncoder order."""
+        c, is_vec, widths, source = enc
         if v is None:
             raise InvalidRecordError(c, "Interaction cannot interact a null value")
         if not is_vec:
             x = float(v)
-            return [(0, x)] if widths[0] == 1 else [(_java_int(x), 1.0)]
+            return [(0, x)] if widths[0] == 1 else [(self._index(c, x, widths[0]), 1.0)]
         if len(v) != len(widths):
             raise InvalidRecordError(c, f"vector of size {len(v)}; Interaction expects {len(widths)}")
+        active = _active_entries(r[source[0]], source[1]) if source is not None else None
         out, offset = [], 0
-        for x, w in zip(v, widths):
-            if x != 0.0:
-                out.append((offset, x) if w == 1 else (offset + _java_int(x), 1.0))
+        for k, (x, w) in enumerate(zip(v, widths)):
+            if active is None or active[k]:
+                out.append((offset, x) if w == 1 else (offset + self._index(c, x, w), 1.0))
             offset += w
         return out
 
-    def interact(self, values: list[Any]) -> list[float]:
-        """One row: Spark's loop from the last input to the first, then its sparse vector's checks."""
+    def interact(self, r: dict[str, Any]) -> list[float]:
+        """One row: Spark's loop from the last input to the first."""
         indices, vals, prev_size = [0], [1.0], 1
-        for (c, is_vec, widths), v in zip(reversed(self.encoders), reversed(values)):
-            entries = self._entries(c, is_vec, widths, v)
+        for enc in reversed(self.encoders):
+            entries = self._entries(enc, r[enc[0]], r)
             indices = [p + i * prev_size for i, _ in entries for p in indices]
             vals = [pv * a for _, a in entries for pv in vals]
-            prev_size *= sum(widths)
+            prev_size *= sum(enc[2])
         out = [0.0] * self.size
-        last = -1
         for i, a in zip(indices, vals):
-            if i <= last or i >= self.size:
-                raise InvalidRecordError(self.input_cols[0], f"Interaction produced index {i} of a vector of size "
-                                         f"{self.size} (a nominal value out of range)")
-            out[i], last = a, i
+            out[i] = a
         return out
 
     def row(self, r: dict[str, Any]) -> bool:
-        r[self.output_cols[0]] = self.interact([r[c] for c in self.input_cols])
+        r[self.output_cols[0]] = self.interact(r)
         return True
 
     def batch(self, b: Batch) -> np.ndarray:
-        cols = []
-        for c, is_vec, _ in self.encoders:
+        names = list(dict.fromkeys([e[0] for e in self.encoders] + [e[3][0] for e in self.encoders if e[3]]))
+        for c in names:
             nm = b.null_mask(c)
             if nm is not None:
                 b.fail(nm, c, "Interaction cannot interact a null value")
-            cols.append(b.cols[c].tolist())
+        cols = [b.cols[c].tolist() for c in names]
         out = np.zeros((b.n, self.size), dtype=np.float64)
         for j, values in enumerate(zip(*cols)):
             try:
-                out[j] = self.interact(list(values))
+                out[j] = self.interact(dict(zip(names, values)))
             except InvalidRecordError as exc:
                 raise InvalidRecordError(exc.field, exc.reason, int(b.rows[j])) from None
         b.set(self.output_cols[0], out, "vector")
         return _EMPTY
+
+
+def _assembled_source(upstream: Sequence[Stage], col: str) -> tuple[str, list[int]] | None:
+    """The VectorAssembler output ``col``'s entries come from, and the position of each entry in it."""
+    from sparkship.serving.stages import VectorAssembler
+
+    for i in range(len(upstream) - 1, -1, -1):
+        st = upstream[i]
+        if col not in st.output_cols:
+            continue
+        if isinstance(st, VectorAssembler):
+            return col, list(range(st.size))
+        inner = _assembled_source(upstream[:i], st.input_cols[0])
+        if inner is None:
+            return None
+        if isinstance(st, VectorIndexerModel):
+            return inner
+        if isinstance(st, _Slice):
+            return inner[0], [inner[1][k] for k in st.picked]
+        return None
+    return None
+
+
+def _active_entries(assembled: list[float], positions: list[int]) -> list[bool] | None:
+    """Which entries Spark's ``foreachActive`` visits: all (None) if the assembler's vector is dense, else
+    the non-zero ones (``Vector.compressed`` picks sparse when 1.5 * (nnz + 1) < size)."""
+    nnz = sum(1 for x in assembled if x != 0.0)
+    if not 1.5 * (nnz + 1.0) < len(assembled):
+        return None
+    return [assembled[p] != 0.0 for p in positions]
 
 
 def _java_int(x: float) -> int:
