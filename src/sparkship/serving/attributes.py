@@ -34,16 +34,13 @@ class Attr:
     values: tuple[str, ...] | None = None
 
 
-# A column's attributes: one per vector element (one for a scalar); None for a vector without attributes.
-Attrs = "tuple[Attr, ...] | None"
-
-
 class UnknownAttributes(Exception):
     """The column comes from a stage whose output attributes the scorer does not derive."""
 
 
 def column_attrs(upstream: Sequence["Stage"], schema: "Schema", col: str) -> "tuple[Attr, ...] | None":
-    """The ML attributes Spark would attach to ``col`` after the ``upstream`` stages ran."""
+    """The ML attributes Spark would attach to ``col`` after the ``upstream`` stages ran: one per vector
+    entry (one for a scalar), None for a vector without attributes."""
     for i in range(len(upstream) - 1, -1, -1):
         st = upstream[i]
         if col in _outputs(st):
@@ -92,7 +89,7 @@ def _assembled(st: "Stage", before: Sequence["Stage"], schema: "Schema") -> "tup
         t, size = schema[c]
         if t != "vector":
             a = column_attrs(before, schema, c)[0] if t == "double" else Attr(None)
-            out.append(replace(a, name=c, kind="numeric" if a.kind == "binary" and t != "double" else a.kind))
+            out.append(replace(a, name=c))
             continue
         inner = column_attrs(before, schema, c)
         if inner is None:
