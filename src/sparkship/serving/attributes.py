@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Sequence
 
+import numpy as np
+
 from sparkship.serving.signature import java_double_str
 
 if TYPE_CHECKING:
@@ -99,3 +101,43 @@ def _assembled(st: "Stage", before: Sequence["Stage"], schema: "Schema") -> "tup
             name = UNKNOWN_NAME if a.name == UNKNOWN_NAME else (f"{c}_{a.name}" if a.name else f"{c}_{i}")
             out.append(replace(a, name=name))
     return tuple(out)
+
+
+def assembled_source(upstream: Sequence["Stage"], col: str) -> "tuple[str, list[int]] | None":
+    """The VectorAssembler output that vector ``col``'s entries come from (through VectorIndexer, VectorSlicer
+    or a selector), and each entry's position in it; None if ``col`` does not come from one.
+
+    Spark's stages walk a vector's *active* entries, which depend on whether it is stored sparse; the
+    assembler decides that (``Vector.compressed``) and these stages keep it.
+    """
+    for i in range(len(upstream) - 1, -1, -1):
+        st = upstream[i]
+        if col not in st.output_cols:
+            continue
+        kind = st.meta.short_class
+        if kind == "VectorAssembler":
+            return col, list(range(st.size))
+        if kind != "VectorIndexerModel" and getattr(st, "picked", None) is None:
+            return None
+        inner = assembled_source(upstream[:i], st.input_cols[0])
+        if inner is None or kind == "VectorIndexerModel":
+            return inner
+        return inner[0], [inner[1][k] for k in st.picked]
+    return None
+
+
+def active_entries(assembled: Sequence[float], positions: Sequence[int]) -> "list[bool] | None":
+    """Which entries Spark's ``foreachActive`` visits: all (None) if the assembled vector is dense, else the
+    non-zero ones (``Vector.compressed`` stores it sparse when 1.5 * (nnz + 1) < size; NaN counts as non-zero).
+    """
+    nnz = sum(1 for x in assembled if x != 0.0)
+    if not 1.5 * (nnz + 1.0) < len(assembled):
+        return None
+    return [assembled[p] != 0.0 for p in positions]
+
+
+def inactive_mask(assembled: np.ndarray, positions: Sequence[int]) -> np.ndarray:
+    """Batch form of :func:`active_entries`: True where an entry is not stored (a zero in a sparse row)."""
+    nnz = (assembled != 0.0).sum(axis=1)
+    sparse = 1.5 * (nnz + 1.0) < assembled.shape[1]
+    return sparse[:, None] & (assembled[:, list(positions)] == 0.0)

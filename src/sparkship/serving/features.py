@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from sparkship.serving import reader
+from sparkship.serving.attributes import active_entries, assembled_source, inactive_mask
 from sparkship.serving.batch import Batch
 from sparkship.serving.reader import StageMetadata, to_double
 from sparkship.serving.signature import InvalidRecordError
@@ -336,10 +337,10 @@ class PolynomialExpansion(VectorMap):
     """All monomials of degree 1..``degree`` in Spark's order (``expandDense``'s recursion: for x = (a, b),
     degree 2: a, a², b, ab, b²).
 
-    Spark stops a branch when its running product is exactly 0, so a term combining 0 with NaN or ±inf is 0
-    when the 0 comes first in that recursion; this follows it. (For a sparse input Spark skips every zero
-    entry; such mixed terms then are 0 in every order. The scorer holds vectors dense: it follows the dense
-    algorithm.)
+    Spark stops a branch when its running product is exactly 0, so a term combining 0 with NaN or ±inf may
+    be 0 rather than NaN; this follows it. For a sparse input Spark's ``expandSparse`` skips the zero entries
+    altogether: when the input comes from a VectorAssembler (the scorer holds vectors dense), the assembler's
+    sparse-or-dense choice for the row is replayed; any other input is taken as dense.
     """
 
     spark_class = "org.apache.spark.ml.feature.PolynomialExpansion"
@@ -351,23 +352,44 @@ class PolynomialExpansion(VectorMap):
         if self.degree < 1:
             raise self.refuse(f"degree={self.degree}")
 
+    def plan(self, schema: Schema) -> None:
+        super().plan(schema)
+        self.source = assembled_source(getattr(self, "upstream", ()), self.input_cols[0])
+
     def out_size(self, size: int | None) -> int | None:
         return None if size is None else math.comb(size + self.degree, self.degree) - 1
 
-    def map_row(self, v: list[float]) -> list[float]:
+    def row(self, r: dict[str, Any]) -> bool:
+        v = r[self.input_cols[0]]
+        if v is None:
+            raise _null_vector(self, self.input_cols[0])
+        active = active_entries(r[self.source[0]], self.source[1]) if self.source else None
         out = [0.0] * (math.comb(len(v) + self.degree, self.degree) - 1)
-        _expand_row(v, len(v) - 1, self.degree, 1.0, out, -1)
-        return out
+        _expand_row(v, active, len(v) - 1, self.degree, 1.0, out, -1)
+        r[self.output_cols[0]] = out
+        return True
 
     def map_batch(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError  # batch() below needs the row's assembled vector too
+
+    def batch(self, b: Batch) -> np.ndarray:
+        c = self.input_cols[0]
+        nm = b.null_mask(c)
+        if nm is not None:
+            b.fail(nm, c, "PolynomialExpansion got a null vector (Spark's transform fails on it)")
+        x = b.cols[c]
         n, d = x.shape
+        inactive = inactive_mask(b.cols[self.source[0]], self.source[1]) if self.source else np.zeros((n, d), bool)
         out = np.zeros((n, math.comb(d + self.degree, self.degree) - 1), dtype=np.float64)
-        _expand_batch(x, d - 1, self.degree, np.ones(n), out, -1)
-        return out
+        _expand_batch(x, inactive, d - 1, self.degree, np.ones(n), out, -1)
+        b.set(self.output_cols[0], out, "vector")
+        return _EMPTY
 
 
-def _expand_row(values: list[float], last: int, degree: int, mult: float, out: list[float], cur: int) -> int:
-    """Spark's ``PolynomialExpansion.expandDense``: fills ``out`` from ``cur``; returns the next position."""
+def _expand_row(values: list[float], active: list[bool] | None, last: int, degree: int, mult: float,
+                out: list[float], cur: int) -> int:
+    """Spark's ``expandDense`` (``expandSparse`` where ``active`` marks the stored entries): fills ``out`` from
+    ``cur``; returns the next position."""
     if mult == 0.0:
         pass
     elif degree == 0 or last < 0:
@@ -375,14 +397,16 @@ def _expand_row(values: list[float], last: int, degree: int, mult: float, out: l
             out[cur] = mult
     else:
         v, alpha, start, i = values[last], mult, cur, 0
-        while i <= degree and alpha != 0.0:
-            start = _expand_row(values, last - 1, degree - i, alpha, out, start)
+        top = degree if active is None or active[last] else 0  # an unstored entry only takes power 0
+        while i <= top and alpha != 0.0:
+            start = _expand_row(values, active, last - 1, degree - i, alpha, out, start)
             i += 1
             alpha *= v
     return cur + math.comb(last + 1 + degree, degree)
 
 
-def _expand_batch(x: np.ndarray, last: int, degree: int, mult: np.ndarray, out: np.ndarray, cur: int) -> int:
+def _expand_batch(x: np.ndarray, inactive: np.ndarray, last: int, degree: int, mult: np.ndarray,
+                  out: np.ndarray, cur: int) -> int:
     """:func:`_expand_row` over all rows at once; a row whose multiplier is 0 keeps zeros, as Spark stops."""
     if degree == 0 or last < 0:
         if cur >= 0:
@@ -390,8 +414,8 @@ def _expand_batch(x: np.ndarray, last: int, degree: int, mult: np.ndarray, out: 
     else:
         v, alpha, start = x[:, last], mult, cur
         for i in range(degree + 1):
-            start = _expand_batch(x, last - 1, degree - i, alpha, out, start)
-            alpha = np.where(alpha == 0.0, 0.0, alpha * v)
+            start = _expand_batch(x, inactive, last - 1, degree - i, alpha, out, start)
+            alpha = np.where((alpha == 0.0) | inactive[:, last], 0.0, alpha * v)
     return cur + math.comb(last + 1 + degree, degree)
 
 

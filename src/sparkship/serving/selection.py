@@ -17,7 +17,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from sparkship.serving import reader
-from sparkship.serving.attributes import UNKNOWN_NAME, Attr, UnknownAttributes, column_attrs
+from sparkship.serving.attributes import (
+    UNKNOWN_NAME, Attr, UnknownAttributes, active_entries, assembled_source, column_attrs,
+)
 from sparkship.serving.batch import Batch
 from sparkship.serving.features import VectorMap
 from sparkship.serving.reader import StageMetadata
@@ -268,7 +270,7 @@ class Interaction(_AttrAware, Stage):
             widths = [self._width(c, a) for a in attrs]
             source = None
             if t == "vector" and any(w > 1 for w in widths):
-                source = _assembled_source(self.upstream, c)
+                source = assembled_source(self.upstream, c)
                 if source is None:
                     raise self.refuse(f"input '{c}': nominal vector entries from a vector whose sparse or dense "
                                       "layout the scorer cannot tell (it must come from a VectorAssembler)")
@@ -301,7 +303,7 @@ class Interaction(_AttrAware, Stage):
             return [(0, x)] if widths[0] == 1 else [(self._index(c, x, widths[0]), 1.0)]
         if len(v) != len(widths):
             raise InvalidRecordError(c, f"vector of size {len(v)}; Interaction expects {len(widths)}")
-        active = _active_entries(r[source[0]], source[1]) if source is not None else None
+        active = active_entries(r[source[0]], source[1]) if source is not None else None
         out, offset = [], 0
         for k, (x, w) in enumerate(zip(v, widths)):
             if active is None or active[k]:
@@ -341,36 +343,6 @@ class Interaction(_AttrAware, Stage):
                 raise InvalidRecordError(exc.field, exc.reason, int(b.rows[j])) from None
         b.set(self.output_cols[0], out, "vector")
         return _EMPTY
-
-
-def _assembled_source(upstream: Sequence[Stage], col: str) -> tuple[str, list[int]] | None:
-    """The VectorAssembler output ``col``'s entries come from, and the position of each entry in it."""
-    from sparkship.serving.stages import VectorAssembler
-
-    for i in range(len(upstream) - 1, -1, -1):
-        st = upstream[i]
-        if col not in st.output_cols:
-            continue
-        if isinstance(st, VectorAssembler):
-            return col, list(range(st.size))
-        inner = _assembled_source(upstream[:i], st.input_cols[0])
-        if inner is None:
-            return None
-        if isinstance(st, VectorIndexerModel):
-            return inner
-        if isinstance(st, _Slice):
-            return inner[0], [inner[1][k] for k in st.picked]
-        return None
-    return None
-
-
-def _active_entries(assembled: list[float], positions: list[int]) -> list[bool] | None:
-    """Which entries Spark's ``foreachActive`` visits: all (None) if the assembler's vector is dense, else
-    the non-zero ones (``Vector.compressed`` picks sparse when 1.5 * (nnz + 1) < size)."""
-    nnz = sum(1 for x in assembled if x != 0.0)
-    if not 1.5 * (nnz + 1.0) < len(assembled):
-        return None
-    return [assembled[p] != 0.0 for p in positions]
 
 
 def _java_int(x: float) -> int:
