@@ -132,6 +132,7 @@ def test_vector_stages_match_spark(spark, data, train, signature, tmp_path):
         VectorAssembler(inputCols=["x4", "x3", "x4", "x1"], outputCol="v4", handleInvalid="keep"),
         Binarizer(inputCol="x1", outputCol="x1_bin", threshold=0.3),
         Binarizer(inputCols=["x2", "v", "v2"], outputCols=["x2_bin", "v_bin", "v2_bin"], thresholds=[1.0, -0.5, 0.0]),
+        Binarizer(inputCols=["x4", "v2"], outputCols=["x4_bin", "v2_bin2"], threshold=-0.2),
         MaxAbsScaler(inputCol="v", outputCol="v_maxabs"),
         RobustScaler(inputCol="v", outputCol="v_robust", withCentering=True),
         RobustScaler(inputCol="v2", outputCol="v2_robust", lower=0.1, upper=0.9),
@@ -151,7 +152,7 @@ def test_vector_stages_match_spark(spark, data, train, signature, tmp_path):
     ]
     model = Pipeline(stages=stages).fit(train)
     scorer = load(_save(model, tmp_path, "vectors"), signature=signature)
-    columns = ["x1_bin", "x2_bin", "v_bin", "v2_bin", "v_maxabs", "v_robust", "v2_robust", "v_l1", "v_l3", "v_linf",
+    columns = ["x1_bin", "x2_bin", "v_bin", "v2_bin", "x4_bin", "v2_bin2", "v_maxabs", "v_robust", "v2_robust", "v_l1", "v_l3", "v_linf",
                "v_l2", "v_pca", "v_poly", "v2_poly", "v4_poly", "v_prod", "v_dct", "v_idct", "probability", "prediction"]
     _assert_matches_spark(spark, model, data, scorer, columns)
     assert scorer.schema["v_poly"] == ("vector", 19) and scorer.schema["v_pca"] == ("vector", 2)

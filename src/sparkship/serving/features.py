@@ -102,8 +102,10 @@ class Binarizer(Stage):
     def __init__(self, meta: StageMetadata) -> None:
         super().__init__(meta)
         self.input_cols, self.output_cols = self._in_out()
-        if self.meta.is_set("inputCols"):
+        if self.meta.is_set("inputCols") and self.meta.is_set("thresholds"):
             self.thresholds = [to_double(t) for t in self.p("thresholds")]
+        elif self.meta.is_set("inputCols"):  # Spark applies the single threshold to every column
+            self.thresholds = [to_double(self.p("threshold", 0.0))] * len(self.input_cols)
         else:
             self.thresholds = [to_double(self.p("threshold", 0.0))]
         if len(self.thresholds) != len(self.input_cols):
