@@ -1,6 +1,7 @@
 """Saved stage class name -> the JVM-free class that scores it."""
 from __future__ import annotations
 
+from sparkship.serving.features import FEATURE_STAGES
 from sparkship.serving.predictors import (
     DecisionTreeClassificationModel,
     DecisionTreeRegressionModel,
@@ -12,6 +13,7 @@ from sparkship.serving.predictors import (
     RandomForestRegressionModel,
 )
 from sparkship.serving.reader import StageMetadata
+from sparkship.serving.selection import SELECTION_STAGES
 from sparkship.serving.stages import (
     Bucketizer,
     ImputerModel,
@@ -30,7 +32,7 @@ STAGES: dict[str, type[Stage]] = {
         ImputerModel, StringIndexerModel, OneHotEncoderModel, Bucketizer, VectorAssembler, StandardScalerModel,
         MinMaxScalerModel, LogisticRegressionModel, LinearRegressionModel, DecisionTreeClassificationModel,
         RandomForestClassificationModel, GBTClassificationModel, DecisionTreeRegressionModel,
-        RandomForestRegressionModel, GBTRegressionModel,
+        RandomForestRegressionModel, GBTRegressionModel, *FEATURE_STAGES, *SELECTION_STAGES,
     )
 }
 

@@ -139,7 +139,8 @@ class PipelineScorer:
         self.path = path
         self.manifest = manifest
         self.schema: Schema = {f.name: (signature.types[f.name], None) for f in signature.inputs}
-        for st in self.stages:
+        for i, st in enumerate(self.stages):
+            st.upstream = self.stages[:i]  # stages needing ML attributes re-derive them (serving.attributes)
             st.plan(self.schema)
         default_outputs = self._default_outputs()
         wanted = [o for o in (outputs or []) if o in self.schema]
