@@ -1,6 +1,7 @@
 """Saved stage class name -> the JVM-free class that scores it."""
 from __future__ import annotations
 
+from sparkship.serving.hashing import FeatureHasher, HashingTF
 from sparkship.serving.predictors import (
     DecisionTreeClassificationModel,
     DecisionTreeRegressionModel,
@@ -23,6 +24,9 @@ from sparkship.serving.stages import (
     UnsupportedModelError,
     VectorAssembler,
 )
+from sparkship.serving.text import (
+    CountVectorizerModel, IDFModel, NGram, RegexTokenizer, StopWordsRemover, Tokenizer, Word2VecModel,
+)
 
 STAGES: dict[str, type[Stage]] = {
     cls.spark_class: cls
@@ -31,6 +35,8 @@ STAGES: dict[str, type[Stage]] = {
         MinMaxScalerModel, LogisticRegressionModel, LinearRegressionModel, DecisionTreeClassificationModel,
         RandomForestClassificationModel, GBTClassificationModel, DecisionTreeRegressionModel,
         RandomForestRegressionModel, GBTRegressionModel,
+        Tokenizer, RegexTokenizer, StopWordsRemover, NGram, HashingTF, CountVectorizerModel, IDFModel,
+        FeatureHasher, Word2VecModel,
     )
 }
 

@@ -79,6 +79,8 @@ def derive_signature(stages: Sequence[Stage]) -> Signature:
 def _merge_hints(hints: set[str]) -> str:
     if "vector" in hints:
         return "vector"
+    if "array<string>" in hints:
+        return "array<string>"
     if "integral" in hints:
         return "bigint" if "double" in hints else "string"
     if "string" in hints:
