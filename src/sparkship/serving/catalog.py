@@ -13,6 +13,8 @@ from sparkship.serving.predictors import (
     RandomForestRegressionModel,
 )
 from sparkship.serving.reader import StageMetadata
+from sparkship.serving.rformula import ColumnPruner, RFormulaModel, TargetEncoderModel, VectorAttributeRewriter
+from sparkship.serving.sql import SQLTransformer
 from sparkship.serving.stages import (
     Bucketizer,
     ImputerModel,
@@ -36,7 +38,8 @@ STAGES: dict[str, type[Stage]] = {
         RandomForestClassificationModel, GBTClassificationModel, DecisionTreeRegressionModel,
         RandomForestRegressionModel, GBTRegressionModel,
         Tokenizer, RegexTokenizer, StopWordsRemover, NGram, HashingTF, CountVectorizerModel, IDFModel,
-        FeatureHasher, Word2VecModel,
+        FeatureHasher, Word2VecModel, SQLTransformer, TargetEncoderModel, RFormulaModel, ColumnPruner,
+        VectorAttributeRewriter,
     )
 }
 

@@ -4,7 +4,7 @@ Both use Spark's ``murmur3Hash``: MurmurHash3 x86 32-bit, seed 42, over a string
 ``hashUnsafeBytes2``, the standard algorithm), and index ``nonNegativeMod(hash, numFeatures)``.
 
     >>> murmur3_32("hello".encode())
-    -1190451212
+    -488910111
     >>> non_negative_mod(-7, 5)
     3
 
