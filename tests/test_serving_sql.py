@@ -13,6 +13,7 @@ import pytest
 from chispa import assert_approx_df_equality
 
 from sparkship.serving import InvalidRecordError, UnsupportedModelError, load
+from test_serving_parity import _assert_close, _assert_row_path_matches, _flatten_scorer, _flatten_spark, _sizes
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -26,7 +27,7 @@ STATEMENT = (
     "flag OR x > 0 AS v, n IN (1, 2, NULL) AS w, x BETWEEN -1 AND 1 AS y, "
     "CASE WHEN n <> 0 THEN 100 / n ELSE 0 END AS z, isnan(x) AS nn, nanvl(x, -9.0D) AS nv, pow(x, 2) AS pw, "
     "log10(abs(x)) AS lg, exp(x / 10) AS ex, x <=> NULL AS ns, nullif(n, 1) AS nf, CAST(flag AS INT) AS fi, "
-    "CAST(x AS BIGINT) AS xb, lower(s) AS lo "
+    "TRY_CAST(x AS BIGINT) AS xb, lower(s) AS lo "
     "FROM __THIS__ WHERE n IS NULL OR n < 1000"
 )
 
@@ -64,14 +65,15 @@ def _save(stages, path):
 
 
 def _ours_as_spark(spark, theirs, scorer, records, columns):
-    """Score ``records`` on the row path and the batch path; both as DataFrames with Spark's schema."""
+    """Score ``records`` on the row path and the batch path; both as DataFrames (id + ``columns``) with Spark's
+    schema, ``id`` taken from the records."""
     import pyarrow as pa
 
-    schema = theirs.select(*columns).schema
-    one = [scorer.score_one(r, columns=columns) for r in records]
-    row_path = [tuple(o[c] for c in columns) for o in one if o is not None]
+    schema = theirs.select("id", *columns).schema
+    one = [(r["id"], scorer.score_one(r, columns=columns)) for r in records]
+    row_path = [(i, *(o[c] for c in columns)) for i, o in one if o is not None]
     batch = scorer.score(pa.Table.from_pylist(records), columns=columns)
-    batch_path = [tuple(r[c] for c in columns) for r in batch.records() if r is not None]
+    batch_path = [(records[j]["id"], *(r[c] for c in columns)) for j, r in enumerate(batch.records()) if r is not None]
     return (spark.createDataFrame(row_path, schema).orderBy("id"),
             spark.createDataFrame(batch_path, schema).orderBy("id"), batch)
 
@@ -82,10 +84,11 @@ def test_sql_transformer_matches_spark(spark, data, signature, tmp_path):
     model = _save([SQLTransformer(statement=STATEMENT)], str(tmp_path / "sql"))
     scorer = load(str(tmp_path / "sql"), signature=signature)
     theirs = model.transform(data)
-    columns = theirs.columns
+    columns = [c for c in theirs.columns if c in scorer.schema]  # SELECT * passes on the inputs the SQL reads
+    assert set(theirs.columns) - set(columns) == {"id", "label"}
     records = [r.asDict() for r in data.collect()]
     by_row, by_batch, batch = _ours_as_spark(spark, theirs, scorer, records, columns)
-    expected = theirs.orderBy("id")
+    expected = theirs.select("id", *columns).orderBy("id")
     for ours in (by_row, by_batch):
         assert_approx_df_equality(ours, expected, 1e-9, ignore_nullable=True, allow_nan_equality=True)
     assert 0 < len(batch.dropped) < len(records)  # the WHERE dropped the n >= 1000 rows, as Spark did
@@ -93,7 +96,7 @@ def test_sql_transformer_matches_spark(spark, data, signature, tmp_path):
 
 @pytest.mark.parametrize("statement, bad", [
     ("SELECT *, 1 / n AS r FROM __THIS__", {"n": 0}),
-    ("SELECT *, x / 0.0D AS r FROM __THIS__", {"x": 1.0}),
+    ("SELECT *, x / (x - 1.0D) AS r FROM __THIS__", {"x": 1.0}),
     ("SELECT *, n % n AS r FROM __THIS__", {"n": 0}),
     ("SELECT *, n * n AS r FROM __THIS__", {"n": 2**31 - 1}),
     ("SELECT *, big * big AS r FROM __THIS__", {"big": 2**40}),
@@ -105,7 +108,7 @@ def test_ansi_errors_fail_like_spark(spark, signature, tmp_path, statement, bad)
 
     model = _save([SQLTransformer(statement=statement)], str(tmp_path / "sql"))
     scorer = load(str(tmp_path / "sql"), signature=signature)
-    good = {"id": 0, "x": 1.0, "n": 2, "big": 3, "s": "a", "flag": True, "label": 1}
+    good = {"id": 0, "x": 2.0, "n": 2, "big": 3, "s": "a", "flag": True, "label": 1}
     record = {**good, **bad}
     spark_good = model.transform(spark.createDataFrame([good], SCHEMA)).collect()[0]
     assert scorer.score_one(good)["r"] == spark_good["r"]
@@ -166,17 +169,16 @@ def formula_data(spark):
 
 
 def _compare_models(spark, spark_model, scorer, scoring_df, columns):
-    from pyspark.ml.functions import vector_to_array
-    from pyspark.sql import functions as F
-
-    theirs = spark_model.transform(scoring_df)
-    vector_cols = [c for c in columns if scorer.schema[c][0] == "vector"]
-    theirs = theirs.select("id", *[vector_to_array(c).alias(c) if c in vector_cols else F.col(c) for c in columns])
-    records = [r.asDict() for r in scoring_df.collect()]
-    by_row, by_batch, batch = _ours_as_spark(spark, theirs, scorer, records, ["id", *columns])
-    for ours in (by_row, by_batch):
-        assert_approx_df_equality(ours, theirs.orderBy("id"), 1e-9, ignore_nullable=True, allow_nan_equality=True)
-    return batch
+    """Batch path vs Spark (vectors flattened, 1e-9), then the row path vs the batch path."""
+    arrow = scoring_df.toArrow()
+    result = scorer.score(arrow, columns=columns)
+    assert len(result.dropped) == 0
+    vectors, scalars = _sizes(scorer, columns)
+    ids = arrow["id"].to_numpy()
+    _assert_close(_flatten_scorer(spark, result, ids, vectors, scalars),
+                  _flatten_spark(spark_model.transform(scoring_df), vectors, scalars))
+    _assert_row_path_matches(scorer, arrow, result, columns, sample=arrow.num_rows)
+    return result
 
 
 def test_rformula_matches_spark(spark, formula_data, tmp_path):
@@ -186,9 +188,11 @@ def test_rformula_matches_spark(spark, formula_data, tmp_path):
     from pyspark.ml.classification import LogisticRegression
     from pyspark.ml.feature import RFormula
 
-    train = formula_data.where("id % 4 != 0 and s is not null")
     for name, formula, label in (("numeric_label", "label ~ x + s + flag", "label"),
                                  ("string_label", "slabel ~ x + s", "slabel")):
+        # The string label is indexed into RFormula's labelCol ("label"), so that column must not exist yet.
+        data = formula_data if label == "label" else formula_data.drop("label")
+        train = data.where("id % 4 != 0 and s is not null")
         pipeline = Pipeline(stages=[
             RFormula(formula=formula, handleInvalid="keep"),
             LogisticRegression(regParam=0.01, maxIter=20),
@@ -199,9 +203,9 @@ def test_rformula_matches_spark(spark, formula_data, tmp_path):
 
         spark_model = PipelineModel.load(path)
         scorer = load(path, signature=[{"name": f.name, "type": f.dataType.simpleString()}
-                                       for f in formula_data.schema.fields])
+                                       for f in data.schema.fields])
         assert label not in scorer.input_names
-        scoring = formula_data.drop(label)  # the label is not there when scoring
+        scoring = data.drop(label)  # the label is not there when scoring
         _compare_models(spark, spark_model, scorer, scoring, ["features", "probability", "prediction"])
 
 
