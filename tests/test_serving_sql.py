@@ -195,7 +195,7 @@ def test_rformula_matches_spark(spark, formula_data, tmp_path):
         train = data.where("id % 4 != 0 and s is not null")
         pipeline = Pipeline(stages=[
             RFormula(formula=formula, handleInvalid="keep"),
-            LogisticRegression(regParam=0.01, maxIter=20),
+            LogisticRegression(regParam=0.01, maxIter=10),
         ])
         path = str(tmp_path / name)
         pipeline.fit(train).write().save(path)

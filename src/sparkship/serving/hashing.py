@@ -21,7 +21,7 @@ from sparkship.serving.batch import Batch
 from sparkship.serving.reader import StageMetadata
 from sparkship.serving.signature import FLOATING, INTEGRAL, java_double_str, java_float_str
 from sparkship.serving.stages import Schema, Stage
-from sparkship.serving.text import TOKENS, _MapStage
+from sparkship.serving.text import _MapStage
 
 SEED = 42
 _EMPTY = np.empty(0, dtype=np.int64)

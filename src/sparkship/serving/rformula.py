@@ -18,8 +18,8 @@ import numpy as np
 from sparkship.serving import reader
 from sparkship.serving.batch import Batch
 from sparkship.serving.reader import StageMetadata, read_metadata, to_double
-from sparkship.serving.signature import FLOATING, InvalidRecordError
-from sparkship.serving.stages import Schema, Stage, StringIndexerModel, UnsupportedModelError
+from sparkship.serving.signature import InvalidRecordError
+from sparkship.serving.stages import Schema, Stage, StringIndexerModel
 
 _EMPTY = np.empty(0, dtype=np.int64)
 

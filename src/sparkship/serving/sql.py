@@ -111,8 +111,6 @@ class Evaluator:
 
     # -- typing (load time) -------------------------------------------------------------------------
     def type_of(self, e: Any) -> str:
-        from sqlglot import exp
-
         m = getattr(self, "_t_" + type(e).__name__, None)
         if m is None:
             raise UnsupportedModelError(f"SQL construct {_name(e)} is not supported")
@@ -191,8 +189,7 @@ class Evaluator:
         return t
 
     def _compare_types(self, e: Any) -> str:
-        a, b = self.type_of(e.this), self.type_of(e.expression)
-        t = _widen(a, b, f"comparison {e.sql('spark')}")
+        _widen(self.type_of(e.this), self.type_of(e.expression), f"comparison {e.sql('spark')}")
         return "boolean"
 
     _t_EQ = _t_NEQ = _t_GT = _t_GTE = _t_LT = _t_LTE = _t_NullSafeEQ = _compare_types
