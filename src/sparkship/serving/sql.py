@@ -53,6 +53,7 @@ class SqlError(Exception):
     def __init__(self, message: str, row: int) -> None:
         super().__init__(message)
         self.row = row
+        self.column = "<where>"  # the output column being computed, once known
 
 
 @dataclass
@@ -830,7 +831,13 @@ class SQLTransformer(Stage):
         if self.where is not None:
             w = self.ev.ev(self.where, cols, active)
             keep = ~w.nulls & w.values.astype(bool)
-        out = {name: self.ev.ev(e, cols, keep) for name, e in self.items}
+        out = {}
+        for name, e in self.items:
+            try:
+                out[name] = self.ev.ev(e, cols, keep)
+            except SqlError as exc:
+                exc.column = name
+                raise
         return out, keep
 
     def row(self, r: dict[str, Any]) -> bool:
@@ -838,7 +845,7 @@ class SQLTransformer(Stage):
         try:
             out, keep = self._evaluate(cols, 1)
         except SqlError as exc:
-            raise InvalidRecordError(self.output_cols[0] if self.output_cols else "<where>", str(exc)) from None
+            raise InvalidRecordError(exc.column, str(exc)) from None
         if not keep[0]:
             return False
         for name, c in out.items():
@@ -855,8 +862,7 @@ class SQLTransformer(Stage):
         try:
             out, keep = self._evaluate(cols, b.n)
         except SqlError as exc:
-            raise InvalidRecordError(self.output_cols[0] if self.output_cols else "<where>", str(exc),
-                                     int(b.rows[exc.row])) from None
+            raise InvalidRecordError(exc.column, str(exc), int(b.rows[exc.row])) from None
         for name, c in out.items():
             b.set(name, c.values, c.type, c.nulls)
         return b.filter(keep) if not keep.all() else _EMPTY

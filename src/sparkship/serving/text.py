@@ -219,7 +219,8 @@ class RegexTokenizer(_MapStage):
         try:
             self.rx = java_regex(pattern)
         except ValueError as exc:
-            raise self.refuse(f"pattern {pattern!r}: {exc};") from None
+            raise UnsupportedModelError(f"stage {self.uid} (RegexTokenizer): pattern {pattern!r} cannot be matched "
+                                        f"exactly as Java does: {exc}") from None
         self.gaps = bool(self.p("gaps", True))
         self.lower = bool(self.p("toLowercase", True))
         self.min_length = int(self.p("minTokenLength", 1))
