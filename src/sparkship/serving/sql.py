@@ -247,7 +247,8 @@ class Evaluator:
             raise UnsupportedModelError("CASE <expr> WHEN (simple CASE) is not supported; use CASE WHEN <cond>")
         for w in e.args["ifs"]:
             self._bool_args(w.this)
-        return self._branches([w.args["true"] for w in e.args["ifs"]] + ([e.args["default"]] if e.args.get("default") else []), "CASE")
+        default = [e.args["default"]] if e.args.get("default") else []
+        return self._branches([w.args["true"] for w in e.args["ifs"]] + default, "CASE")
 
     def _t_If(self, e: Any) -> str:
         self._bool_args(e.this)
@@ -527,7 +528,8 @@ class Evaluator:
         return self._choose(conds, None, self.type_of(e), cols, active)
 
     def _e_If(self, e: Any, cols: dict[str, Col], active: np.ndarray) -> Col:
-        return self._choose([(e.this, e.args["true"]), (None, e.args.get("false"))], None, self.type_of(e), cols, active)
+        branches = [(e.this, e.args["true"]), (None, e.args.get("false"))]
+        return self._choose(branches, None, self.type_of(e), cols, active)
 
     def _e_Coalesce(self, e: Any, cols: dict[str, Col], active: np.ndarray) -> Col:
         t = self.type_of(e)
@@ -560,7 +562,8 @@ class Evaluator:
 
     _e_Cast = _e_TryCast
 
-    def _double_args(self, e: Any, cols: dict[str, Col], active: np.ndarray, *args: Any) -> tuple[list[Col], np.ndarray]:
+    def _double_args(self, e: Any, cols: dict[str, Col], active: np.ndarray,
+                     *args: Any) -> tuple[list[Col], np.ndarray]:
         got = [_as(self.ev(a, cols, active), "double") for a in args]
         nulls = np.zeros(len(active), dtype=bool)
         for g in got:

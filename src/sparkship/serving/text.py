@@ -91,7 +91,7 @@ def java_regex(pattern: str) -> re.Pattern[str]:
             i = j
             continue
         if ch == "$":
-            raise ValueError("Java regex construct '$' (it also matches before a final \\r or \\u2028) is not supported")
+            raise ValueError("Java regex construct '$' (it also matches before a final \\r) is not supported")
         if ch == ".":
             out.append(_JAVA_DOT)
             i += 1
