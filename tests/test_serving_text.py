@@ -95,9 +95,9 @@ def text_model(data, tmp_path_factory):
         FeatureHasher(inputCols=["x", "cat", "n", "flag"], outputCol="fh", numFeatures=32, categoricalCols=["n"]),
         VectorAssembler(inputCols=["tfidf", "cv", "cvb", "w2v", "fh", "tfb"], outputCol="features",
                         handleInvalid="keep"),
-        LogisticRegression(labelCol="label", regParam=0.05, maxIter=20),
+        LogisticRegression(labelCol="label", regParam=0.05, maxIter=10),
     ]
-    train = data.where("id % 5 != 0 and not isnan(coalesce(x, 0.0))")
+    train = data.where("id % 5 != 0 and not isnan(coalesce(x, 0.0))").cache()
     path = str(tmp_path_factory.mktemp("text") / "model")
     Pipeline(stages=stages).fit(train).write().save(path)
     return path, PipelineModel.load(path)
