@@ -43,6 +43,7 @@ setup(
         "uvicorn>=0.27",
         "matplotlib>=3.7",
         "databricks-sdk>=0.30",
+        "sqlglot>=25",  # SQLTransformer statements in the JVM-free scorer (pure Python)
     ],
     extras_require={"local": LOCAL, "spark35": SPARK35, "dev": DEV},
     entry_points={

@@ -354,7 +354,8 @@ def test_signature_derived_without_manifest(saved, arrow_data):
 
 def test_unsupported_stage_and_param_are_refused_at_load(spark, saved, tmp_path):
     from pyspark.ml import PipelineModel
-    from pyspark.ml.feature import Tokenizer
+    from pyspark.ml.feature import MinHashLSH
+    from pyspark.ml.linalg import Vectors
 
     _, rf_pipeline = saved["dt_regressor"]
     dt = rf_pipeline.stages[-1]
@@ -362,9 +363,10 @@ def test_unsupported_stage_and_param_are_refused_at_load(spark, saved, tmp_path)
     PipelineModel(stages=[dt.copy({dt.leafCol: "leaf"})]).write().save(path)
     with pytest.raises(UnsupportedModelError, match="leafCol"):
         load(path)
-    path = str(tmp_path / "tokenizer")
-    PipelineModel(stages=[Tokenizer(inputCol="cat1", outputCol="words")]).write().save(path)
-    with pytest.raises(UnsupportedModelError, match="org.apache.spark.ml.feature.Tokenizer"):
+    path = str(tmp_path / "minhash")
+    lsh = MinHashLSH(inputCol="v", outputCol="h").fit(spark.createDataFrame([(Vectors.dense([1.0, 0.0]),)], ["v"]))
+    PipelineModel(stages=[lsh]).write().save(path)
+    with pytest.raises(UnsupportedModelError, match="org.apache.spark.ml.feature.MinHashLSHModel"):
         load(path)
 
 

@@ -30,10 +30,10 @@ def _run35(*args: str, home: str, expect: tuple[int, ...] = (0,)) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _write_csv(python: str, path: str, rows: int, seed: int, first_id: int) -> None:
+def _write_parquet(python: str, path: str, rows: int, seed: int, first_id: int) -> None:
     code = (
-        "import sys, pyarrow.csv as c; from sparkship import datasets; "
-        f"c.write_csv(datasets.churn_rows({rows}, seed={seed}, first_id={first_id}), {path!r})"
+        "import pyarrow.parquet as pq; from sparkship import datasets; "
+        f"pq.write_table(datasets.churn_rows({rows}, seed={seed}, first_id={first_id}), {path!r})"
     )
     subprocess.run([python, "-c", code], check=True, timeout=300)
 
@@ -44,13 +44,13 @@ def test_import_train_validate_promote_score_monitor_on_spark35(tmp_path):
                              capture_output=True, text=True, check=True).stdout.strip()
     assert version.startswith("3.5."), version
     home = str(tmp_path / "home")
-    train_csv, batch_csv = str(tmp_path / "train.csv"), str(tmp_path / "batch.csv")
-    _write_csv(python, train_csv, 2000, seed=7, first_id=1)
-    _write_csv(python, batch_csv, 500, seed=8, first_id=10_001)
+    train_file, batch_file = str(tmp_path / "train.parquet"), str(tmp_path / "batch.parquet")
+    _write_parquet(python, train_file, 2000, seed=7, first_id=1)
+    _write_parquet(python, batch_file, 500, seed=8, first_id=10_001)
     table, batch, scores = (str(tmp_path / n) for n in ("churn", "batch", "scores"))
 
-    assert _run35("tables", "import", "--source", train_csv, "--table", table, home=home)["version"] == 0
-    _run35("tables", "import", "--source", batch_csv, "--table", batch, home=home)
+    assert _run35("tables", "import", "--source", train_file, "--table", table, home=home)["version"] == 0
+    _run35("tables", "import", "--source", batch_file, "--table", batch, home=home)
     from sparkship import datasets
 
     spec = tmp_path / "spec.yaml"

@@ -169,9 +169,17 @@ def test_tables_read_identically_with_the_other_engine_deltalake_and_duckdb(spar
     assert _deltalake_table(path, version=0).num_rows == tables.read(spark, path, version=0).count() == 40
 
 
-def _append_worker(path: str, worker: int, batches: int) -> list[int]:
+def _append_worker(path: str, worker: int, batches: int, engine: str, home: str) -> list[int]:
+    """Appends from a fresh process: through a Spark session on the native engine, through delta-rs otherwise."""
     import pyarrow as pa
 
+    if engine == "native":
+        from sparkship.spark import get_spark
+
+        spark = get_spark(home=home)
+        assert tables.engine_for(spark) == "native"
+        return [tables.write(spark.createDataFrame([(worker * 1000 + b, f"w{worker}")], "id int, who string"), path)
+                for b in range(batches)]
     from sparkship.tables import append_arrow
 
     return [
@@ -180,15 +188,15 @@ def _append_worker(path: str, worker: int, batches: int) -> list[int]:
     ]
 
 
-def test_concurrent_appends_from_separate_processes(spark, tmp_path):
-    """Four processes append to one table at once through the same commit path: every row lands, once."""
+def test_concurrent_appends_from_separate_processes(spark, tmp_path, engine):
+    """Four processes append to one table at once: every row lands, once, each commit in its own version."""
     import multiprocessing
 
     path = str(tmp_path / "conc")
     tables.write(spark.createDataFrame([(-1, "seed")], "id int, who string"), path, mode="overwrite")
     # spawn, not fork: delta-rs' runtime does not survive a fork (see shared NOTES).
     with multiprocessing.get_context("spawn").Pool(4) as pool:
-        versions = pool.starmap(_append_worker, [(path, w, 5) for w in range(4)])
+        versions = pool.starmap(_append_worker, [(path, w, 5, engine, str(tmp_path / f"home{w}")) for w in range(4)])
     committed = sorted(v for vs in versions for v in vs)
     assert committed == list(range(1, 21))  # 20 commits, each its own version, none lost
     result = tables.read(spark, path)

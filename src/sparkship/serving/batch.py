@@ -1,7 +1,8 @@
 """Columnar rows for the batch path: numpy arrays per column, null masks, Spark types, original row numbers.
 
 Numeric columns are float64 (double, float) or int64 (integral types) arrays; booleans bool arrays; strings
-object arrays holding ``str`` or ``None``; vectors 2-D float64 arrays. A null is flagged in ``nulls[name]``
+object arrays holding ``str`` or ``None``; vectors 2-D float64 arrays; ``array<string>`` columns (tokens) object
+arrays holding lists of ``str`` (or ``None``). A null is flagged in ``nulls[name]``
 (its slot holds NaN, 0 or None). ``rows`` keeps each surviving row's position in the caller's input, so rows
 dropped by a stage (Spark's ``skip`` modes) can be reported.
 
@@ -89,6 +90,10 @@ def _column_from_values(name: str, values: Sequence[Any], spark_type: str) -> tu
         arr = np.array([[np.nan] * width if v is None else v for v in values], dtype=np.float64).reshape(
             len(values), width
         )
+    elif spark_type == "array<string>":
+        arr = np.empty(len(values), dtype=object)
+        for i, v in enumerate(values):  # one list per slot (a slice assignment would broadcast the lists)
+            arr[i] = v
     else:
         arr = np.empty(len(values), dtype=object)
         arr[:] = list(values)
@@ -159,6 +164,14 @@ def from_arrow(table: Any, signature: Signature) -> Batch:
                     raise TypeError(f"expected string, got {atype}")
                 codes, distinct = _dictionary_codes(col)
                 arr = np.append(distinct, None)[codes]  # code -1 picks the trailing None
+            elif t == "array<string>":
+                if not (pa.types.is_list(atype) or pa.types.is_large_list(atype) or pa.types.is_null(atype)):
+                    raise TypeError(f"expected array<string>, got {atype}")
+                if not pa.types.is_null(atype) and not (pa.types.is_string(atype.value_type)
+                                                        or pa.types.is_large_string(atype.value_type)
+                                                        or pa.types.is_null(atype.value_type)):
+                    raise TypeError(f"expected array<string>, got {atype}")
+                arr, nulls = _column_from_values(f.name, col.to_pylist(), t)
             else:  # vector
                 arr, nulls = _column_from_values(f.name, col.to_pylist(), "vector")
         except (TypeError, pa.ArrowInvalid) as exc:

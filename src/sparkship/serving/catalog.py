@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from sparkship.serving.features import FEATURE_STAGES
+from sparkship.serving.hashing import FeatureHasher, HashingTF
 from sparkship.serving.predictors import (
     DecisionTreeClassificationModel,
     DecisionTreeRegressionModel,
@@ -13,7 +14,9 @@ from sparkship.serving.predictors import (
     RandomForestRegressionModel,
 )
 from sparkship.serving.reader import StageMetadata
+from sparkship.serving.rformula import ColumnPruner, RFormulaModel, TargetEncoderModel, VectorAttributeRewriter
 from sparkship.serving.selection import SELECTION_STAGES
+from sparkship.serving.sql import SQLTransformer
 from sparkship.serving.stages import (
     Bucketizer,
     ImputerModel,
@@ -25,6 +28,9 @@ from sparkship.serving.stages import (
     UnsupportedModelError,
     VectorAssembler,
 )
+from sparkship.serving.text import (
+    CountVectorizerModel, IDFModel, NGram, RegexTokenizer, StopWordsRemover, Tokenizer, Word2VecModel,
+)
 
 STAGES: dict[str, type[Stage]] = {
     cls.spark_class: cls
@@ -33,6 +39,9 @@ STAGES: dict[str, type[Stage]] = {
         MinMaxScalerModel, LogisticRegressionModel, LinearRegressionModel, DecisionTreeClassificationModel,
         RandomForestClassificationModel, GBTClassificationModel, DecisionTreeRegressionModel,
         RandomForestRegressionModel, GBTRegressionModel, *FEATURE_STAGES, *SELECTION_STAGES,
+        Tokenizer, RegexTokenizer, StopWordsRemover, NGram, HashingTF, CountVectorizerModel, IDFModel,
+        FeatureHasher, Word2VecModel, SQLTransformer, TargetEncoderModel, RFormulaModel, ColumnPruner,
+        VectorAttributeRewriter,
     )
 }
 

@@ -79,6 +79,8 @@ def derive_signature(stages: Sequence[Stage]) -> Signature:
 def _merge_hints(hints: set[str]) -> str:
     if "vector" in hints:
         return "vector"
+    if "array<string>" in hints:
+        return "array<string>"
     if "integral" in hints:
         return "bigint" if "double" in hints else "string"
     if "string" in hints:
@@ -104,11 +106,15 @@ class ScoreResult:
     dropped: np.ndarray
     num_input_rows: int
     dropped_by: dict[int, str] = field(default_factory=dict)
+    # Null masks of scalar output columns that hold nulls (an int, boolean or string slot cannot say so itself).
+    nulls: dict[str, np.ndarray] = field(default_factory=dict)
 
     def records(self) -> list[dict[str, Any] | None]:
-        """One dict per input row (vectors as lists), None for a dropped row."""
+        """One dict per input row (vectors as lists), None for a dropped row; None for a null value."""
         out: list[dict[str, Any] | None] = [None] * self.num_input_rows
         lists = {k: v.tolist() for k, v in self.columns.items()}
+        for k, mask in self.nulls.items():
+            lists[k] = [None if m else v for v, m in zip(lists[k], mask.tolist())]
         for j, i in enumerate(self.rows.tolist()):
             out[i] = {k: v[j] for k, v in lists.items()}
         return out
@@ -121,6 +127,8 @@ class ScoreResult:
         for k, v in self.columns.items():
             if v.ndim == 2:
                 cols[k] = pa.array(list(v), type=pa.list_(pa.float64()))
+            elif k in self.nulls:
+                cols[k] = pa.array(v, mask=self.nulls[k], from_pandas=v.dtype == object)
             else:
                 cols[k] = pa.array(v)
         return pa.table(cols)
@@ -192,7 +200,8 @@ class PipelineScorer:
                 dropped_by.update(dict.fromkeys(d.tolist(), st.uid))
         dropped = np.sort(np.concatenate(dropped_parts)) if dropped_parts else np.empty(0, dtype=np.int64)
         cols = {c: b.cols[c] for c in (columns or self.outputs)}
-        return ScoreResult(cols, b.rows, dropped, n, dropped_by)
+        nulls = {c: b.nulls[c] for c in cols if c in b.nulls and b.cols[c].ndim == 1}
+        return ScoreResult(cols, b.rows, dropped, n, dropped_by, nulls)
 
     def to_batch(self, data: Any) -> Batch:
         if isinstance(data, Batch):

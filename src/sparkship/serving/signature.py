@@ -22,7 +22,7 @@ from sparkship.errors import SchemaMismatchError
 
 INTEGRAL = frozenset({"tinyint", "smallint", "int", "bigint", "byte", "short", "integer", "long"})
 FLOATING = frozenset({"double", "float"})
-SUPPORTED = INTEGRAL | FLOATING | {"boolean", "string", "vector"}
+SUPPORTED = INTEGRAL | FLOATING | {"boolean", "string", "vector", "array<string>"}
 _INT_BOUNDS = {"tinyint": 2**7, "byte": 2**7, "smallint": 2**15, "short": 2**15, "int": 2**31, "integer": 2**31,
                "bigint": 2**63, "long": 2**63}
 
@@ -48,6 +48,8 @@ def normalise_type(spark_type: str) -> str:
         return "double"
     if t in ("array<double>", "array<float>", "vector"):
         return "vector"
+    if t.replace(" ", "") == "array<string>":
+        return "array<string>"
     return t
 
 
@@ -115,6 +117,8 @@ class Signature:
                 js = {"type": ["integer", "null"]}
             elif t == "vector":
                 js = {"type": ["array", "null"], "items": {"type": "number"}}
+            elif t == "array<string>":
+                js = {"type": ["array", "null"], "items": {"type": ["string", "null"]}}
             else:
                 js = {"type": ["number", "null"]}
             props[f.name] = {**js, "description": f"Spark type {f.type}"}
@@ -180,12 +184,23 @@ def _to_vector(v: Any) -> list[float]:
     return [_to_double(x) for x in v]
 
 
+def _to_string_array(v: Any) -> list[str | None]:
+    # Spark arrays may hold null elements; tokens are strings (no number-to-string coercion inside arrays).
+    if isinstance(v, (str, bytes, Mapping)) or not hasattr(v, "__iter__"):
+        raise TypeError("not a list of strings")
+    out = list(v)
+    if not all(x is None or isinstance(x, str) for x in out):
+        raise TypeError("not a list of strings")
+    return out
+
+
 _CONVERTERS = {
     "double": _to_double,
     "float": _to_float32,
     "boolean": _to_bool,
     "string": _to_string,
     "vector": _to_vector,
+    "array<string>": _to_string_array,
     **{k: _integral(k) for k in INTEGRAL},
 }
 

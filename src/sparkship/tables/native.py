@@ -44,14 +44,12 @@ def sql_ident(table: str) -> str:
 
 
 def _error_condition(exc: BaseException) -> str:
-    for getter in ("getCondition", "getErrorClass"):
-        try:
-            value = getattr(exc, getter)()
-        except Exception:  # noqa: BLE001 - older pyspark, or not a PySparkException
-            continue
-        if value:
-            return str(value)
-    return ""
+    """The error condition (class) of a Spark exception, or ''."""
+    getter = getattr(exc, "getCondition", None) or getattr(exc, "getErrorClass", None)  # 4.0 / 3.5
+    try:
+        return str(getter() or "") if getter else ""
+    except Exception:  # noqa: BLE001 - not every exception carries one
+        return ""
 
 
 def is_conflict(exc: BaseException) -> bool:
