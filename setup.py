@@ -51,6 +51,7 @@ setup(
             "sparkship-promote=sparkship.entrypoints:promote",
             "sparkship-score=sparkship.entrypoints:score",
             "sparkship-monitor=sparkship.entrypoints:monitor",
+            "sparkship-publish=sparkship.entrypoints:publish",  # written in the publish branch (issue 15)
         ],
     },
 )

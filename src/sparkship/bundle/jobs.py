@@ -50,6 +50,7 @@ def parse_jobs(bundle: Bundle, problems: Problems) -> ParsedJobs:
     for target in bundle.targets or {"": {}}:
         parsed[target] = {}
         for key, (file, config) in bundle.target_resources("jobs", target).items():
+            _check_override_tasks(bundle, problems, key, target)
             if _parses(bundle, problems, key, target, file, config):
                 parsed[target][key] = (file, config)
                 _check_graph(problems, file, f"resources.jobs.{key}", config, target or None)
@@ -67,6 +68,8 @@ def _parses(bundle: Bundle, problems: Problems, key: str, target: str, file: str
     except (TypeError, ValueError) as exc:
         where, error = f"resources.jobs.{key}", exc
         base = bundle.jobs.get(key)
+        if base is not None and base.config is not config and _job_parses(base.config):
+            file = _compute_file(bundle, key, target, file)  # the job parses without the target's override
         base_tasks = {t.get("task_key"): t for t in (base.config.get("tasks") or []) if isinstance(t, dict)} if base else {}
         # Narrow the message down to the task at fault, and to the file at fault (the base or the override).
         for i, task in enumerate(config.get("tasks") or []):
@@ -78,6 +81,30 @@ def _parses(bundle: Bundle, problems: Problems, key: str, target: str, file: str
                 break
         problems.add(file, where, _dataclass_error(error), target or None)
         return False
+
+
+def _check_override_tasks(bundle: Bundle, problems: Problems, key: str, target: str) -> None:
+    """A target's override of a task the job does not define would deploy a task of its own, doing nothing."""
+    base = bundle.jobs.get(key)
+    override = (((bundle.targets.get(target) or {}).get("resources") or {}).get("jobs") or {}).get(key)
+    if base is None or not isinstance(override, dict):
+        return
+    defined = {t.get("task_key") for t in base.config.get("tasks") or [] if isinstance(t, dict)}
+    for i, task in enumerate(override.get("tasks") or []):
+        if isinstance(task, dict) and task.get("task_key") not in defined:
+            problems.add(_compute_file(bundle, key, target, base.file), f"resources.jobs.{key}.tasks[{item_label(task, i)}]",
+                         f"target override of task {task.get('task_key')!r}, which {base.file} does not define "
+                         f"(its tasks: {', '.join(map(str, defined))})", target)
+
+
+def _job_parses(config: dict[str, Any]) -> bool:
+    from databricks.bundles.jobs import Job
+
+    try:
+        Job.from_dict(config)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _task_file(bundle: Bundle, key: str, target: str, file: str, base_task: dict[str, Any] | None) -> str:
@@ -165,7 +192,8 @@ def check_wheel_tasks(bundle: Bundle, parsed: ParsedJobs, wheel: WheelInfo, prob
         for key, (file, job) in jobs.items():
             for i, task in wheel_tasks(job):
                 where = f"resources.jobs.{key}.tasks[{item_label(task, i)}]"
-                command = _check_entry_point(bundle, problems, file, where, job, task, wheel, target)
+                command = _check_entry_point(bundle, problems, file, _compute_file(bundle, key, target, file), where,
+                                             job, task, wheel, target)
                 if command is None:
                     continue
                 args = _parse_parameters(bundle, problems, parser, file, where, task, command, target)
@@ -176,8 +204,8 @@ def check_wheel_tasks(bundle: Bundle, parsed: ParsedJobs, wheel: WheelInfo, prob
 
 
 def _check_entry_point(
-    bundle: Bundle, problems: Problems, file: str, where: str, job: dict[str, Any], task: dict[str, Any],
-    wheel: WheelInfo, target: str,
+    bundle: Bundle, problems: Problems, file: str, compute_file: str, where: str, job: dict[str, Any],
+    task: dict[str, Any], wheel: WheelInfo, target: str,
 ) -> list[str] | None:
     """The package and entry point are the wheel's, the wheel is installed; returns the sparkship command."""
     pwt, tgt = task["python_wheel_task"], target or None
@@ -192,7 +220,7 @@ def _check_entry_point(
                      f"entry point {entry!r} is not declared by the built wheel {wheel_file}"
                      f"{did_you_mean(entry, wheel.entry_points)}; it declares: {', '.join(sorted(wheel.entry_points))}", tgt)
         return None
-    _check_installed(bundle, problems, file, where, job, task, tgt)
+    _check_installed(bundle, problems, compute_file, where, job, task, tgt)
     value = wheel.entry_points[entry]
     if not wheel.defines(value):
         problems.add(file, f"{where}.python_wheel_task.entry_point",

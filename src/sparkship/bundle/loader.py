@@ -245,6 +245,11 @@ def _absorb(bundle: Bundle, rel: str, data: dict[str, Any], allowed: frozenset[s
     for name, target in targets.items():
         bundle.targets[str(name)] = merge(bundle.targets.get(str(name)) or {}, target or {})
         bundle.target_files.setdefault(str(name), []).append(rel)
+        overrides = target.get("resources") if isinstance(target, dict) else None
+        for kind in overrides if isinstance(overrides, dict) else {}:
+            if kind not in RESOURCE_KINDS:
+                bundle.problems.append(Problem(rel, f"targets.{name}.resources.{kind}",
+                                               f"unknown resource kind{did_you_mean(kind, RESOURCE_KINDS)}"))
     resources = data.get("resources") or {}
     if not isinstance(resources, dict):
         bundle.problems.append(Problem(rel, "resources", "expected a mapping of resource kind -> resources"))
