@@ -7,7 +7,9 @@ about: dict = {}
 exec((Path(__file__).parent / "src" / "sparkship" / "_version.py").read_text(), about)
 
 LOCAL = ["pyspark==4.0.*", "pandas>=2.2,<3"]
-DEV = LOCAL + [
+# `sparkship bundle check` (and building the bundle's wheel); a command that needs an extra names it.
+BUNDLE = ["databricks-bundles>=1.20", "build"]
+DEV = LOCAL + BUNDLE + [
     "pytest>=8",
     "pytest-timeout",
     "chispa==0.12.0",
@@ -15,8 +17,6 @@ DEV = LOCAL + [
     "duckdb-extension-delta==1.5.5",
     "hypothesis",
     "httpx",
-    "databricks-bundles",
-    "build",
     "wheel",
 ]
 
@@ -41,7 +41,7 @@ setup(
         "matplotlib>=3.7",
         "databricks-sdk>=0.30",
     ],
-    extras_require={"local": LOCAL, "dev": DEV},
+    extras_require={"local": LOCAL, "bundle": BUNDLE, "dev": DEV},
     entry_points={
         "console_scripts": [
             "sparkship=sparkship.cli:run",

@@ -81,7 +81,9 @@ def check_bundle(root: str | os.PathLike[str] = ".", wheel: str | os.PathLike[st
     """
     from sparkship.bundle import jobs as job_checks
     from sparkship.bundle import monitors as monitor_checks
+    from sparkship.extras import require
 
+    require("databricks.bundles", extra="bundle", command="sparkship bundle check")  # before reading anything
     bundle = load_bundle(root)
     problems = Problems(list(bundle.targets))
     problems.extend(bundle.problems)
