@@ -22,8 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from deltalake import DeltaTable
-from pyarrow import parquet as pq
+from deltalake import DeltaTable, write_deltalake
 
 from sparkship import datasets
 from sparkship.bundle import build_wheel
@@ -169,16 +168,12 @@ def test_a_command_that_needs_an_extra_says_which_in_one_line(venv, tmp_path):
     assert json.loads(as_json.stdout)["type"] == "MissingExtraError"
 
 
-def _write_parquet(table, path: Path) -> Path:
-    pq.write_table(table, str(path))  # parquet keeps the types (and the nulls) the generator made
-    return path
-
-
 def test_train_and_score_from_the_wheel(venv, tmp_path):
     home, tables = tmp_path / "home", tmp_path / "tables"
-    training = _write_parquet(datasets.churn_rows(400, seed=3), tmp_path / "train.parquet")
+    # The input tables are written by delta-rs here: each sparkship command starts a JVM, which is what costs.
+    write_deltalake(str(tables / "training"), datasets.churn_rows(400, seed=3))
     new_rows = datasets.churn_rows(150, seed=5, first_id=10_001)
-    customers = _write_parquet(new_rows.drop_columns([datasets.LABEL]), tmp_path / "customers.parquet")
+    write_deltalake(str(tables / "customers"), new_rows.drop_columns([datasets.LABEL]))
     spec = tmp_path / "churn.yml"
     spec.write_text(yaml.safe_dump({
         "name": "churn", "task": "classification", "table": str(tables / "training"), "label": datasets.LABEL,
@@ -187,8 +182,6 @@ def test_train_and_score_from_the_wheel(venv, tmp_path):
         "split": {"test_fraction": 0.25, "seed": 1},
     }))
     steps = [
-        ["tables", "import", "--source", str(training), "--table", str(tables / "training")],
-        ["tables", "import", "--source", str(customers), "--table", str(tables / "customers")],
         ["train", "--spec", str(spec), "--run-id", "wheel-test"],
         ["score", "--model", "churn/1", "--input", str(tables / "customers"), "--output", str(tables / "scores"),
          "--keys", datasets.KEY, "--run-id", "wheel-test"],
@@ -202,7 +195,7 @@ def test_train_and_score_from_the_wheel(venv, tmp_path):
         assert "Traceback" not in proc.stderr
         outputs.append(json.loads(proc.stdout))
 
-    assert outputs[2]["version"] == 1
+    assert outputs[0]["version"] == 1
     scores = DeltaTable(str(tables / "scores")).to_pyarrow_table()  # read by delta-rs, not by the code under test
     assert set(OUTPUT_COLUMNS) <= set(scores.column_names)
     assert sorted(scores.column(datasets.KEY).to_pylist()) == sorted(new_rows.column(datasets.KEY).to_pylist())
