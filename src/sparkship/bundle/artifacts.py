@@ -42,7 +42,7 @@ def check_artifacts(bundle: Bundle, problems: Problems) -> None:
         if not isinstance(artifact, dict):
             problems.add(BUNDLE_FILE, where, "expected a mapping with type, build and path")
             continue
-        unknown_keys(problems, BUNDLE_FILE, where, artifact, ARTIFACT_KEYS)
+        problems.extend(unknown_keys(BUNDLE_FILE, where, artifact, ARTIFACT_KEYS))
         if artifact.get("type") not in ARTIFACT_TYPES:
             problems.add(BUNDLE_FILE, f"{where}.type",
                          f"expected one of {', '.join(ARTIFACT_TYPES)}, got {artifact.get('type')!r}")

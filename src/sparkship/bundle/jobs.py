@@ -15,7 +15,7 @@ from typing import Any
 from sparkship.bundle.artifacts import WheelInfo, artifact_dist_dirs
 from sparkship.bundle.environments import check_compute, wheels_installed
 from sparkship.bundle.loader import Bundle
-from sparkship.bundle.problems import Problems, did_you_mean, item_label
+from sparkship.bundle.problems import Problems, dataclass_error, did_you_mean, item_label
 from sparkship.errors import UsageError
 
 SAMPLE_RUN_ID = "123456789"
@@ -79,7 +79,7 @@ def _parses(bundle: Bundle, problems: Problems, key: str, target: str, file: str
                 where, error = f"resources.jobs.{key}.tasks[{item_label(task, i)}]", task_exc
                 file = _task_file(bundle, key, target, file, base_tasks.get(task.get("task_key")))
                 break
-        problems.add(file, where, _dataclass_error(error), target or None)
+        problems.add(file, where, dataclass_error(error), target or None)
         return False
 
 
@@ -125,14 +125,6 @@ def _compute_file(bundle: Bundle, key: str, target: str, file: str) -> str:
     if target and ((bundle.targets.get(target) or {}).get("resources") or {}).get("jobs", {}).get(key):
         return bundle.target_file(target, f"resources.jobs.{key}")
     return file
-
-
-def _dataclass_error(exc: Exception) -> str:
-    text = str(exc)
-    missing = re.search(r"(\w+)\.__init__\(\) missing \d+ required keyword-only arguments?: (.+)", text)
-    if missing:
-        return f"{missing.group(1)} is missing required field(s) {missing.group(2)}"
-    return text
 
 
 def _check_graph(problems: Problems, file: str, where: str, job: dict[str, Any], target: str | None) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sparkship.bundle.problems import Problem, did_you_mean
+from sparkship.bundle.problems import Problem, unknown_keys
 from sparkship.errors import NotFoundError, UsageError
 
 BUNDLE_FILE = "databricks.yml"
@@ -234,9 +234,7 @@ def read_yaml(path: Path, rel: str) -> Any:
 
 def _absorb(bundle: Bundle, rel: str, data: dict[str, Any], allowed: frozenset[str]) -> None:
     """Merge one file's sections into the bundle, recording unknown keys and duplicate definitions."""
-    for key in data:
-        if key not in allowed:
-            bundle.problems.append(Problem(rel, str(key), f"unknown top-level key{did_you_mean(key, allowed)}"))
+    bundle.problems.extend(unknown_keys(rel, "", data, sorted(allowed), what="top-level key"))
     _absorb_variables(bundle, rel, data.get("variables") or {})
     targets = data.get("targets") or {}
     if not isinstance(targets, dict):
@@ -246,20 +244,17 @@ def _absorb(bundle: Bundle, rel: str, data: dict[str, Any], allowed: frozenset[s
         bundle.targets[str(name)] = merge(bundle.targets.get(str(name)) or {}, target or {})
         bundle.target_files.setdefault(str(name), []).append(rel)
         overrides = target.get("resources") if isinstance(target, dict) else None
-        for kind in overrides if isinstance(overrides, dict) else {}:
-            if kind not in RESOURCE_KINDS:
-                bundle.problems.append(Problem(rel, f"targets.{name}.resources.{kind}",
-                                               f"unknown resource kind{did_you_mean(kind, RESOURCE_KINDS)}"))
+        if isinstance(overrides, dict):
+            bundle.problems.extend(unknown_keys(rel, f"targets.{name}.resources", overrides, RESOURCE_KINDS,
+                                                what="resource kind"))
     resources = data.get("resources") or {}
     if not isinstance(resources, dict):
         bundle.problems.append(Problem(rel, "resources", "expected a mapping of resource kind -> resources"))
         return
+    bundle.problems.extend(unknown_keys(rel, "resources", resources, RESOURCE_KINDS, what="resource kind"))
     for kind, items in resources.items():
-        if kind not in RESOURCE_KINDS:
-            bundle.problems.append(Problem(rel, f"resources.{kind}", "unknown resource kind"
-                                           f"{did_you_mean(kind, RESOURCE_KINDS)}"))
-            continue
-        _absorb_resources(bundle, rel, str(kind), items)
+        if kind in RESOURCE_KINDS:
+            _absorb_resources(bundle, rel, str(kind), items)
 
 
 def _absorb_variables(bundle: Bundle, rel: str, variables: Any) -> None:

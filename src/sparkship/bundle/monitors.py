@@ -13,7 +13,7 @@ from typing import Any
 
 from sparkship.bundle.jobs import ParsedJobs, WheelTaskRun, load_shipped_specs
 from sparkship.bundle.loader import Bundle
-from sparkship.bundle.problems import Problems, did_you_mean
+from sparkship.bundle.problems import Problems, dataclass_error, did_you_mean
 
 UC_TABLE = re.compile(r"[^.\s/`]+\.[^.\s/`]+\.[^.\s/`]+")
 UC_SCHEMA = re.compile(r"[^.\s/`]+\.[^.\s/`]+")
@@ -36,15 +36,10 @@ def parse_monitors(bundle: Bundle, problems: Problems) -> dict[str, dict[str, tu
             try:
                 QualityMonitor.from_dict(config)  # type: ignore[arg-type]
             except (TypeError, ValueError) as exc:
-                problems.add(file, f"resources.quality_monitors.{key}", _error(exc), target)
+                problems.add(file, f"resources.quality_monitors.{key}", dataclass_error(exc), target)
                 continue
             parsed[target][key] = (file, config)
     return parsed
-
-
-def _error(exc: Exception) -> str:
-    missing = re.search(r"(\w+)\.__init__\(\) missing \d+ required keyword-only arguments?: (.+)", str(exc))
-    return f"{missing.group(1)} is missing required field(s) {missing.group(2)}" if missing else str(exc)
 
 
 def check_monitors(

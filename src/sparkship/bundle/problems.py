@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
@@ -67,13 +68,22 @@ def did_you_mean(word: Any, choices: Iterable[Any]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def unknown_keys(problems: Problems, file: str, where: str, mapping: dict[str, Any], known: Iterable[str],
-                 target: str | None = None) -> None:
-    """Report every key of ``mapping`` that is not in ``known`` (the one unknown-key check of every section)."""
+def unknown_keys(file: str, where: str, mapping: dict[str, Any], known: Iterable[str],
+                 what: str = "key") -> list[Problem]:
+    """A problem for every key of ``mapping`` not in ``known`` (the one unknown-key check of every section).
+
+    >>> [str(p) for p in unknown_keys("databricks.yml", "targets.dev", {"mode": 1, "workspce": 2}, ["mode", "workspace"])]
+    ["databricks.yml: targets.dev.workspce: unknown key (did you mean 'workspace'?)"]
+    """
     known = list(known)
-    for key in mapping:
-        if key not in known:
-            problems.add(file, f"{where}.{key}" if where else str(key), f"unknown key{did_you_mean(key, known)}", target)
+    return [Problem(file, f"{where}.{key}" if where else str(key), f"unknown {what}{did_you_mean(key, known)}")
+            for key in mapping if key not in known]
+
+
+def dataclass_error(exc: Exception) -> str:
+    """A ``databricks-bundles`` ``from_dict`` error, with a missing required field said plainly."""
+    missing = re.search(r"(\w+)\.__init__\(\) missing \d+ required keyword-only arguments?: (.+)", str(exc))
+    return f"{missing.group(1)} is missing required field(s) {missing.group(2)}" if missing else str(exc)
 
 
 def walk(value: Any, where: str = "") -> Iterator[tuple[str, str]]:

@@ -21,7 +21,7 @@ def check_bundle_section(bundle: Bundle, problems: Problems) -> None:
     if not isinstance(section, dict) or not section.get("name"):
         problems.add(BUNDLE_FILE, "bundle.name", "missing: every bundle needs a name")
         return
-    unknown_keys(problems, BUNDLE_FILE, "bundle", section, BUNDLE_KEYS)
+    problems.extend(unknown_keys(BUNDLE_FILE, "bundle", section, BUNDLE_KEYS))
 
 
 def check_targets(bundle: Bundle, problems: Problems) -> None:
@@ -35,7 +35,7 @@ def check_targets(bundle: Bundle, problems: Problems) -> None:
         if not isinstance(target, dict):
             problems.add(file, where, "expected a mapping of target settings")
             continue
-        unknown_keys(problems, file, where, target, TARGET_KEYS)
+        problems.extend(unknown_keys(file, where, target, TARGET_KEYS))
         if "mode" in target and target["mode"] not in TARGET_MODES:
             problems.add(bundle.target_file(name, "mode"), f"{where}.mode",
                          f"invalid mode {target['mode']!r}: expected one of {', '.join(TARGET_MODES)}")

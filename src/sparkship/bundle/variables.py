@@ -15,7 +15,7 @@ def check_variables(bundle: Bundle, problems: Problems) -> None:
         if not isinstance(definition, dict):
             problems.add(file, f"variables.{name}", "expected a mapping with 'default' and/or 'description', 'lookup'")
             continue
-        unknown_keys(problems, file, f"variables.{name}", definition, VARIABLE_KEYS)
+        problems.extend(unknown_keys(file, f"variables.{name}", definition, VARIABLE_KEYS))
         if "type" in definition and definition["type"] not in VARIABLE_TYPES:
             problems.add(file, f"variables.{name}.type", f"expected {', '.join(VARIABLE_TYPES)}, got {definition['type']!r}")
     for file, data in bundle.files.items():
