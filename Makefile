@@ -1,10 +1,25 @@
-# Two commands for a fresh machine: `make demo` and `make test`. Each builds .venv first.
+# Two commands for a fresh machine: `make demo` and `make test`. Each builds what it needs first:
+# .venv (pyspark 4.0 + delta-spark, the Databricks Runtime 17.3 LTS line) with Delta Lake's jars from Maven
+# Central in .venv/jars/delta, and for the tests a second environment .venv35 (pyspark 3.5 + Delta 3.3, the
+# 15.4/16.4 LTS line). Maven and pip cache what they download, so re-runs work from the caches.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DELTA_VERSION := 4.0.1
+JARS := $(VENV)/jars/delta
+JARS_STAMP := $(JARS)/.fetched
 
-.PHONY: demo test venv browser bench clean
+VENV35 := .venv35
+STAMP35 := $(VENV35)/.installed
+DELTA35_VERSION := 3.3.2
+JARS35 := $(VENV35)/jars/delta
+JARS35_STAMP := $(JARS35)/.fetched
+
+MVN_COPY = mvn -q -B -f jars/pom.xml dependency:copy-dependencies -DincludeScope=runtime \
+	-DexcludeArtifactIds=scala-library
+
+.PHONY: demo test test-quick venv jars venv35 browser bench clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -12,24 +27,50 @@ $(STAMP): setup.py
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-venv: $(STAMP)
+# Delta Lake's JVM jars (delta-spark, delta-storage, antlr4-runtime) for local sessions: the native engine.
+$(JARS_STAMP): jars/pom.xml
+	rm -rf $(JARS) && mkdir -p $(JARS)
+	$(MVN_COPY) -Ddelta.version=$(DELTA_VERSION) -Dscala.binary=2.13 -DoutputDirectory=$(abspath $(JARS))
+	touch $@
 
-# Headless Chromium renders the HTML report in its test. Installed from Debian when missing and possible;
-# without it that one test is skipped, saying why.
+venv: $(STAMP)
+jars: $(STAMP) $(JARS_STAMP)
+
+# The Spark 3.5 line, for the compatibility smoke flow (tests/test_spark35.py).
+$(STAMP35): setup.py
+	$(PYTHON) -m venv $(VENV35)
+	$(VENV35)/bin/python -m pip install -q --upgrade pip
+	$(VENV35)/bin/python -m pip install -q -e '.[spark35]'
+	touch $(STAMP35)
+
+$(JARS35_STAMP): jars/pom.xml
+	rm -rf $(JARS35) && mkdir -p $(JARS35)
+	$(MVN_COPY) -Ddelta.version=$(DELTA35_VERSION) -Dscala.binary=2.12 -DoutputDirectory=$(abspath $(JARS35))
+	touch $@
+
+venv35: $(STAMP35) $(JARS35_STAMP)
+
+# Headless Chromium renders the HTML report in its test; the test fails when it is missing
+# (SPARKSHIP_REQUIRE_BROWSER=1), so install it from Debian when possible.
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } \
-	  || echo "chromium not installed: the report screenshot test will be skipped"
+	  || echo "chromium could not be installed: the report screenshot test will fail"
 
-demo: $(STAMP)
+demo: jars
 	$(BIN)/sparkship demo
 
-test: $(STAMP) browser
-	$(BIN)/python -m pytest -q -ra --timeout=900 --durations=15 tests
+test: jars venv35 browser
+	SPARKSHIP_REQUIRE_BROWSER=1 SPARKSHIP_VENV35=$(abspath $(VENV35)) \
+	  $(BIN)/python -m pytest -q -ra --timeout=900 --durations=20 tests
 
-bench: $(STAMP)
+# A quick subset (no kill, cluster, Connect, wheel or Spark 3.5 tests): a few minutes.
+test-quick: jars
+	$(BIN)/python -m pytest -q -ra --timeout=600 -m "not slow" tests
+
+bench: jars
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) .sparkship build dist src/*.egg-info
+	rm -rf $(VENV) $(VENV35) .sparkship build dist src/*.egg-info

@@ -6,7 +6,10 @@ from setuptools import find_packages, setup
 about: dict = {}
 exec((Path(__file__).parent / "src" / "sparkship" / "_version.py").read_text(), about)
 
-LOCAL = ["pyspark==4.0.*", "pandas>=2.2,<3"]
+# Local Spark as on Databricks Runtime 17.3 LTS (Spark 4.0 + Delta 4.0); Delta's jars come from the Makefile.
+LOCAL = ["pyspark==4.0.*", "delta-spark==4.0.*", "pandas>=2.2,<3"]
+# The 15.4 / 16.4 LTS line (Spark 3.5 + Delta 3.3), for the compatibility smoke flow.
+SPARK35 = ["pyspark==3.5.*", "delta-spark==3.3.2", "pandas>=2.0,<3"]
 # `sparkship bundle check` (and building the bundle's wheel); a command that needs an extra names it.
 BUNDLE = ["databricks-bundles>=1.20", "build"]
 DEV = LOCAL + BUNDLE + [
@@ -41,7 +44,11 @@ setup(
         "matplotlib>=3.7",
         "databricks-sdk>=0.30",
     ],
+<<<<<<< HEAD
     extras_require={"local": LOCAL, "bundle": BUNDLE, "dev": DEV},
+=======
+    extras_require={"local": LOCAL, "spark35": SPARK35, "dev": DEV},
+>>>>>>> main
     entry_points={
         "console_scripts": [
             "sparkship=sparkship.cli:run",

@@ -26,6 +26,11 @@ def _rows(n0: int, n: int) -> list[tuple]:
     ]
 
 
+@pytest.fixture(autouse=True)
+def _on_both_engines(engine):
+    """Every test here runs on delta-spark and on the delta-rs data source."""
+
+
 @pytest.fixture
 def people(spark):
     return spark.createDataFrame(_rows(0, 40), SCHEMA)
@@ -141,7 +146,7 @@ def test_added_rows_between_versions(spark, tmp_path, people):
         tables.added_rows(spark, path, 2, 3)
 
 
-def test_tables_read_identically_with_deltalake_and_duckdb(spark, tmp_path, people):
+def test_tables_read_identically_with_the_other_engine_deltalake_and_duckdb(spark, tmp_path, people, engine):
     path = str(tmp_path / "x")
     tables.write(people, path, mode="overwrite", partition_by=["name"])
     tables.write(spark.createDataFrame(_rows(100, 15), SCHEMA), path)
@@ -151,6 +156,15 @@ def test_tables_read_identically_with_deltalake_and_duckdb(spark, tmp_path, peop
     assert ours.count() == 55
     assert_df_equality(by_deltalake, ours, ignore_row_order=True)
     assert_df_equality(by_duckdb, ours, ignore_row_order=True)
+    other = next(e for e in tables.ENGINES if e != engine)
+    tables.use_engine(spark, other)
+    by_other = tables.read(spark, path).select(*ours.columns)
+    assert_df_equality(by_other, ours, ignore_row_order=True)
+    assert tables.history(spark, path)[0]["version"] == 1
+    # ...and the other engine can append to it: the first engine reads that back.
+    tables.write(spark.createDataFrame(_rows(200, 3), SCHEMA), path)
+    tables.use_engine(spark, engine)
+    assert tables.read(spark, path).count() == 58
     # Time travel agrees too.
     assert _deltalake_table(path, version=0).num_rows == tables.read(spark, path, version=0).count() == 40
 

@@ -73,11 +73,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for noisy in ("py4j", "urllib3", "matplotlib", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    ctx = Context(
-        Settings.resolve(home=args.home, registry_root=args.registry_root, models_root=args.models_root,
-                         master=args.master),
-        as_json=args.json,
-    )
+    try:
+        ctx = Context(
+            Settings.resolve(home=args.home, registry_root=args.registry_root, models_root=args.models_root,
+                             master=args.master),
+            as_json=args.json,
+        )
+    except SparkshipError as exc:
+        return _fail(Context(None, as_json=args.json), exc, exc.exit_code)  # type: ignore[arg-type]
     try:
         result = args.handler(ctx, args)
     except SparkshipError as exc:

@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from sparkship.errors import UsageError
+
 HOME_ENV = "SPARKSHIP_HOME"
 REGISTRY_ENV = "SPARKSHIP_REGISTRY_ROOT"
 MODELS_ENV = "SPARKSHIP_MODELS_ROOT"
@@ -20,10 +22,20 @@ MASTER_ENV = "SPARK_MASTER"
 DEFAULT_HOME = ".sparkship"
 
 
-def _absolute(path: str) -> str:
-    # Remote URIs (dbfs:/, s3://, abfss://) are kept as given; local paths are made absolute.
-    if "://" in path or path.startswith("dbfs:"):
-        return path.rstrip("/")
+def is_uri(path: str) -> bool:
+    """A remote URI (``s3://``, ``abfss://``, ``gs://``, ``dbfs:/``...), not a path on a mounted filesystem."""
+    return "://" in path or path.startswith("dbfs:")
+
+
+def _root(option: str, path: str) -> str:
+    """A root folder made absolute; URIs are refused, since artifacts are written with file-system calls."""
+    if is_uri(path):
+        mounted = "/dbfs/" + path[len("dbfs:"):].lstrip("/") if path.startswith("dbfs:") else None
+        hint = f"use {mounted}" if mounted else "use a Unity Catalog volume (/Volumes/<catalog>/<schema>/<volume>/...)"
+        raise UsageError(
+            f"{option} {path}: sparkship keeps its home, registry and model artifacts on a mounted filesystem, "
+            f"not at a URI; {hint} or a local folder. (Tables may be URIs or catalog names.)"
+        )
     return str(Path(path).expanduser().resolve())
 
 
@@ -44,11 +56,13 @@ class Settings:
         models_root: str | None = None,
         master: str | None = None,
     ) -> "Settings":
-        home_path = _absolute(home or os.environ.get(HOME_ENV) or DEFAULT_HOME)
+        home_path = _root("--home / SPARKSHIP_HOME", home or os.environ.get(HOME_ENV) or DEFAULT_HOME)
         return cls(
             home=home_path,
-            registry_root=_absolute(registry_root or os.environ.get(REGISTRY_ENV) or f"{home_path}/registry"),
-            models_root=_absolute(models_root or os.environ.get(MODELS_ENV) or f"{home_path}/models"),
+            registry_root=_root("--registry-root / SPARKSHIP_REGISTRY_ROOT",
+                                registry_root or os.environ.get(REGISTRY_ENV) or f"{home_path}/registry"),
+            models_root=_root("--models-root / SPARKSHIP_MODELS_ROOT",
+                              models_root or os.environ.get(MODELS_ENV) or f"{home_path}/models"),
             master=master or os.environ.get(MASTER_ENV) or None,
         )
 

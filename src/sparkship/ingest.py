@@ -31,10 +31,12 @@ def import_file(
     fmt: str | None = None,
     mode: str = "append",
     partition_by: list[str] | None = None,
+    expected_version: int | None = None,
 ) -> dict[str, Any]:
     """Read ``source`` (CSV with a header and inferred types, parquet or JSON lines) and write it to ``table``.
 
-    Returns ``{"table", "version", "rows"}``.
+    Returns ``{"table", "version", "rows"}``. ``expected_version`` makes the write a compare-and-set: it commits
+    only if the table is still at that version (-1: it must not exist yet).
 
         >>> import_file(spark, "people.csv", "/tmp/people")      # doctest: +SKIP
         {'table': '/tmp/people', 'version': 0, 'rows': 3}
@@ -53,6 +55,6 @@ def import_file(
     df = df.cache()
     rows = df.count()
     log.info("importing %d rows from %s into %s (%s)", rows, source, table, mode)
-    version = tables.write(df, table, mode=mode, partition_by=partition_by)
+    version = tables.write(df, table, mode=mode, partition_by=partition_by, expected_version=expected_version)
     df.unpersist()
     return {"table": table, "version": version, "rows": rows}

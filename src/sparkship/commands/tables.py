@@ -18,6 +18,8 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=["csv", "parquet", "json"], help="default: from the source's extension")
     p.add_argument("--mode", choices=["append", "overwrite"], default="append")
     p.add_argument("--partition-by", default=None, help="comma-separated partition columns for a new table")
+    p.add_argument("--expected-version", type=int, default=None, metavar="V",
+                   help="commit only if the table is still at version V (-1: it must not exist yet)")
 
     p = add_command(sub, common, "show", show_table, "print rows of a Delta table")
     p.add_argument("table", help="Delta table path")
@@ -34,7 +36,8 @@ def import_table(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
 
     partition_by = [c.strip() for c in args.partition_by.split(",")] if args.partition_by else None
     return ingest.import_file(
-        ctx.spark, args.source, args.table, fmt=args.format, mode=args.mode, partition_by=partition_by
+        ctx.spark, args.source, args.table, fmt=args.format, mode=args.mode, partition_by=partition_by,
+        expected_version=args.expected_version,
     )
 
 

@@ -27,15 +27,25 @@ import os
 import uuid
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from sparkship.errors import ConcurrentWriteError, NotFoundError, SchemaMismatchError, SparkshipError
+from sparkship.errors import ConcurrentWriteError, NotFoundError, SchemaMismatchError, SparkshipError, UsageError
+from sparkship.spark import DELTA_EXTENSION, ENGINE_ENV, MissingJarsError
 from sparkship.tables import metadata
+from sparkship.tables.deltars import DeltaRsEngine
+from sparkship.tables.engine import (
+    Commit,
+    DeltaEngine,
+    NotAppendOnlyError,
+    UnsupportedFilesystemError,
+    WriteRequest,
+    judge_appends,
+)
 from sparkship.tables.metadata import append_arrow, read_arrow, table_exists, table_version
+from sparkship.tables.native import NativeEngine
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import StructType
 
-ENGINE_ENV = "SPARKSHIP_DELTA_ENGINE"
 ENGINES = ("native", "deltars")
 _ENGINE_CONF = "spark.sparkship.deltaEngine"
 
@@ -59,16 +69,23 @@ __all__ = [
 ]
 
 
-def _jvm_has_delta(spark: "SparkSession") -> bool:
+ENGINE_INSTANCES: dict[str, DeltaEngine] = {"native": NativeEngine(), "deltars": DeltaRsEngine()}
+
+
+def _session_has_delta(spark: "SparkSession") -> bool:
+    """True when the session runs delta-spark (its SQL extension is configured)."""
     try:
-        spark._jvm.java.lang.Class.forName("io.delta.tables.DeltaTable")  # type: ignore[union-attr]
-        return True
-    except Exception:
+        return "DeltaSparkSessionExtension" in (spark.conf.get("spark.sql.extensions", "") or "")
+    except Exception:  # noqa: BLE001 - a Connect server may refuse to show a static conf
         return False
 
 
 def engine_for(spark: "SparkSession") -> str:
-    """The Delta engine this session uses: ``native`` or ``deltars`` (registering the data source if needed)."""
+    """The Delta engine this session uses: ``native`` or ``deltars`` (registering the data source if needed).
+
+    ``SPARKSHIP_DELTA_ENGINE`` chooses; otherwise ``native`` on Databricks and wherever the session has
+    delta-spark, ``deltars`` elsewhere.
+    """
     chosen = spark.conf.get(_ENGINE_CONF, None)
     if chosen:
         return chosen
@@ -76,55 +93,62 @@ def engine_for(spark: "SparkSession") -> str:
 
     chosen = os.environ.get(ENGINE_ENV, "").strip().lower()
     if chosen and chosen not in ENGINES:
-        raise SparkshipError(f"{ENGINE_ENV}={chosen!r} is not one of {', '.join(ENGINES)}")
+        raise UsageError(f"{ENGINE_ENV}={chosen!r} is not one of {', '.join(ENGINES)}")
+    if chosen == "native" and not (on_databricks() or _session_has_delta(spark)):
+        raise MissingJarsError(
+            f"{ENGINE_ENV}=native, but this Spark session has no delta-spark (Delta's jars and "
+            f"spark.sql.extensions={DELTA_EXTENSION}): run `make jars`, or set {ENGINE_ENV}=deltars"
+        )
     if not chosen:
-        chosen = "native" if on_databricks() or _jvm_has_delta(spark) else "deltars"
-    if chosen == "deltars":
-        from sparkship.tables.datasource import DeltaRsDataSource
-
-        spark.dataSource.register(DeltaRsDataSource)
-    spark.conf.set(_ENGINE_CONF, chosen)
+        chosen = "native" if on_databricks() or _session_has_delta(spark) else "deltars"
+    use_engine(spark, chosen)
     return chosen
 
 
-def _engine_module(spark: "SparkSession"):  # noqa: ANN202 - one of two modules with the same functions
-    if engine_for(spark) == "native":
-        from sparkship.tables import native
+def use_engine(spark: "SparkSession", name: str) -> None:
+    """Make ``spark`` use the engine ``name`` from now on (tests run one session with both)."""
+    if name not in ENGINES:
+        raise UsageError(f"Delta engine {name!r} is not one of {', '.join(ENGINES)}")
+    if name == "deltars":
+        from sparkship.tables import deltars
 
-        return native
-    from sparkship.tables import deltars
+        deltars.register(spark)
+    spark.conf.set(_ENGINE_CONF, name)
 
-    return deltars
+
+def engine(spark: "SparkSession") -> DeltaEngine:
+    """The :class:`DeltaEngine` this session uses."""
+    return ENGINE_INSTANCES[engine_for(spark)]
 
 
 def read(spark: "SparkSession", path: str, version: int | None = None) -> "DataFrame":
     """The table at ``path`` as a DataFrame; ``version`` reads an older snapshot (time travel)."""
     if not exists(spark, path):
         raise NotFoundError(f"no Delta table at {path}")
-    return _engine_module(spark).read(spark, path, version)
+    return engine(spark).read(spark, path, version)
 
 
 def exists(spark: "SparkSession", path: str) -> bool:
-    return _engine_module(spark).exists(spark, path)
+    return engine(spark).exists(spark, path)
 
 
 def version(spark: "SparkSession", path: str) -> int | None:
     """The latest version of the table, or None when there is no table at ``path``."""
-    return _engine_module(spark).version(spark, path) if exists(spark, path) else None
+    return engine(spark).version(spark, path) if exists(spark, path) else None
 
 
 def history(spark: "SparkSession", path: str, limit: int | None = None) -> list[dict[str, Any]]:
     """Commits, newest first: ``version``, ``timestamp`` (ms), ``operation``, ``parameters``."""
     if not exists(spark, path):
         raise NotFoundError(f"no Delta table at {path}")
-    return _engine_module(spark).history(spark, path, limit)
+    return [c.to_dict() for c in engine(spark).history(spark, path, limit)]
 
 
 def schema(spark: "SparkSession", path: str, version: int | None = None) -> "StructType":
     """The table's Spark schema (from the Delta log; no DataFrame is planned)."""
     if not exists(spark, path):
         raise NotFoundError(f"no Delta table at {path}")
-    return _engine_module(spark).schema(spark, path, version)
+    return engine(spark).schema(spark, path, version)
 
 
 def check_schema(incoming: "StructType", existing: "StructType", where: str) -> None:
@@ -165,14 +189,14 @@ def write(
     if replace_partitions and mode != "overwrite":
         raise SparkshipError("replace_partitions needs mode='overwrite'")
     spark = df.sparkSession
-    engine = _engine_module(spark)
+    delta = engine(spark)
     partitions = list(partition_by or [])
     if exists(spark, path):
         current = schema(spark, path)
         if not (mode == "overwrite" and overwrite_schema):
             check_schema(df.schema, current, path)
             df = df.select(*[f"`{f.name}`" for f in current.fields])
-        table_partitions = engine.partition_columns(spark, path)
+        table_partitions = delta.partition_columns(spark, path)
         if partition_by is not None and partitions != table_partitions and not overwrite_schema:
             raise SchemaMismatchError(
                 f"cannot write to {path}: it is partitioned by {table_partitions}, not {partitions}"
@@ -180,7 +204,11 @@ def write(
         if not overwrite_schema or partition_by is None:
             partitions = table_partitions
     elif expected_version not in (None, -1):
-        raise ConcurrentWriteError(f"no Delta table at {path}, but version {expected_version} was expected")
+        raise ConcurrentWriteError(f"{mode} to {path}: there is no table, but version {expected_version} was expected")
+    if expected_version is not None and expected_version >= -1:
+        current = delta.version(spark, path) if delta.exists(spark, path) else -1
+        if current != expected_version:  # the engines' commits are compare-and-set too; this fails early
+            raise ConcurrentWriteError(f"{mode} to {path}: the table is at version {current}, not {expected_version}")
     unknown = [c for c in list(partitions) + list(replace_partitions or {}) if c not in df.columns]
     if unknown:
         raise SchemaMismatchError(f"cannot write to {path}: partition columns {unknown} are not in the data")
@@ -189,18 +217,15 @@ def write(
             f"cannot write to {path}: replace_partitions {sorted(replace_partitions)} must be partition columns "
             f"(the table's are {partitions})"
         )
-    write_id = uuid.uuid4().hex
-    engine.write(
-        df,
-        path,
-        mode,
-        partition_by=partitions,
+    request = WriteRequest(
+        mode=mode,
+        write_id=uuid.uuid4().hex,
+        partition_by=list(partitions),
         replace_partitions=dict(replace_partitions) if replace_partitions else None,
         expected_version=expected_version,
-        write_id=write_id,
         overwrite_schema=overwrite_schema,
     )
-    return engine.version_of_write(spark, path, write_id)
+    return delta.write(df, path, request)
 
 
 def added_rows(spark: "SparkSession", path: str, after_version: int, up_to_version: int) -> "DataFrame":
@@ -209,22 +234,24 @@ def added_rows(spark: "SparkSession", path: str, after_version: int, up_to_versi
     Raises :class:`NotAppendOnlyError` when data was removed or rewritten in between (an overwrite, delete or
     update): then the only safe choice is a full re-read, and the caller must ask for it.
     """
-    return _engine_module(spark).added_rows(spark, path, after_version, up_to_version)
+    delta = engine(spark)
+    appended = judge_appends(path, delta.file_changes(spark, path, after_version, up_to_version), after_version,
+                             up_to_version)
+    return delta.read_files(spark, path, up_to_version, appended)
 
 
 def count_rows(spark: "SparkSession", path: str, version: int, after_version: int | None = None) -> int:
     """Rows in ``version`` (or appended after ``after_version`` up to ``version``), from Delta's file
     statistics where every file has them, so no data is read; otherwise counted by Spark."""
-    return _engine_module(spark).count_rows(spark, path, version, after_version)
+    return engine(spark).count_rows(spark, path, version, after_version)
 
 
 def rows_committed(spark: "SparkSession", path: str, version: int) -> int | None:
     """Rows that the commit of ``version`` added (its write metrics), or None if the log does not say."""
-    return _engine_module(spark).rows_committed(spark, path, version)
+    return engine(spark).rows_committed(spark, path, version)
 
 
-class NotAppendOnlyError(SparkshipError):
-    """The table changed by more than appends between two versions."""
-
-
-__all__ += ["NotAppendOnlyError", "ConcurrentWriteError", "SchemaMismatchError"]
+__all__ += [
+    "NotAppendOnlyError", "ConcurrentWriteError", "SchemaMismatchError", "UnsupportedFilesystemError",
+    "DeltaEngine", "WriteRequest", "Commit", "engine", "use_engine",
+]

@@ -72,44 +72,27 @@ class DeltaRsReader(DataSourceReader):
 
 
 class DeltaRsWriter(DataSourceArrowWriter):
-    def __init__(self, path: str, schema: pa.Schema, overwrite: bool, options: Mapping[str, str]) -> None:
+    """Write tasks write parquet files; ``commit`` stages the list for the caller's process to commit.
+
+    The Delta commit itself runs in the process that called ``save()`` (:meth:`DeltaRsEngine.write`), so its
+    errors (a lost compare-and-set, a filesystem that refuses the commit) reach the caller as exceptions.
+    """
+
+    def __init__(self, path: str, schema: pa.Schema, options: Mapping[str, str]) -> None:
         import json
-        import uuid
 
         self.path = path
         self.arrow_schema = schema
-        self.overwrite = overwrite
         self.partition_by: list[str] = json.loads(options.get("partitionBy") or "[]")
-        self.replace_partitions: dict[str, Any] | None = (
-            json.loads(options["replacePartitions"]) if options.get("replacePartitions") else None
-        )
-        expected = options.get("expectedVersion")
-        self.expected_version = int(expected) if expected not in (None, "") else None
-        self.write_id = options.get("writeId") or uuid.uuid4().hex
-        self.overwrite_schema = (options.get("overwriteSchema") or "false").lower() == "true"
+        self.write_id = options["writeId"]
 
     def write(self, iterator: Iterator[pa.RecordBatch]) -> WrittenFiles:  # type: ignore[override]
         """Runs in each task: write this task's rows as parquet files (not yet part of the table)."""
         return WrittenFiles(delta_files.write_data_files(self.path, iterator, self.arrow_schema, self.partition_by))
 
     def commit(self, messages: list[WrittenFiles]) -> None:  # type: ignore[override]
-        """Runs once on the driver after every task succeeded: one Delta commit."""
-        written = [f for m in messages if m is not None for f in m.files]
-        try:
-            delta_files.commit_files(
-                self.path,
-                written,
-                self.arrow_schema,
-                overwrite=self.overwrite,
-                partition_by=self.partition_by,
-                replace_partitions=self.replace_partitions,
-                expected_version=self.expected_version,
-                write_id=self.write_id,
-                overwrite_schema=self.overwrite_schema,
-            )
-        except Exception:
-            delta_files.remove_files(self.path, written)
-            raise
+        """Runs once after every task succeeded: record what was written, for the caller to commit."""
+        delta_files.stage_written(self.path, self.write_id, [f for m in messages if m is not None for f in m.files])
 
     def abort(self, messages: list[WrittenFiles]) -> None:  # type: ignore[override]
         delta_files.remove_files(self.path, [f for m in messages if m is not None for f in m.files])
@@ -138,4 +121,4 @@ class DeltaRsDataSource(DataSource):
         )
 
     def writer(self, schema: StructType, overwrite: bool) -> DeltaRsWriter:
-        return DeltaRsWriter(self.options["path"], arrow_schema_of(schema), overwrite, self.options)
+        return DeltaRsWriter(self.options["path"], arrow_schema_of(schema), self.options)

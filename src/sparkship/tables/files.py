@@ -21,6 +21,8 @@ Options (all strings, as Spark passes them):
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import uuid
@@ -30,12 +32,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from sparkship.errors import ConcurrentWriteError, IntegrityError, SparkshipError
+from sparkship.errors import ConcurrentWriteError, IntegrityError, SchemaMismatchError
 
 SOURCE_NAME = "sparkship_delta"
-CONFLICT_MARKER = "SPARKSHIP_CONCURRENT_WRITE"
-# Marks a Spark job failure that was caused by our own checks, so the facade can re-raise it cleanly.
-ERROR_MARKER = "SPARKSHIP_WRITE_ERROR"
+CAS_APP_ID = "sparkship"  # Delta transaction identifier of compare-and-set commits (both engines)
 TARGET_SPLIT_BYTES = 64 * 1024 * 1024
 WRITE_ID_KEY = "sparkship.writeId"
 
@@ -326,6 +326,88 @@ def remove_files(table: str, files: list[dict[str, Any]]) -> None:
             pass
 
 
+STAGED_DIR = "_sparkship_staged"
+
+
+def stage_written(table: str, write_id: str, files: list[dict[str, Any]]) -> None:
+    """Record the files a write job wrote (in the job's commit step), for the caller's process to commit."""
+    folder = os.path.join(table, STAGED_DIR)
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{write_id}.tmp")
+    with open(tmp, "w") as fh:
+        json.dump(files, fh)
+    os.replace(tmp, os.path.join(folder, f"{write_id}.json"))
+
+
+def take_staged(table: str, write_id: str) -> list[dict[str, Any]]:
+    """The files staged by :func:`stage_written` for ``write_id`` (the record itself is removed)."""
+    record = os.path.join(table, STAGED_DIR, f"{write_id}.json")
+    with open(record) as fh:
+        files = json.load(fh)
+    os.remove(record)
+    return files
+
+
+def check_commit_support(table: str) -> None:
+    """Fail at once, naming the operation and the mount, where delta-rs cannot commit.
+
+    delta-rs commits on a local filesystem by hard-linking a temporary file to the next log entry (a
+    no-replace rename). FUSE mounts such as Unity Catalog volumes refuse that with ENOSYS ("Function not
+    implemented", os error 38): every commit would fail, so no data is written and nothing is retried.
+    """
+    folder = _existing_parent(table)
+    if folder in _COMMIT_SUPPORT_CHECKED:
+        return
+    probe = os.path.join(folder, f".sparkship-link-probe-{uuid.uuid4().hex}")
+    try:
+        with open(probe, "w"):
+            pass
+        try:
+            os.link(probe, probe + ".link")
+            os.remove(probe + ".link")
+        except OSError as exc:
+            if exc.errno in (errno.ENOSYS, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+                raise unsupported_filesystem(table, "hard link (no-replace rename)", exc) from None
+            raise
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(probe)
+    _COMMIT_SUPPORT_CHECKED.add(folder)
+
+
+_COMMIT_SUPPORT_CHECKED: set[str] = set()
+
+
+def _existing_parent(path: str) -> str:
+    path = os.path.abspath(path)
+    while not os.path.isdir(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def _mount_point(path: str) -> str:
+    path = _existing_parent(path)
+    while not os.path.ismount(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def unsupported_filesystem(table: str, operation: str, exc: BaseException) -> "UnsupportedFilesystemError":
+    from sparkship.tables.engine import UnsupportedFilesystemError
+
+    return UnsupportedFilesystemError(
+        f"cannot commit to {table} with the deltars engine: the filesystem mounted at {_mount_point(table)} "
+        f"refuses {operation} ({exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}), which "
+        "delta-rs needs for every commit. Use the native engine (SPARKSHIP_DELTA_ENGINE=native with Delta's jars; "
+        "on Databricks it is the default), or put the table on a local disk."
+    )
+
+
+def _is_unsupported_operation(exc: BaseException) -> bool:
+    text = str(exc)
+    return "os error 38" in text or "Function not implemented" in text or "Operation not supported" in text
+
+
 def table_exists(path: str) -> bool:
     """True when ``path`` holds a Delta table."""
     from deltalake import DeltaTable
@@ -346,7 +428,7 @@ def commit_files(
     overwrite_schema: bool = False,
 ) -> None:
     """Make one Delta commit adding ``files`` (relative to ``path``)."""
-    from deltalake import DeltaTable, Schema
+    from deltalake import DeltaTable, Schema, Transaction
     from deltalake.exceptions import CommitFailedError, DeltaError
     from deltalake.transaction import AddAction, CommitProperties, create_table_with_add_actions
 
@@ -358,26 +440,34 @@ def commit_files(
         for f in files:
             outside = {k: f["partition_values"].get(k) for k in wanted if f["partition_values"].get(k) != wanted[k]}
             if outside:
-                raise SparkshipError(f"{ERROR_MARKER}: rows outside the partitions being replaced {wanted}: {outside}")
+                raise SchemaMismatchError(f"cannot write to {path}: rows outside the partitions being replaced "
+                                          f"{wanted}: {outside}")
     properties = CommitProperties(
         custom_metadata={WRITE_ID_KEY: write_id},
         max_commit_retries=0 if expected_version is not None else None,
+        # The same compare-and-set marker delta-spark writes (see sparkship.tables.native), so that both engines'
+        # compare-and-set commits exclude each other.
+        app_transactions=[Transaction(CAS_APP_ID, expected_version + 1)] if expected_version is not None else None,
     )
     delta_schema = Schema.from_arrow(schema)
     if not table_exists(path):
         if expected_version not in (None, -1):
-            raise ConcurrentWriteError(f"{CONFLICT_MARKER}: table {path} does not exist, expected version {expected_version}")
+            raise ConcurrentWriteError(f"table {path} does not exist, expected version {expected_version}")
         try:
             create_table_with_add_actions(
                 path, delta_schema, actions, mode="error", partition_by=partition_by or None, commit_properties=properties
             )
             return
         except (DeltaError, CommitFailedError, OSError) as exc:
+            if _is_unsupported_operation(exc):
+                raise unsupported_filesystem(path, "the commit's no-replace rename", exc) from None
+            if not table_exists(path):
+                raise
             # Someone created it first. A CAS on "must not exist" loses; a plain write appends instead.
-            if expected_version == -1 or not table_exists(path):
-                raise ConcurrentWriteError(f"{CONFLICT_MARKER}: table {path} was created concurrently: {exc}") from exc
+            if expected_version == -1:
+                raise ConcurrentWriteError(f"table {path} was created concurrently") from None
     elif expected_version == -1:
-        raise ConcurrentWriteError(f"{CONFLICT_MARKER}: table {path} already exists")
+        raise ConcurrentWriteError(f"table {path} already exists")
     dt = DeltaTable(path, version=expected_version) if expected_version is not None else DeltaTable(path)
     if overwrite and replace_partitions:
         mode = "overwrite"
@@ -390,9 +480,11 @@ def commit_files(
             actions, mode, target_schema, partition_by=partition_by or None, partition_filters=filters,
             commit_properties=properties,
         )
-    except CommitFailedError as exc:
-        if expected_version is not None:
-            raise ConcurrentWriteError(f"{CONFLICT_MARKER}: table {path} moved past version {expected_version}") from exc
+    except (DeltaError, CommitFailedError, OSError) as exc:
+        if _is_unsupported_operation(exc):
+            raise unsupported_filesystem(path, "the commit's no-replace rename", exc) from None
+        if expected_version is not None and isinstance(exc, CommitFailedError):
+            raise ConcurrentWriteError(f"table {path} moved past version {expected_version}") from None
         raise
 
 

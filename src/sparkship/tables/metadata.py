@@ -1,8 +1,16 @@
-"""Small metadata tables (registry, scoring state) as Delta tables, read and written with Arrow.
+"""Small metadata tables (registry, aliases, events, scoring state) as Delta tables, read and written with Arrow.
 
-No Spark job and no JVM: a registry operation takes milliseconds, and the JVM-free server can follow aliases.
+Two stores sit behind :func:`table_version`, :func:`read_arrow` and :func:`append_arrow`
+(:class:`MetadataStore`):
+
+* :class:`SparkStore` whenever a Spark session with the native engine is active (Databricks, or a local session
+  with Delta's jars): commits go through delta-spark, so they work where delta-rs cannot commit (Unity
+  Catalog volumes) and the compare-and-set comes from Delta's own optimistic concurrency;
+* :class:`DeltaRsStore` otherwise: no Spark job and no JVM, for plain local disks and the JVM-free server.
+
 Writes are single commits; ``expected_version`` makes one a compare-and-set on the whole table, which is
-how the registry hands out version numbers without gaps or duplicates across processes.
+how the registry hands out version numbers without gaps or duplicates across processes. Local tables are read
+with delta-rs in both stores (milliseconds, no Spark job).
 
     >>> import pyarrow as pa
     >>> from sparkship.tables import append_arrow, read_arrow
@@ -12,19 +20,157 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import sys
+import time
 import uuid
 from contextlib import contextmanager
-from typing import Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol
 
 import pyarrow as pa
 
-from sparkship.errors import IntegrityError, NotFoundError, SchemaMismatchError
+from sparkship.errors import ConcurrentWriteError, IntegrityError, NotFoundError, SchemaMismatchError
 from sparkship.tables import files as delta_files
 from sparkship.tables.files import table_exists
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import SparkSession
+
+APPEND_ATTEMPTS = 60
+
+
+class MetadataStore(Protocol):
+    """Reads and single-commit writes of a small Delta table, as Arrow."""
+
+    def version(self, path: str) -> int | None: ...
+
+    def read(self, path: str, version: int | None, columns: list[str] | None) -> pa.Table: ...
+
+    def append(self, path: str, table: pa.Table, *, expected_version: int | None, partition_by: list[str] | None,
+               overwrite: bool) -> int: ...
+
+
+def store_for(path: str) -> MetadataStore:
+    """The store for ``path``: through the active Spark session when it uses the native engine, else delta-rs."""
+    spark = _active_native_session()
+    return SparkStore(spark) if spark is not None else DeltaRsStore()
+
+
+def _active_native_session() -> "SparkSession | None":
+    if "pyspark.sql" not in sys.modules:  # a JVM-free process (the server): never start Spark for this
+        return None
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.getActiveSession()
+    if spark is None:
+        return None
+    from sparkship import tables
+
+    return spark if tables.engine_for(spark) == "native" else None
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path and not path.startswith("dbfs:")
 
 
 def table_version(path: str) -> int | None:
     """Latest version, or None when there is no table."""
+    return store_for(path).version(path)
+
+
+def read_arrow(path: str, version: int | None = None, columns: list[str] | None = None) -> pa.Table:
+    """The whole table (or ``columns`` of it) at ``version`` as an Arrow table."""
+    return store_for(path).read(path, version, columns)
+
+
+def append_arrow(
+    path: str,
+    table: pa.Table,
+    *,
+    expected_version: int | None = None,
+    partition_by: list[str] | None = None,
+    overwrite: bool = False,
+) -> int:
+    """Append (or overwrite with) ``table`` in one commit; return the version committed.
+
+    ``expected_version``: commit only if the table is still at that version (-1: it must not exist yet),
+    else raise :class:`~sparkship.errors.ConcurrentWriteError` with the table unchanged.
+    """
+    return store_for(path).append(path, table, expected_version=expected_version, partition_by=partition_by,
+                                  overwrite=overwrite)
+
+
+class SparkStore:
+    """Commits through the session's native Delta engine (delta-spark); reads local tables with delta-rs."""
+
+    def __init__(self, spark: "SparkSession") -> None:
+        self.spark = spark
+
+    def version(self, path: str) -> int | None:
+        if _is_local(path):
+            return _rs_table_version(path)
+        from sparkship import tables
+
+        return tables.version(self.spark, path)
+
+    def read(self, path: str, version: int | None, columns: list[str] | None) -> pa.Table:
+        if _is_local(path):
+            return _rs_read_arrow(path, version, columns)
+        from sparkship import tables
+
+        df = tables.read(self.spark, path, version)
+        return _to_arrow(df.select(*columns) if columns else df)
+
+    def append(self, path: str, table: pa.Table, *, expected_version: int | None, partition_by: list[str] | None,
+               overwrite: bool) -> int:
+        from sparkship import tables
+
+        df = _to_spark(self.spark, table)
+        mode = "overwrite" if overwrite else "append"
+        if expected_version is not None:
+            return tables.write(df, path, mode, partition_by=partition_by, expected_version=expected_version)
+        # Every commit to a metadata table is a compare-and-set (so that the others' CAS hold): retry plain ones.
+        for _ in range(APPEND_ATTEMPTS):
+            current = self.version(path)
+            try:
+                return tables.write(df, path, mode, partition_by=partition_by,
+                                    expected_version=-1 if current is None else current)
+            except ConcurrentWriteError:
+                time.sleep(random.uniform(0.01, 0.2))
+        raise ConcurrentWriteError(f"{path}: {APPEND_ATTEMPTS} attempts to append lost to concurrent commits")
+
+
+def _to_spark(spark: "SparkSession", table: pa.Table):  # noqa: ANN202 - a pyspark DataFrame
+    try:
+        return spark.createDataFrame(table)  # pyspark >= 4.0 takes Arrow directly
+    except TypeError:  # pyspark 3.5
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        return spark.createDataFrame(table.to_pandas(), schema=from_arrow_schema(table.schema))
+
+
+def _to_arrow(df) -> pa.Table:  # noqa: ANN001 - a pyspark DataFrame
+    if hasattr(df, "toArrow"):
+        return df.toArrow()
+    return pa.Table.from_pandas(df.toPandas(), preserve_index=False)
+
+
+class DeltaRsStore:
+    """delta-rs only: no Spark, no JVM."""
+
+    def version(self, path: str) -> int | None:
+        return _rs_table_version(path)
+
+    def read(self, path: str, version: int | None, columns: list[str] | None) -> pa.Table:
+        return _rs_read_arrow(path, version, columns)
+
+    def append(self, path: str, table: pa.Table, *, expected_version: int | None, partition_by: list[str] | None,
+               overwrite: bool) -> int:
+        return _rs_append_arrow(path, table, expected_version=expected_version, partition_by=partition_by,
+                                overwrite=overwrite)
+
+
+def _rs_table_version(path: str) -> int | None:
     from deltalake import DeltaTable
 
     if not table_exists(path):
@@ -44,8 +190,7 @@ def _readable_log(path: str) -> Iterator[None]:
         raise IntegrityError(f"Delta table {path}: its log cannot be read ({exc})") from None
 
 
-def read_arrow(path: str, version: int | None = None, columns: list[str] | None = None) -> pa.Table:
-    """The whole table (or ``columns`` of it) at ``version`` as an Arrow table."""
+def _rs_read_arrow(path: str, version: int | None = None, columns: list[str] | None = None) -> pa.Table:
     if not table_exists(path):
         raise NotFoundError(f"no Delta table at {path}")
     with _readable_log(path):
@@ -78,7 +223,7 @@ def check_columns(have: Mapping[str, Any], want: Mapping[str, Any], where: str) 
         raise SchemaMismatchError(f"cannot write to {where}: " + "; ".join(problems))
 
 
-def append_arrow(
+def _rs_append_arrow(
     path: str,
     table: pa.Table,
     *,
@@ -86,11 +231,7 @@ def append_arrow(
     partition_by: list[str] | None = None,
     overwrite: bool = False,
 ) -> int:
-    """Append (or overwrite with) ``table`` in one commit; return the version committed.
-
-    ``expected_version``: commit only if the table is still at that version (-1: it must not exist yet),
-    else raise :class:`~sparkship.errors.ConcurrentWriteError` with the table unchanged.
-    """
+    delta_files.check_commit_support(path)
     schema = pa.schema([f.with_nullable(True) for f in table.schema])
     if table_exists(path):
         existing = delta_files.table_arrow_schema(path)

@@ -1,141 +1,248 @@
-"""The ``native`` engine: ``format("delta")`` and the delta-spark API (Databricks, or a JVM with Delta's jars).
+"""The ``native`` engine: delta-spark (Databricks, and local sessions with Delta's jars).
 
-Not exercised by the local test suite (Delta's jars cannot be fetched here); it uses only documented
-delta-spark calls, and the same facade tests run against it wherever the jars exist
-(``SPARKSHIP_DELTA_ENGINE=native``).
+Everything goes through Spark SQL and the DataFrame API (``DESCRIBE HISTORY``, ``DESCRIBE DETAIL``,
+``format("delta")``), so it runs on classic and Spark Connect sessions alike and needs no JVM handle.
+
+Compare-and-set: a write with ``expected_version=e`` records Delta's transaction identifier
+``(app "sparkship", version e+1)`` in its commit (the ``txnAppId``/``txnVersion`` write options). Delta's
+optimistic concurrency then makes it a true CAS among sparkship's writers: a commit that lands first makes
+Delta skip ours (its identifier is already at e+1) or reject it (``ConcurrentTransactionException``); either
+way the caller gets :class:`~sparkship.errors.ConcurrentWriteError` and the table holds one commit, not two.
 """
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+import os
+from typing import TYPE_CHECKING, Any, Iterator
+from urllib.parse import unquote
 
-from sparkship.errors import ConcurrentWriteError
+from sparkship.errors import ConcurrentWriteError, NotFoundError, SchemaMismatchError
+from sparkship.tables.engine import Commit, FileChanges, WriteRequest
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import StructType
 
 WRITE_ID_KEY = "sparkship.writeId"
+CAS_APP_ID = "sparkship"
+# Delta's conflict error classes (pyspark surfaces them by condition when delta's Python package is absent).
+_CONFLICT_CONDITIONS = (
+    "DELTA_CONCURRENT_", "DELTA_METADATA_CHANGED", "DELTA_PROTOCOL_CHANGED", "DELTA_FILE_ALREADY_EXISTS",
+)
 
 
-def _table(spark: "SparkSession", path: str):  # noqa: ANN202
-    from delta.tables import DeltaTable
-
-    return DeltaTable.forPath(spark, path)
-
-
-def exists(spark: "SparkSession", path: str) -> bool:
-    from delta.tables import DeltaTable
-
-    return DeltaTable.isDeltaTable(spark, path)
+def is_path(table: str) -> bool:
+    """A path or URI (not a catalog name)."""
+    return "/" in table or ":" in table
 
 
-def version(spark: "SparkSession", path: str) -> int:
-    return int(_table(spark, path).history(1).select("version").first()[0])
+def sql_ident(table: str) -> str:
+    """The SQL identifier of a table: ``delta.`path``` for paths, the name as given otherwise."""
+    if is_path(table):
+        return "delta.`" + table.replace("`", "``") + "`"
+    return table
 
 
-def history(spark: "SparkSession", path: str, limit: int | None) -> list[dict[str, Any]]:
-    rows = _table(spark, path).history(limit) if limit else _table(spark, path).history()
-    return [
-        {
-            "version": r["version"],
-            "timestamp": int(r["timestamp"].timestamp() * 1000),
-            "operation": r["operation"],
-            "parameters": dict(r["operationParameters"] or {}),
-            "metrics": dict(r["operationMetrics"] or {}),
-            "metadata": json.loads(r["userMetadata"]) if r["userMetadata"] else {},
-        }
-        for r in rows.collect()
-    ]
+def _error_condition(exc: BaseException) -> str:
+    for getter in ("getCondition", "getErrorClass"):
+        try:
+            value = getattr(exc, getter)()
+        except Exception:  # noqa: BLE001 - older pyspark, or not a PySparkException
+            continue
+        if value:
+            return str(value)
+    return ""
 
 
-def schema(spark: "SparkSession", path: str, version: int | None) -> "StructType":
-    return read(spark, path, version).schema
+def is_conflict(exc: BaseException) -> bool:
+    """True for Delta's optimistic-concurrency failures (any of its ConcurrentModification exceptions)."""
+    try:
+        from delta.exceptions import DeltaConcurrentModificationException
+
+        if isinstance(exc, DeltaConcurrentModificationException):
+            return True
+    except ImportError:  # pragma: no cover - delta-spark's Python package is optional at run time
+        pass
+    return _error_condition(exc).startswith(_CONFLICT_CONDITIONS)
 
 
-def partition_columns(spark: "SparkSession", path: str) -> list[str]:
-    return list(_table(spark, path).detail().first()["partitionColumns"])
+def is_missing_table(exc: BaseException) -> bool:
+    condition = _error_condition(exc)
+    return condition.startswith(("DELTA_MISSING_DELTA_TABLE", "DELTA_TABLE_NOT_FOUND", "TABLE_OR_VIEW_NOT_FOUND",
+                                 "DELTA_PATH_DOES_NOT_EXIST", "PATH_NOT_FOUND"))
 
 
-def read(spark: "SparkSession", path: str, version: int | None) -> "DataFrame":
-    reader = spark.read.format("delta")
-    if version is not None:
-        reader = reader.option("versionAsOf", version)
-    return reader.load(path)
+def _brief(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+
+
+class NativeEngine:
+    """delta-spark behind the :class:`~sparkship.tables.engine.DeltaEngine` Protocol."""
+
+    name = "native"
+
+    def exists(self, spark: "SparkSession", table: str) -> bool:
+        if is_path(table) and "://" not in table and not table.startswith("dbfs:"):
+            log = os.path.join(table, "_delta_log")
+            return os.path.isdir(log) and any(n.endswith(".json") for n in os.listdir(log))
+        try:
+            spark.sql(f"DESCRIBE DETAIL {sql_ident(table)}").collect()
+            return True
+        except Exception as exc:  # noqa: BLE001 - Delta raises AnalysisException for a missing table
+            if is_missing_table(exc) or "is not a Delta table" in str(exc):
+                return False
+            raise
+
+    def version(self, spark: "SparkSession", table: str) -> int:
+        return self.history(spark, table, 1)[0].version
+
+    def history(self, spark: "SparkSession", table: str, limit: int | None) -> list[Commit]:
+        query = f"DESCRIBE HISTORY {sql_ident(table)}" + (f" LIMIT {int(limit)}" if limit else "")
+        try:
+            rows = spark.sql(query).collect()
+        except Exception as exc:  # noqa: BLE001
+            if is_missing_table(exc):
+                raise NotFoundError(f"no Delta table at {table}") from None
+            raise
+        return [
+            Commit(
+                version=int(r["version"]),
+                timestamp=int(r["timestamp"].timestamp() * 1000),
+                operation=r["operation"],
+                parameters=dict(r["operationParameters"] or {}),
+                metrics=dict(r["operationMetrics"] or {}),
+                metadata=json.loads(r["userMetadata"]) if r["userMetadata"] else {},
+            )
+            for r in rows
+        ]
+
+    def schema(self, spark: "SparkSession", table: str, version: int | None) -> "StructType":
+        return self.read(spark, table, version).schema
+
+    def partition_columns(self, spark: "SparkSession", table: str) -> list[str]:
+        return list(self._detail(spark, table)["partitionColumns"])
+
+    def location(self, spark: "SparkSession", table: str) -> str:
+        return str(self._detail(spark, table)["location"])
+
+    def _detail(self, spark: "SparkSession", table: str) -> Any:
+        return spark.sql(f"DESCRIBE DETAIL {sql_ident(table)}").first()
+
+    def read(self, spark: "SparkSession", table: str, version: int | None) -> "DataFrame":
+        reader = spark.read.format("delta")
+        if version is not None:
+            reader = reader.option("versionAsOf", version)
+        return reader.load(table) if is_path(table) else reader.table(table)
+
+    def write(self, df: "DataFrame", table: str, request: WriteRequest) -> int:
+        writer = self._writer(df, request)
+        try:
+            writer.save(table) if is_path(table) else writer.saveAsTable(table)
+        except Exception as exc:  # noqa: BLE001 - Delta's exceptions come through pyspark's converters
+            raise self._translated(df.sparkSession, table, request, exc) from None
+        found = self._version_of_write(df.sparkSession, table, request.write_id)
+        if found is None:  # Delta skipped it: another CAS commit took the version first
+            raise ConcurrentWriteError(f"{request.mode} to {table}: another writer committed after version "
+                                       f"{request.expected_version} first (compare-and-set lost)")
+        return found
+
+    @staticmethod
+    def _writer(df: "DataFrame", request: WriteRequest):  # noqa: ANN205 - pyspark's DataFrameWriter
+        writer = (
+            df.write.format("delta").mode(request.mode)
+            .option("userMetadata", json.dumps({WRITE_ID_KEY: request.write_id}))
+        )
+        if request.expected_version is not None:
+            writer = writer.option("txnAppId", CAS_APP_ID).option("txnVersion", str(request.expected_version + 1))
+        if request.partition_by:
+            writer = writer.partitionBy(*request.partition_by)
+        if request.replace_partitions:
+            writer = writer.option("replaceWhere", _replace_where(request.replace_partitions))
+        if request.overwrite_schema:
+            writer = writer.option("overwriteSchema", "true")
+        return writer
+
+    def _translated(self, spark: "SparkSession", table: str, request: WriteRequest, exc: Exception) -> Exception:
+        if is_conflict(exc) or (request.expected_version == -1 and self.exists(spark, table)):
+            return ConcurrentWriteError(f"{request.mode} to {table} conflicted with a concurrent commit: {_brief(exc)}")
+        condition = _error_condition(exc)
+        if condition.startswith("DELTA_REPLACE_WHERE_MISMATCH"):
+            return SchemaMismatchError(f"cannot write to {table}: rows outside the partitions being replaced "
+                                       f"{request.replace_partitions}")
+        if condition.startswith(("DELTA_FAILED_TO_MERGE_FIELDS", "DELTA_SCHEMA_", "_LEGACY_ERROR_TEMP_DELTA_0007")):
+            return SchemaMismatchError(f"cannot write to {table}: {_brief(exc)}")
+        return exc
+
+    def _version_of_write(self, spark: "SparkSession", table: str, write_id: str) -> int | None:
+        for limit in (20, None):
+            for commit in self.history(spark, table, limit):
+                if commit.metadata.get(WRITE_ID_KEY) == write_id:
+                    return commit.version
+        return None
+
+    # --- incremental reads ------------------------------------------------------------------------------
+
+    def file_changes(self, spark: "SparkSession", table: str, after_version: int, up_to_version: int) -> FileChanges:
+        added: dict[str, int | None] = {}
+        removed: set[str] = set()
+        for action in self._log_actions(spark, table, range(after_version + 1, up_to_version + 1)):
+            if "add" in action and action["add"].get("dataChange", True):
+                add = action["add"]
+                added[unquote(add["path"])] = _num_records(add.get("stats"))
+            elif "remove" in action and action["remove"].get("dataChange", True):
+                path = unquote(action["remove"]["path"])
+                if added.pop(path, "absent") == "absent":
+                    removed.add(path)
+        return FileChanges(added=added, removed=removed)
+
+    def _log_actions(self, spark: "SparkSession", table: str, versions: range) -> Iterator[dict[str, Any]]:
+        if not versions:
+            return
+        root = self.location(spark, table).rstrip("/")
+        files = [f"{root}/_delta_log/{v:020d}.json" for v in versions]
+        for row in spark.read.text(files).collect():
+            if row[0].strip():
+                yield json.loads(row[0])
+
+    def read_files(self, spark: "SparkSession", table: str, version: int, files: list[str]) -> "DataFrame":
+        from pyspark.sql import functions as F
+
+        names = sorted({f.rsplit("/", 1)[-1] for f in files})
+        df = self.read(spark, table, version)
+        return df.where(F.col("_metadata.file_name").isin(names)).select(*[f"`{c}`" for c in df.columns])
+
+    def count_rows(self, spark: "SparkSession", table: str, version: int, after_version: int | None) -> int:
+        if after_version is None:
+            return self.read(spark, table, version).count()  # Delta answers from the log's statistics
+        changes = self.file_changes(spark, table, after_version, version)
+        if all(n is not None for n in changes.added.values()):
+            return sum(changes.added.values())  # type: ignore[arg-type]
+        return self.read_files(spark, table, version, list(changes.added)).count()
+
+    def rows_committed(self, spark: "SparkSession", table: str, version: int) -> int | None:
+        for commit in self.history(spark, table, None):
+            if commit.version == version:
+                rows = commit.metrics.get("numOutputRows")
+                return int(rows) if rows is not None else None
+        return None
+
+
+def _num_records(stats: str | None) -> int | None:
+    if not stats:
+        return None
+    value = json.loads(stats).get("numRecords")
+    return int(value) if value is not None else None
 
 
 def _sql_literal(value: Any) -> str:
-    if value is None:
-        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
-    return "'" + str(value).replace("'", "''") + "'"
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def write(
-    df: "DataFrame",
-    path: str,
-    mode: str,
-    *,
-    partition_by: list[str],
-    replace_partitions: dict[str, Any] | None,
-    expected_version: int | None,
-    write_id: str,
-    overwrite_schema: bool,
-) -> None:
-    if expected_version is not None:
-        current = version(spark=df.sparkSession, path=path) if exists(df.sparkSession, path) else -1
-        if current != expected_version:
-            raise ConcurrentWriteError(f"table {path} is at version {current}, not {expected_version}")
-    writer = df.write.format("delta").mode(mode).option("userMetadata", json.dumps({WRITE_ID_KEY: write_id}))
-    if partition_by:
-        writer = writer.partitionBy(*partition_by)
-    if replace_partitions:
-        where = " AND ".join(
-            f"`{k}` IS NULL" if v is None else f"`{k}` = {_sql_literal(v)}" for k, v in replace_partitions.items()
-        )
-        writer = writer.option("replaceWhere", where)
-    if overwrite_schema:
-        writer = writer.option("overwriteSchema", "true")
-    writer.save(path)
-
-
-def version_of_write(spark: "SparkSession", path: str, write_id: str) -> int:
-    for commit in history(spark, path, 1000):
-        if commit["metadata"].get(WRITE_ID_KEY) == write_id:
-            return int(commit["version"])
-    raise RuntimeError(f"the commit of write {write_id} is not in the history of {path}")
-
-
-def added_rows(spark: "SparkSession", path: str, after_version: int, up_to_version: int) -> "DataFrame":
-    from sparkship.tables import NotAppendOnlyError
-
-    ops = [h for h in history(spark, path, None) if after_version < h["version"] <= up_to_version]
-    if any(h["operation"] not in ("WRITE", "STREAMING UPDATE", "CREATE TABLE AS SELECT") or
-           h["parameters"].get("mode", "Append") != "Append" for h in ops):
-        raise NotAppendOnlyError(
-            f"{path} changed by more than appends between versions {after_version} and {up_to_version}: rescore in full"
-        )
-    # Change Data Feed when the table has it; otherwise the difference of the two snapshots.
-    props = _table(spark, path).detail().first()["properties"] or {}
-    if props.get("delta.enableChangeDataFeed", "false").lower() == "true":
-        changes = (
-            spark.read.format("delta").option("readChangeFeed", "true")
-            .option("startingVersion", after_version + 1).option("endingVersion", up_to_version).load(path)
-        )
-        return changes.where("_change_type = 'insert'").drop("_change_type", "_commit_version", "_commit_timestamp")
-    return read(spark, path, up_to_version).exceptAll(read(spark, path, after_version))
-
-
-def count_rows(spark: "SparkSession", path: str, version: int, after_version: int | None) -> int:
-    # Delta answers a plain count from the log's statistics.
-    rows = read(spark, path, version) if after_version is None else added_rows(spark, path, after_version, version)
-    return rows.count()
-
-
-def rows_committed(spark: "SparkSession", path: str, version: int) -> int | None:
-    for commit in history(spark, path, None):
-        if commit["version"] == version:
-            rows = commit["metrics"].get("numOutputRows")
-            return int(rows) if rows is not None else None
-    return None
+def _replace_where(partitions: dict[str, Any]) -> str:
+    return " AND ".join(
+        f"`{k}` IS NULL" if v is None else f"`{k}` = {_sql_literal(v)}" for k, v in partitions.items()
+    )

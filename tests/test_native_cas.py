@@ -1,0 +1,81 @@
+"""Compare-and-set on the native engine (delta-spark), proven with concurrent processes, each with its own JVM.
+
+Every process has a local Spark session with Delta's jars, so the registry's tables are committed through
+delta-spark (sparkship.tables.metadata.SparkStore) and the compare-and-set comes from Delta's own optimistic
+concurrency (transaction identifiers).
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+
+import pytest
+from pyspark.ml import Pipeline
+from pyspark.ml.classification import LogisticRegression
+from pyspark.ml.feature import VectorAssembler
+
+from sparkship import artifacts
+from sparkship.config import Settings
+from sparkship.registry import Registry
+
+PROCESSES = 4
+
+
+def _register_and_race_for_champion(home: str, staged: str, index: int) -> tuple[int, str]:
+    """In a fresh process: a native Spark session, one registration, one CAS alias move from 'unset'."""
+    from sparkship import tables
+    from sparkship.config import Settings
+    from sparkship.errors import SparkshipError
+    from sparkship.registry import Registry
+    from sparkship.spark import get_spark
+
+    spark = get_spark(home=home)
+    assert tables.engine_for(spark) == "native"
+    registry = Registry(Settings.resolve(home=home))
+    version = registry.register("churn", staged, run_id=f"proc-{index}").version
+    try:
+        registry.set_alias("churn", "champion", version, expect_version=0)
+        outcome = "won"
+    except SparkshipError as exc:
+        outcome = f"lost: {exc}"
+    return version, outcome
+
+
+@pytest.fixture(scope="module")
+def staged_copies(spark, tmp_path_factory) -> tuple[str, list[str]]:
+    home = str(tmp_path_factory.mktemp("native-cas"))
+    df = spark.createDataFrame([(float(i % 7), float(i % 2)) for i in range(60)], "a double, label double")
+    model = Pipeline(stages=[VectorAssembler(inputCols=["a"], outputCol="features"),
+                             LogisticRegression(maxIter=5)]).fit(df)
+    manifest = {"name": "churn", "task": "classification", "label": "label", "algorithm": "logistic_regression",
+                "metrics": {"accuracy": 0.5}, "signature": {"inputs": [{"name": "a", "type": "double"}]},
+                "training": {"table": "/nowhere", "table_version": 0}}
+    first = artifacts.stage(model, manifest, Settings.resolve(home=home).models_root)
+    return home, [first] + [shutil.copytree(first, f"{first}-{i}") for i in range(1, PROCESSES)]
+
+
+def test_concurrent_native_registrations_and_alias_moves_are_compare_and_set(staged_copies):
+    home, staged = staged_copies
+    env_before = os.environ.get("SPARKSHIP_DELTA_ENGINE")
+    os.environ["SPARKSHIP_DELTA_ENGINE"] = "native"  # inherited by the spawned processes
+    try:
+        with multiprocessing.get_context("spawn").Pool(PROCESSES) as pool:
+            results = pool.starmap(_register_and_race_for_champion, [(home, s, i) for i, s in enumerate(staged)])
+    finally:
+        if env_before is None:
+            os.environ.pop("SPARKSHIP_DELTA_ENGINE")
+        else:
+            os.environ["SPARKSHIP_DELTA_ENGINE"] = env_before
+    versions = sorted(v for v, _ in results)
+    assert versions == list(range(1, PROCESSES + 1))  # no gaps, no duplicates
+    winners = [v for v, outcome in results if outcome == "won"]
+    assert len(winners) == 1, results  # exactly one move from 'unset' wins; the others see it and lose
+    registry = Registry(Settings.resolve(home=home))
+    assert registry.alias_version("churn", "champion") == winners[0]
+    assert [h["version"] for h in registry.alias_history("churn", "champion")] == winners
+    # The tables really were committed by delta-spark: its engineInfo is in every commit of the versions table.
+    from deltalake import DeltaTable
+
+    infos = {c.get("engineInfo", "") for c in DeltaTable(registry.versions_path).history()}
+    assert infos and all(i.startswith("Apache-Spark") for i in infos), infos
