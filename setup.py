@@ -45,9 +45,8 @@ setup(
         "databricks-sdk>=0.30",
     ],
 <<<<<<< HEAD
-    extras_require={"local": LOCAL, "bundle": BUNDLE, "dev": DEV},
 =======
-    extras_require={"local": LOCAL, "spark35": SPARK35, "dev": DEV},
+    extras_require={"local": LOCAL, "spark35": SPARK35, "bundle": BUNDLE, "dev": DEV},
 >>>>>>> main
     entry_points={
         "console_scripts": [
