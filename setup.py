@@ -44,10 +44,7 @@ setup(
         "matplotlib>=3.7",
         "databricks-sdk>=0.30",
     ],
-<<<<<<< HEAD
-=======
     extras_require={"local": LOCAL, "spark35": SPARK35, "bundle": BUNDLE, "dev": DEV},
->>>>>>> main
     entry_points={
         "console_scripts": [
             "sparkship=sparkship.cli:run",
