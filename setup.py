@@ -10,7 +10,9 @@ exec((Path(__file__).parent / "src" / "sparkship" / "_version.py").read_text(), 
 LOCAL = ["pyspark==4.0.*", "delta-spark==4.0.*", "pandas>=2.2,<3"]
 # The 15.4 / 16.4 LTS line (Spark 3.5 + Delta 3.3), for the compatibility smoke flow.
 SPARK35 = ["pyspark==3.5.*", "delta-spark==3.3.2", "pandas>=2.0,<3"]
-DEV = LOCAL + [
+# `sparkship bundle check` (and building the bundle's wheel); a command that needs an extra names it.
+BUNDLE = ["databricks-bundles>=1.20", "build"]
+DEV = LOCAL + BUNDLE + [
     "pytest>=8",
     "pytest-timeout",
     "chispa==0.12.0",
@@ -18,8 +20,6 @@ DEV = LOCAL + [
     "duckdb-extension-delta==1.5.5",
     "hypothesis",
     "httpx",
-    "databricks-bundles",
-    "build",
     "wheel",
 ]
 
@@ -45,7 +45,7 @@ setup(
         "databricks-sdk>=0.30",
         "sqlglot>=25",  # SQLTransformer statements in the JVM-free scorer (pure Python)
     ],
-    extras_require={"local": LOCAL, "spark35": SPARK35, "dev": DEV},
+    extras_require={"local": LOCAL, "spark35": SPARK35, "bundle": BUNDLE, "dev": DEV},
     entry_points={
         "console_scripts": [
             "sparkship=sparkship.cli:run",
@@ -55,6 +55,7 @@ setup(
             "sparkship-promote=sparkship.entrypoints:promote",
             "sparkship-score=sparkship.entrypoints:score",
             "sparkship-monitor=sparkship.entrypoints:monitor",
+            "sparkship-publish=sparkship.entrypoints:publish",  # written in the publish branch (issue 15)
         ],
     },
 )

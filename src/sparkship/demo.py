@@ -201,18 +201,15 @@ def run_demo(spark: "SparkSession", workdir: str, train_rows: int = TRAIN_ROWS, 
         return f"{out} ({os.path.getsize(out) // 1024} KiB)"
 
     def serve_one_request() -> str:
-        import httpx
-
         record = datasets.churn_rows(1, seed=11, first_id=4_000_001).to_pylist()[0]
         features = {k: v for k, v in record.items() if k not in (datasets.KEY, datasets.LABEL)}
         with _running_server(settings, f"{MODEL}@champion") as url:
             started = time.perf_counter()
-            response = httpx.post(f"{url}/predict", json=features, timeout=10)
+            status, body = _post_json(f"{url}/predict", features)
             elapsed_ms = (time.perf_counter() - started) * 1000
-        response.raise_for_status()
-        prediction = response.json()["predictions"][0]
+        prediction = body["predictions"][0]
         probability = prediction["probability"][1]
-        return (f"POST /predict -> {response.status_code}, prediction {prediction['prediction']:.0f} "
+        return (f"POST /predict -> {status}, prediction {prediction['prediction']:.0f} "
                 f"(p(churn) = {probability:.3f}) in {elapsed_ms:.1f} ms")
 
     step("generate dataset", generate)
@@ -227,6 +224,17 @@ def run_demo(spark: "SparkSession", workdir: str, train_rows: int = TRAIN_ROWS, 
     step("write report", run_report)
     step("serve + 1 request", serve_one_request)
     return summary
+
+
+def _post_json(url: str, payload: dict[str, Any], timeout: float = 10) -> tuple[int, Any]:
+    """POST ``payload`` as JSON with the standard library (the demo runs from the wheel, without dev tools)."""
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # raises HTTPError on 4xx/5xx
+        return response.status, json.loads(response.read())
 
 
 def default_workdir(settings: Settings) -> str:

@@ -12,8 +12,9 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     sub = group.add_subparsers(dest="bundle_command", metavar="ACTION")
     sub.required = True
     p = add_command(
-        sub, common, "check", check, "check databricks.yml and resources/ offline: job fields, variables, "
-        "targets, and that each python_wheel_task's entry point and parameters are accepted by the built wheel",
+        sub, common, "check", check, "check databricks.yml and resources/ offline, in every target: job fields, "
+        "variables, targets, classic and serverless compute, quality monitors, and that each python_wheel_task's "
+        "entry point and parameters are accepted by the built wheel (needs the 'bundle' extra)",
     )
     p.add_argument("--root", default=".", help="folder holding databricks.yml (default: the current folder)")
     p.add_argument("--wheel", default=None, help="check this built wheel instead of building one")
@@ -40,7 +41,9 @@ def check(ctx: Context, args: argparse.Namespace) -> CommandResult:
     report = check_bundle(args.root, wheel=args.wheel)
     if report.ok:
         jobs = ", ".join(f"{k} ({len(t)} task{'s' if len(t) != 1 else ''})" for k, t in report.jobs.items())
-        text = (f"bundle {report.bundle}: OK\ntargets: {', '.join(report.targets)}\njobs: {jobs}"
+        targets = ", ".join(f"{t} ({report.compute.get(t, 'no jobs')})" for t in report.targets)
+        monitors = ", ".join(f"{k} ({', '.join(t)})" for k, t in report.monitors.items()) or "none"
+        text = (f"bundle {report.bundle}: OK\ntargets: {targets}\njobs: {jobs}\nquality monitors: {monitors}"
                 + (f"\nwheel: {report.wheel}" if report.wheel else ""))
     else:
         text = f"bundle {report.bundle or report.root}: {len(report.problems)} problem(s)\n" + "\n".join(

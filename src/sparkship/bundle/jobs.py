@@ -1,0 +1,345 @@
+"""``resources.jobs``: each job parsed with the ``databricks-bundles`` dataclasses, in every target (overrides
+merged), its task graph and compute, and every ``python_wheel_task`` against the built wheel: the entry point is
+declared and defined, and its parameters parse with ``sparkship``'s own argument parser.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sparkship.bundle.artifacts import WheelInfo, artifact_dist_dirs
+from sparkship.bundle.environments import check_compute, wheels_installed
+from sparkship.bundle.loader import Bundle
+from sparkship.bundle.problems import Problems, dataclass_error, did_you_mean, item_label
+from sparkship.errors import UsageError
+
+SAMPLE_RUN_ID = "123456789"
+SAMPLE_USER = "someone@example.com"
+_DYNAMIC_RUN_ID = re.compile(r"\{\{\s*job\.run_id\s*\}\}")
+_FILE_PATH = "${workspace.file_path}"
+CONDITION_OUTCOMES = ("true", "false")
+
+# target -> job key -> (file, settings with the target's overrides merged)
+ParsedJobs = dict[str, dict[str, tuple[str, dict[str, Any]]]]
+
+
+@dataclass(frozen=True)
+class WheelTaskRun:
+    """A wheel task as it runs in one target: the ``sparkship`` command behind its entry point, parsed args."""
+
+    target: str
+    job: str
+    task: str
+    file: str
+    where: str
+    command: list[str]
+    args: Any
+
+
+def parse_jobs(bundle: Bundle, problems: Problems) -> ParsedJobs:
+    """Parse each job in each target with ``Job.from_dict`` (unknown fields refused); check its task graph."""
+    from sparkship.extras import require
+
+    require("databricks.bundles.jobs", extra="bundle", command="sparkship bundle check")
+    parsed: ParsedJobs = {}
+    for target in bundle.targets or {"": {}}:
+        parsed[target] = {}
+        for key, (file, config) in bundle.target_resources("jobs", target).items():
+            _check_override_tasks(bundle, problems, key, target)
+            if _parses(bundle, problems, key, target, file, config):
+                parsed[target][key] = (file, config)
+                _check_graph(problems, file, f"resources.jobs.{key}", config, target or None)
+                check_compute(problems, _compute_file(bundle, key, target, file), f"resources.jobs.{key}", config,
+                              target or None)
+    return parsed
+
+
+def _parses(bundle: Bundle, problems: Problems, key: str, target: str, file: str, config: dict[str, Any]) -> bool:
+    from databricks.bundles.jobs import Job, Task
+
+    try:
+        Job.from_dict(config)  # type: ignore[arg-type]
+        return True
+    except (TypeError, ValueError) as exc:
+        where, error = f"resources.jobs.{key}", exc
+        base = bundle.jobs.get(key)
+        if base is not None and base.config is not config and _job_parses(base.config):
+            file = _compute_file(bundle, key, target, file)  # the job parses without the target's override
+        base_tasks = {t.get("task_key"): t for t in (base.config.get("tasks") or []) if isinstance(t, dict)} if base else {}
+        # Narrow the message down to the task at fault, and to the file at fault (the base or the override).
+        for i, task in enumerate(config.get("tasks") or []):
+            try:
+                Task.from_dict(task)
+            except (TypeError, ValueError) as task_exc:
+                where, error = f"resources.jobs.{key}.tasks[{item_label(task, i)}]", task_exc
+                file = _task_file(bundle, key, target, file, base_tasks.get(task.get("task_key")))
+                break
+        problems.add(file, where, dataclass_error(error), target or None)
+        return False
+
+
+def _check_override_tasks(bundle: Bundle, problems: Problems, key: str, target: str) -> None:
+    """A target's override of a task the job does not define would deploy a task of its own, doing nothing."""
+    base = bundle.jobs.get(key)
+    override = (((bundle.targets.get(target) or {}).get("resources") or {}).get("jobs") or {}).get(key)
+    if base is None or not isinstance(override, dict):
+        return
+    defined = {t.get("task_key") for t in base.config.get("tasks") or [] if isinstance(t, dict)}
+    for i, task in enumerate(override.get("tasks") or []):
+        if isinstance(task, dict) and task.get("task_key") not in defined:
+            problems.add(_compute_file(bundle, key, target, base.file), f"resources.jobs.{key}.tasks[{item_label(task, i)}]",
+                         f"target override of task {task.get('task_key')!r}, which {base.file} does not define "
+                         f"(its tasks: {', '.join(map(str, defined))})", target)
+
+
+def _job_parses(config: dict[str, Any]) -> bool:
+    from databricks.bundles.jobs import Job
+
+    try:
+        Job.from_dict(config)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _task_file(bundle: Bundle, key: str, target: str, file: str, base_task: dict[str, Any] | None) -> str:
+    """The base file when the task as defined there is already wrong, else the target override's file."""
+    from databricks.bundles.jobs import Task
+
+    if base_task is None:
+        return _compute_file(bundle, key, target, file)
+    try:
+        Task.from_dict(base_task)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return file
+    return _compute_file(bundle, key, target, file)
+
+
+def _compute_file(bundle: Bundle, key: str, target: str, file: str) -> str:
+    """Where a target sets a job's compute: the file with the target's override of the job, else its own file."""
+    if target and ((bundle.targets.get(target) or {}).get("resources") or {}).get("jobs", {}).get(key):
+        return bundle.target_file(target, f"resources.jobs.{key}")
+    return file
+
+
+def _check_graph(problems: Problems, file: str, where: str, job: dict[str, Any], target: str | None) -> None:
+    """Unique task keys; dependencies on tasks the job has; ``outcome`` only after a condition task."""
+    tasks = [t for t in job.get("tasks") or [] if isinstance(t, dict)]
+    by_key = {t.get("task_key"): t for t in tasks}
+    keys = [t.get("task_key") for t in tasks]
+    for i, task in enumerate(tasks):
+        task_where = f"{where}.tasks[{item_label(task, i)}]"
+        if keys.count(task.get("task_key")) > 1:
+            problems.add(file, task_where, "task_key used by more than one task", target)
+        for dep in task.get("depends_on") or []:
+            upstream = by_key.get(dep.get("task_key"))
+            if upstream is None:
+                problems.add(file, f"{task_where}.depends_on",
+                             f"depends on task {dep.get('task_key')!r}, which the job does not have", target)
+            elif "outcome" in dep and not upstream.get("condition_task"):
+                problems.add(file, f"{task_where}.depends_on", f"outcome {dep['outcome']!r} on task "
+                             f"{dep['task_key']!r}, which is not a condition task", target)
+            elif "outcome" in dep and str(dep["outcome"]) not in CONDITION_OUTCOMES:
+                problems.add(file, f"{task_where}.depends_on", f"outcome must be 'true' or 'false', got "
+                             f"{dep['outcome']!r}", target)
+
+
+def wheel_tasks(job: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+    """``(index, task)`` of the job's ``python_wheel_task`` tasks."""
+    return [(i, t) for i, t in enumerate(job.get("tasks") or []) if isinstance(t, dict) and t.get("python_wheel_task")]
+
+
+def has_wheel_tasks(parsed: ParsedJobs) -> bool:
+    return any(wheel_tasks(config) for jobs in parsed.values() for _, config in jobs.values())
+
+
+def command_for(entry_value: str) -> list[str] | None:
+    """The ``sparkship`` argv prefix an entry point runs (see sparkship.entrypoints), None if not ours.
+
+    >>> command_for("sparkship.entrypoints:train"), command_for("sparkship.cli:run"), command_for("x:y")
+    (['train'], [], None)
+    """
+    module, _, attr = entry_value.partition(":")
+    if entry_value == "sparkship.cli:run":
+        return []
+    if module == "sparkship.entrypoints" and attr:
+        return [attr]
+    return None
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def check_wheel_tasks(bundle: Bundle, parsed: ParsedJobs, wheel: WheelInfo, problems: Problems) -> list[WheelTaskRun]:
+    """Check every wheel task of every target against ``wheel``; return the runs whose parameters parse."""
+    parser = CliParser()
+    runs: list[WheelTaskRun] = []
+    for target, jobs in parsed.items():
+        for key, (file, job) in jobs.items():
+            for i, task in wheel_tasks(job):
+                where = f"resources.jobs.{key}.tasks[{item_label(task, i)}]"
+                command = _check_entry_point(bundle, problems, file, _compute_file(bundle, key, target, file), where,
+                                             job, task, wheel, target)
+                if command is None:
+                    continue
+                args = _parse_parameters(bundle, problems, parser, file, where, task, command, target)
+                if args is not None:
+                    runs.append(WheelTaskRun(target, key, str(task.get("task_key")), file, where, command, args))
+                    _check_values(bundle, problems, file, key, where, job, args, target)
+    return runs
+
+
+def _check_entry_point(
+    bundle: Bundle, problems: Problems, file: str, compute_file: str, where: str, job: dict[str, Any],
+    task: dict[str, Any], wheel: WheelInfo, target: str,
+) -> list[str] | None:
+    """The package and entry point are the wheel's, the wheel is installed; returns the sparkship command."""
+    pwt, tgt = task["python_wheel_task"], target or None
+    package, entry = pwt.get("package_name"), pwt.get("entry_point")
+    if _normalise(str(package)) != _normalise(wheel.name):
+        problems.add(file, f"{where}.python_wheel_task.package_name",
+                     f"package {package!r} is not the bundle's wheel package {wheel.name!r}", tgt)
+        return None
+    wheel_file = Path(wheel.path).name
+    if entry not in wheel.entry_points:
+        problems.add(file, f"{where}.python_wheel_task.entry_point",
+                     f"entry point {entry!r} is not declared by the built wheel {wheel_file}"
+                     f"{did_you_mean(entry, wheel.entry_points)}; it declares: {', '.join(sorted(wheel.entry_points))}", tgt)
+        return None
+    _check_installed(bundle, problems, compute_file, where, job, task, tgt)
+    value = wheel.entry_points[entry]
+    if not wheel.defines(value):
+        problems.add(file, f"{where}.python_wheel_task.entry_point",
+                     f"entry point {entry!r} runs {value}, which the built wheel {wheel_file} does not define", tgt)
+        return None
+    command = command_for(value)
+    if command is None:
+        problems.add(file, f"{where}.python_wheel_task.entry_point",
+                     f"{entry!r} runs {value}, not a sparkship command: parameters not checked", tgt)
+    return command
+
+
+def _check_installed(bundle: Bundle, problems: Problems, file: str, where: str, job: dict[str, Any],
+                     task: dict[str, Any], target: str | None) -> None:
+    installed = wheels_installed(job, task)
+    dists = artifact_dist_dirs(bundle)
+    source_dir = (bundle.root / file).parent
+    if not installed:
+        how = ("its environment's dependencies: [../dist/*.whl]" if task.get("environment_key")
+               else "libraries: [{whl: ../dist/*.whl}]")
+        problems.add(file, f"{where}.libraries", f"installs no wheel: add {how} (relative to this file)", target)
+    elif dists and not any((source_dir / p).resolve().parent in dists for p in installed):
+        problems.add(file, f"{where}.libraries", f"wheel path(s) {installed} do not point at the artifact's dist/ "
+                     f"folder ({os.path.relpath(next(iter(dists)), source_dir)}/*.whl)", target)
+
+
+def _parse_parameters(
+    bundle: Bundle, problems: Problems, parser: "CliParser", file: str, where: str, task: dict[str, Any],
+    command: list[str], target: str,
+) -> Any:
+    """The task's parameters, as the job would pass them in ``target``, parsed by the ``sparkship`` CLI."""
+    pwt, tgt = task["python_wheel_task"], target or None
+    entry = pwt.get("entry_point")
+    raw = [str(p) for p in pwt.get("parameters") or []]
+    raw += [f"--{k}={v}" for k, v in (pwt.get("named_parameters") or {}).items()]
+    sample = {"workspace.current_user.short_name": "someone", "workspace.current_user.userName": SAMPLE_USER}
+    file_path = f"/Workspace/Users/{SAMPLE_USER}/.bundle/{bundle.name}/{target}/files"
+    params = []
+    for p in raw:
+        value = bundle.resolve(p, target, sample)
+        # Files the bundle syncs: they must exist here, under the bundle root.
+        for match in re.finditer(r"\$\{workspace\.file_path\}/([^\s,]+)", value):
+            if not (bundle.root / match.group(1)).exists():
+                problems.add(file, f"{where}.python_wheel_task.parameters",
+                             f"{match.group(1)} (passed as {_FILE_PATH}/{match.group(1)}) does not exist in the bundle",
+                             tgt)
+        params.append(_DYNAMIC_RUN_ID.sub(SAMPLE_RUN_ID, value.replace(_FILE_PATH, file_path)))
+    shown = " ".join(["sparkship", *command])
+    if command and command[0] not in parser.commands:
+        problems.add(file, f"{where}.python_wheel_task.entry_point", f"{entry} runs `{shown}`, a command this "
+                     f"sparkship does not have (commands: {', '.join(sorted(parser.commands))})", tgt)
+        return None
+    args, error = parser.parse([*command, *params])
+    if error:
+        problems.add(file, f"{where}.python_wheel_task.parameters", f"{entry} ({shown}) rejects its parameters: {error}",
+                     tgt)
+    return args
+
+
+def _check_values(bundle: Bundle, problems: Problems, file: str, key: str, where: str, job: dict[str, Any],
+                  args: Any, target: str) -> None:
+    """Values the command would refuse at run time: model references, and a spec the bundle ships."""
+    from sparkship import names
+
+    model = getattr(args, "model", None)
+    trained: set[str] = set()
+    if isinstance(model, str) or getattr(args, "spec", None):
+        trained = {spec.name for spec in load_shipped_specs(bundle, problems, file, key, job, target)}
+    if not isinstance(model, str):
+        return
+    try:
+        ref = names.parse_ref(model)
+    except UsageError as exc:
+        problems.add(file, f"{where}.python_wheel_task.parameters", f"--model {model!r}: {exc}", target or None)
+        return
+    if trained and ref.name not in trained:
+        problems.add(file, f"{where}.python_wheel_task.parameters", f"--model {model!r} names model {ref.name!r}, but "
+                     f"this job's training spec trains {', '.join(sorted(trained))}", target or None)
+
+
+def shipped_specs(bundle: Bundle, job: dict[str, Any], target: str) -> list[tuple[int, dict[str, Any], Path]]:
+    """``(index, task, local path)`` of each ``--spec ${workspace.file_path}/...`` the job's tasks pass."""
+    found = []
+    for i, task in wheel_tasks(job):
+        params = [bundle.resolve(str(p), target) for p in task["python_wheel_task"].get("parameters") or []]
+        for flag, value in zip(params, params[1:]):
+            if flag == "--spec" and value.startswith(f"{_FILE_PATH}/"):
+                found.append((i, task, bundle.root / value[len(_FILE_PATH) + 1:]))
+    return found
+
+
+def load_shipped_specs(bundle: Bundle, problems: Problems, file: str, key: str, job: dict[str, Any],
+                       target: str) -> list[Any]:
+    """The training specs job ``key`` ships, loaded with :func:`sparkship.spec.load_spec` (problems reported)."""
+    from sparkship.spec import load_spec
+
+    specs = []
+    for i, task, local in shipped_specs(bundle, job, target):
+        if not local.exists():
+            continue  # reported with the parameters
+        try:
+            specs.append(load_spec(str(local)))
+        except UsageError as exc:
+            message = str(exc).removeprefix(f"{local}: ")  # load_spec names the file; so do we, shorter
+            problems.add(file, f"resources.jobs.{key}.tasks[{item_label(task, i)}].python_wheel_task.parameters",
+                         f"--spec {os.path.relpath(local, bundle.root)}: {message}", target or None)
+    return specs
+
+
+class CliParser:
+    """``sparkship``'s own argument parser, turning argparse's exit into an error message."""
+
+    def __init__(self) -> None:
+        import argparse
+
+        from sparkship.cli import build_parser
+
+        self._parser = build_parser()
+        actions = [a for a in self._parser._actions if isinstance(a, argparse._SubParsersAction)]
+        self.commands = set(actions[0].choices) if actions else set()
+
+    def parse(self, argv: list[str]) -> tuple[Any, str | None]:
+        err, out = io.StringIO(), io.StringIO()
+        try:
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+                return self._parser.parse_args(argv), None
+        except SystemExit:
+            lines = [line for line in err.getvalue().strip().splitlines() if line.strip()]
+            message = lines[-1] if lines else "rejected"
+            return None, re.sub(r"^sparkship(?: [\w-]+)*: error: ", "", message)

@@ -1,0 +1,106 @@
+"""The ``bundle`` and ``targets`` sections, and the names a target gives the jobs it deploys."""
+from __future__ import annotations
+
+import re
+
+from sparkship.bundle.loader import BUNDLE_FILE, Bundle
+from sparkship.bundle.problems import Problems, did_you_mean, unknown_keys
+from sparkship.errors import UsageError
+
+BUNDLE_KEYS = frozenset({"name", "cluster_id", "compute_id", "databricks_cli_version", "deployment", "git", "uuid"})
+TARGET_KEYS = frozenset({
+    "artifacts", "bundle", "cluster_id", "compute_id", "default", "git", "mode", "permissions", "presets",
+    "resources", "run_as", "sync", "variables", "workspace",
+})
+TARGET_MODES = ("development", "production")
+
+
+def check_bundle_section(bundle: Bundle, problems: Problems) -> None:
+    """``bundle:`` has a name and only known keys."""
+    section = bundle.config.get("bundle")
+    if not isinstance(section, dict) or not section.get("name"):
+        problems.add(BUNDLE_FILE, "bundle.name", "missing: every bundle needs a name")
+        return
+    problems.extend(unknown_keys(BUNDLE_FILE, "bundle", section, BUNDLE_KEYS))
+
+
+def check_targets(bundle: Bundle, problems: Problems) -> None:
+    """Known keys and modes, exactly one default target, and variables that exist and get a value."""
+    if not bundle.targets:
+        problems.add(BUNDLE_FILE, "targets", "no targets: define at least dev (mode: development, default: true)")
+        return
+    defaults = []
+    for name, target in bundle.targets.items():
+        file, where = bundle.target_file(name), f"targets.{name}"
+        if not isinstance(target, dict):
+            problems.add(file, where, "expected a mapping of target settings")
+            continue
+        problems.extend(unknown_keys(file, where, target, TARGET_KEYS))
+        if "mode" in target and target["mode"] not in TARGET_MODES:
+            problems.add(bundle.target_file(name, "mode"), f"{where}.mode",
+                         f"invalid mode {target['mode']!r}: expected one of {', '.join(TARGET_MODES)}")
+        if "default" in target and not isinstance(target["default"], bool):
+            problems.add(file, f"{where}.default", f"expected true or false, got {target['default']!r}")
+        if target.get("default") is True:
+            defaults.append(name)
+        _check_target_variables(bundle, problems, name, target)
+    if len(defaults) != 1:
+        problems.add(BUNDLE_FILE, "targets", "exactly one target must have default: true, found "
+                     + (", ".join(defaults) if defaults else "none"))
+
+
+def _check_target_variables(bundle: Bundle, problems: Problems, name: str, target: dict) -> None:
+    where = f"targets.{name}.variables"
+    overrides = target.get("variables") or {}
+    if not isinstance(overrides, dict):
+        problems.add(bundle.target_file(name, "variables"), where, "expected a mapping of variable name -> value")
+        overrides = {}
+    for var in overrides:
+        if var not in bundle.variables:
+            problems.add(bundle.target_file(name, f"variables.{var}"), f"{where}.{var}",
+                         f"sets a variable that is not defined{did_you_mean(var, bundle.variables)}")
+    for var, (file, definition) in bundle.variables.items():
+        if isinstance(definition, dict) and "default" not in definition and "lookup" not in definition \
+                and var not in overrides:
+            problems.add(file, f"variables.{var}", f"has no default and target {name!r} does not set it")
+
+
+def deployed_job_name(bundle: Bundle, key: str, target: str | None, short_name: str | None = None) -> str:
+    """The name a job gets in the workspace when the bundle is deployed to ``target``.
+
+    Development mode prefixes ``[dev <short user name>] `` (``presets.name_prefix`` replaces that prefix).
+
+    >>> deployed_job_name(load_bundle("."), "training", "dev", "jane_doe")           # doctest: +SKIP
+    '[dev jane_doe] sparkship-churn-training'
+    """
+    target, settings = bundle.target(target)
+    extra = {"workspace.current_user.short_name": short_name} if short_name else {}
+    name = bundle.resolve(str(bundle.job_config(key, target).get("name") or key), target, extra)
+    prefix = (settings.get("presets") or {}).get("name_prefix")
+    if prefix is None and settings.get("mode") == "development":
+        if not short_name:
+            raise UsageError(f"target {target!r} is in development mode: the job name needs the user's short name")
+        prefix = f"[dev {short_name}] "
+    name = (bundle.resolve(str(prefix), target, extra) if prefix else "") + name
+    if "${" in name:
+        raise UsageError(f"cannot work out the deployed name of job {key!r}: {name!r} has unresolved references")
+    return name
+
+
+def needs_short_name(bundle: Bundle, key: str, target: str | None) -> bool:
+    """Whether :func:`deployed_job_name` needs the current user's short name for this job and target."""
+    target, settings = bundle.target(target)
+    presets = settings.get("presets") or {}
+    raw = str(bundle.job_config(key, target).get("name") or "") + str(presets.get("name_prefix") or "")
+    in_dev = settings.get("mode") == "development" and presets.get("name_prefix") is None
+    return in_dev or "workspace.current_user" in bundle.resolve(raw, target)
+
+
+def short_user_name(user_name: str) -> str:
+    """The short name Databricks derives from a user name (as the CLI does for the dev prefix).
+
+    >>> short_user_name("Jane.Doe@example.com")
+    'jane_doe'
+    """
+    local = user_name.split("@", 1)[0].lower()
+    return re.sub(r"_+", "_", re.sub(r"[^\w]|_", "_", local)).strip("_")
