@@ -7,7 +7,9 @@ about: dict = {}
 exec((Path(__file__).parent / "src" / "sparkship" / "_version.py").read_text(), about)
 
 LOCAL = ["pyspark==4.0.*", "pandas>=2.2,<3"]
-DEV = LOCAL + [
+# export/publish to MLflow; the exported pyfunc itself needs only mlflow, numpy, pandas and pyarrow.
+MLFLOW = ["mlflow>=2.16"]
+DEV = LOCAL + MLFLOW + [
     "pytest>=8",
     "pytest-timeout",
     "chispa==0.12.0",
@@ -41,7 +43,7 @@ setup(
         "matplotlib>=3.7",
         "databricks-sdk>=0.30",
     ],
-    extras_require={"local": LOCAL, "dev": DEV},
+    extras_require={"local": LOCAL, "mlflow": MLFLOW, "dev": DEV},
     entry_points={
         "console_scripts": [
             "sparkship=sparkship.cli:run",
@@ -51,6 +53,7 @@ setup(
             "sparkship-promote=sparkship.entrypoints:promote",
             "sparkship-score=sparkship.entrypoints:score",
             "sparkship-monitor=sparkship.entrypoints:monitor",
+            "sparkship-publish=sparkship.entrypoints:publish",
         ],
     },
 )
