@@ -303,11 +303,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_http(url: str, proc: subprocess.Popen, seconds: float = 120) -> None:
+def _wait_http(url: str, proc: subprocess.Popen, log: str, seconds: float = 180) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"server exited with {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
+            raise AssertionError(f"server exited with {proc.returncode}:\n{open(log).read()[-3000:]}")
         try:
             if httpx.get(url, timeout=2).status_code == 200:
                 return
@@ -336,7 +336,7 @@ def test_mlflow_scoring_server_without_jvm_matches_spark(jvm_free_venv, exported
         env=_no_java_env(jvm_free_venv), stdout=log, stderr=subprocess.STDOUT, cwd=str(tmp_path),
     )
     try:
-        _wait_http(f"http://127.0.0.1:{port}/ping", proc)
+        _wait_http(f"http://127.0.0.1:{port}/ping", proc, log.name)
         body = {"dataframe_split": json.loads(frame.to_json(orient="split", index=False))}
         resp = httpx.post(f"http://127.0.0.1:{port}/invocations", json=body, timeout=60)
         assert resp.status_code == 200, resp.text
@@ -364,7 +364,7 @@ def mlflow_server(tmp_path_factory):
         stdout=log, stderr=subprocess.STDOUT, cwd=str(root),
     )
     try:
-        _wait_http(f"http://127.0.0.1:{port}/health", proc, seconds=180)
+        _wait_http(f"http://127.0.0.1:{port}/health", proc, log.name, seconds=240)
         yield f"http://127.0.0.1:{port}"
     finally:
         _stop(proc)

@@ -10,9 +10,11 @@ required when running on Databricks - and the tracking server's own registry oth
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -128,13 +130,14 @@ def publish(settings: Settings, ref: str, target: PublishTarget = PublishTarget(
         mlflow.set_registry_uri(registry_uri)
     mlflow.set_experiment(target.experiment or default_experiment(mv.name))
     tags = lineage(manifest, mv.ref)
-    with tempfile.TemporaryDirectory(prefix="sparkship-publish-") as tmp:
+    # MLflow prints "View run ..." links on stdout, which belongs to the CLI's --json answer.
+    with tempfile.TemporaryDirectory(prefix="sparkship-publish-") as tmp, contextlib.redirect_stdout(sys.stderr):
         export_model(mv.artifact, os.path.join(tmp, MODEL_ARTIFACT_PATH))
         run_id = _log_run(mlflow, mv.ref, manifest, tags, os.path.join(tmp, MODEL_ARTIFACT_PATH))
-    registered = mlflow.register_model(f"runs:/{run_id}/{MODEL_ARTIFACT_PATH}", name, tags=tags)
-    client = mlflow.MlflowClient()
-    for alias in aliases:
-        client.set_registered_model_alias(name, alias, registered.version)
+        registered = mlflow.register_model(f"runs:/{run_id}/{MODEL_ARTIFACT_PATH}", name, tags=tags)
+        client = mlflow.MlflowClient()
+        for alias in aliases:
+            client.set_registered_model_alias(name, alias, registered.version)
     return {
         "model": mv.ref, "registered_model": name, "version": str(registered.version), "aliases": aliases,
         "run_id": run_id, "experiment": target.experiment or default_experiment(mv.name),
