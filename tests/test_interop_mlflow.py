@@ -241,11 +241,31 @@ def _closure(roots: list[str]) -> dict[str, str]:
     return pins
 
 
+def _is_jvm_tool(path: str) -> bool:
+    name = os.path.basename(path)
+    return name.startswith(("java", "jar", "jshell", "keytool")) or "/jvm/" in os.path.realpath(path)
+
+
+def _without_java(folder: str, shadow_root: str) -> str:
+    """``folder`` itself if it holds no JVM tool, else a shadow folder linking everything in it but those."""
+    entries = [os.path.join(folder, e) for e in os.listdir(folder)] if os.path.isdir(folder) else []
+    if not any(_is_jvm_tool(e) for e in entries):
+        return folder
+    shadow = os.path.join(shadow_root, folder.strip("/").replace("/", "_") or "root")
+    os.makedirs(shadow, exist_ok=True)
+    for entry in entries:
+        link = os.path.join(shadow, os.path.basename(entry))
+        if not _is_jvm_tool(entry) and not os.path.lexists(link):
+            os.symlink(entry, link)
+    return shadow
+
+
 def _no_java_env(venv: str) -> dict[str, str]:
-    path = [os.path.join(venv, "bin")] + [p for p in os.environ.get("PATH", "").split(os.pathsep)
-                                          if p and not os.path.exists(os.path.join(p, "java"))]
+    """The environment with the venv first on PATH and no java reachable (JVM tools masked, JAVA_HOME unset)."""
+    shadow_root = os.path.join(os.path.dirname(venv), "path-without-java")
+    folders = [_without_java(p, shadow_root) for p in os.environ.get("PATH", "").split(os.pathsep) if p]
     env = {k: v for k, v in os.environ.items() if k not in ("JAVA_HOME", "SPARK_HOME", "PYTHONPATH")}
-    return {**env, "PATH": os.pathsep.join(path), "VIRTUAL_ENV": venv}
+    return {**env, "PATH": os.pathsep.join([os.path.join(venv, "bin"), *folders]), "VIRTUAL_ENV": venv}
 
 
 @pytest.fixture(scope="session")
@@ -271,9 +291,9 @@ def _venv_python(venv: str, code: str, *args: str) -> subprocess.CompletedProces
 def test_venv_has_no_pyspark_no_java_no_sparkship(jvm_free_venv):
     probe = ("import importlib.util, shutil; "
              "print([importlib.util.find_spec(m) is None for m in ('pyspark', 'sparkship', 'py4j')], "
-             "shutil.which('java'))")
+             "shutil.which('java'), shutil.which('bash') is not None)")
     proc = _venv_python(jvm_free_venv, probe)
-    assert proc.stdout.strip() == "[True, True, True] None", proc.stderr
+    assert proc.stdout.strip() == "[True, True, True] None True", proc.stderr
 
 
 PYFUNC_PROBE = """

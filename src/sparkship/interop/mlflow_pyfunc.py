@@ -46,11 +46,11 @@ class SparkshipPyfunc:
                 full = np.full(n, np.nan) if values.dtype.kind == "f" else np.full(n, None, dtype=object)
                 full[result.rows] = values
             out[name] = full
-        return pd.DataFrame(out, index=_index_of(model_input, n))
+        return pd.DataFrame(out, index=_index_of(model_input))
 
     def _predict_one(self, frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
         """One row through the row path (a dict, plain Python): what online serving sees most."""
-        record = {c: _plain(v) for c, v in zip(frame.columns, frame.iloc[0].tolist())}
+        record = {c: _plain(v) for c, v in zip(frame.columns, frame.to_numpy(dtype=object)[0].tolist())}
         scored = self.scorer.score_one(record, columns=columns)
         row = {c: None for c in columns} if scored is None else scored
         return pd.DataFrame({c: [row[c]] for c in columns}, index=frame.index)
@@ -65,7 +65,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _index_of(model_input: Any, n: int) -> Any:
+def _index_of(model_input: Any) -> Any:
     return model_input.index if isinstance(model_input, pd.DataFrame) else None
 
 
