@@ -12,7 +12,9 @@ LOCAL = ["pyspark==4.0.*", "delta-spark==4.0.*", "pandas>=2.2,<3"]
 SPARK35 = ["pyspark==3.5.*", "delta-spark==3.3.2", "pandas>=2.0,<3"]
 # `sparkship bundle check` (and building the bundle's wheel); a command that needs an extra names it.
 BUNDLE = ["databricks-bundles>=1.20", "build"]
-DEV = LOCAL + BUNDLE + [
+# export/publish to MLflow; the exported pyfunc itself needs only mlflow, numpy, pandas and pyarrow.
+MLFLOW = ["mlflow>=2.16"]
+DEV = LOCAL + BUNDLE + MLFLOW + [
     "pytest>=8",
     "pytest-timeout",
     "chispa==0.12.0",
@@ -45,7 +47,7 @@ setup(
         "databricks-sdk>=0.30",
         "sqlglot>=25",  # SQLTransformer statements in the JVM-free scorer (pure Python)
     ],
-    extras_require={"local": LOCAL, "spark35": SPARK35, "bundle": BUNDLE, "dev": DEV},
+    extras_require={"local": LOCAL, "spark35": SPARK35, "bundle": BUNDLE, "mlflow": MLFLOW, "dev": DEV},
     entry_points={
         "console_scripts": [
             "sparkship=sparkship.cli:run",
@@ -55,7 +57,7 @@ setup(
             "sparkship-promote=sparkship.entrypoints:promote",
             "sparkship-score=sparkship.entrypoints:score",
             "sparkship-monitor=sparkship.entrypoints:monitor",
-            "sparkship-publish=sparkship.entrypoints:publish",  # written in the publish branch (issue 15)
+            "sparkship-publish=sparkship.entrypoints:publish",
         ],
     },
 )

@@ -65,7 +65,8 @@ def test_import_train_validate_promote_score_monitor_on_spark35(tmp_path):
     assert trained["version"] == 1 and trained["metrics"]["areaUnderROC"] > 0.6
     _run35("validate", "--model", "churn/1", "--table", table, home=home)
     _run35("promote", "--model", "churn/1", home=home)
-    scored = _run35("score", "--model", "churn@champion", "--input", batch, "--output", scores, home=home)
+    scored = _run35("score", "--model", "churn@champion", "--input", batch, "--output", scores,
+                    "--keys", datasets.KEY, home=home)
     assert scored["rows_in"] == 500
     # Exit 2 means drift was flagged: a result, not a failure.
     monitored = _run35("monitor", "--model", "churn@champion", "--scores", scores, home=home, expect=(0, 2))

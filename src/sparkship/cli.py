@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "sparkship.commands.validation",
     "sparkship.commands.scoring",
     "sparkship.commands.serving",
+    "sparkship.commands.interop",
     "sparkship.commands.monitoring",
     "sparkship.commands.bundle",
     "sparkship.commands.demo",

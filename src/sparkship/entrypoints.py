@@ -32,3 +32,8 @@ def score() -> None:
 
 def monitor() -> None:
     _run("monitor")
+
+
+def publish() -> None:
+    """``sparkship publish``: e.g. ``["--model", "churn@champion", "--registered-model", "main.ml.churn"]``."""
+    _run("publish")
