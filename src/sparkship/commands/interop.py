@@ -47,6 +47,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
                    help="MLflow registry URI (default: databricks-uc for catalog.schema.model, else the tracking URI)")
     p.add_argument("--experiment", default=None,
                    help="experiment name (default sparkship-NAME; /Shared/sparkship-NAME on Databricks)")
+    p.add_argument("--run-id", default=None, help="job run id recorded with the MLflow run (e.g. {{job.run_id}})")
 
 
 def export_command(ctx: Context, args: argparse.Namespace) -> CommandResult:
@@ -68,7 +69,7 @@ def publish_command(ctx: Context, args: argparse.Namespace) -> CommandResult:
     require_mlflow()
     target = PublishTarget(registered_model=args.registered_model, aliases=tuple(args.alias),
                            tracking_uri=args.tracking_uri, registry_uri=args.registry_uri,
-                           experiment=args.experiment)
+                           experiment=args.experiment, job_run_id=args.run_id)
     result = publish(ctx.settings, args.model, target)
     aliases = f" aliases {', '.join(result['aliases'])}" if result["aliases"] else ""
     return CommandResult(result, text=f"published {result['model']} as {result['model_uri']}{aliases} "

@@ -38,6 +38,7 @@ class PublishTarget:
     tracking_uri: str | None = None
     registry_uri: str | None = None
     experiment: str | None = None
+    job_run_id: str | None = None  # the publishing job's run (lineage; the training run is in the manifest)
 
 
 def on_databricks() -> bool:
@@ -130,6 +131,8 @@ def publish(settings: Settings, ref: str, target: PublishTarget = PublishTarget(
         mlflow.set_registry_uri(registry_uri)
     mlflow.set_experiment(target.experiment or default_experiment(mv.name))
     tags = lineage(manifest, mv.ref)
+    if target.job_run_id:
+        tags["sparkship.publish_job_run_id"] = target.job_run_id
     # MLflow prints "View run ..." links on stdout, which belongs to the CLI's --json answer.
     with tempfile.TemporaryDirectory(prefix="sparkship-publish-") as tmp, contextlib.redirect_stdout(sys.stderr):
         export_model(mv.artifact, os.path.join(tmp, MODEL_ARTIFACT_PATH))
