@@ -211,6 +211,8 @@ def parse_table_ref(value: str, base_dir: str | None = None, key: str = "table")
 
     >>> parse_table_ref("data/t@2", base_dir="/specs")
     ('/specs/data/t', 2)
+    >>> parse_table_ref("main.sales.churn@3")
+    ('main.sales.churn', 3)
     """
     if not isinstance(value, str) or not value.strip():
         raise _key_error(key, "expected a table path, optionally pinned as PATH@VERSION")
@@ -223,6 +225,10 @@ def parse_table_ref(value: str, base_dir: str | None = None, key: str = "table")
         version = int(raw)
     if "://" in path or path.startswith("dbfs:"):
         return path.rstrip("/"), version
+    from sparkship.tables.engine import is_table_name
+
+    if is_table_name(path):  # catalog.schema.table: resolved by the catalog, not the file system
+        return path, version
     path = os.path.expanduser(path)
     if not os.path.isabs(path):
         path = os.path.join(base_dir or os.getcwd(), path)

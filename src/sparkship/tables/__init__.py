@@ -37,6 +37,7 @@ from sparkship.tables.engine import (
     NotAppendOnlyError,
     UnsupportedFilesystemError,
     WriteRequest,
+    is_table_name,
     judge_appends,
 )
 from sparkship.tables.metadata import append_arrow, read_arrow, table_exists, table_version
@@ -121,34 +122,45 @@ def engine(spark: "SparkSession") -> DeltaEngine:
     return ENGINE_INSTANCES[engine_for(spark)]
 
 
+def _engine(spark: "SparkSession", table: str) -> DeltaEngine:
+    """The session's engine for ``table``: catalog names need delta-spark's catalog."""
+    chosen = engine(spark)
+    if chosen.name != "native" and is_table_name(table):
+        raise UsageError(
+            f"{table} is a catalog table name, which needs the native engine (delta-spark: Databricks, or "
+            "`make jars` locally); the deltars engine takes paths only"
+        )
+    return chosen
+
+
 def read(spark: "SparkSession", path: str, version: int | None = None) -> "DataFrame":
     """The table at ``path`` as a DataFrame; ``version`` reads an older snapshot (time travel)."""
     if not exists(spark, path):
         raise NotFoundError(f"no Delta table at {path}")
-    return engine(spark).read(spark, path, version)
+    return _engine(spark, path).read(spark, path, version)
 
 
 def exists(spark: "SparkSession", path: str) -> bool:
-    return engine(spark).exists(spark, path)
+    return _engine(spark, path).exists(spark, path)
 
 
 def version(spark: "SparkSession", path: str) -> int | None:
     """The latest version of the table, or None when there is no table at ``path``."""
-    return engine(spark).version(spark, path) if exists(spark, path) else None
+    return _engine(spark, path).version(spark, path) if exists(spark, path) else None
 
 
 def history(spark: "SparkSession", path: str, limit: int | None = None) -> list[dict[str, Any]]:
     """Commits, newest first: ``version``, ``timestamp`` (ms), ``operation``, ``parameters``."""
     if not exists(spark, path):
         raise NotFoundError(f"no Delta table at {path}")
-    return [c.to_dict() for c in engine(spark).history(spark, path, limit)]
+    return [c.to_dict() for c in _engine(spark, path).history(spark, path, limit)]
 
 
 def schema(spark: "SparkSession", path: str, version: int | None = None) -> "StructType":
     """The table's Spark schema (from the Delta log; no DataFrame is planned)."""
     if not exists(spark, path):
         raise NotFoundError(f"no Delta table at {path}")
-    return engine(spark).schema(spark, path, version)
+    return _engine(spark, path).schema(spark, path, version)
 
 
 def check_schema(incoming: "StructType", existing: "StructType", where: str) -> None:
@@ -189,7 +201,7 @@ def write(
     if replace_partitions and mode != "overwrite":
         raise SparkshipError("replace_partitions needs mode='overwrite'")
     spark = df.sparkSession
-    delta = engine(spark)
+    delta = _engine(spark, path)
     partitions = list(partition_by or [])
     if exists(spark, path):
         current = schema(spark, path)
@@ -234,7 +246,7 @@ def added_rows(spark: "SparkSession", path: str, after_version: int, up_to_versi
     Raises :class:`NotAppendOnlyError` when data was removed or rewritten in between (an overwrite, delete or
     update): then the only safe choice is a full re-read, and the caller must ask for it.
     """
-    delta = engine(spark)
+    delta = _engine(spark, path)
     appended = judge_appends(path, delta.file_changes(spark, path, after_version, up_to_version), after_version,
                              up_to_version)
     return delta.read_files(spark, path, up_to_version, appended)
@@ -243,12 +255,12 @@ def added_rows(spark: "SparkSession", path: str, after_version: int, up_to_versi
 def count_rows(spark: "SparkSession", path: str, version: int, after_version: int | None = None) -> int:
     """Rows in ``version`` (or appended after ``after_version`` up to ``version``), from Delta's file
     statistics where every file has them, so no data is read; otherwise counted by Spark."""
-    return engine(spark).count_rows(spark, path, version, after_version)
+    return _engine(spark, path).count_rows(spark, path, version, after_version)
 
 
 def rows_committed(spark: "SparkSession", path: str, version: int) -> int | None:
     """Rows that the commit of ``version`` added (its write metrics), or None if the log does not say."""
-    return engine(spark).rows_committed(spark, path, version)
+    return _engine(spark, path).rows_committed(spark, path, version)
 
 
 __all__ += [

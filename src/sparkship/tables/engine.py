@@ -7,6 +7,7 @@ Both take the same arguments and raise the same exceptions (:class:`~sparkship.e
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -15,6 +16,21 @@ from sparkship.errors import SparkshipError
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import StructType
+
+
+_IDENT = r"(?:`(?:[^`]|``)+`|[A-Za-z_][A-Za-z0-9_]*)"
+_TABLE_NAME = re.compile(rf"{_IDENT}(?:\.{_IDENT}){{1,2}}")
+
+
+def is_table_name(table: str) -> bool:
+    """True for a catalog name (``catalog.schema.table`` or ``schema.table``, parts optionally backquoted).
+
+    Anything else is a path: a local folder whose name has dots is written ``./data.v2``.
+
+    >>> is_table_name("main.sales.churn"), is_table_name("`my-cat`.sales.churn"), is_table_name("/data/churn")
+    (True, True, False)
+    """
+    return _TABLE_NAME.fullmatch(table) is not None
 
 
 class NotAppendOnlyError(SparkshipError):

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol
 
 import pyarrow as pa
 
-from sparkship.errors import ConcurrentWriteError, IntegrityError, NotFoundError, SchemaMismatchError
+from sparkship.errors import ConcurrentWriteError, IntegrityError, NotFoundError, SchemaMismatchError, UsageError
 from sparkship.tables import files as delta_files
 from sparkship.tables.files import table_exists
 
@@ -53,7 +53,14 @@ class MetadataStore(Protocol):
 def store_for(path: str) -> MetadataStore:
     """The store for ``path``: through the active Spark session when it uses the native engine, else delta-rs."""
     spark = _active_native_session()
-    return SparkStore(spark) if spark is not None else DeltaRsStore()
+    if spark is not None:
+        return SparkStore(spark)
+    from sparkship.tables.engine import is_table_name
+
+    if is_table_name(path):
+        raise UsageError(f"{path} is a catalog table name: it needs a Spark session with the native engine "
+                         "(delta-spark), and this process has none")
+    return DeltaRsStore()
 
 
 def _active_native_session() -> "SparkSession | None":
@@ -70,7 +77,9 @@ def _active_native_session() -> "SparkSession | None":
 
 
 def _is_local(path: str) -> bool:
-    return "://" not in path and not path.startswith("dbfs:")
+    from sparkship.tables.engine import is_table_name
+
+    return "://" not in path and not path.startswith("dbfs:") and not is_table_name(path)
 
 
 def table_version(path: str) -> int | None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from urllib.parse import unquote
 
 from sparkship.errors import ConcurrentWriteError, NotFoundError, SchemaMismatchError
-from sparkship.tables.engine import Commit, FileChanges, WriteRequest
+from sparkship.tables.engine import Commit, FileChanges, WriteRequest, is_table_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -33,7 +33,7 @@ _CONFLICT_CONDITIONS = (
 
 def is_path(table: str) -> bool:
     """A path or URI (not a catalog name)."""
-    return "/" in table or ":" in table
+    return not is_table_name(table)
 
 
 def sql_ident(table: str) -> str:
