@@ -68,7 +68,8 @@ def _active_native_session() -> "SparkSession | None":
         return None
     from pyspark.sql import SparkSession
 
-    spark = SparkSession.getActiveSession()
+    # A helper thread (a lease renewal, say) has no active session of its own: use the process's session.
+    spark = SparkSession.getActiveSession() or getattr(SparkSession, "_instantiatedSession", None)
     if spark is None:
         return None
     from sparkship import tables
