@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import uuid
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
@@ -388,8 +389,11 @@ def make_request(input: str, output: str, keys: Sequence[str] | str, *, run_id: 
 
 def load_scoring_model(settings: Settings, model_ref: str) -> ScoringModel:
     """Resolve ``model_ref`` once (an alias moving later changes nothing in this run) and load it, verified."""
-    mv, pipeline = Registry(settings).load_model(model_ref)
-    manifest = artifacts.verify(mv.artifact)
+    from pyspark.ml import PipelineModel
+
+    mv = Registry(settings).get(model_ref)
+    manifest = artifacts.verify(mv.artifact)  # once: the checksums are the largest cost outside Spark
+    pipeline = PipelineModel.load(os.path.join(mv.artifact, artifacts.MODEL_DIR))
     inputs = (manifest.get("signature") or {}).get("inputs")
     if not inputs:
         raise IntegrityError(f"model {mv.ref}: its manifest has no signature inputs")
