@@ -295,6 +295,7 @@ class ScoringPlan:
     output_start: int  # the output's version when planned, -1: no output yet
     quarantine_start: int
     state_version: int
+    next_seq: int  # of the state table: the pending row's, appended compare-and-set against state_version
 
     @property
     def batch(self) -> int:
@@ -431,7 +432,7 @@ def plan_run(spark: "SparkSession", request: ScoringRequest, model: ScoringModel
     output_start = tables.version(spark, request.output_path)
     quarantine_start = tables.version(spark, request.quarantine_path)
     if not request.replace_output:
-        _check_owner(request, name, state.owner(request.output_path), output_start is not None)
+        _check_owner(request, name, latest.owner, output_start is not None)
     last, unfinished = latest.committed, latest.unfinished
     whole = request.full or request.replace_output or last is None or (unfinished is not None and unfinished.full)
     from_version = -1 if whole else last.input_version  # type: ignore[union-attr]
@@ -451,7 +452,7 @@ def plan_run(spark: "SparkSession", request: ScoringRequest, model: ScoringModel
         previous_model_version=last.model_version if last is not None else None,
         output_start=-1 if output_start is None else output_start,
         quarantine_start=-1 if quarantine_start is None else quarantine_start,
-        state_version=latest.table_version,
+        state_version=latest.table_version, next_seq=latest.next_seq,
     )
 
 
@@ -566,7 +567,7 @@ def _write_quarantine(spark: "SparkSession", request: ScoringRequest, plan: Scor
 def execute(spark: "SparkSession", request: ScoringRequest, model: ScoringModel, plan: ScoringPlan,
             frames: Frames, state: ScoringState, lease: RunLease) -> tuple[StateRow, Written]:
     """Append the ``pending`` row, then write the output and the quarantine (one commit each)."""
-    pending = _pending_row(request, model, plan, state.next_seq())
+    pending = _pending_row(request, model, plan, plan.next_seq)
     try:
         state.append(pending, expected_version=plan.state_version)
     except ConcurrentWriteError:

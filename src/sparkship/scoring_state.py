@@ -99,6 +99,8 @@ class Latest:
     committed: StateRow | None
     unfinished: StateRow | None
     table_version: int  # -1 when the state table does not exist yet
+    owner: StateRow | None = None  # the newest row of the output, whatever its model and input
+    next_seq: int = 1  # the ``seq`` of the next row appended to the table
 
 
 class ScoringState:
@@ -111,16 +113,14 @@ class ScoringState:
         version = metadata.table_version(self.path)
         if version is None:
             return Latest(None, None, -1)
-        rows = [
-            StateRow(**r)
-            for r in metadata.read_arrow(self.path, version=version).to_pylist()
-            if (r["model_name"], r["input_path"], r["output_path"]) == (model_name, input_path, output_path)
-        ]
-        rows.sort(key=lambda r: r.seq)
+        every = metadata.read_arrow(self.path, version=version).to_pylist()
+        of_output = sorted((StateRow(**r) for r in every if r["output_path"] == output_path), key=lambda r: r.seq)
+        rows = [r for r in of_output if (r.model_name, r.input_path) == (model_name, input_path)]
         committed = next((r for r in reversed(rows) if r.status == COMMITTED), None)
         newest = rows[-1] if rows else None
         unfinished = newest if newest is not None and newest.status == PENDING else None
-        return Latest(committed, unfinished, version)
+        return Latest(committed, unfinished, version, of_output[-1] if of_output else None,
+                      max((r["seq"] for r in every), default=0) + 1)
 
     def append(self, row: StateRow, expected_version: int | None = None) -> int:
         """Append one row (``seq`` is the caller's); compare-and-set on the table when ``expected_version``."""
@@ -128,13 +128,6 @@ class ScoringState:
         return metadata.append_arrow(
             self.path, pa.Table.from_pylist([record], schema=STATE_SCHEMA), expected_version=expected_version
         )
-
-    def owner(self, output_path: str) -> StateRow | None:
-        """The newest row (any model, any input) for ``output_path``: the run that last wrote, or is writing, it."""
-        if metadata.table_version(self.path) is None:
-            return None
-        rows = [StateRow(**r) for r in metadata.read_arrow(self.path).to_pylist() if r["output_path"] == output_path]
-        return max(rows, key=lambda r: r.seq, default=None)
 
     def next_seq(self) -> int:
         if metadata.table_version(self.path) is None:
