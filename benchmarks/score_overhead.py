@@ -1,23 +1,77 @@
 """Overhead of `sparkship score` over a bare PipelineModel.transform + Delta write, measured side by side.
 
-Both sides read the same 1M-row Delta table, load the same saved PipelineModel (Imputer + StringIndexer +
+Both sides read the same Delta table, load the same saved PipelineModel (Imputer + StringIndexer +
 OneHotEncoder + VectorAssembler + LogisticRegression), and write keys + prediction + probability (as an array)
 to a new Delta table in one commit. `sparkship score` adds the registry lookup, the checksum check, the schema
-check, the quarantine rules, the row counts (from Delta statistics) and the state table. Rounds alternate; medians are reported.
+check, the quarantine rules, the row counts (from Delta statistics), the lease and the state table. Rounds
+alternate; medians are reported.
+
+Where the time goes: the Spark jobs each side launches (counted with the status tracker, per job group, with
+the call site of each job's first stage) and a cProfile of one extra `sparkship score` run, cumulative seconds
+per step (plan, execute, commit and their parts).
 
     .venv/bin/python benchmarks/score_overhead.py [--rows 1000000] [--rounds 3]
 """
 from __future__ import annotations
 
 import argparse
+import cProfile
 import logging
 import os
+import pstats
 import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
+from typing import Any, Callable
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+
+# (file suffix, function name) -> label of the step, for the profile breakdown
+STEPS = [
+    (("scoring.py", "load_scoring_model"), "resolve + verify + PipelineModel.load"),
+    (("artifacts.py", "verify"), "  of which: checksums (sha256)"),
+    (("scoring.py", "plan_run"), "plan_run (state, table versions, owner)"),
+    (("scoring.py", "build_frames"), "build_frames (transform plan, quarantine rules)"),
+    (("scoring.py", "check_targets"), "check_targets (output schemas)"),
+    (("scoring_state.py", "acquire"), "lease acquire"),
+    (("scoring_state.py", "release"), "lease release"),
+    (("scoring.py", "execute"), "execute (pending row, writes)"),
+    (("__init__.py", "count_rows"), "  of which: rows_in from file stats"),
+    (("__init__.py", "write"), "  of which: Delta writes (the Spark job)"),
+    (("scoring.py", "_committed"), "  of which: counts from commit metrics"),
+    (("scoring.py", "commit"), "commit (count check, committed row)"),
+]
+
+
+def jobs_of(spark: Any, group: str, run: Callable[[], float]) -> tuple[float, list[str]]:
+    """Run ``run`` under Spark job group ``group``; return its seconds and the call site of each job it launched."""
+    sc = spark.sparkContext
+    sc.setJobGroup(group, group)
+    try:
+        elapsed = run()
+    finally:
+        sc.setLocalProperty("spark.jobGroup.id", None)
+    tracker = sc.statusTracker()
+    sites = []
+    for job_id in sorted(tracker.getJobIdsForGroup(group)):
+        info = tracker.getJobInfo(job_id)
+        stage = tracker.getStageInfo(min(info.stageIds)) if info and info.stageIds else None
+        sites.append(stage.name.split(" at ")[0] if stage else "?")
+    return elapsed, sites
+
+
+def profile_steps(run: Callable[[], Any]) -> list[tuple[str, float]]:
+    """Cumulative seconds of each step of STEPS in one profiled call of ``run``."""
+    profiler = cProfile.Profile()
+    profiler.runcall(run)
+    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    out = []
+    for (suffix, func), label in STEPS:
+        total = sum(v[3] for (file, _, name), v in stats.items() if file.endswith(suffix) and name == func)
+        out.append((label, total))
+    return out
 
 
 def main() -> None:
@@ -70,20 +124,32 @@ def main() -> None:
         return time.perf_counter() - start
 
     run_raw(-1)  # warm-up: JIT, Python workers
-    times: dict[str, list[float]] = {
-        "raw transform + write": [], "sparkship score": [],
-    }
+    run_sparkship(-1)
+    names = {"raw": "raw transform + write", "sparkship": "sparkship score"}
+    times: dict[str, list[float]] = {names["raw"]: [], names["sparkship"]: []}
+    jobs: dict[str, list[str]] = {}
     for i in range(args.rounds):
-        times["raw transform + write"].append(run_raw(i))
-        times["sparkship score"].append(run_sparkship(i))
+        for key, run in (("raw", run_raw), ("sparkship", run_sparkship)):
+            elapsed, sites = jobs_of(spark, f"bench-{key}-{i}", lambda run=run: run(i))
+            times[names[key]].append(elapsed)
+            jobs[names[key]] = sites
+    steps = profile_steps(lambda: run_sparkship(args.rounds))
 
-    base = statistics.median(times["raw transform + write"])
-    print(f"\n{args.rows:,} rows, {args.rounds} rounds (alternating), local[*] on {os.cpu_count()} cores\n")
-    print("| path | median s | rounds s | ratio |")
-    print("| --- | ---: | --- | ---: |")
+    base = statistics.median(times[names["raw"]])
+    print(f"\n{args.rows:,} rows, {args.rounds} rounds (alternating), local[*] on {os.cpu_count()} cores, "
+          f"engine {tables.engine_for(spark)}\n")
+    print("| path | median s | rounds s | ratio | Spark jobs per run |")
+    print("| --- | ---: | --- | ---: | ---: |")
     for name, values in times.items():
         med = statistics.median(values)
-        print(f"| {name} | {med:.2f} | {', '.join(f'{v:.2f}' for v in values)} | {med / base:.2f}x |")
+        print(f"| {name} | {med:.2f} | {', '.join(f'{v:.2f}' for v in values)} | {med / base:.2f}x "
+              f"| {len(jobs[name])} |")
+    print("\nSpark jobs of one run, by call site (first stage's name):")
+    for name, sites in jobs.items():
+        print(f"  {name}: " + ", ".join(f"{site} x{n}" for site, n in sorted(Counter(sites).items())))
+    print("\nOne profiled `sparkship score` run (cProfile, cumulative seconds; the profiler adds its own cost):")
+    for label, seconds in steps:
+        print(f"  {label:<52} {seconds:6.2f}")
 
 
 if __name__ == "__main__":

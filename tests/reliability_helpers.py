@@ -113,3 +113,33 @@ def run_score(home: str, args: list[str], state_table: str, log_path: str, kill_
     killed = proc.returncode == -signal.SIGKILL  # a run that exited just before the kill was not killed
     seen += [ended] * (commit_count(state_table) - commits_before - len(seen))  # landed in the last poll interval
     return Run(seen, ended, killed, proc.returncode, open(log_path).read())
+
+
+def start_paused(argv: list[str], point: str, flag: str, env: dict[str, str] | None = None,
+                 log_path: str | None = None, timeout_s: float = 240.0) -> subprocess.Popen:
+    """Start ``argv`` in its own session, told to hold at kill point ``point``; return once it holds there.
+
+    The process waits while ``flag`` exists (see :mod:`sparkship.killpoints`): :func:`kill_tree` it there, or
+    remove ``flag`` to let it go on. Fails if the process ends or does not get there within ``timeout_s``.
+    """
+    full_env = {**os.environ, **(env or {}), "SPARKSHIP_PAUSE_AT": point, "SPARKSHIP_PAUSE_FLAG": flag,
+                "PYTHONUNBUFFERED": "1"}
+    out = open(log_path, "w") if log_path else subprocess.DEVNULL
+    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=full_env, start_new_session=True)
+    deadline = time.monotonic() + timeout_s
+    while not os.path.exists(flag):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            if proc.poll() is None:
+                kill_tree(proc.pid)
+            proc.wait()
+            log = open(log_path).read() if log_path else ""
+            raise AssertionError(f"{argv[:4]} never reached kill point {point} (rc {proc.returncode}):\n{log}")
+        time.sleep(0.01)
+    return proc
+
+
+def kill_paused(proc: subprocess.Popen) -> None:
+    """SIGKILL a process held at a kill point, with its whole tree; wait for it."""
+    kill_tree(proc.pid)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.returncode

@@ -53,7 +53,7 @@ def test_register_load_by_every_kind_of_reference(spark, settings, tiny_model):
     v2 = _register(settings, model, run_id="run-2")
     assert (v1.version, v2.version) == (1, 2)
     assert v2.artifact == os.path.join(settings.models_root, "churn", "2")
-    assert sorted(os.listdir(v2.artifact)) == ["manifest.json", "model"]
+    assert sorted(os.listdir(v2.artifact)) == ["REGISTERED", "manifest.json", "model"]
     reg.set_alias("churn", "champion", 1)
     assert reg.get("churn").version == 2
     assert reg.get("churn/1").version == 1
@@ -169,3 +169,63 @@ def test_cli_models_and_alias(settings, tiny_model, capsys, monkeypatch):
     assert [v["version"] for v in history["versions"]] == [1, 2]
     assert [e["event"] for e in history["events"]] == ["registered", "registered", "alias_moved"]
     assert main(["models", "show", "../etc", "--json"]) == 2
+
+
+# --- registration order: a version is visible only once its artifact is complete ----------------------------
+
+REGISTER_POINTS = ["register:renamed", "register:committed"]
+
+
+@pytest.mark.parametrize("point", REGISTER_POINTS)
+def test_kill_9_during_a_registration_never_exposes_a_version_without_its_artifact(settings, tiny_model, tmp_path,
+                                                                                    point):
+    import subprocess
+    import sys
+
+    from reliability_helpers import kill_paused, start_paused  # noqa: E402 - tests/ helper
+
+    model, _ = tiny_model
+    reg = Registry(settings)
+    _register(settings, model, run_id="first")
+    staged = artifacts.stage(model, _manifest("churn"), settings.models_root)
+    code = ("import sys; from reliability_helpers import register_staged; "
+            "print(register_staged(sys.argv[1], 'churn', sys.argv[2], 'killed'))")
+    env = {"PYTHONPATH": os.pathsep.join([os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")])}
+    proc = start_paused([sys.executable, "-c", code, settings.home, staged], point, str(tmp_path / "flag"), env=env,
+                        log_path=str(tmp_path / "register.log"))
+    kill_paused(proc)
+
+    # Whatever the point, NAME resolves to a version whose artifact is complete and verified.
+    latest = reg.get("churn")
+    assert artifacts.verify(latest.artifact)["name"] == "churn"
+    committed = point == "register:committed"
+    assert [mv.version for mv in reg.versions("churn")] == ([1, 2] if committed else [1])
+    assert latest.run_id == ("killed" if committed else "first")
+
+    # The next registration is neither blocked nor corrupted by what the dead one left: it takes the next
+    # number (the orphan's, when the dead one never committed), and the orphan is moved aside whole.
+    after = _register(settings, model, run_id="next")
+    assert after.version == latest.version + 1
+    assert [mv.version for mv in reg.versions("churn")] == list(range(1, after.version + 1))
+    assert reg.get("churn").run_id == "next" and artifacts.verify(after.artifact)["name"] == "churn"
+    orphans = os.path.join(settings.models_root, ".orphaned")
+    moved = sorted(os.listdir(orphans)) if os.path.isdir(orphans) else []
+    assert len(moved) == (0 if committed else 1)
+    for folder in moved:  # the dead registration's artifact, intact, out of the way
+        assert artifacts.verify(os.path.join(orphans, folder))["name"] == "churn"
+    for mv in reg.versions("churn"):
+        assert artifacts.verify(mv.artifact)["name"] == "churn"
+
+
+def test_a_registered_folder_beyond_the_table_is_a_lost_commit_but_an_unregistered_one_is_not(settings, tiny_model):
+    model, _ = tiny_model
+    reg = Registry(settings)
+    first = _register(settings, model)
+    orphan = os.path.join(settings.models_root, "churn", "2")
+    shutil.copytree(first.artifact, orphan)
+    os.remove(os.path.join(orphan, "REGISTERED"))
+    assert [mv.version for mv in reg.versions("churn")] == [1]  # an orphan is not a version, nor an error
+    with open(os.path.join(orphan, "REGISTERED"), "w") as fh:
+        fh.write("churn/2\n")
+    with pytest.raises(IntegrityError, match="lost a commit"):
+        reg.versions("churn")

@@ -13,7 +13,7 @@ from chispa import assert_approx_df_equality, assert_df_equality
 from sparkship import artifacts, scoring, tables
 from sparkship.cli import main
 from sparkship.config import Settings
-from sparkship.errors import SchemaMismatchError, SparkshipError
+from sparkship.errors import SchemaMismatchError, SparkshipError, UsageError
 from sparkship.registry import Registry
 
 MODEL = "churn"
@@ -317,3 +317,135 @@ def test_cli_score_json_and_errors(spark, settings, tmp_path, capsys):
     with pytest.raises(SystemExit) as help_exit:
         main(["score", "--help"])
     assert help_exit.value.code == 0 and "--include-features" in capsys.readouterr().out
+
+
+# --- one output, one model ------------------------------------------------------------------------------------
+
+
+def _register_as(spark, model, settings: Settings, name: str) -> int:
+    staged = artifacts.stage(model, {**manifest_for(spark), "name": name}, settings.models_root)
+    return Registry(settings).register(name, staged).version
+
+
+def _untouched(spark, out: str):  # noqa: ANN202 - a snapshot of the three tables a run may write
+    from reliability_helpers import commit_count  # noqa: E402 - tests/ helper
+
+    return tuple(commit_count(t) for t in (out, out + "_quarantine", out + "_state"))
+
+
+def test_another_models_scores_are_never_replaced_without_the_flag(spark, fitted, settings, tmp_path):
+    from pyspark.sql import functions as F
+
+    src, out = str(tmp_path / "events"), str(tmp_path / "scores")
+    write_input(spark, src, make_rows(10, 41) + [(None, 1.0, 1.0, "basic", "north")])
+    scoring.score(spark, settings, MODEL, src, out, ["id"], run_id="mine")
+    _register_as(spark, fitted, settings, "rival")
+    before, snapshot = _untouched(spark, out), read_sorted(spark, out, drop=())
+
+    for kwargs in ({}, {"full": True}):
+        with pytest.raises(UsageError, match=f"holds the scores of model '{MODEL}'.*--replace-output"):
+            scoring.score(spark, settings, "rival", src, out, ["id"], run_id="rival-1", **kwargs)
+    assert _untouched(spark, out) == before
+    assert_df_equality(read_sorted(spark, out, drop=()), snapshot, ignore_nullable=True)
+
+    replaced = scoring.score(spark, settings, "rival", src, out, ["id"], run_id="rival-2", replace_output=True)
+    assert (replaced.full, replaced.scored, replaced.quarantined) == (True, 10, 1)
+    assert {r["model_name"] for r in tables.read(spark, out).select("model_name").collect()} == {"rival"}
+    assert tables.read(spark, out + "_quarantine").where(F.col("model_name") == "rival").count() == 1
+    # ...and now the first model is the one refused, its state notwithstanding.
+    write_input(spark, src, make_rows(3, 42, first_id=500))
+    with pytest.raises(UsageError, match="holds the scores of model 'rival'"):
+        scoring.score(spark, settings, MODEL, src, out, ["id"], run_id="mine-2")
+
+
+def test_an_existing_table_no_scoring_run_wrote_is_not_replaced(spark, settings, tmp_path):
+    src, out = str(tmp_path / "events"), str(tmp_path / "scores")
+    write_input(spark, src, make_rows(5, 43))
+    write_input(spark, out, [(1, "precious")], schema="id long, note string")
+    with pytest.raises(UsageError, match="no scoring state.*--replace-output"):
+        scoring.score(spark, settings, MODEL, src, out, ["id"])
+    assert tables.read(spark, out).collect()[0]["note"] == "precious"
+    assert not os.path.exists(out + "_state") and not os.path.exists(out + "_lease")
+
+
+def test_a_run_whose_columns_differ_from_the_output_is_refused_naming_the_flag(spark, settings, tmp_path):
+    src, out = str(tmp_path / "events"), str(tmp_path / "scores")
+    write_input(spark, src, make_rows(8, 44))
+    scoring.score(spark, settings, MODEL, src, out, ["id"], run_id="plain")
+    before = _untouched(spark, out)
+    write_input(spark, src, make_rows(4, 45, first_id=100))
+    for kwargs in ({}, {"full": True}):
+        with pytest.raises(SchemaMismatchError, match=r"unexpected columns \['age', 'tenure', 'plan', 'region'\]"
+                                                      ".*--replace-output"):
+            scoring.score(spark, settings, MODEL, src, out, ["id"], include_features=True, **kwargs)
+    assert _untouched(spark, out) == before
+    wide = scoring.score(spark, settings, MODEL, src, out, ["id"], include_features=True, replace_output=True)
+    assert (wide.full, wide.scored) == (True, 12)
+    assert {"age", "tenure", "plan", "region"} <= set(tables.read(spark, out).columns)
+
+
+def test_counts_are_read_from_each_tables_own_commit(spark, settings, tmp_path):
+    from pyspark.sql import functions as F
+
+    src, out = str(tmp_path / "events"), str(tmp_path / "scores")
+    rows = make_rows(20, 46) + [(None, 1.0, 1.0, "basic", "north"), (7000, 1.0, None, "pro", "south")]
+    write_input(spark, src, rows)
+    first = scoring.score(spark, settings, MODEL, src, out, ["id"], run_id="c1")
+    more = make_rows(9, 47, first_id=300) + [(7001, math.inf, 1.0, "plus", "north")]
+    write_input(spark, src, more)
+    second = scoring.score(spark, settings, MODEL, src, out, ["id"], run_id="c2")
+    for result, added in ((first, rows), (second, more)):
+        q_rows = tables.read(spark, out + "_quarantine").where(F.col("run_id") == result.run_id).count()
+        o_rows = tables.read(spark, out).where(F.col("run_id") == result.run_id).count()
+        assert (result.rows_in, result.scored, result.quarantined) == (len(added), o_rows, q_rows)
+        assert result.rows_in == result.scored + result.quarantined
+    assert (first.quarantined, second.quarantined) == (2, 1)
+
+
+# --- the run lease --------------------------------------------------------------------------------------------
+
+
+def _lease_row(path: str, *, run_id: str, host: str, pid: int, started: str | None, expires_in_s: float) -> None:
+    import socket  # noqa: F401 - documents that host names are compared
+    from datetime import datetime, timedelta, timezone
+
+    import pyarrow as pa
+
+    from sparkship.scoring_state import ACQUIRED, LEASE_SCHEMA
+    from sparkship.tables import metadata
+
+    now = datetime.now(timezone.utc)
+    seq = 1 if metadata.table_version(path) is None else len(metadata.read_arrow(path)) + 1
+    row = {"seq": seq, "run_id": run_id, "host": host, "pid": pid, "pid_started": started, "action": ACQUIRED,
+           "expires_at": now + timedelta(seconds=expires_in_s), "at": now}
+    metadata.append_arrow(path, pa.Table.from_pylist([row], schema=LEASE_SCHEMA))
+
+
+def test_a_live_lease_is_refused_and_a_dead_or_expired_one_is_taken_over(tmp_path):
+    import socket
+    import subprocess
+
+    from sparkship.errors import ConcurrentWriteError
+    from sparkship.scoring_state import RunLease, _process_started
+
+    path = str(tmp_path / "scores_lease")
+    # A live run elsewhere (another host, lease not expired): refused, naming it, even after a bounded wait.
+    _lease_row(path, run_id="nightly", host="elsewhere", pid=1, started="1", expires_in_s=60)
+    with pytest.raises(ConcurrentWriteError, match=r"run nightly \(process 1 on elsewhere.*waited 0.3s"):
+        RunLease(path, "manual").acquire(wait_s=0.3)
+    # A live run on this host (this test process): refused too.
+    _lease_row(path, run_id="here", host=socket.gethostname(), pid=os.getpid(),
+               started=_process_started(os.getpid()), expires_in_s=60)
+    with pytest.raises(ConcurrentWriteError, match="run here"):
+        RunLease(path, "manual").acquire()
+    # Its process gone (same host): taken over at once, before the expiry.
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    _lease_row(path, run_id="killed", host=socket.gethostname(), pid=gone.pid, started="1", expires_in_s=60)
+    assert RunLease(path, "next").acquire().run_id == "killed"
+    # Expired elsewhere: taken over; and a held lease is released at the end of the block.
+    _lease_row(path, run_id="stale", host="elsewhere", pid=1, started="1", expires_in_s=-1)
+    with RunLease(path, "last").hold() as lease:
+        assert lease.holder()[1].run_id == "last"
+    assert lease.holder()[1].action == "released"
+    assert RunLease(path, "after").acquire() is None

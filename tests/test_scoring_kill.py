@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 import signal
 import subprocess
@@ -95,3 +96,58 @@ def test_kill_during_scoring_leaves_output_whole_and_rerun_finishes(spark, home,
     latest = ScoringState(out + "_state").latest(MODEL, src, out)
     assert latest.unfinished is None and latest.committed.input_version == tables.version(spark, src)
     assert latest.committed.run_id == "rerun" or latest.committed.run_id == "k3"
+
+
+def test_a_second_run_never_heals_a_live_run_but_heals_a_killed_one(spark, home, tmp_path, capsys):
+    import threading
+
+    from reliability_helpers import commit_count, kill_paused, start_paused  # noqa: E402 - tests/ helper
+
+    settings = Settings.resolve(home=home)
+    register(spark, fit_model(spark), settings)
+    src, out = str(tmp_path / "events"), str(tmp_path / "scores")
+    write_input(spark, src, make_rows(40, 1))
+    args = ["--model", MODEL, "--input", src, "--output", out, "--keys", "id"]
+    flag = str(tmp_path / "flag")
+
+    def held(run_id: str):  # noqa: ANN202 - a real `sparkship score` process, held after its pending row
+        return start_paused([sys.executable, "-m", "sparkship.cli", "score", *args, "--run-id", run_id],
+                            "score:pending", flag, env={"SPARKSHIP_HOME": home},
+                            log_path=str(tmp_path / f"{run_id}.log"), timeout_s=START_TIMEOUT_S)
+
+    # 1. The scheduled run is in progress (its pending row is committed) when a manual run starts: the manual
+    #    run refuses, naming it, and writes nothing; the scheduled run then finishes untouched.
+    scheduled = held("scheduled")
+    tables_of = (out, out + "_state", out + "_quarantine")
+    before = [commit_count(t) for t in tables_of]
+    capsys.readouterr()
+    assert main(["score", *args, "--run-id", "manual", "--json"]) == 1
+    error = json.loads(capsys.readouterr().out)
+    assert error["type"] == "ConcurrentWriteError" and "run scheduled" in error["error"], error
+    assert [commit_count(t) for t in tables_of] == before
+
+    # 2. A run told to wait starts while the scheduled one is still held: it waits, then runs after it.
+    waited: dict = {}
+    waiter = threading.Thread(target=lambda: waited.update(result=scoring.score(
+        spark, settings, MODEL, src, out, ["id"], run_id="waiter", wait_s=START_TIMEOUT_S)))
+    waiter.start()
+    time.sleep(1.0)
+    assert waiter.is_alive()  # still waiting for the lease
+    os.remove(flag)  # let the scheduled run go on
+    assert scheduled.wait(timeout=START_TIMEOUT_S) == 0, open(str(tmp_path / "scheduled.log")).read()
+    waiter.join(timeout=START_TIMEOUT_S)
+    result = waited["result"]
+    assert (result.healed, result.rows_in) == (False, 0)  # the scheduled run's work was done, not redone
+    latest = ScoringState(out + "_state").latest(MODEL, src, out)
+    assert latest.unfinished is None and latest.committed.run_id == "scheduled"
+    assert tables.read(spark, out).count() == 40
+
+    # 3. A run killed in progress is healed by the next one at once: its process is gone, so its lease (60 s) is
+    #    free before it expires.
+    write_input(spark, src, make_rows(25, 2, first_id=1000))
+    kill_paused(held("doomed"))
+    assert ScoringState(out + "_state").latest(MODEL, src, out).unfinished.run_id == "doomed"
+    healer = scoring.score(spark, settings, MODEL, src, out, ["id"], run_id="healer")  # wait_s=0: no waiting
+    assert healer.healed and healer.rows_in == 25
+    scores = tables.read(spark, out)
+    assert scores.count() == 65 and scores.select("id").distinct().count() == 65

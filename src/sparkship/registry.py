@@ -3,6 +3,16 @@
 * ``model_versions`` - one row per registered version; numbers per model are 1, 2, 3... with no gaps or
   duplicates, because each registration commits with ``expected_version`` (a compare-and-set on the table)
   and retries on conflict;
+
+Registration order. A version becomes visible only once its artifact is complete: the staged folder is
+verified, renamed to ``<models_root>/<name>/<N>`` and verified again, and only then is the row of version N
+committed; a ``REGISTERED`` marker is written into the folder after the commit. Registrations of one model
+hold a lock (``<models_root>/.locks/<name>.lock``, ``flock``: released by the kernel when a process dies), so
+a folder ``N`` without a row seen under the lock belongs to a registration that was killed before its commit:
+an orphan. The next registration moves it aside to ``<models_root>/.orphaned/`` (kept for inspection, safe to
+delete) and takes number N itself, so visible versions stay 1..N without gaps. A folder beyond the latest row
+that carries the ``REGISTERED`` marker means the table lost a commit: an :class:`IntegrityError`.
+
 * ``aliases`` - one row per alias move (``seq`` 1, 2, ... per table), so the current holder and the whole
   history are both readable; moves are compare-and-set too, and may require the holder the caller saw;
 * ``events`` - append-only: registered, alias moved, validated, promoted, rolled back...
@@ -18,18 +28,22 @@ follow aliases too.
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import logging
 import os
+import uuid
 import random
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 import pyarrow as pa
 
-from sparkship import artifacts
+from sparkship import artifacts, killpoints
 from sparkship.config import Settings
 from sparkship.errors import ConcurrentWriteError, IntegrityError, NotFoundError, SparkshipError, UsageError
 from sparkship.names import ModelRef, parse_ref, validate_alias, validate_name
@@ -80,6 +94,9 @@ EVENTS_SCHEMA = pa.schema(
     ]
 )
 MAX_ATTEMPTS = 200
+REGISTERED_MARKER = "REGISTERED"  # written into a version's folder once its row is committed
+LOCKS_DIR = ".locks"
+ORPHANED_DIR = ".orphaned"
 
 
 @dataclass(frozen=True)
@@ -130,6 +147,24 @@ def _retry_on_conflict(what: str, attempt: Callable[[], T]) -> T:
     raise ConcurrentWriteError(f"{what}: gave up after {MAX_ATTEMPTS} conflicting attempts")
 
 
+class _Placement:
+    """Where a registration's artifact folder is now; moved back to its staging path if the registration fails."""
+
+    def __init__(self, staged: str) -> None:
+        self.staged = staged
+        self.path = staged
+
+    def move_to(self, target: str) -> None:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.rename(self.path, target)
+        self.path = target
+
+    def undo(self) -> None:
+        if self.path != self.staged and os.path.isdir(self.path):
+            os.rename(self.path, self.staged)
+            self.path = self.staged
+
+
 class Registry:
     """Model versions, aliases and events of one registry root."""
 
@@ -165,22 +200,25 @@ class Registry:
         raise ConcurrentWriteError(f"{self.versions_path} kept changing while it was read")
 
     def _check_no_lost_versions(self, name: str, rows: list[dict[str, Any]], table_version: int) -> None:
-        """An artifact folder beyond the latest registered version means the versions table lost a commit.
+        """A registered folder (one with the ``REGISTERED`` marker) beyond the latest row means a lost commit.
 
-        (A registration commits its row before it renames its folder, so a folder without a row is either a
-        registration that landed after our read - the table moved: read again - or a lost commit.)
+        (The marker is written after the row is committed, so such a folder is either a registration that
+        landed after our read - the table moved: read again - or a commit the table lost. A folder without the
+        marker is a registration in progress or a killed one's orphan: not a version, and not an error.)
         """
         latest = max((r["version"] for r in rows), default=0)
         folder = os.path.join(self.models_root, name)
-        beyond = sorted(int(d) for d in (os.listdir(folder) if os.path.isdir(folder) else []) if d.isdigit()
-                        and int(d) > latest)
+        beyond = sorted(
+            int(d) for d in (os.listdir(folder) if os.path.isdir(folder) else [])
+            if d.isdigit() and int(d) > latest and os.path.exists(os.path.join(folder, d, REGISTERED_MARKER))
+        )
         if not beyond:
             return
         current = metadata.table_version(self.versions_path)
         if (current if current is not None else -1) != table_version:
             raise ConcurrentWriteError(f"{self.versions_path} moved past version {table_version}")
         raise IntegrityError(
-            f"the registry lists {name} up to version {latest}, but {folder}/{beyond[0]} exists: "
+            f"the registry lists {name} up to version {latest}, but {folder}/{beyond[0]} was registered: "
             f"{self.versions_path} may have lost a commit; nothing is read or registered until it is repaired"
         )
 
@@ -259,49 +297,94 @@ class Registry:
     ) -> ModelVersion:
         """Give ``staged_dir`` (from :func:`sparkship.artifacts.stage`) the next version number of ``name``.
 
-        The version row is committed first (compare-and-set, retried on conflict), then the staged folder is
-        renamed to ``<models_root>/<name>/<version>``.
+        The artifact is verified, renamed to ``<models_root>/<name>/<version>`` and verified again before the
+        version row is committed (compare-and-set, retried on conflict): a crash at any point leaves either no
+        new version or a complete one (see the module docstring for the orphaned folder a crash leaves).
         """
         validate_name(name)
-        manifest = manifest if manifest is not None else artifacts.read_manifest(staged_dir)
-        models_dir = os.path.join(self.models_root, name)
         if not os.path.isdir(staged_dir):
             raise NotFoundError(f"staged artifact {staged_dir} does not exist")
-        training = manifest.get("training") or {}
-
-        def attempt() -> ModelVersion:
-            table_version, rows = self._rows(self.versions_path)
-            mine = [r for r in rows if r["name"] == name]
-            self._check_no_lost_versions(name, mine, table_version)
-            version = max((r["version"] for r in mine), default=0) + 1
-            mv = ModelVersion(
-                name=name,
-                version=version,
-                artifact=os.path.join(models_dir, str(version)),
-                created_at=_now(),
-                run_id=run_id,
-                task=manifest.get("task"),
-                algorithm=manifest.get("algorithm"),
-                table=training.get("table"),
-                table_version=training.get("table_version"),
-                metrics={k: float(v) for k, v in (manifest.get("metrics") or {}).items()},
-            )
-            row = {**asdict(mv), "metrics_json": json.dumps(mv.metrics, sort_keys=True)}
-            del row["metrics"]
-            metadata.append_arrow(
-                self.versions_path, pa.Table.from_pylist([row], schema=VERSIONS_SCHEMA), expected_version=table_version
-            )
-            return mv
-
-        mv = _retry_on_conflict(f"registering {name}", attempt)
-        os.makedirs(models_dir, exist_ok=True)
-        try:
-            os.rename(staged_dir, mv.artifact)
-        except OSError as exc:
-            raise IntegrityError(f"{mv.ref} was registered but its artifact could not be moved to {mv.artifact}: {exc}")
+        manifest = manifest if manifest is not None else artifacts.read_manifest(staged_dir)
+        artifacts.verify(staged_dir)  # a damaged artifact is refused before anything moves
+        with self._registration_lock(name) as locked:
+            placed = _Placement(staged_dir)
+            try:
+                mv = _retry_on_conflict(
+                    f"registering {name}", lambda: self._commit_next_version(name, manifest, run_id, placed, locked)
+                )
+            except BaseException:
+                placed.undo()
+                raise
+            killpoints.reached("register:committed")
+            with open(os.path.join(mv.artifact, REGISTERED_MARKER), "w") as fh:
+                fh.write(f"{mv.ref}\n")
         log.info("registered %s (artifact %s)", mv.ref, mv.artifact)
         self.record_event(name, mv.version, "registered", {"artifact": mv.artifact, "metrics": mv.metrics}, run_id)
         return mv
+
+    def _commit_next_version(
+        self, name: str, manifest: dict[str, Any], run_id: str | None, placed: "_Placement", locked: bool
+    ) -> ModelVersion:
+        """One compare-and-set attempt: place the artifact at the next number, verify it, commit its row."""
+        table_version, rows = self._rows(self.versions_path)
+        mine = [r for r in rows if r["name"] == name]
+        self._check_no_lost_versions(name, mine, table_version)
+        version = max((r["version"] for r in mine), default=0) + 1
+        target = os.path.join(self.models_root, name, str(version))
+        if placed.path != target:
+            self._clear_orphan(name, target, locked)
+            placed.move_to(target)
+            killpoints.reached("register:renamed")
+            artifacts.verify(target)
+        training = manifest.get("training") or {}
+        mv = ModelVersion(
+            name=name,
+            version=version,
+            artifact=target,
+            created_at=_now(),
+            run_id=run_id,
+            task=manifest.get("task"),
+            algorithm=manifest.get("algorithm"),
+            table=training.get("table"),
+            table_version=training.get("table_version"),
+            metrics={k: float(v) for k, v in (manifest.get("metrics") or {}).items()},
+        )
+        row = {**asdict(mv), "metrics_json": json.dumps(mv.metrics, sort_keys=True)}
+        del row["metrics"]
+        metadata.append_arrow(
+            self.versions_path, pa.Table.from_pylist([row], schema=VERSIONS_SCHEMA), expected_version=table_version
+        )
+        return mv
+
+    def _clear_orphan(self, name: str, target: str, locked: bool) -> None:
+        """Move aside a folder left at ``target`` by a registration killed before its commit."""
+        if not os.path.exists(target):
+            return
+        if not locked:  # without the lock it may be a live registration's: never touch it
+            raise ConcurrentWriteError(f"{target} exists without a registry row (a registration in progress?)")
+        aside = os.path.join(self.models_root, ORPHANED_DIR, f"{name}-{os.path.basename(target)}-{uuid.uuid4().hex[:8]}")
+        os.makedirs(os.path.dirname(aside), exist_ok=True)
+        os.rename(target, aside)
+        log.warning("%s was left by a registration that did not commit: moved to %s", target, aside)
+
+    @contextmanager
+    def _registration_lock(self, name: str) -> Iterator[bool]:
+        """Hold the registration lock of ``name`` (True), or yield False where the file system has no flock."""
+        path = os.path.join(self.models_root, LOCKS_DIR, f"{name}.lock")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "a") as fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                    raise
+                log.warning("%s: no file locks here (%s); orphaned folders are not cleared", path, exc)
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     # --- aliases ------------------------------------------------------------------------------------------
 

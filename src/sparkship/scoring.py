@@ -24,8 +24,19 @@ Exactly-once. Each run appends a ``pending`` state row, writes the output with
 same way, then appends a ``committed`` state row. The start of the range only moves when a ``committed`` row lands, so a run killed at any point is
 redone by the next run with the same start, into the same partition, replacing whatever the dead run may have
 committed: no duplicates and no gaps. A dead full run (a ``pending`` full row) makes the next run full too.
-One output table belongs to one model and takes one scoring run at a time (a Databricks job with
-``max_concurrent_runs: 1``); the ``pending`` row is a compare-and-set, so a second concurrent run fails.
+
+One run at a time per output. A run holds the output's lease (``<output>_lease``, see
+:mod:`sparkship.scoring_state`) from before it reads the state until its ``committed`` row: a second run (a
+manual run during the scheduled one) waits up to ``wait_s`` (``--wait``) and then refuses, naming the run that
+holds it; it never takes a live run's ``pending`` row for a dead one. A killed run's lease is free at once on
+the same host (its process is gone) and after ``LEASE_S`` elsewhere, and the next run heals it as above.
+
+One output, one model. An output holds the scores of one model from one input: scoring another model (or the
+same model from another input) into an existing output is refused, naming the model whose scores it holds, and
+so is a run whose columns differ from the output's (``include_features`` toggled, a regression model into a
+classifier's output...); an existing table that no scoring run wrote is refused too. ``replace_output=True``
+(``--replace-output``) scores the whole input and replaces the output anyway. (Several models side by side would
+need per-model partitions and state; one table per model keeps each output's history and schema its own.)
 
 A new model version between runs: the new rows are scored by the new version (each row says which version
 scored it in ``model_version``); the result has ``model_version_changed=True`` and a warning suggests
@@ -42,7 +53,10 @@ the signature's columns as strings (the raw values), ``reason`` (every rule the 
 * a null or an unseen category in a string feature whose ``StringIndexer`` has ``handleInvalid`` "error" or
   "skip" (sparkship's own training uses "keep": unseen categories and nulls are scored).
 
-``rows_in == scored + quarantined`` always holds and is logged.
+Counts. ``rows_in`` comes from the input's file statistics, ``scored`` from the output commit's metrics and
+``quarantined`` from the quarantine commit's (0 when the run had nothing to quarantine and left it alone);
+``rows_in == scored + quarantined`` is checked before the state is committed (an :class:`IntegrityError`
+otherwise, and the next run redoes the range) and logged.
 
     >>> from sparkship.config import Settings
     >>> result = score(spark, Settings.resolve(), "churn@champion", "/data/events",
@@ -54,12 +68,13 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-from sparkship import artifacts, tables
+from sparkship import artifacts, killpoints, tables
 from sparkship.config import Settings
 from sparkship.errors import (
     ConcurrentWriteError,
@@ -69,8 +84,8 @@ from sparkship.errors import (
     SparkshipError,
     UsageError,
 )
-from sparkship.registry import Registry
-from sparkship.scoring_state import COMMITTED, PENDING, ScoringState, StateRow
+from sparkship.registry import ModelVersion, Registry
+from sparkship.scoring_state import COMMITTED, PENDING, RunLease, ScoringState, StateRow
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.ml import PipelineModel, Transformer
@@ -94,7 +109,7 @@ NUMERIC = frozenset({"tinyint", "smallint", "int", "bigint", "float", "double"})
 FLOATING = frozenset({"float", "double"})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ScoreResult:
     """What one scoring run did. ``from_version`` is exclusive (-1: the whole snapshot)."""
 
@@ -227,7 +242,99 @@ def quarantine_rules(
     return rules
 
 
-# --- the job -------------------------------------------------------------------------------------------------
+# --- the job: plan -> execute -> commit ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScoringRequest:
+    """What the caller asked for, parsed and checked; no table is read yet."""
+
+    input_path: str
+    pinned_version: int | None
+    output_path: str
+    keys: list[str]
+    run_id: str
+    full: bool
+    include_features: bool
+    replace_output: bool
+
+    @property
+    def quarantine_path(self) -> str:
+        return self.output_path + "_quarantine"
+
+    @property
+    def state_path(self) -> str:
+        return self.output_path + "_state"
+
+    @property
+    def lease_path(self) -> str:
+        return self.output_path + "_lease"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScoringModel:
+    """The model version a run scores with, resolved once, and what its manifest says."""
+
+    version: ModelVersion
+    pipeline: "PipelineModel"
+    inputs: list[dict[str, str]]
+    classification: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScoringPlan:
+    """Which input versions this run scores and how it writes them (read from the state and the tables)."""
+
+    input_version: int
+    from_version: int  # exclusive; -1: the whole snapshot
+    whole: bool  # replaces the whole output (and quarantine) instead of one scoring_batch partition
+    casts: dict[str, str]
+    healed: bool  # redoes the range of a run that died
+    dead_run: str | None
+    previous_model_version: int | None
+    output_start: int  # the output's version when planned, -1: no output yet
+    quarantine_start: int
+    state_version: int
+    next_seq: int  # of the state table: the pending row's, appended compare-and-set against state_version
+
+    @property
+    def batch(self) -> int:
+        return self.from_version + 1
+
+    @property
+    def nothing_new(self) -> bool:
+        return not self.whole and not self.healed and self.from_version == self.input_version
+
+    @property
+    def output_exists(self) -> bool:
+        return self.output_start >= 0
+
+    @property
+    def quarantine_exists(self) -> bool:
+        return self.quarantine_start >= 0
+
+    def same_range(self, other: "ScoringPlan") -> bool:
+        return (self.whole, self.from_version, self.input_version) == (other.whole, other.from_version,
+                                                                        other.input_version)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Frames:
+    """The two DataFrames a run writes: scored rows, and rows that cannot be scored."""
+
+    scored: "DataFrame"
+    quarantined: "DataFrame"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Written:
+    """What the writes committed; every count is read from its own table's commit."""
+
+    output_version: int | None
+    quarantine_version: int | None
+    rows_in: int
+    scored: int
+    quarantined: int
 
 
 def _parse_keys(keys: Sequence[str] | str) -> list[str]:
@@ -265,6 +372,267 @@ def _committed(spark: "SparkSession", path: str, version: int, written: "DataFra
     return rows if rows is not None else written.count()
 
 
+def make_request(input: str, output: str, keys: Sequence[str] | str, *, run_id: str | None, full: bool,
+                 include_features: bool, replace_output: bool) -> ScoringRequest:
+    """Parse the table references and keys; raise :class:`UsageError` on anything malformed."""
+    input_path, pinned = _table_path(input, "--input")
+    output_path, output_pin = _table_path(output, "--output")
+    if output_pin is not None:
+        raise UsageError(f"--output {output!r}: an output table cannot be pinned to a version")
+    if output_path == input_path:
+        raise UsageError("--output must be another table than --input")
+    return ScoringRequest(
+        input_path=input_path, pinned_version=pinned, output_path=output_path, keys=_parse_keys(keys),
+        run_id=run_id or uuid.uuid4().hex[:16], full=full, include_features=include_features,
+        replace_output=replace_output,
+    )
+
+
+def load_scoring_model(settings: Settings, model_ref: str) -> ScoringModel:
+    """Resolve ``model_ref`` once (an alias moving later changes nothing in this run) and load it, verified."""
+    from pyspark.ml import PipelineModel
+
+    mv = Registry(settings).get(model_ref)
+    manifest = artifacts.verify(mv.artifact)  # once: the checksums are the largest cost outside Spark
+    pipeline = PipelineModel.load(os.path.join(mv.artifact, artifacts.MODEL_DIR))
+    inputs = (manifest.get("signature") or {}).get("inputs")
+    if not inputs:
+        raise IntegrityError(f"model {mv.ref}: its manifest has no signature inputs")
+    log.info("scoring with %s (from %s)", mv.ref, model_ref)
+    return ScoringModel(version=mv, pipeline=pipeline, inputs=list(inputs),
+                        classification=manifest.get("task") == "classification")
+
+
+def _check_owner(request: ScoringRequest, model_name: str, owner: StateRow | None, output_exists: bool) -> None:
+    """Refuse to replace an output that another model (or another input) wrote, or that no scoring run wrote."""
+    if not output_exists:
+        return
+    if owner is None:
+        raise UsageError(
+            f"{request.output_path} exists but has no scoring state in {request.state_path}, so it was not "
+            "written by `sparkship score`: choose another --output, or pass --replace-output to replace it"
+        )
+    if (owner.model_name, owner.input_path) != (model_name, request.input_path):
+        raise UsageError(
+            f"{request.output_path} holds the scores of model '{owner.model_name}' (input {owner.input_path}, "
+            f"run {owner.run_id}); scoring '{model_name}' from {request.input_path} into it would replace them: "
+            "choose another --output, or pass --replace-output to replace them"
+        )
+
+
+def plan_run(spark: "SparkSession", request: ScoringRequest, model: ScoringModel, state: ScoringState,
+             input_version: int, casts: dict[str, str]) -> ScoringPlan:
+    """Decide the range to score from the state table and the tables' versions; write nothing.
+
+    Refuses (before anything is written) an output owned by another model or input, an input already scored
+    past ``input_version``, and a state that outlived its output.
+    """
+    name = model.version.name
+    latest = state.latest(name, request.input_path, request.output_path)
+    output_start = tables.version(spark, request.output_path)
+    quarantine_start = tables.version(spark, request.quarantine_path)
+    if not request.replace_output:
+        _check_owner(request, name, latest.owner, output_start is not None)
+    last, unfinished = latest.committed, latest.unfinished
+    whole = request.full or request.replace_output or last is None or (unfinished is not None and unfinished.full)
+    from_version = -1 if whole else last.input_version  # type: ignore[union-attr]
+    if not whole and from_version > input_version:
+        raise UsageError(
+            f"{request.input_path} was already scored up to version {from_version}; version {input_version} is "
+            "older: pass --full to rescore the output from that version"
+        )
+    if not whole and output_start is None:
+        raise SparkshipError(
+            f"the scoring state says {request.input_path} was scored up to version {from_version}, but the output "
+            f"{request.output_path} is gone: pass --full to rescore the whole input"
+        )
+    return ScoringPlan(
+        input_version=input_version, from_version=from_version, whole=whole, casts=casts,
+        healed=unfinished is not None, dead_run=unfinished.run_id if unfinished is not None else None,
+        previous_model_version=last.model_version if last is not None else None,
+        output_start=-1 if output_start is None else output_start,
+        quarantine_start=-1 if quarantine_start is None else quarantine_start,
+        state_version=latest.table_version, next_seq=latest.next_seq,
+    )
+
+
+def _log_plan(request: ScoringRequest, model: ScoringModel, plan: ScoringPlan) -> None:
+    mv = model.version
+    if plan.healed:
+        log.warning("the previous run %s did not finish: scoring its range again", plan.dead_run)
+    if request.replace_output and plan.output_exists:
+        log.warning("--replace-output: %s is replaced by the scores of %s", request.output_path, mv.ref)
+    changed = plan.previous_model_version not in (None, mv.version)
+    if changed and not plan.whole:
+        log.warning(
+            "%s: the previous run scored with version %d, this one with %d: the new rows get version %d and "
+            "older rows keep theirs; pass --full to rescore them all",
+            mv.name, plan.previous_model_version, mv.version, mv.version,
+        )
+
+
+def _input_rows(spark: "SparkSession", request: ScoringRequest, plan: ScoringPlan) -> "DataFrame":
+    if plan.whole:
+        return tables.read(spark, request.input_path, version=plan.input_version)
+    try:
+        return tables.added_rows(spark, request.input_path, plan.from_version, plan.input_version)
+    except tables.NotAppendOnlyError as exc:
+        raise SparkshipError(
+            f"cannot score {request.input_path} incrementally: {exc}. Pass --full to rescore the whole input "
+            "and replace the output"
+        ) from None
+
+
+def build_frames(spark: "SparkSession", request: ScoringRequest, model: ScoringModel, plan: ScoringPlan) -> Frames:
+    """The scored and quarantined DataFrames of the plan's rows (lazy: nothing runs yet)."""
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.sql import functions as F
+
+    mv = model.version
+    # What the model sees: keys + signature columns, cast where the signature is wider.
+    features = [i["name"] for i in model.inputs]
+    seen = {c: F.col(c).cast(plan.casts[c]) if c in plan.casts else F.col(c) for c in features}
+    needed = list(dict.fromkeys(request.keys + features))
+    prepared = _input_rows(spark, request, plan).select(*[seen[c].alias(c) if c in seen else F.col(c) for c in needed])
+    rules = quarantine_rules(model.pipeline, model.inputs, request.keys)
+    bad = F.lit(False)
+    for condition, _ in rules:
+        bad = bad | condition
+
+    stamp = [F.lit(mv.name).alias("model_name"), F.lit(str(mv.version)).alias("model_version")]
+    tail = [F.lit(request.run_id).alias("run_id"), F.lit(plan.input_version).cast("bigint").alias("input_version"),
+            F.lit(plan.batch).cast("bigint").alias(BATCH_COLUMN)]
+    prediction_col, probability_col = _prediction_cols(model.pipeline)
+    out_cols: list[Any] = [F.col(k) for k in request.keys]
+    if request.include_features:
+        out_cols += [F.col(c) for c in features if c not in request.keys]
+    out_cols.append(F.col(prediction_col).cast("double").alias("prediction"))
+    if model.classification:
+        out_cols.append(vector_to_array(F.col(probability_col)).alias("probability"))
+    out_cols += stamp + [F.lit(datetime.now(timezone.utc)).cast("timestamp").alias("scored_at")] + tail
+
+    reason = F.concat_ws("; ", *[F.when(cond, F.lit(text)) for cond, text in rules])
+    return Frames(
+        scored=model.pipeline.transform(prepared.where(~bad)).select(*out_cols),
+        quarantined=prepared.where(bad).select(
+            *[F.col(k) for k in request.keys],
+            *[F.col(c).cast("string").alias(c) for c in features if c not in request.keys],
+            reason.alias(REASON_COLUMN),
+            *stamp, *tail,
+        ),
+    )
+
+
+def check_targets(spark: "SparkSession", request: ScoringRequest, plan: ScoringPlan, frames: Frames) -> None:
+    """The output and quarantine must keep their columns, unless ``replace_output``: checked before any write."""
+    if request.replace_output:
+        return
+    targets = [(frames.scored, request.output_path, plan.output_exists),
+               (frames.quarantined, request.quarantine_path, plan.quarantine_exists)]
+    for df, path, exists in targets:
+        if not exists:
+            continue
+        try:
+            tables.check_schema(df.schema, tables.schema(spark, path), path)
+        except SchemaMismatchError as exc:
+            raise SchemaMismatchError(f"{exc}. Pass --replace-output to replace {path} with these columns") from None
+
+
+def _pending_row(request: ScoringRequest, model: ScoringModel, plan: ScoringPlan, seq: int) -> StateRow:
+    return StateRow(
+        seq=seq, model_name=model.version.name, input_path=request.input_path, output_path=request.output_path,
+        status=PENDING, full=plan.whole, from_version=plan.from_version, input_version=plan.input_version,
+        scoring_batch=plan.batch, model_version=model.version.version, run_id=request.run_id,
+    )
+
+
+def _write_quarantine(spark: "SparkSession", request: ScoringRequest, plan: ScoringPlan, frames: Frames,
+                      rows_in: int, scored: int, write_args: dict[str, Any]) -> tuple[int | None, int]:
+    """(quarantine version, rows this run put there), counted from the quarantine's own commit.
+
+    The quarantine is written when the input has rows the output did not take, or when an existing quarantine
+    may hold stale rows (a whole run, or a redone range); otherwise it is left alone and this run put 0 rows
+    there (a pass over the input would cost as much as the scoring itself).
+    """
+    path = request.quarantine_path
+    stale = plan.quarantine_exists and (plan.whole or plan.healed)
+    if rows_in == scored and not stale:
+        return (plan.quarantine_start if plan.quarantine_exists else None), 0
+    version = tables.write(frames.quarantined, path, **write_args, expected_version=plan.quarantine_start)
+    written = _committed(spark, path, version, frames.quarantined)
+    log.info("wrote %d rows to %s (version %d)", written, path, version)
+    return version, written
+
+
+def execute(spark: "SparkSession", request: ScoringRequest, model: ScoringModel, plan: ScoringPlan,
+            frames: Frames, state: ScoringState, lease: RunLease) -> tuple[StateRow, Written]:
+    """Append the ``pending`` row, then write the output and the quarantine (one commit each)."""
+    pending = _pending_row(request, model, plan, plan.next_seq)
+    try:
+        state.append(pending, expected_version=plan.state_version)
+    except ConcurrentWriteError:
+        raise ConcurrentWriteError(
+            f"another scoring run changed {state.path} while this one started: one run at a time per output"
+        ) from None
+    killpoints.reached("score:pending")
+    # Counts come from Delta's statistics and commit metrics, not from extra passes over the data.
+    rows_in = tables.count_rows(spark, request.input_path, plan.input_version,
+                                after_version=None if plan.whole else plan.from_version)
+    log.info(
+        "scoring %s versions %d..%d into %s (batch %d%s): %d rows", request.input_path, plan.from_version + 1,
+        plan.input_version, request.output_path, plan.batch, ", replacing the whole output" if plan.whole else "",
+        rows_in,
+    )
+    write_args: dict[str, Any] = {"mode": "overwrite", "partition_by": [BATCH_COLUMN]}
+    write_args.update({"overwrite_schema": True} if plan.whole else {"replace_partitions": {BATCH_COLUMN: plan.batch}})
+    # Both commits are compare-and-set against the versions the plan read: a commit that a killed run's
+    # orphaned worker lands late makes this run fail (re-run it) instead of being overwritten or overwriting.
+    lease.check()
+    output_version = tables.write(frames.scored, request.output_path, **write_args,
+                                  expected_version=plan.output_start)
+    scored = _committed(spark, request.output_path, output_version, frames.scored)
+    log.info("wrote %d scored rows to %s (version %d)", scored, request.output_path, output_version)
+    killpoints.reached("score:output")
+    # The quarantine commit comes after the output's: a crash in between leaves the state uncommitted, and
+    # the next run replaces both.
+    quarantine_version, quarantined = _write_quarantine(spark, request, plan, frames, rows_in, scored, write_args)
+    return pending, Written(output_version=output_version, quarantine_version=quarantine_version,
+                            rows_in=rows_in, scored=scored, quarantined=quarantined)
+
+
+def commit(state: ScoringState, pending: StateRow, written: Written, lease: RunLease) -> None:
+    """Check that every input row landed exactly once, then append the ``committed`` state row."""
+    if written.rows_in != written.scored + written.quarantined:
+        raise IntegrityError(
+            f"{pending.input_path}: {written.rows_in} rows in, but {written.scored} scored and "
+            f"{written.quarantined} quarantined; the state was not committed, so the next run scores this range "
+            "again"
+        )
+    lease.check()
+    state.append(replace(pending, seq=pending.seq + 1, status=COMMITTED, output_version=written.output_version,
+                         rows_in=written.rows_in, scored=written.scored, quarantined=written.quarantined))
+
+
+def _result(request: ScoringRequest, model: ScoringModel, plan: ScoringPlan, written: Written) -> ScoreResult:
+    mv = model.version
+    ran = not plan.nothing_new
+    return ScoreResult(
+        model=mv.name, model_version=mv.version, run_id=request.run_id, input=request.input_path,
+        input_version=plan.input_version, from_version=plan.from_version, output=request.output_path,
+        output_version=written.output_version, quarantine=request.quarantine_path,
+        quarantine_version=written.quarantine_version, rows_in=written.rows_in, scored=written.scored,
+        quarantined=written.quarantined, full=plan.whole, scoring_batch=plan.batch if ran else None,
+        model_version_changed=plan.previous_model_version not in (None, mv.version),
+        previous_model_version=plan.previous_model_version, healed=plan.healed,
+    )
+
+
+def _nothing_written(plan: ScoringPlan) -> Written:
+    return Written(output_version=plan.output_start if plan.output_exists else None,
+                   quarantine_version=plan.quarantine_start if plan.quarantine_exists else None,
+                   rows_in=0, scored=0, quarantined=0)
+
+
 def score(
     spark: "SparkSession",
     settings: Settings,
@@ -276,194 +644,51 @@ def score(
     full: bool = False,
     include_features: bool = False,
     run_id: str | None = None,
+    replace_output: bool = False,
+    wait_s: float = 0.0,
 ) -> ScoreResult:
     """Score the rows of ``input`` (``PATH[@VERSION]``) not scored yet by ``model_ref`` into ``output``.
 
-    See the module docstring for the output, the state, the quarantine and what happens after a crash.
+    Plan (what to score, every check), execute (pending row, output and quarantine commits), commit (the
+    ``committed`` row), all under the output's lease; ``wait_s``: how long to wait for another run's lease.
+    ``replace_output`` scores the whole input and replaces the output whatever model wrote it and whatever its
+    columns. See the module docstring for the output, the state, the quarantine and what happens after a crash.
 
     >>> r = score(spark, settings, "churn@champion", "/data/events@7", "/data/scores", "customer_id")  # doctest: +SKIP
     >>> (r.model_version, r.input_version, r.rows_in)                                                # doctest: +SKIP
     (3, 7, 1200)
     """
-    from pyspark.ml.functions import vector_to_array
-    from pyspark.sql import functions as F
-
-    input_path, pinned = _table_path(input, "--input")
-    output_path, output_pin = _table_path(output, "--output")
-    if output_pin is not None:
-        raise UsageError(f"--output {output!r}: an output table cannot be pinned to a version")
-    if output_path == input_path:
-        raise UsageError("--output must be another table than --input")
-    key_cols = _parse_keys(keys)
-    run_id = run_id or uuid.uuid4().hex[:16]
-
-    mv, model = Registry(settings).load_model(model_ref)  # resolved once: an alias moving later changes nothing
-    manifest = artifacts.verify(mv.artifact)
-    inputs = (manifest.get("signature") or {}).get("inputs")
-    if not inputs:
-        raise IntegrityError(f"model {mv.ref}: its manifest has no signature inputs")
-    classification = manifest.get("task") == "classification"
-    log.info("scoring with %s (from %s), run %s", mv.ref, model_ref, run_id)
-
-    input_version = pinned if pinned is not None else tables.version(spark, input_path)
+    request = make_request(input, output, keys, run_id=run_id, full=full, include_features=include_features,
+                           replace_output=replace_output)
+    model = load_scoring_model(settings, model_ref)
+    input_version = request.pinned_version
     if input_version is None:
-        raise NotFoundError(f"no Delta table at {input_path}")
-    snapshot = tables.read(spark, input_path, version=input_version)
-    casts = check_input(snapshot.schema, inputs, key_cols)
+        input_version = tables.version(spark, request.input_path)
+    if input_version is None:
+        raise NotFoundError(f"no Delta table at {request.input_path}")
+    casts = check_input(tables.schema(spark, request.input_path, input_version), model.inputs, request.keys)
+    state = ScoringState(request.state_path)
 
-    state = ScoringState(output_path + "_state")
-    quarantine_path = output_path + "_quarantine"
-    latest = state.latest(mv.name, input_path, output_path)
-    last, unfinished = latest.committed, latest.unfinished
-    output_exists = tables.exists(spark, output_path)
-    whole = full or last is None or (unfinished is not None and unfinished.full)
-    if whole and not full:
-        if unfinished is not None and unfinished.full:
-            log.warning("the previous full run %s did not finish: scoring the whole input again", unfinished.run_id)
-        elif output_exists:
-            log.warning("%s exists but has no scoring state for %s: it will be replaced", output_path, mv.name)
-    previous_model_version = last.model_version if last is not None else None
-    changed = previous_model_version is not None and previous_model_version != mv.version
-
-    if whole:
-        from_version, rows = -1, snapshot
-    else:
-        assert last is not None
-        from_version = last.input_version
-        if from_version > input_version:
-            raise UsageError(
-                f"{input_path} was already scored up to version {from_version}; version {input_version} is older: "
-                "pass --full to rescore the output from that version"
-            )
-        if not output_exists:
-            raise SparkshipError(
-                f"the scoring state says {input_path} was scored up to version {from_version}, but the output "
-                f"{output_path} is gone: pass --full to rescore the whole input"
-            )
-        if from_version == input_version and unfinished is None:
-            log.info("%s has no versions after %d: nothing to score", input_path, from_version)
-            return ScoreResult(
-                mv.name, mv.version, run_id, input_path, input_version, from_version, output_path,
-                tables.version(spark, output_path), quarantine_path,
-                tables.version(spark, quarantine_path) if tables.exists(spark, quarantine_path) else None,
-                0, 0, 0, False, None, changed, previous_model_version, False,
-            )
-        try:
-            rows = tables.added_rows(spark, input_path, from_version, input_version)
-        except tables.NotAppendOnlyError as exc:
-            raise SparkshipError(
-                f"cannot score {input_path} incrementally: {exc}. Pass --full to rescore the whole input "
-                "and replace the output"
-            ) from None
-        if changed:
-            log.warning(
-                "%s: the previous run scored with version %d, this one with %d: the new rows get version %d and "
-                "older rows keep theirs; pass --full to rescore them all",
-                mv.name, previous_model_version, mv.version, mv.version,
-            )
-    batch = from_version + 1
-    healed = unfinished is not None
-    if healed and not whole:
-        log.warning("the previous run %s did not finish: scoring its range again", unfinished.run_id)  # type: ignore[union-attr]
-
-    # What the model sees: keys + signature columns, cast where the signature is wider.
-    features = [i["name"] for i in inputs]
-    seen = {c: F.col(c).cast(casts[c]) if c in casts else F.col(c) for c in features}
-    needed = list(dict.fromkeys(key_cols + features))
-    prepared = rows.select(*[seen[c].alias(c) if c in seen else F.col(c) for c in needed])
-    rules = quarantine_rules(model, inputs, key_cols)
-    bad = F.lit(False)
-    for condition, _ in rules:
-        bad = bad | condition
-
-    scored_at = datetime.now(timezone.utc)
-    stamp = [
-        F.lit(mv.name).alias("model_name"),
-        F.lit(str(mv.version)).alias("model_version"),
-    ]
-    tail = [F.lit(run_id).alias("run_id"), F.lit(input_version).cast("bigint").alias("input_version"),
-            F.lit(batch).cast("bigint").alias(BATCH_COLUMN)]
-    prediction_col, probability_col = _prediction_cols(model)
-
-    out_cols: list[Any] = [F.col(k) for k in key_cols]
-    if include_features:
-        out_cols += [F.col(c) for c in features if c not in key_cols]
-    out_cols.append(F.col(prediction_col).cast("double").alias("prediction"))
-    if classification:
-        out_cols.append(vector_to_array(F.col(probability_col)).alias("probability"))
-    out_cols += stamp + [F.lit(scored_at).cast("timestamp").alias("scored_at")] + tail
-    out_df = model.transform(prepared.where(~bad)).select(*out_cols)
-
-    reason = F.concat_ws("; ", *[F.when(cond, F.lit(text)) for cond, text in rules])
-    q_df = prepared.where(bad).select(
-        *[F.col(k) for k in key_cols],
-        *[F.col(c).cast("string").alias(c) for c in features if c not in key_cols],
-        reason.alias(REASON_COLUMN),
-        *stamp, *tail,
-    )
-    quarantine_exists = tables.exists(spark, quarantine_path)
-    output_start = tables.version(spark, output_path) if output_exists else -1
-    quarantine_start = tables.version(spark, quarantine_path) if quarantine_exists else -1
-    if not whole:  # nothing is written yet: a schema change must fail here, not after the pending row
-        tables.check_schema(out_df.schema, tables.schema(spark, output_path), output_path)
-        if quarantine_exists:
-            tables.check_schema(q_df.schema, tables.schema(spark, quarantine_path), quarantine_path)
-
-    pending = StateRow(
-        seq=0, model_name=mv.name, input_path=input_path, output_path=output_path, status=PENDING,
-        full=whole, from_version=from_version, input_version=input_version, scoring_batch=batch,
-        model_version=mv.version, run_id=run_id,
-    )
-    seq = state.next_seq()
-    try:
-        state.append(StateRow(**{**pending.__dict__, "seq": seq}), expected_version=latest.table_version)
-    except ConcurrentWriteError:
-        raise ConcurrentWriteError(
-            f"another scoring run changed {state.path} while this one started: one run at a time per output"
-        ) from None
-    # Counts come from Delta's statistics, not from extra passes over the data: rows_in from the input files'
-    # stats, scored from the output commit's. The quarantine costs a pass only when there is something to put
-    # there (or stale rows to clear).
-    rows_in = tables.count_rows(spark, input_path, input_version, after_version=None if whole else from_version)
+    # A first plan before the lease, so that bad input fails before anything (the lease included) is written;
+    # the plan that counts is made again under the lease.
+    first = plan_run(spark, request, model, state, input_version, casts)
+    frames = None if first.nothing_new else build_frames(spark, request, model, first)
+    if frames is not None:
+        check_targets(spark, request, first, frames)
+    with RunLease(request.lease_path, request.run_id).hold(wait_s) as lease:
+        plan = plan_run(spark, request, model, state, input_version, casts)
+        if plan.nothing_new:
+            log.info("%s has no versions after %d: nothing to score", request.input_path, plan.from_version)
+            return _result(request, model, plan, _nothing_written(plan))
+        _log_plan(request, model, plan)
+        if frames is None or not plan.same_range(first):
+            frames = build_frames(spark, request, model, plan)
+        check_targets(spark, request, plan, frames)
+        pending, written = execute(spark, request, model, plan, frames, state, lease)
+        commit(state, pending, written, lease)
     log.info(
-        "scoring %s versions %d..%d into %s (batch %d%s): %d rows",
-        input_path, from_version + 1, input_version, output_path, batch,
-        ", replacing the whole output" if whole else "", rows_in,
+        "%s: rows_in %d = scored %d + quarantined %d; %s is at version %d (input version %d)", model.version.ref,
+        written.rows_in, written.scored, written.quarantined, request.output_path, written.output_version,
+        plan.input_version,
     )
-    write_args: dict[str, Any] = {"mode": "overwrite", "partition_by": [BATCH_COLUMN]}
-    write_args.update({"overwrite_schema": True} if whole else {"replace_partitions": {BATCH_COLUMN: batch}})
-    # Both commits are compare-and-set against the versions this run started from: a commit that a killed run's
-    # orphaned worker lands late makes this run fail (re-run it) instead of being overwritten or overwriting.
-    output_version = tables.write(out_df, output_path, **write_args, expected_version=output_start)
-    scored = _committed(spark, output_path, output_version, out_df)
-    quarantined = rows_in - scored
-    log.info("wrote %d scored rows to %s (version %d)", scored, output_path, output_version)
-
-    # The quarantine commit comes after the output's: a crash in between leaves the state uncommitted, and the
-    # next run replaces both. An existing quarantine is rewritten (maybe emptied) when it may hold stale rows.
-    quarantine_version = tables.version(spark, quarantine_path) if quarantine_exists else None
-    if quarantined or (quarantine_exists and (whole or healed)):
-        log.info("writing %d rows to %s", quarantined, quarantine_path)
-        quarantine_version = tables.write(q_df, quarantine_path, **write_args, expected_version=quarantine_start)
-        written = _committed(spark, quarantine_path, quarantine_version, q_df)
-        if written != quarantined:
-            raise IntegrityError(
-                f"{input_path} changed while it was scored: {rows_in} rows in, {scored} scored, {written} "
-                "quarantined; the state was not committed, so the next run scores this range again"
-            )
-
-    state.append(
-        StateRow(
-            **{**pending.__dict__, "seq": seq + 1, "status": COMMITTED, "output_version": output_version,
-               "rows_in": rows_in, "scored": scored, "quarantined": quarantined}
-        )
-    )
-    log.info(
-        "%s: rows_in %d = scored %d + quarantined %d; %s is at version %d (input version %d)",
-        mv.ref, rows_in, scored, quarantined, output_path, output_version, input_version,
-    )
-    return ScoreResult(
-        mv.name, mv.version, run_id, input_path, input_version, from_version, output_path, output_version,
-        quarantine_path, quarantine_version, rows_in, scored, quarantined, whole, batch, changed,
-        previous_model_version, healed,
-    )
+    return _result(request, model, plan, written)
