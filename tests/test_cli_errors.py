@@ -59,7 +59,8 @@ def test_a_schema_mismatch(home, tmp_path, csv_file):
 
 def test_a_bad_spec(home, tmp_path):
     spec = tmp_path / "spec.yaml"
-    spec.write_text("name: churn\ntable: /nowhere\nlabel: y\nmodel:\n  algorithm: no_such_algorithm\n")
+    spec.write_text("name: churn\ntask: classification\ntable: /nowhere\nlabel: y\nfeatures:\n  numeric: [a]\n"
+                    "model:\n  algorithm: no_such_algorithm\n")
     _assert_clean_failure(_sparkship("train", "--spec", str(spec)), "algorithm", code=2)
 
 

@@ -20,6 +20,12 @@ from sparkship.errors import IntegrityError, NotFoundError, SparkshipError, Usag
 from sparkship.registry import Registry
 
 
+@pytest.fixture(autouse=True)
+def _on_both_engines(engine):
+    """Every test here runs on delta-spark and on the delta-rs data source (conftest.engine)."""
+
+
+
 @pytest.fixture(scope="module")
 def tiny_model(spark):
     df = spark.createDataFrame([(float(i % 10), float((i * 7) % 5), float(i % 10 > 4)) for i in range(120)],

@@ -16,6 +16,12 @@ from sparkship.config import Settings
 from sparkship.errors import SchemaMismatchError, SparkshipError, UsageError
 from sparkship.registry import Registry
 
+
+@pytest.fixture(autouse=True)
+def _on_both_engines(engine):
+    """Every test here runs on delta-spark and on the delta-rs data source (conftest.engine)."""
+
+
 MODEL = "churn"
 INPUT_SCHEMA = "id long, age double, tenure double, plan string, region string"
 PLANS = ["basic", "plus", "pro"]

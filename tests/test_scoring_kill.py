@@ -19,6 +19,12 @@ from sparkship.scoring_state import ScoringState
 from reliability_helpers import kill_tree  # noqa: E402 - sibling test module
 from test_scoring import MODEL, fit_model, make_rows, register, write_input  # noqa: E402 - sibling test module
 
+
+@pytest.fixture(autouse=True)
+def _on_both_engines(engine):
+    """Every test here runs on delta-spark and on the delta-rs data source (conftest.engine)."""
+
+
 START_TIMEOUT_S = 240
 
 

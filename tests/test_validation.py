@@ -17,6 +17,12 @@ from sparkship.promotion import PromotionRefusedError, promote, rollback
 from sparkship.registry import Registry
 from sparkship.validation import check_rules, primary_metric, validate
 
+
+@pytest.fixture(autouse=True)
+def _on_both_engines(engine):
+    """Every test here runs on delta-spark and on the delta-rs data source (conftest.engine)."""
+
+
 SCHEMA = "x1 double, x2 double, y double, y_str string, t double"
 
 
