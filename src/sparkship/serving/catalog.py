@@ -22,6 +22,7 @@ from sparkship.serving.stages import (
     StringIndexerModel,
     UnsupportedModelError,
     VectorAssembler,
+    VectorSizeHint,
 )
 
 STAGES: dict[str, type[Stage]] = {
@@ -30,7 +31,7 @@ STAGES: dict[str, type[Stage]] = {
         ImputerModel, StringIndexerModel, OneHotEncoderModel, Bucketizer, VectorAssembler, StandardScalerModel,
         MinMaxScalerModel, LogisticRegressionModel, LinearRegressionModel, DecisionTreeClassificationModel,
         RandomForestClassificationModel, GBTClassificationModel, DecisionTreeRegressionModel,
-        RandomForestRegressionModel, GBTRegressionModel,
+        RandomForestRegressionModel, GBTRegressionModel, VectorSizeHint,
     )
 }
 
