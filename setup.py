@@ -41,7 +41,8 @@ setup(
         "matplotlib>=3.7",
         "databricks-sdk>=0.30",
     ],
-    extras_require={"local": LOCAL, "dev": DEV},
+    # bench: benchmarks/serve_latency.py compares with MLflow's spark flavor (never a runtime dependency)
+    extras_require={"local": LOCAL, "dev": DEV, "bench": LOCAL + ["mlflow-skinny", "httpx"]},
     entry_points={
         "console_scripts": [
             "sparkship=sparkship.cli:run",

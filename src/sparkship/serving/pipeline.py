@@ -48,6 +48,11 @@ def _stage_dirs(pipeline_dir: str, meta: StageMetadata) -> list[str]:
     return dirs
 
 
+# A tuning model transforms with its best model, saved under bestModel/ (JVM and pyspark writers alike).
+TUNING_CLASSES = frozenset({f"{prefix}.{name}" for prefix in ("org.apache.spark.ml.tuning", "pyspark.ml.tuning")
+                            for name in ("CrossValidatorModel", "TrainValidationSplitModel")})
+
+
 def load_stages(path: str) -> list[Stage]:
     """Every stage of the saved model at ``path``, nested PipelineModels flattened, in transform order."""
     meta = read_metadata(path)
@@ -56,6 +61,11 @@ def load_stages(path: str) -> list[Stage]:
         for d in _stage_dirs(path, meta):
             out.extend(load_stages(d))
         return out
+    if meta.class_name in TUNING_CLASSES:
+        best = os.path.join(path, "bestModel")
+        if not os.path.isdir(best):
+            raise NotFoundError(f"{path}: a {meta.short_class} without its bestModel/ folder")
+        return load_stages(best)
     return [build_stage(meta)]
 
 

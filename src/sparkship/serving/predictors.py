@@ -282,7 +282,10 @@ class LogisticRegressionModel(ClassificationModel):
         """rawPrediction from the (n, k) margins: themselves (multinomial) or [-m, m] (binomial)."""
         if self.multinomial:
             return margins
-        return np.concatenate([-margins, margins], axis=1)
+        raw = np.empty((len(margins), 2))
+        np.negative(margins[:, 0], out=raw[:, 0])
+        raw[:, 1] = margins[:, 0]
+        return raw
 
     def raw2prob_row(self, raw: list[float]) -> list[float]:
         if not self.multinomial:  # Spark: p0 = sigmoid(raw0), p1 = 1 - p0
@@ -302,8 +305,12 @@ class LogisticRegressionModel(ClassificationModel):
     def raw2prob_batch(self, raw: np.ndarray) -> np.ndarray:
         if not self.multinomial:
             prob = np.empty_like(raw)
-            prob[:, 0] = 1.0 / (1.0 + np.exp(-raw[:, 0]))
-            np.subtract(1.0, prob[:, 0], out=prob[:, 1])
+            p0 = prob[:, 0]  # 1 / (1 + exp(-raw0)), computed in place
+            np.negative(raw[:, 0], out=p0)
+            np.exp(p0, out=p0)
+            p0 += 1.0
+            np.divide(1.0, p0, out=p0)
+            np.subtract(1.0, p0, out=prob[:, 1])
             return prob
         k = spark_argmax(raw)
         mx = raw[np.arange(len(raw)), k]
