@@ -215,6 +215,7 @@ def test_vector_size_hint_matches_spark(spark, tmp_path, handle):
     from pyspark.ml.feature import VectorSizeHint
     from pyspark.ml.functions import vector_to_array
     from pyspark.ml.linalg import Vectors
+    from pyspark.sql import functions as F
 
     rows = [(0, Vectors.dense([1.0, 2.0])), (1, None), (2, Vectors.dense([1.0, 2.0, 3.0])),
             (3, Vectors.dense([math.nan, 5.0]))]
@@ -225,7 +226,8 @@ def test_vector_size_hint_matches_spark(spark, tmp_path, handle):
         one = spark.createDataFrame([(i, vec)], _schema("id long, v vector"))
         record = {"id": i, "v": None if vec is None else vec.toArray().tolist()}
         try:
-            got = spark_model.transform(one).select(vector_to_array("v").alias("v")).collect()
+            got = spark_model.transform(one).select(
+                F.when(F.col("v").isNull(), None).otherwise(vector_to_array("v")).alias("v")).collect()
         except Exception:  # Spark fails the job: so must the scorer
             with pytest.raises(InvalidRecordError, match="VectorSizeHint"):
                 scorer.score_one(record)
