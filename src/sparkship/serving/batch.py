@@ -240,7 +240,7 @@ def _numpy_double_column(series: Any, spark_type: str) -> tuple[np.ndarray, np.n
     arr = series.to_numpy(dtype=np.float64, copy=False)
     if spark_type == "float":
         arr = arr.astype(np.float32).astype(np.float64)
-    elif np.shares_memory(arr, series.values):
+    elif np.may_share_memory(arr, series.values):
         arr = arr.view()
         arr.flags.writeable = False  # a view of the caller's DataFrame: no stage may write into it
     nulls = np.isnan(arr) if dt.kind == "f" and np.isnan(np.add.reduce(arr)) else None

@@ -46,7 +46,7 @@ class FusedLinear:
             if not (isinstance(va, VectorAssembler) and isinstance(sc, StandardScalerModel)
                     and isinstance(model, (LogisticRegressionModel, LinearRegressionModel))):
                 continue
-            if not (va.handle == "error" and va._scalar_only and sc.input_cols[0] == va.output_cols[0]
+            if not (va.handle == "error" and va.scalar_only and sc.input_cols[0] == va.output_cols[0]
                     and model.features_col == sc.output_cols[0] and _dense(model)):
                 continue
             hidden = {va.output_cols[0], sc.output_cols[0]}

@@ -447,8 +447,7 @@ class VectorAssembler(Stage):
             self.kinds.append((c, t, width))
             total = None if total is None or width is None else total + width
         self.size = total
-        self._vector_only = all(t == "vector" for _, t, _ in self.kinds)
-        self._scalar_only = all(t != "vector" for _, t, _ in self.kinds)
+        self.scalar_only = all(t != "vector" for _, t, _ in self.kinds)
         schema[self.output_cols[0]] = ("vector", total)
 
     def _wrong_size(self, c: str, got: int, width: int) -> InvalidRecordError:
@@ -456,7 +455,7 @@ class VectorAssembler(Stage):
 
     def row(self, r: dict[str, Any]) -> bool:
         handle = self.handle
-        if self._scalar_only and handle == "error":  # the common case: numbers only, nothing to pad
+        if self.scalar_only and handle == "error":  # the common case: numbers only, nothing to pad
             try:
                 out = [float(r[c]) for c, _, _ in self.kinds]
             except TypeError:  # a null: report it as the general path does
@@ -506,7 +505,7 @@ class VectorAssembler(Stage):
 
     def batch(self, b: Batch) -> np.ndarray:
         dropped = self._skip_invalid(b) if self.handle == "skip" else _EMPTY
-        if self._scalar_only and not any(c in b.nulls for c in self.input_cols):
+        if self.scalar_only and not any(c in b.nulls for c in self.input_cols):
             out = _stack_columns([b.cols[c] for c in self.input_cols], b.n)
             if self.handle == "error":
                 self._fail_on_nan(b, out)
