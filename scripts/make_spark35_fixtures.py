@@ -97,7 +97,6 @@ def _fixtures() -> dict[str, tuple[Callable[[], list], list[str]]]:
             F.VectorSizeHint(inputCol="v0", size=2),
             F.VectorAssembler(inputCols=["x1_i", "v0"], outputCol="features"),
             C.LogisticRegression()], ["features"] + clf),
-        "cross_validator": (lambda: [_cross_validator()], clf),
         "naive_bayes": (lambda: [F.VectorAssembler(inputCols=["x2", "x3"], outputCol="features"),
                                  C.NaiveBayes()], clf),
         "linear_svc": (lambda: _prep() + [C.LinearSVC(maxIter=20)], ["rawPrediction", "prediction"]),
@@ -121,6 +120,7 @@ def _fixtures() -> dict[str, tuple[Callable[[], list], list[str]]]:
         "sql_transformer": (lambda: [F.SQLTransformer(statement="SELECT *, x2 * 2 + x3 AS z FROM __THIS__"),
                                      F.VectorAssembler(inputCols=["z", "x2"], outputCol="features"),
                                      R.LinearRegression(labelCol="y")], ["z", "prediction"]),
+        "cross_validator": (lambda: [_cross_validator()], clf),
     }
 
 

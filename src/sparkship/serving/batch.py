@@ -3,7 +3,8 @@
 Numeric columns are float64 (double, float) or int64 (integral types) arrays; booleans bool arrays; strings
 object arrays holding ``str`` or ``None``; vectors 2-D float64 arrays. A null is flagged in ``nulls[name]``
 (its slot holds NaN, 0 or None). ``rows`` keeps each surviving row's position in the caller's input, so rows
-dropped by a stage (Spark's ``skip`` modes) can be reported.
+dropped by a stage (Spark's ``skip`` modes) can be reported. Input columns may be read-only views of the
+caller's pandas or Arrow memory (no copy): a stage writes new arrays, never into an input column.
 
     >>> import pyarrow as pa
     >>> from sparkship.serving.signature import Signature, Field
