@@ -181,6 +181,16 @@ def main() -> None:
 
     print(f"\nJVM-free scorer vs Spark {version} local[2], "
           f"{os.cpu_count()} CPUs, batch of {args.rows:,} rows\n")
+    _print_table(results)
+    if results:
+        print("\ngoals: (a) 1-row p50 <= 50 µs, (b) <= 200 µs; HTTP p50 <= 2 ms; batch >= 10x Spark for (a)")
+    _print_linear(linear, args)
+    print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
+
+
+def _print_table(results: list[dict]) -> None:
+    if not results:
+        return
     print("| pipeline | scorer 1-row p50 | p99 | HTTP p50 | HTTP p99 | Spark 1-row p50 | p99 | 1-row speed-up "
           "(p50) | scorer batch rows/s | Spark batch rows/s | batch speed-up |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -189,10 +199,6 @@ def main() -> None:
               f"{r['http_p99_ms']:.2f} ms | {r['spark1_p50_ms']:.0f} ms | {r['spark1_p99_ms']:.0f} ms | "
               f"{r['spark1_p50_ms'] * 1e3 / r['p50_us']:,.0f}x | {r['batch_rps']:,.0f} | "
               f"{r['spark_batch_rps']:,.0f} | {r['batch_rps'] / r['spark_batch_rps']:.1f}x |")
-    if results:
-        print("\ngoals: (a) 1-row p50 <= 50 µs, (b) <= 200 µs; HTTP p50 <= 2 ms; batch >= 10x Spark for (a)")
-    _print_linear(linear, args)
-    print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
 
 
 def _linear30(spark, work: str, args) -> dict:
