@@ -47,7 +47,9 @@ setup(
         "databricks-sdk>=0.30",
         "sqlglot>=25",  # SQLTransformer statements in the JVM-free scorer (pure Python)
     ],
-    extras_require={"local": LOCAL, "spark35": SPARK35, "bundle": BUNDLE, "mlflow": MLFLOW, "dev": DEV},
+    # bench: benchmarks/serve_latency.py compares with MLflow's spark flavor (never a runtime dependency)
+    extras_require={"local": LOCAL, "spark35": SPARK35, "bundle": BUNDLE, "mlflow": MLFLOW, "dev": DEV,
+                    "bench": LOCAL + ["mlflow-skinny", "httpx"]},
     entry_points={
         "console_scripts": [
             "sparkship=sparkship.cli:run",

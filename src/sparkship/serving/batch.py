@@ -4,7 +4,8 @@ Numeric columns are float64 (double, float) or int64 (integral types) arrays; bo
 object arrays holding ``str`` or ``None``; vectors 2-D float64 arrays; ``array<string>`` columns (tokens) object
 arrays holding lists of ``str`` (or ``None``). A null is flagged in ``nulls[name]``
 (its slot holds NaN, 0 or None). ``rows`` keeps each surviving row's position in the caller's input, so rows
-dropped by a stage (Spark's ``skip`` modes) can be reported.
+dropped by a stage (Spark's ``skip`` modes) can be reported. Input columns may be read-only views of the
+caller's pandas or Arrow memory (no copy): a stage writes new arrays, never into an input column.
 
     >>> import pyarrow as pa
     >>> from sparkship.serving.signature import Signature, Field
@@ -135,7 +136,7 @@ def from_arrow(table: Any, signature: Signature) -> Batch:
             raise InvalidRecordError(f.name, "is missing")
         col = table.column(f.name)
         atype = col.type
-        nulls = col.is_null().to_numpy(zero_copy_only=False)
+        nulls = col.is_null().to_numpy(zero_copy_only=False) if col.null_count else np.zeros(0, dtype=bool)
         try:
             if t in FLOATING or t in INTEGRAL:
                 if not (pa.types.is_integer(atype) or pa.types.is_floating(atype) or pa.types.is_decimal(atype)
@@ -148,6 +149,8 @@ def from_arrow(table: Any, signature: Signature) -> Batch:
                         raise TypeError(f"expected {t}, got non-integral values")
                 if t in INTEGRAL:
                     arr = pc.fill_null(col.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
+                elif not col.null_count and t == "double":  # zero-copy where Arrow allows (read-only then)
+                    arr = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
                 else:
                     arr = col.cast(pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64, copy=True)
                     arr[nulls] = np.nan
@@ -173,13 +176,49 @@ def from_arrow(table: Any, signature: Signature) -> Batch:
                     raise TypeError(f"expected array<string>, got {atype}")
                 arr, nulls = _column_from_values(f.name, col.to_pylist(), t)
             else:  # vector
-                arr, nulls = _column_from_values(f.name, col.to_pylist(), "vector")
+                arr, nulls = _vector_column(f.name, col)
         except (TypeError, pa.ArrowInvalid) as exc:
             raise InvalidRecordError(f.name, str(exc)) from None
-        b.set(f.name, np.asarray(arr), t, np.asarray(nulls, dtype=bool))
+        b.set(f.name, np.asarray(arr), t, np.asarray(nulls, dtype=bool) if len(nulls) else None)
         if t == "string":
             b.codes[f.name] = (codes, distinct)
     return b
+
+
+def _vector_column(name: str, col: Any) -> tuple[np.ndarray, np.ndarray]:
+    """An Arrow ``list``/``large_list``/``fixed_size_list`` of numbers as an (n, size) float64 matrix + null mask.
+
+    Null vectors become rows of NaN (flagged in the mask), null elements NaN; vectors of different sizes in one
+    batch are refused (score such rows one by one).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    t = arr.type
+    if pa.types.is_null(t):
+        return np.full((len(arr), 0), np.nan), np.ones(len(arr), dtype=bool)
+    if not (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)):
+        raise TypeError(f"expected vector (a list of numbers), got {t}")
+    vt = t.value_type
+    if not (pa.types.is_integer(vt) or pa.types.is_floating(vt) or pa.types.is_decimal(vt) or pa.types.is_null(vt)):
+        raise TypeError(f"expected vector (a list of numbers), got {t}")
+    nulls = arr.is_null().to_numpy(zero_copy_only=False)
+    present = arr.filter(pa.array(~nulls)) if nulls.any() else arr
+    if pa.types.is_fixed_size_list(t):
+        width = t.list_size
+    else:
+        lengths = pc.list_value_length(present).to_numpy(zero_copy_only=False)
+        if len(lengths) and (lengths != lengths[0]).any():
+            raise TypeError(f"vectors of different lengths {sorted(set(lengths.tolist()))[:5]} in one batch")
+        width = int(lengths[0]) if len(lengths) else 0
+    # A null element can only be a NaN that pandas turned into null on the way (Spark vectors hold no nulls).
+    values = present.flatten().cast(pa.float64()).to_numpy(zero_copy_only=False).reshape(len(present), width)
+    if not nulls.any():
+        return values, nulls
+    out = np.full((len(arr), width), np.nan)
+    out[~nulls] = values
+    return out, nulls
 
 
 def from_pandas(df: Any, signature: Signature) -> Batch:
@@ -189,12 +228,37 @@ def from_pandas(df: Any, signature: Signature) -> Batch:
     missing = [f.name for f in signature.inputs if f.name not in df.columns]
     if missing:
         raise InvalidRecordError(missing[0], "is missing")
-    names = [f.name for f in signature.inputs]
-    try:
-        table = pa.Table.from_pandas(df[names], preserve_index=False)
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise InvalidRecordError(_bad_pandas_column(df, names), str(exc)) from None
-    return from_arrow(table, signature)
+    numeric = {f.name: col for f in signature.inputs
+               if (col := _numpy_double_column(df[f.name], signature.types[f.name])) is not None}
+    rest = Signature([f for f in signature.inputs if f.name not in numeric])
+    names = [f.name for f in rest.inputs]
+    if names:
+        try:
+            table = pa.Table.from_pandas(df[names], preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise InvalidRecordError(_bad_pandas_column(df, names), str(exc)) from None
+        b = from_arrow(table, rest)
+    else:
+        b = Batch(len(df))
+    for name, (arr, nulls) in numeric.items():
+        b.set(name, arr, signature.types[name], nulls)
+    return b
+
+
+def _numpy_double_column(series: Any, spark_type: str) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """A numpy-backed numeric pandas column for a double/float field, read without Arrow (no copy for float64;
+    a read-only view). NaN counts as null, as in Arrow's pandas conversion. None for other columns."""
+    dt = series.dtype
+    if spark_type not in FLOATING or not isinstance(dt, np.dtype) or dt.kind not in "fiu":
+        return None
+    arr = series.to_numpy(dtype=np.float64, copy=False)
+    if spark_type == "float":
+        arr = arr.astype(np.float32).astype(np.float64)
+    elif np.may_share_memory(arr, series.values):
+        arr = arr.view()
+        arr.flags.writeable = False  # a view of the caller's DataFrame: no stage may write into it
+    nulls = np.isnan(arr) if dt.kind == "f" and np.isnan(np.add.reduce(arr)) else None
+    return arr, nulls
 
 
 def _bad_pandas_column(df: Any, names: list[str]) -> str:

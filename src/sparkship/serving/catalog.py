@@ -27,6 +27,7 @@ from sparkship.serving.stages import (
     StringIndexerModel,
     UnsupportedModelError,
     VectorAssembler,
+    VectorSizeHint,
 )
 from sparkship.serving.text import (
     CountVectorizerModel, IDFModel, NGram, RegexTokenizer, StopWordsRemover, Tokenizer, Word2VecModel,
@@ -38,7 +39,7 @@ STAGES: dict[str, type[Stage]] = {
         ImputerModel, StringIndexerModel, OneHotEncoderModel, Bucketizer, VectorAssembler, StandardScalerModel,
         MinMaxScalerModel, LogisticRegressionModel, LinearRegressionModel, DecisionTreeClassificationModel,
         RandomForestClassificationModel, GBTClassificationModel, DecisionTreeRegressionModel,
-        RandomForestRegressionModel, GBTRegressionModel, *FEATURE_STAGES, *SELECTION_STAGES,
+        RandomForestRegressionModel, GBTRegressionModel, VectorSizeHint, *FEATURE_STAGES, *SELECTION_STAGES,
         Tokenizer, RegexTokenizer, StopWordsRemover, NGram, HashingTF, CountVectorizerModel, IDFModel,
         FeatureHasher, Word2VecModel, SQLTransformer, TargetEncoderModel, RFormulaModel, ColumnPruner,
         VectorAttributeRewriter,

@@ -21,14 +21,15 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from sparkship.errors import NotFoundError
+from sparkship.errors import NotFoundError, SparkshipError
 from sparkship.serving import batch as batches
 from sparkship.serving.batch import Batch
 from sparkship.serving.reader import StageMetadata, read_metadata
 from sparkship.serving.signature import Field, InvalidRecordError, Signature, normalise_type
 from sparkship.serving.catalog import build_stage
+from sparkship.serving.fused import FusedLinear
 from sparkship.serving.predictors import ClassificationModel, Model
-from sparkship.serving.stages import Schema, Stage, UnsupportedModelError
+from sparkship.serving.stages import Schema, Stage, UnsupportedModelError, VectorAssembler, VectorSizeHint
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,11 @@ def _stage_dirs(pipeline_dir: str, meta: StageMetadata) -> list[str]:
     return dirs
 
 
+# A tuning model transforms with its best model, saved under bestModel/ (JVM and pyspark writers alike).
+TUNING_CLASSES = frozenset({f"{prefix}.{name}" for prefix in ("org.apache.spark.ml.tuning", "pyspark.ml.tuning")
+                            for name in ("CrossValidatorModel", "TrainValidationSplitModel")})
+
+
 def load_stages(path: str) -> list[Stage]:
     """Every stage of the saved model at ``path``, nested PipelineModels flattened, in transform order."""
     meta = read_metadata(path)
@@ -55,25 +61,87 @@ def load_stages(path: str) -> list[Stage]:
         for d in _stage_dirs(path, meta):
             out.extend(load_stages(d))
         return out
+    if meta.class_name in TUNING_CLASSES:
+        best = os.path.join(path, "bestModel")
+        if not os.path.isdir(best):
+            raise NotFoundError(f"{path}: a {meta.short_class} without its bestModel/ folder")
+        return load_stages(best)
     return [build_stage(meta)]
 
 
 def derive_signature(stages: Sequence[Stage]) -> Signature:
     """Inputs = columns read by a stage and produced by no earlier one, typed from what reads them.
 
-    A saved model does not record its input schema, so types are inferred: vectors for scalers and models,
-    double for numeric stages, and for StringIndexer inputs the look of the fitted labels ("1.0" and "NaN"
-    mean a double column; "3" a string or an integer column - an integer one if a numeric stage reads it too).
+    A saved model does not record its input schema, so types are inferred: vectors for scalers, models and
+    VectorSizeHint, double for numeric stages, and for StringIndexer inputs the look of the fitted labels ("1.0"
+    and "NaN" mean a double column; "3" a string or an integer column - an integer one if a numeric stage reads
+    it too). A VectorAssembler input is a vector when the sizes add up only that way: the stage consuming the
+    assembled vector was fitted on more features than the other inputs give (one such input per assembler).
     A manifest's ``signature.inputs`` (sparkship artifacts) replaces these guesses.
     """
     produced: set[str] = set()
     hints: dict[str, set[str]] = {}
+    other_readers: set[str] = set()  # inputs some stage other than an assembler reads: their type is settled
     for st in stages:
         for c in st.input_cols:
             if c not in produced:
                 hints.setdefault(c, set()).add(st.input_type(c))
+                if not isinstance(st, VectorAssembler):
+                    other_readers.add(c)
         produced.update(_outputs_of(st))
-    return Signature([Field(c, _merge_hints(h)) for c, h in hints.items()])
+    sig = Signature([Field(c, _merge_hints(h)) for c, h in hints.items()])
+    vectors = vector_input_sizes(stages, sig, retype=frozenset(hints) - other_readers)
+    if not any(sig.types[c] != "vector" for c in vectors):
+        return sig
+    return Signature([Field(f.name, "vector" if f.name in vectors else f.type) for f in sig.inputs])
+
+
+def vector_input_sizes(stages: Sequence[Stage], signature: Signature,
+                       retype: frozenset[str] = frozenset()) -> dict[str, int]:
+    """Sizes of the vector inputs that the fitted stages pin down (VectorSizeHint, VectorAssembler sums).
+
+    A double input named in ``retype`` may turn out to be a vector (see :func:`derive_signature`).
+    The stages are planned along the way; :class:`PipelineScorer` plans them again with the final schema.
+    """
+    inputs = set(signature.types)
+    schema: Schema = {f.name: (signature.types[f.name], None) for f in signature.inputs}
+    found: dict[str, int] = {}
+    try:
+        for i, st in enumerate(stages):
+            if isinstance(st, VectorSizeHint) and st.input_cols[0] in inputs:
+                found[st.input_cols[0]] = st.size
+            elif isinstance(st, VectorAssembler):
+                found.update(_assembled_input_sizes(st, stages[i + 1:], schema, inputs, retype))
+            schema.update({c: ("vector", n) for c, n in found.items()})
+            st.plan(schema)
+    except SparkshipError:  # a stage the schema does not fit: the real plan reports it
+        pass
+    return found
+
+
+def _assembled_input_sizes(va: VectorAssembler, later: Sequence[Stage], schema: Schema, inputs: set[str],
+                           retype: frozenset[str]) -> dict[str, int]:
+    """The one pipeline input of ``va`` whose width is open, sized so the assembled vector fits its consumer."""
+    need = next((n for st in later if (n := st.expected_size(va.output_cols[0])) is not None), None)
+    if need is None:
+        return {}
+    open_cols, known = [], 0
+    for c in va.input_cols:
+        t, size = schema.get(c, ("double", None))
+        if c in inputs and ((t == "vector" and size is None) or (c in retype and t in ("double", "float"))):
+            open_cols.append(c)
+        elif t == "vector" and size is None:
+            return {}
+        else:
+            known += size if t == "vector" else 1
+    if len(open_cols) != 1:
+        return {}
+    width = need - known
+    t = schema.get(open_cols[0], ("double", None))[0]
+    # width 1 fits a double as well: only a wider gap says "vector" (a typed vector keeps its type)
+    if width >= 2 or (t == "vector" and width >= 0):
+        return {open_cols[0]: width}
+    return {}
 
 
 def _merge_hints(hints: set[str]) -> str:
@@ -146,7 +214,8 @@ class PipelineScorer:
         self.signature = signature
         self.path = path
         self.manifest = manifest
-        self.schema: Schema = {f.name: (signature.types[f.name], None) for f in signature.inputs}
+        sizes = vector_input_sizes(self.stages, signature)
+        self.schema: Schema = {f.name: (signature.types[f.name], sizes.get(f.name)) for f in signature.inputs}
         for i, st in enumerate(self.stages):
             st.upstream = self.stages[:i]  # stages needing ML attributes re-derive them (serving.attributes)
             st.plan(self.schema)
@@ -155,6 +224,13 @@ class PipelineScorer:
         self.outputs = wanted or default_outputs
         self._row_stages = [st.row for st in self.stages]
         self._uids = [st.uid for st in self.stages]
+        self._fused = FusedLinear.find(self.stages, self.outputs)
+
+    def _fused_for(self, columns: Sequence[str]) -> bool:
+        """The fused linear tail can serve a request for ``columns`` (none of them is a vector it skips)."""
+        f = self._fused
+        return f is not None and not (set(f.assembler.output_cols) | set(self.stages[f.start + 1].output_cols)) & set(
+            columns)
 
     def _default_outputs(self) -> list[str]:
         for st in reversed(self.stages):
@@ -193,7 +269,14 @@ class PipelineScorer:
         n = b.n
         dropped_parts: list[np.ndarray] = []
         dropped_by: dict[int, str] = {}
-        for st in self.stages:
+        fused = self._fused if columns is None or self._fused_for(columns) else None  # see serving.fused
+        skip_to = -1
+        for i, st in enumerate(self.stages):
+            if i < skip_to:
+                continue
+            if fused is not None and i == fused.start and fused.batch(b):
+                skip_to = fused.stop
+                continue
             d = st.batch(b)
             if len(d):
                 dropped_parts.append(d)
@@ -276,4 +359,5 @@ def load(path: str, signature: Signature | Sequence[Mapping[str, Any]] | None = 
     return scorer
 
 
-__all__ = ["PipelineScorer", "ScoreResult", "load", "load_stages", "derive_signature", "normalise_type"]
+__all__ = ["PipelineScorer", "ScoreResult", "load", "load_stages", "derive_signature", "normalise_type",
+           "vector_input_sizes"]

@@ -73,6 +73,9 @@ class Model(Stage):
     def input_type(self, col: str) -> str:
         return "vector"
 
+    def expected_size(self, col: str) -> int | None:
+        return self.num_features if col == self.features_col else None
+
     def _plan_features(self, schema: Schema) -> None:
         _, size = self._need(schema, self.features_col, ("vector",))
         if size is not None and self.num_features is not None and size != self.num_features:
@@ -200,6 +203,12 @@ class ClassificationModel(Model):
     def batch(self, b: Batch) -> np.ndarray:
         with np.errstate(over="ignore", invalid="ignore"):
             raw = self.raw_batch(self._features(b))
+        self.set_outputs(b, raw)
+        return _EMPTY
+
+    def set_outputs(self, b: Batch, raw: np.ndarray) -> None:
+        """rawPrediction, probability and prediction of ``b`` from its raw scores."""
+        with np.errstate(over="ignore", invalid="ignore"):
             prob = self.raw2prob_batch(raw) if self.prob_col or (not self.raw_col and self.prediction_col) else None
         if self.raw_col:
             b.set(self.raw_col, raw, "vector")
@@ -208,7 +217,6 @@ class ClassificationModel(Model):
         if self.prediction_col:
             b.set(self.prediction_col,
                   self.raw2pred_batch(raw) if self.raw_col else self.prob2pred_batch(prob), "double")
-        return _EMPTY
 
 
 class LogisticRegressionModel(ClassificationModel):
@@ -260,16 +268,29 @@ class LogisticRegressionModel(ClassificationModel):
         m = margins[0]
         return [-m, m]
 
+    @property
+    def dense_terms(self) -> bool:
+        """True when every coefficient counts in the margins (stored dense): a plain matrix product."""
+        return all(len(t) == self.coef.shape[1] for t in self._terms)
+
     def raw_batch(self, X: np.ndarray) -> np.ndarray:
         margins = np.stack([_dot_batch(X, c, idx) + b for c, idx, b in zip(self.coef, self._terms, self.intercept)],
                            axis=1)
+        return self.raw_from_margins(margins)
+
+    def raw_from_margins(self, margins: np.ndarray) -> np.ndarray:
+        """rawPrediction from the (n, k) margins: themselves (multinomial) or [-m, m] (binomial)."""
         if self.multinomial:
             return margins
-        return np.concatenate([-margins, margins], axis=1)
+        raw = np.empty((len(margins), 2))
+        np.negative(margins[:, 0], out=raw[:, 0])
+        raw[:, 1] = margins[:, 0]
+        return raw
 
     def raw2prob_row(self, raw: list[float]) -> list[float]:
-        if not self.multinomial:
-            return [_sigmoid(v) for v in raw]
+        if not self.multinomial:  # Spark: p0 = sigmoid(raw0), p1 = 1 - p0
+            p0 = _sigmoid(raw[0])
+            return [p0, 1.0 - p0]
         k = _row_argmax(raw)
         mx = raw[k]
         if mx == math.inf:
@@ -283,7 +304,14 @@ class LogisticRegressionModel(ClassificationModel):
 
     def raw2prob_batch(self, raw: np.ndarray) -> np.ndarray:
         if not self.multinomial:
-            return 1.0 / (1.0 + np.exp(-raw))
+            prob = np.empty_like(raw)
+            p0 = prob[:, 0]  # 1 / (1 + exp(-raw0)), computed in place
+            np.negative(raw[:, 0], out=p0)
+            np.exp(p0, out=p0)
+            p0 += 1.0
+            np.divide(1.0, p0, out=p0)
+            np.subtract(1.0, p0, out=prob[:, 1])
+            return prob
         k = spark_argmax(raw)
         mx = raw[np.arange(len(raw)), k]
         e = np.exp(np.where((mx > 0)[:, None], raw - mx[:, None], raw))

@@ -78,6 +78,10 @@ class Stage:
         """The type a pipeline input column consumed by this stage gets in a derived signature."""
         return self.preferred_input_type
 
+    def expected_size(self, col: str) -> int | None:
+        """The vector size this fitted stage needs in input ``col``, when it knows one (used to type inputs)."""
+        return None
+
     def plan(self, schema: Schema) -> None:
         """Check the input columns' types and sizes, precompute, and add the outputs to ``schema``."""
         raise NotImplementedError
@@ -413,7 +417,13 @@ class Bucketizer(Stage):
 
 
 class VectorAssembler(Stage):
-    """Concatenates numeric, boolean and vector columns; null/NaN per ``handleInvalid`` (error, skip, keep)."""
+    """Concatenates numeric, boolean and vector columns; null/NaN per ``handleInvalid`` (error, skip, keep).
+
+    As Spark's ``VectorAssembler.assemble``: a NaN in a numeric column fails (error) or drops the row (skip);
+    NaN inside a vector is kept in every mode; a null vector becomes ``size`` NaNs in keep mode, which needs the
+    size to be known (an earlier stage's output or a VectorSizeHint), as Spark requires. A vector input of
+    unknown size (error/skip) contributes however many values it holds.
+    """
 
     spark_class = "org.apache.spark.ml.feature.VectorAssembler"
     known_params = frozenset({"inputCols", "outputCol", "handleInvalid"})
@@ -426,19 +436,38 @@ class VectorAssembler(Stage):
             raise self.refuse(f"handleInvalid={self.handle!r}")
 
     def plan(self, schema: Schema) -> None:
-        self.kinds: list[tuple[str, str, int]] = []
-        total = 0
+        self.kinds: list[tuple[str, str, int | None]] = []
+        total: int | None = 0
         for c in self.input_cols:
             t, size = self._need(schema, c, ("numeric", "boolean", "vector"))
-            if t == "vector" and size is None:
-                raise self.refuse(f"input vector column '{c}' of unknown size")
+            if t == "vector" and size is None and self.handle == "keep":
+                raise self.refuse(f"handleInvalid='keep' over vector column '{c}' of unknown size (Spark cannot "
+                                  "infer it either: add a VectorSizeHint)")
             width = size if t == "vector" else 1
-            self.kinds.append((c, t, int(width)))
-            total += int(width)
+            self.kinds.append((c, t, width))
+            total = None if total is None or width is None else total + width
         self.size = total
+        self.scalar_only = all(t != "vector" for _, t, _ in self.kinds)
         schema[self.output_cols[0]] = ("vector", total)
 
+    def _wrong_size(self, c: str, got: int, width: int) -> InvalidRecordError:
+        return InvalidRecordError(c, f"VectorAssembler got a vector of size {got}; the pipeline expects {width}")
+
     def row(self, r: dict[str, Any]) -> bool:
+        handle = self.handle
+        if self.scalar_only and handle == "error":  # the common case: numbers only, nothing to pad
+            try:
+                out = [float(r[c]) for c, _, _ in self.kinds]
+            except TypeError:  # a null: report it as the general path does
+                return self._row_general(r)
+            total = sum(out)
+            if total != total:  # a NaN somewhere (or +inf and -inf): let the general path decide
+                return self._row_general(r)
+            r[self.output_cols[0]] = out
+            return True
+        return self._row_general(r)
+
+    def _row_general(self, r: dict[str, Any]) -> bool:
         out: list[float] = []
         handle = self.handle
         for c, t, width in self.kinds:
@@ -448,8 +477,10 @@ class VectorAssembler(Stage):
                     return False
                 if handle == "error":
                     raise InvalidRecordError(c, "VectorAssembler got null (handleInvalid='error')")
-                out.extend([math.nan] * width)
+                out.extend([math.nan] * (width or 0))
             elif t == "vector":
+                if width is not None and len(v) != width:
+                    raise self._wrong_size(c, len(v), width)
                 out.extend(v)
             else:
                 f = float(v)
@@ -461,36 +492,125 @@ class VectorAssembler(Stage):
         r[self.output_cols[0]] = out
         return True
 
+    def _skip_invalid(self, b: Batch) -> np.ndarray:
+        """Spark's ``dataset.na.drop(inputCols)``: nulls anywhere, NaN in floating-point columns."""
+        keep = np.ones(b.n, dtype=bool)
+        for c, t, _ in self.kinds:
+            nm = b.null_mask(c)
+            if nm is not None:
+                keep &= ~nm
+            if t in FLOATING:
+                keep &= ~np.isnan(b.cols[c])
+        return b.filter(keep)
+
     def batch(self, b: Batch) -> np.ndarray:
-        dropped = _EMPTY
-        if self.handle == "skip":  # Spark: dataset.na.drop(inputCols): nulls anywhere, NaN in numeric columns
-            keep = np.ones(b.n, dtype=bool)
-            for c, t, _ in self.kinds:
-                nm = b.null_mask(c)
-                if nm is not None:
-                    keep &= ~nm
-                if t in FLOATING:
-                    keep &= ~np.isnan(b.cols[c])
-            dropped = b.filter(keep)
+        dropped = self._skip_invalid(b) if self.handle == "skip" else _EMPTY
+        if self.scalar_only and not any(c in b.nulls for c in self.input_cols):
+            out = _stack_columns([b.cols[c] for c in self.input_cols], b.n)
+            if self.handle == "error":
+                self._fail_on_nan(b, out)
+            b.set(self.output_cols[0], out, "vector")
+            return dropped
         parts = []
         for c, t, width in self.kinds:
-            x = b.cols[c].astype(np.float64)
+            x = b.cols[c]
             nm = b.null_mask(c)
             if nm is not None and self.handle == "error":
                 b.fail(nm, c, "VectorAssembler got null (handleInvalid='error')")
-            if t != "vector":
+            if t == "vector":
+                if width is not None and b.n and x.shape[1] != width:
+                    raise self._wrong_size(c, x.shape[1], width)
+            else:
                 if self.handle == "error" and t in FLOATING:
                     nan = np.isnan(x)
                     if nan.any():
                         b.fail(nan, c, "VectorAssembler got NaN (handleInvalid='error')")
                 x = x.reshape(-1, 1)
             if nm is not None:  # keep: a null becomes NaN (a whole vector of NaN for a vector column)
-                x = x.copy()
+                x = x.astype(np.float64)
                 x[nm] = np.nan
             parts.append(x)
-        out = np.hstack(parts) if parts else np.zeros((b.n, 0))
+        out = np.hstack(parts).astype(np.float64, copy=False) if parts else np.zeros((b.n, 0))
         b.set(self.output_cols[0], out, "vector")
         return dropped
+
+    def _fail_on_nan(self, b: Batch, out: np.ndarray) -> None:
+        nan_rows = np.isnan(out.sum(axis=1)) if out.shape[1] else None
+        if nan_rows is None or not nan_rows.any():
+            return
+        for j, (c, t, _) in enumerate(self.kinds):  # name the first NaN column of the first such row
+            i = int(np.flatnonzero(nan_rows)[0])
+            if np.isnan(out[i, j]):
+                mask = np.zeros(b.n, dtype=bool)
+                mask[i] = True
+                b.fail(mask, c, "VectorAssembler got NaN (handleInvalid='error')")
+        # +inf and -inf in one row sum to NaN without any NaN: nothing to report
+
+
+def _stack_columns(cols: list[np.ndarray], n: int) -> np.ndarray:
+    """Scalar columns as one C-ordered (n, k) float64 matrix, written column by column (one copy)."""
+    out = np.empty((n, len(cols)), dtype=np.float64)
+    for j, x in enumerate(cols):
+        out[:, j] = x
+    return out
+
+
+class VectorSizeHint(Stage):
+    """Declares a vector column's size; rows whose vector is null or of another size fail (``error``), are
+    dropped (``skip``) or pass unchecked (``optimistic``), as Spark's ``VectorSizeHint.transform``."""
+
+    spark_class = "org.apache.spark.ml.feature.VectorSizeHint"
+    known_params = frozenset({"inputCol", "size", "handleInvalid"})
+
+    def __init__(self, meta: StageMetadata) -> None:
+        super().__init__(meta)
+        col = self.p("inputCol")
+        self.input_cols, self.output_cols = [col], [col]
+        self.size = int(self.p("size"))
+        self.handle = self.p("handleInvalid", "error")
+        if self.handle not in ("error", "skip", "optimistic"):
+            raise self.refuse(f"handleInvalid={self.handle!r}")
+
+    def input_type(self, col: str) -> str:
+        return "vector"
+
+    def plan(self, schema: Schema) -> None:
+        c = self.input_cols[0]
+        _, got = self._need(schema, c, ("vector",))
+        if got is not None and got != self.size:
+            # Spark's validateSchemaAndSize fails every transform when the column's metadata says otherwise.
+            raise self.refuse(f"size {self.size} for column '{c}', which an earlier stage makes of size {got}")
+        schema[c] = ("vector", self.size)
+
+    def row(self, r: dict[str, Any]) -> bool:
+        if self.handle == "optimistic":
+            return True
+        c = self.input_cols[0]
+        v = r[c]
+        if v is not None and len(v) == self.size:
+            return True
+        if self.handle == "skip":
+            return False
+        if v is None:
+            raise InvalidRecordError(c, "got null vector in VectorSizeHint (handleInvalid='error')")
+        raise InvalidRecordError(c, f"VectorSizeHint expects a vector of size {self.size} but got {len(v)}")
+
+    def batch(self, b: Batch) -> np.ndarray:
+        if self.handle == "optimistic":
+            return _EMPTY
+        c = self.input_cols[0]
+        x, nm = b.cols[c], b.null_mask(c)
+        bad = np.ones(b.n, dtype=bool) if x.shape[1] != self.size else np.zeros(b.n, dtype=bool)
+        if nm is not None:
+            bad |= nm
+        if not bad.any():
+            return _EMPTY
+        if self.handle == "skip":
+            return b.filter(~bad)
+        if nm is not None and nm.any():
+            b.fail(nm, c, "got null vector in VectorSizeHint (handleInvalid='error')")
+        b.fail(bad, c, f"VectorSizeHint expects a vector of size {self.size} but got {x.shape[1]}")
+        return _EMPTY
 
 
 class _VectorStage(Stage):
@@ -502,6 +622,11 @@ class _VectorStage(Stage):
 
     def input_type(self, col: str) -> str:
         return "vector"
+
+    def expected_size(self, col: str) -> int | None:
+        return self.fitted_size
+
+    fitted_size: int | None = None
 
     def plan_size(self, schema: Schema, size: int) -> None:
         _, got = self._need(schema, self.input_cols[0], ("vector",))
@@ -525,6 +650,7 @@ class StandardScalerModel(_VectorStage):
         with np.errstate(divide="ignore"):
             self.scale = np.where(std == 0, 0.0, 1.0 / np.where(std == 0, 1.0, std)) if self.with_std else None
         self._shift_l, self._scale_l = self.shift.tolist(), (self.scale.tolist() if self.scale is not None else None)
+        self.fitted_size = len(self.shift)
 
     def plan(self, schema: Schema) -> None:
         self.plan_size(schema, len(self.shift))
@@ -569,6 +695,7 @@ class MinMaxScalerModel(_VectorStage):
         self.scale_arr = np.where(rng != 0, (self.max - self.min) / np.where(rng != 0, rng, 1.0), 0.0)
         self.constant = (self.max + self.min) / 2
         self._plan = list(zip(lo.tolist(), self.scale_arr.tolist()))
+        self.fitted_size = len(lo)
 
     def plan(self, schema: Schema) -> None:
         self.plan_size(schema, len(self.orig_min))
