@@ -1,6 +1,14 @@
 """Saved stage class name -> the JVM-free class that scores it."""
 from __future__ import annotations
 
+from sparkship.serving.classifiers import (
+    FMClassificationModel,
+    LinearSVCModel,
+    MultilayerPerceptronClassificationModel,
+    NaiveBayesModel,
+    OneVsRestModel,
+)
+from sparkship.serving.clustering import BisectingKMeansModel, GaussianMixtureModel, KMeansModel
 from sparkship.serving.predictors import (
     DecisionTreeClassificationModel,
     DecisionTreeRegressionModel,
@@ -12,6 +20,12 @@ from sparkship.serving.predictors import (
     RandomForestRegressionModel,
 )
 from sparkship.serving.reader import StageMetadata
+from sparkship.serving.regressors import (
+    AFTSurvivalRegressionModel,
+    FMRegressionModel,
+    GeneralizedLinearRegressionModel,
+    IsotonicRegressionModel,
+)
 from sparkship.serving.stages import (
     Bucketizer,
     ImputerModel,
@@ -23,6 +37,7 @@ from sparkship.serving.stages import (
     UnsupportedModelError,
     VectorAssembler,
 )
+from sparkship.serving.wrappers import CrossValidatorModel, TrainValidationSplitModel
 
 STAGES: dict[str, type[Stage]] = {
     cls.spark_class: cls
@@ -31,8 +46,21 @@ STAGES: dict[str, type[Stage]] = {
         MinMaxScalerModel, LogisticRegressionModel, LinearRegressionModel, DecisionTreeClassificationModel,
         RandomForestClassificationModel, GBTClassificationModel, DecisionTreeRegressionModel,
         RandomForestRegressionModel, GBTRegressionModel,
+        NaiveBayesModel, LinearSVCModel, MultilayerPerceptronClassificationModel, FMClassificationModel,
+        OneVsRestModel, GeneralizedLinearRegressionModel, IsotonicRegressionModel, AFTSurvivalRegressionModel,
+        FMRegressionModel, KMeansModel, BisectingKMeansModel, GaussianMixtureModel,
     )
 }
+
+# Wrappers scored through a model saved inside them (Spark's and pyspark's writers name them differently).
+WRAPPERS = {name: cls for cls in (CrossValidatorModel, TrainValidationSplitModel)
+            for name in (cls.spark_class, cls.python_class)}
+
+
+def inner_model_dir(meta: StageMetadata) -> str | None:
+    """For a wrapper (CrossValidatorModel, TrainValidationSplitModel) the folder of the model it scores with."""
+    cls = WRAPPERS.get(meta.class_name)
+    return cls.model_dir(meta) if cls is not None else None
 
 
 def build_stage(meta: StageMetadata) -> Stage:
@@ -42,6 +70,6 @@ def build_stage(meta: StageMetadata) -> Stage:
         supported = ", ".join(sorted(c.rsplit(".", 1)[-1] for c in STAGES))
         raise UnsupportedModelError(
             f"stage {meta.uid} is a {meta.class_name}, which the JVM-free scorer does not support "
-            f"(supported: PipelineModel, {supported})"
+            f"(supported: PipelineModel, CrossValidatorModel, TrainValidationSplitModel, {supported})"
         )
     return cls(meta)

@@ -26,8 +26,8 @@ from sparkship.serving import batch as batches
 from sparkship.serving.batch import Batch
 from sparkship.serving.reader import StageMetadata, read_metadata
 from sparkship.serving.signature import Field, InvalidRecordError, Signature, normalise_type
-from sparkship.serving.catalog import build_stage
-from sparkship.serving.predictors import ClassificationModel, Model
+from sparkship.serving.catalog import build_stage, inner_model_dir
+from sparkship.serving.predictors import Model
 from sparkship.serving.stages import Schema, Stage, UnsupportedModelError
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,9 @@ def load_stages(path: str) -> list[Stage]:
         for d in _stage_dirs(path, meta):
             out.extend(load_stages(d))
         return out
+    inner = inner_model_dir(meta)
+    if inner is not None:  # CrossValidatorModel, TrainValidationSplitModel: score their bestModel
+        return load_stages(inner)
     return [build_stage(meta)]
 
 
@@ -87,10 +90,8 @@ def _merge_hints(hints: set[str]) -> str:
 
 
 def _outputs_of(st: Stage) -> list[str]:
-    if isinstance(st, ClassificationModel):
-        return [c for c in (st.raw_col, st.prob_col, st.prediction_col) if c]
     if isinstance(st, Model):
-        return [st.prediction_col] if st.prediction_col else []
+        return st.produced_cols()
     return list(st.output_cols)
 
 
