@@ -78,6 +78,20 @@ def _cosine_batch(c: np.ndarray, c_norm: float, X: np.ndarray, x_norm: np.ndarra
 class _ClusteringModel(Model):
     """Reads ``featuresCol``; writes an int ``prediction`` (plus whatever a subclass adds)."""
 
+    cosine = False
+
+    def _check_norm_row(self, norm: float) -> None:
+        if self.cosine:
+            self._check_cosine_row(norm)
+        elif norm != norm:  # fastSquaredDistance requires both norms >= 0
+            raise InvalidRecordError(self.features_col, "a NaN feature has no euclidean distance to a center")
+
+    def _check_norm_batch(self, b: Batch, norms: np.ndarray) -> None:
+        if self.cosine:
+            self._check_cosine_batch(b, norms)
+        elif np.isnan(norms).any():
+            b.fail(np.isnan(norms), self.features_col, "a NaN feature has no euclidean distance to a center")
+
     def _check_cosine_row(self, norm: float) -> None:
         if not norm > 0:  # Spark asserts: "Cosine distance is not defined for zero-length vectors."
             raise InvalidRecordError(self.features_col,
@@ -114,8 +128,8 @@ class _ClusteringModel(Model):
 
 
 class KMeansModel(_ClusteringModel):
-    """prediction = index of the closest center (the first on ties): squared euclidean distance, or cosine
-    distance 1 - c.x / |c| / |x| (a zero or NaN vector fails, as in Spark)."""
+    """prediction = index of the closest center (the first on ties): squared euclidean distance (a NaN feature
+    fails), or cosine distance 1 - c.x / |c| / |x| (a zero or NaN vector fails), as in Spark."""
 
     spark_class = "org.apache.spark.ml.clustering.KMeansModel"
     known_params = _KMEANS_PARAMS | {"initMode", "initSteps", "solver", "maxBlockSizeInMB"}
@@ -141,8 +155,7 @@ class KMeansModel(_ClusteringModel):
 
     def predict_row(self, x: list[float]) -> int:
         norm = _norm_row(x)
-        if self.cosine:
-            self._check_cosine_row(norm)
+        self._check_norm_row(norm)
         best, best_i = math.inf, 0
         for i, (c, cn) in enumerate(self._centers):
             if self.cosine:
@@ -158,8 +171,7 @@ class KMeansModel(_ClusteringModel):
 
     def predict_batch(self, b: Batch, X: np.ndarray) -> np.ndarray:
         norms = _norm_batch(X)
-        if self.cosine:
-            self._check_cosine_batch(b, norms)
+        self._check_norm_batch(b, norms)
         best = np.full(len(X), np.inf)
         best_i = np.zeros(len(X), dtype=np.int64)
         for i, (c, cn) in enumerate(zip(self.centers, self.norms)):
@@ -211,8 +223,7 @@ class BisectingKMeansModel(_ClusteringModel):
 
     def predict_row(self, x: list[float]) -> int:
         norm = _norm_row(x)
-        if self.cosine:
-            self._check_cosine_row(norm)
+        self._check_norm_row(norm)
         node = self.root
         while self._children_l[node]:
             best_node, best = -1, math.nan
@@ -226,8 +237,7 @@ class BisectingKMeansModel(_ClusteringModel):
 
     def predict_batch(self, b: Batch, X: np.ndarray) -> np.ndarray:
         norms = _norm_batch(X)
-        if self.cosine:
-            self._check_cosine_batch(b, norms)
+        self._check_norm_batch(b, norms)
         node = np.full(len(X), self.root, dtype=np.int64)
         for _ in range(len(self.children)):  # a path is never longer than the node count
             inner = [i for i in np.unique(node).tolist() if self.children[i]]

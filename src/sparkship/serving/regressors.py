@@ -290,7 +290,8 @@ class IsotonicRegressionModel(RegressionModel):
         else:
             x = b.cols[self.features_col].astype(np.float64)
             nulls = b.null_mask(self.features_col)
-        b.set(self.prediction_col, self.predict_batch(x), "double", nulls)
+        pred = self.predict_batch(x)
+        b.set(self.prediction_col, pred if nulls is None else np.where(nulls, np.nan, pred), "double", nulls)
         return _EMPTY
 
 
