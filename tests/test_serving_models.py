@@ -112,11 +112,11 @@ def _estimators() -> dict[str, tuple[str, object]]:
 
     def glr(family, **kw):
         label = "label" if family == "binomial" else "ypos"
-        return GeneralizedLinearRegression(featuresCol="f", labelCol=label, family=family, maxIter=8, **kw)
+        return GeneralizedLinearRegression(featuresCol="f", labelCol=label, family=family, maxIter=4, **kw)
 
-    lr = LogisticRegression(featuresCol="f", labelCol="label", maxIter=10)
+    lr = LogisticRegression(featuresCol="f", labelCol="label", maxIter=5)
     pipe_est = Pipeline(stages=[StandardScaler(inputCol="f", outputCol="fs"),
-                                LinearRegression(featuresCol="fs", labelCol="ypos", maxIter=10)])
+                                LinearRegression(featuresCol="fs", labelCol="ypos", maxIter=5)])
     return {
         "nb_multinomial": ("pos", NaiveBayes(featuresCol="f", labelCol="label3")),
         "nb_multinomial_thresholds": ("pos", NaiveBayes(featuresCol="f", labelCol="label3",
@@ -125,14 +125,14 @@ def _estimators() -> dict[str, tuple[str, object]]:
         "nb_bernoulli": ("bin", NaiveBayes(featuresCol="f", labelCol="label", modelType="bernoulli",
                                            smoothing=0.5)),
         "nb_gaussian": ("num", NaiveBayes(featuresCol="f", labelCol="label3", modelType="gaussian")),
-        "linear_svc": ("num", LinearSVC(featuresCol="f", labelCol="label", maxIter=20, regParam=0.01)),
-        "linear_svc_threshold": ("num", LinearSVC(featuresCol="f", labelCol="label", maxIter=20, threshold=0.4)),
+        "linear_svc": ("num", LinearSVC(featuresCol="f", labelCol="label", maxIter=5, regParam=0.01)),
+        "linear_svc_threshold": ("num", LinearSVC(featuresCol="f", labelCol="label", maxIter=5, threshold=0.4)),
         "mlp": ("num", MultilayerPerceptronClassifier(featuresCol="f", labelCol="label3", layers=[3, 5, 4, 3],
-                                                      maxIter=10, seed=1)),
-        "fm_classifier": ("num", FMClassifier(featuresCol="f", labelCol="label", factorSize=3, maxIter=8,
+                                                      maxIter=5, seed=1)),
+        "fm_classifier": ("num", FMClassifier(featuresCol="f", labelCol="label", factorSize=3, maxIter=3,
                                               seed=1)),
         "one_vs_rest_lr": ("num", OneVsRest(classifier=lr, featuresCol="f", labelCol="label3")),
-        "one_vs_rest_svc": ("num", OneVsRest(classifier=LinearSVC(maxIter=10), featuresCol="f",
+        "one_vs_rest_svc": ("num", OneVsRest(classifier=LinearSVC(maxIter=5), featuresCol="f",
                                              labelCol="label3", rawPredictionCol="scores",
                                              predictionCol="cls")),
         "glr_gaussian": ("num", glr("gaussian")),
@@ -144,14 +144,14 @@ def _estimators() -> dict[str, tuple[str, object]]:
         "isotonic_double_antitonic": ("num", IsotonicRegression(featuresCol="c", labelCol="t", isotonic=False)),
         "aft_quantiles": ("num", AFTSurvivalRegression(featuresCol="f", labelCol="t", censorCol="censor",
                                                        quantilesCol="q", quantileProbabilities=[0.1, 0.5, 0.9],
-                                                       maxIter=10)),
-        "fm_regressor": ("num", FMRegressor(featuresCol="f", labelCol="ypos", factorSize=2, maxIter=8, seed=1)),
-        "kmeans": ("pos", KMeans(featuresCol="f", k=4, seed=1, maxIter=5)),
+                                                       maxIter=5)),
+        "fm_regressor": ("num", FMRegressor(featuresCol="f", labelCol="ypos", factorSize=2, maxIter=3, seed=1)),
+        "kmeans": ("pos", KMeans(featuresCol="f", k=4, seed=1, maxIter=3)),
         "kmeans_cosine": ("pos", KMeans(featuresCol="f", k=3, seed=1, maxIter=5, distanceMeasure="cosine")),
-        "bisecting_kmeans": ("pos", BisectingKMeans(featuresCol="f", k=5, seed=1, maxIter=5)),
+        "bisecting_kmeans": ("pos", BisectingKMeans(featuresCol="f", k=5, seed=1, maxIter=3)),
         "bisecting_kmeans_cosine": ("pos", BisectingKMeans(featuresCol="f", k=3, seed=1, maxIter=5,
                                                            distanceMeasure="cosine")),
-        "gaussian_mixture": ("num", GaussianMixture(featuresCol="f", k=3, seed=1, maxIter=10)),
+        "gaussian_mixture": ("num", GaussianMixture(featuresCol="f", k=3, seed=1, maxIter=5)),
         "cross_validator": ("num", CrossValidator(
             estimator=lr, estimatorParamMaps=ParamGridBuilder().addGrid(lr.regParam, [0.0, 0.5]).build(),
             evaluator=BinaryClassificationEvaluator(), numFolds=2, seed=1, collectSubModels=True)),
@@ -182,32 +182,51 @@ CASES = ["nb_multinomial", "nb_multinomial_thresholds", "nb_complement", "nb_ber
          "train_validation_split_pipeline"]
 
 
-@pytest.fixture(scope="module")
-def saved(preps, tmp_path_factory):
-    """Every case fitted once and saved as PipelineModel([prep PipelineModel, model]): name -> (path, model)."""
-    from pyspark.ml import PipelineModel
+class _Models:
+    """Cases fitted on first use and saved as PipelineModel([prep PipelineModel, model]) (so nested); a GLR link
+    case is its family's fitted model with the link param changed (transform() reads nothing else)."""
 
-    root = tmp_path_factory.mktemp("models")
-    models = {}
-    estimators = _estimators()
-    assert list(estimators) == CASES
-    for name, (prep_name, est) in estimators.items():
-        prep_model, prepared = preps[prep_name]
-        models[name] = (prep_model, est.fit(prepared))
-    for base, links in GLR_LINKS.items():
-        prep_model, glr = models[base]
-        for param, value in links:
-            models[f"{base}_{param}_{value}"] = (prep_model, glr.copy({glr.getParam(param): value}))
-    out = {}
-    for name, (prep_model, model) in models.items():
-        path = str(root / name)
+    def __init__(self, preps, root) -> None:
+        self.preps, self.root = preps, root
+        self.cache: dict[str, tuple[str, object]] = {}
+
+    def __getitem__(self, name: str) -> tuple[str, object]:
+        if name not in self.cache:
+            self.cache[name] = self._save(name, *self._fit(name))
+        return self.cache[name]
+
+    def _fit(self, name: str) -> tuple[object, object]:
+        for base, links in GLR_LINKS.items():
+            for param, value in links:
+                if name == f"{base}_{param}_{value}":
+                    pipeline = self[base][1]
+                    glr = pipeline.stages[-1]
+                    return pipeline.stages[0], glr.copy({glr.getParam(param): value})
+        prep_name, est = _estimators()[name]
+        prep_model, prepared = self.preps[prep_name]
+        return prep_model, est.fit(prepared)
+
+    def _save(self, name: str, prep_model, model) -> tuple[str, object]:
+        from pyspark.ml import PipelineModel
+
+        path = str(self.root / name)
         pipeline = PipelineModel(stages=[prep_model, model])
         writer = pipeline.write()
         if name == "cross_validator":
             writer = writer.option("persistSubModels", "true")
         writer.save(path)
-        out[name] = (path, pipeline)
-    return out
+        return path, pipeline
+
+
+@pytest.fixture(scope="module")
+def saved(preps, tmp_path_factory):
+    """name -> (saved path, the fitted PipelineModel), fitted when a test first asks."""
+    return _Models(preps, tmp_path_factory.mktemp("models"))
+
+
+def test_cases_are_listed():
+    """CASES (collected without a SparkSession) names exactly the estimators built with one."""
+    assert list(_estimators()) == CASES
 
 
 def _spark_columns(spark_model, data, columns: list[str]) -> dict[str, np.ndarray]:
