@@ -58,6 +58,28 @@ _UNLINK: dict[str, tuple[Callable[[float], float], Callable[[np.ndarray], np.nda
     "sqrt": (lambda e: e * e, lambda e: e * e),
 }
 _FAMILY_LINK = {"gaussian": "identity", "binomial": "logit", "poisson": "log", "gamma": "inverse"}
+_EPS = 1e-16  # GeneralizedLinearRegression.epsilon
+_MAX = float(np.finfo(np.float64).max)
+
+
+def _project_row(family: str, mu: float) -> float:
+    """``Family.project``: Spark clamps the fitted mean into the family's range."""
+    if family == "gaussian":
+        return -_MAX if mu == -math.inf else (_MAX if mu == math.inf else mu)
+    if mu < _EPS:
+        return _EPS
+    if family == "binomial":
+        return 1.0 - _EPS if mu > 1.0 - _EPS else mu
+    return _MAX if mu in (math.inf, -math.inf) else mu  # poisson, gamma, tweedie
+
+
+def _project_batch(family: str, mu: np.ndarray) -> np.ndarray:
+    if family == "gaussian":
+        return np.where(np.isneginf(mu), -_MAX, np.where(np.isposinf(mu), _MAX, mu))
+    out = np.where(mu < _EPS, _EPS, mu)
+    if family == "binomial":
+        return np.where(out > 1.0 - _EPS, 1.0 - _EPS, out)
+    return np.where(np.isinf(out), _MAX, out)
 _TWEEDIE_LINKS = {0.0: "log", 1.0: "identity", -1.0: "inverse", 0.5: "sqrt"}
 _VARIANCE_FAMILY = {0.0: "gaussian", 1.0: "poisson", 2.0: "gamma"}
 
@@ -66,7 +88,8 @@ class GeneralizedLinearRegressionModel(RegressionModel):
     """eta = coefficients . x + intercept + offset; prediction = unlink(eta); ``linkPredictionCol`` = eta.
 
     The link is Spark's ``FamilyAndLink``: ``link`` when set (``linkPower`` for tweedie), else the family's
-    default (tweedie: power 1 - variancePower). A null offset gives a null prediction, as Spark's UDF does.
+    default (tweedie: power 1 - variancePower); the prediction is clamped into the family's range as Spark's
+    ``Family.project`` does. A null offset gives a null prediction, as Spark's UDF does.
     """
 
     spark_class = "org.apache.spark.ml.regression.GeneralizedLinearRegressionModel"
@@ -84,14 +107,24 @@ class GeneralizedLinearRegressionModel(RegressionModel):
         self.link_name, self.link_power = self._link()
         if self.link_name == "power":
             lp = self.link_power
-            self._unlink_row: Callable[[float], float] = lambda e: _pow(e, 1.0 / lp)
-            self._unlink_batch: Callable[[np.ndarray], np.ndarray] = lambda e: np.power(e, 1.0 / lp)
+            unlink_row: Callable[[float], float] = lambda e: _pow(e, 1.0 / lp)
+            unlink_batch: Callable[[np.ndarray], np.ndarray] = lambda e: np.power(e, 1.0 / lp)
         else:
-            self._unlink_row, self._unlink_batch = _UNLINK[self.link_name]
+            unlink_row, unlink_batch = _UNLINK[self.link_name]
+        fam = self.family = self._family()
+        # FamilyAndLink.fitted: the family projects the unlinked value into its range.
+        self._unlink_row = lambda e: _project_row(fam, unlink_row(e))
+        self._unlink_batch = lambda e: _project_batch(fam, unlink_batch(e))
         self.link_col = self.p("linkPredictionCol") or ""
         self.offset_col = (self.p("offsetCol") or "") if meta.is_set("offsetCol") else ""
         if self.offset_col:
             self.input_cols = [self.features_col, self.offset_col]
+
+    def _family(self) -> str:
+        family = str(self.p("family", "gaussian")).lower()
+        if family == "tweedie":
+            return _VARIANCE_FAMILY.get(to_double(self.p("variancePower", 0.0)), "tweedie")
+        return family
 
     def _link(self) -> tuple[str, float]:
         family = str(self.p("family", "gaussian")).lower()
