@@ -26,7 +26,7 @@ from sparkship.serving import batch as batches
 from sparkship.serving.batch import Batch
 from sparkship.serving.reader import StageMetadata, read_metadata
 from sparkship.serving.signature import Field, InvalidRecordError, Signature, normalise_type
-from sparkship.serving.catalog import build_stage
+from sparkship.serving.catalog import build_stage, inner_model_dir
 from sparkship.serving.fused import FusedLinear
 from sparkship.serving.predictors import ClassificationModel, Model
 from sparkship.serving.stages import Schema, Stage, UnsupportedModelError, VectorAssembler, VectorSizeHint
@@ -48,11 +48,6 @@ def _stage_dirs(pipeline_dir: str, meta: StageMetadata) -> list[str]:
     return dirs
 
 
-# A tuning model transforms with its best model, saved under bestModel/ (JVM and pyspark writers alike).
-TUNING_CLASSES = frozenset({f"{prefix}.{name}" for prefix in ("org.apache.spark.ml.tuning", "pyspark.ml.tuning")
-                            for name in ("CrossValidatorModel", "TrainValidationSplitModel")})
-
-
 def load_stages(path: str) -> list[Stage]:
     """Every stage of the saved model at ``path``, nested PipelineModels flattened, in transform order."""
     meta = read_metadata(path)
@@ -61,11 +56,9 @@ def load_stages(path: str) -> list[Stage]:
         for d in _stage_dirs(path, meta):
             out.extend(load_stages(d))
         return out
-    if meta.class_name in TUNING_CLASSES:
-        best = os.path.join(path, "bestModel")
-        if not os.path.isdir(best):
-            raise NotFoundError(f"{path}: a {meta.short_class} without its bestModel/ folder")
-        return load_stages(best)
+    inner = inner_model_dir(meta)
+    if inner is not None:  # CrossValidatorModel, TrainValidationSplitModel: score their bestModel
+        return load_stages(inner)
     return [build_stage(meta)]
 
 
@@ -157,10 +150,8 @@ def _merge_hints(hints: set[str]) -> str:
 
 
 def _outputs_of(st: Stage) -> list[str]:
-    if isinstance(st, ClassificationModel):
-        return [c for c in (st.raw_col, st.prob_col, st.prediction_col) if c]
     if isinstance(st, Model):
-        return [st.prediction_col] if st.prediction_col else []
+        return st.produced_cols()
     return list(st.output_cols)
 
 

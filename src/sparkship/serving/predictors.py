@@ -76,6 +76,10 @@ class Model(Stage):
     def expected_size(self, col: str) -> int | None:
         return self.num_features if col == self.features_col else None
 
+    def produced_cols(self) -> list[str]:
+        """The columns transform() adds (known before ``plan``, for derived signatures and default outputs)."""
+        return [self.prediction_col] if self.prediction_col else []
+
     def _plan_features(self, schema: Schema) -> None:
         _, size = self._need(schema, self.features_col, ("vector",))
         if size is not None and self.num_features is not None and size != self.num_features:
@@ -133,6 +137,9 @@ class ClassificationModel(Model):
         self.raw_col = self.p("rawPredictionCol", "rawPrediction") or ""
         self.prob_col = self.p("probabilityCol", "probability") or ""
         self.thresholds = [to_double(t) for t in self.p("thresholds")] if self.meta.params.get("thresholds") else None
+
+    def produced_cols(self) -> list[str]:
+        return [c for c in (self.raw_col, self.prob_col, self.prediction_col) if c]
 
     def plan(self, schema: Schema) -> None:
         self._plan_features(schema)
