@@ -21,6 +21,8 @@ DEV = LOCAL + BUNDLE + MLFLOW + [
     "duckdb==1.5.5",
     "duckdb-extension-delta==1.5.5",
     "hypothesis",
+    "scipy",  # independent PSI and metric computations in the tests
+    "scikit-learn",
     "httpx",
     "wheel",
 ]

@@ -73,7 +73,7 @@ def test_an_unsupported_model_stage(spark, home, tmp_path):
     ALS(userCol="user", itemCol="item", ratingCol="rating", rank=2, maxIter=2).fit(ratings).save(model_dir)
     rows = tmp_path / "rows.csv"
     rows.write_text("user,item\n1,2\n")
-    out = _sparkship("predict", "--model", model_dir, "--input", str(rows), "--output", str(tmp_path / "out.csv"))
+    out = _sparkship("predict", "--path", model_dir, "--input", str(rows), "--output", str(tmp_path / "out.csv"))
     _assert_clean_failure(out, "ALSModel")
 
 
