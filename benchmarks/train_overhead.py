@@ -8,7 +8,9 @@ and the same split:
 * ``by hand``: ``tables.read`` + ``randomSplit`` + ``Pipeline.fit`` + ``model.write().save``.
 
 The two run alternately (A B, then B A, ...) after one unmeasured warm-up of each; the table reports medians.
-Goal: sparkship / by hand <= 1.10.
+Goal: sparkship / by hand <= 1.10. A second table breaks both paths down into steps (wall time and Spark jobs,
+medians over the rounds): ``training.StepRecorder`` for sparkship's steps, the same recorder around the steps
+by hand.
 
     .venv/bin/python benchmarks/train_overhead.py --rows 200000 --rounds 3
 """
@@ -60,11 +62,44 @@ def make_table(spark, path: str, rows: int) -> int:
     return tables.write(df, path, mode="overwrite")
 
 
-def by_hand(spark, spec, version: int, out_dir: str) -> None:
-    df = tables.read(spark, spec.table, version=version)
-    train_df, _ = df.randomSplit([1 - spec.split.test_fraction, spec.split.test_fraction], seed=spec.split.seed)
-    model = training.build_pipeline(spec).fit(train_df)
-    model.write().overwrite().save(out_dir)
+def by_hand(spark, spec, version: int, out_dir: str) -> dict[str, dict]:
+    recorder = training.StepRecorder(spark)
+    with recorder.step("read and check"):
+        df = tables.read(spark, spec.table, version=version)
+        train_df, _ = df.randomSplit([1 - spec.split.test_fraction, spec.split.test_fraction], seed=spec.split.seed)
+    with recorder.step("fit"):
+        model = training.build_pipeline(spec).fit(train_df)
+    with recorder.step("save / register"):
+        model.write().overwrite().save(out_dir)
+    return recorder.steps
+
+
+def with_sparkship(spark, settings, spec) -> dict[str, dict]:
+    """``train_and_register`` in its two parts, so that registering shows as a step of its own."""
+    result = training.train(spark, spec)
+    recorder = training.StepRecorder(spark)
+    with recorder.step("save / register"):
+        training.register_result(settings, result)
+    return {**result.steps, **recorder.steps}
+
+
+def print_breakdown(steps: dict[str, list[dict[str, dict]]]) -> None:
+    """Median seconds and jobs per step, both paths side by side."""
+    names = list(dict.fromkeys(n for runs in steps.values() for run in runs for n in run))
+    paths = list(steps)
+    print("\n| step | " + " | ".join(f"{p} s | {p} jobs" for p in paths) + " |")
+    print("| --- |" + " ---: | ---: |" * len(paths))
+    for name in names:
+        cells = []
+        for p in paths:
+            runs = [r[name] for r in steps[p] if name in r]
+            if not runs:
+                cells += ["-", "-"]
+                continue
+            jobs = [r["jobs"] for r in runs if r["jobs"] is not None]
+            cells += [f"{statistics.median(r['seconds'] for r in runs):.2f}",
+                      f"{statistics.median(jobs):.0f}" if jobs else "?"]
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,23 +129,25 @@ def main(argv: list[str] | None = None) -> int:
         })
         settings = Settings.resolve(home=os.path.join(workdir, "home"))
 
-        def run_sparkship() -> None:
-            training.train_and_register(spark, settings, spec)
+        def run_sparkship() -> dict[str, dict]:
+            return with_sparkship(spark, settings, spec)
 
-        def run_by_hand() -> None:
-            by_hand(spark, spec, version, os.path.join(workdir, "by_hand_model"))
+        def run_by_hand() -> dict[str, dict]:
+            return by_hand(spark, spec, version, os.path.join(workdir, "by_hand_model"))
 
         paths = {"sparkship train": run_sparkship, "by hand (fit + save)": run_by_hand}
         for fn in paths.values():  # warm-up: JIT, Python workers, the data source
             fn()
         times: dict[str, list[float]] = {name: [] for name in paths}
+        steps: dict[str, list[dict[str, dict]]] = {name: [] for name in paths}
         for r in range(args.rounds):
             order = list(paths) if r % 2 == 0 else list(reversed(paths))
             for name in order:
                 t0 = time.perf_counter()
-                paths[name]()
+                steps[name].append(paths[name]())
                 times[name].append(time.perf_counter() - t0)
-                print(f"round {r + 1}: {name}: {times[name][-1]:.2f} s", file=sys.stderr)
+                parts = ", ".join(f"{k} {v['seconds']:.2f} s/{v['jobs']} jobs" for k, v in steps[name][-1].items())
+                print(f"round {r + 1}: {name}: {times[name][-1]:.2f} s ({parts})", file=sys.stderr)
 
         base = statistics.median(times["by hand (fit + save)"])
         print(f"\n{args.rows} rows, {args.algorithm} {PARAMS[args.algorithm]}, {args.rounds} rounds, "
@@ -120,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, ts in times.items():
             med = statistics.median(ts)
             print(f"| {name} | {med:.2f} | {', '.join(f'{t:.2f}' for t in ts)} | {med / base:.2f}x |")
+        print_breakdown(steps)
         ratio = statistics.median(times["sparkship train"]) / base
         print(f"\nsparkship / by hand = {ratio:.2f}x (goal <= 1.10x): {'met' if ratio <= 1.10 else 'NOT met'}")
         return 0

@@ -220,11 +220,30 @@ def test_bad_input_is_refused_before_writing(spark, env, same) -> None:
 
 @hsettings(max_examples=50, deadline=None)
 @given(st.lists(st.floats(0, 1), min_size=2, max_size=12), st.integers(0, 2**31))
-def test_psi_is_zero_for_equal_shares_and_positive_otherwise(weights: list[float], seed: int) -> None:
+def test_psi_is_the_symmetric_kl_divergence_of_the_clipped_shares(weights: list[float], seed: int) -> None:
+    """PSI = KL(a||e) + KL(e||a) over shares raised to epsilon, recomputed with scipy's rel_entr."""
+    from scipy.special import rel_entr
+
     total = sum(weights)
     if total == 0:
         return
     shares = [w / total for w in weights]
     other = np.random.default_rng(seed).dirichlet(np.ones(len(shares))).tolist()
+    a, e = np.maximum(other, monitoring.EPSILON), np.maximum(shares, monitoring.EPSILON)
+    expected = float(np.sum(rel_entr(a, e) + rel_entr(e, a)))
+    assert monitoring.psi(other, shares) == pytest.approx(expected, rel=1e-9, abs=1e-12)
     assert monitoring.psi(shares, shares) == pytest.approx(0.0, abs=1e-12)
-    assert monitoring.psi(other, shares) >= 0.0
+    if np.max(np.abs(a - e)) > 1e-3:
+        assert monitoring.psi(other, shares) > 0.0
+
+
+@pytest.mark.parametrize("shift", [0.1, 0.5, 1.0, 2.0])
+def test_psi_of_a_shifted_normal_is_its_squared_shift(shift: float) -> None:
+    """For N(0, 1) against N(shift, 1) over fine bins, PSI tends to the Jeffreys divergence shift² (exact bin
+    shares from the normal CDF; no sampling)."""
+    from scipy.stats import norm
+
+    edges = np.r_[-np.inf, np.linspace(-8, 10, 500), np.inf]
+    expected_shares = np.diff(norm.cdf(edges)).tolist()
+    actual_shares = np.diff(norm.cdf(edges, loc=shift)).tolist()
+    assert monitoring.psi(actual_shares, expected_shares, epsilon=1e-300) == pytest.approx(shift**2, rel=1e-3)

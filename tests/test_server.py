@@ -13,6 +13,8 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 import httpx
 import pytest
@@ -23,7 +25,7 @@ from sparkship.config import Settings
 from sparkship.registry import Registry
 from sparkship.serving import load
 from sparkship.serving.server import ModelHolder, create_app
-from sparkship.serving.source import resolve
+from sparkship.serving.source import resolve, resolve_folder
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -98,26 +100,33 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(registry_setup):
-    """uvicorn in a thread, serving version 1 by NAME/VERSION."""
+@contextmanager
+def _uvicorn(app) -> Iterator[httpx.Client]:
+    """``app`` under a real uvicorn on 127.0.0.1, in a thread, for the life of the block."""
     import uvicorn
 
-    settings, _ = registry_setup
-    holder = ModelHolder(resolve(f"{NAME}/1", settings))
     port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(holder), host="127.0.0.1", port=port, log_level="warning",
-                                       access_log=False))
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     deadline = time.time() + 30
     while not srv.started and time.time() < deadline:
         time.sleep(0.05)
     assert srv.started, "uvicorn did not start"
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            yield client
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(registry_setup):
+    """uvicorn in a thread, serving version 1 by NAME/VERSION."""
+    settings, _ = registry_setup
+    with _uvicorn(create_app(ModelHolder(resolve(f"{NAME}/1", settings)))) as client:
         yield client
-    srv.should_exit = True
-    thread.join(timeout=10)
 
 
 def test_predict_matches_spark(spark, server, registry_setup):
@@ -306,3 +315,142 @@ def test_predict_command_refuses_unknown_formats_and_models(registry_setup, tmp_
     assert cli_main(["--home", settings.home, "predict", "--model", "nosuchmodel/1", "--input",
                      str(tmp_path / "in.csv"), "--output", str(tmp_path / "o.csv")]) != 0
     assert "nosuchmodel" in capsys.readouterr().err
+
+
+# --- access: registry or folder, paths, tokens ------------------------------------------------------------------
+
+
+def _strings(value) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield k
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
+def test_metadata_shows_no_filesystem_path(server, registry_setup):
+    settings, models = registry_setup
+    folder = resolve_folder(models[0][0].artifact)
+    with _uvicorn(create_app(ModelHolder(folder))) as by_folder:
+        for client in (server, by_folder):
+            meta = client.get("/metadata").json()
+            assert meta["name"] == NAME
+            leaked = [s for s in _strings(meta) if os.path.isabs(s) or settings.home in s or os.sep + "tmp" in s]
+            assert leaked == [], f"/metadata shows filesystem paths: {leaked}"
+        assert by_folder.get("/metadata").json()["source"] == "folder"
+    assert server.get("/metadata").json()["source"] == "registry"
+
+
+def test_a_token_guards_everything_but_health(registry_setup):
+    settings, _ = registry_setup
+    token = "t0ken-" + "x" * 40
+    app = create_app(ModelHolder(resolve(f"{NAME}/1", settings)), token=token)
+    with _uvicorn(app) as client:
+        good = {"Authorization": f"Bearer {token}"}
+        for headers in ({}, {"Authorization": f"Bearer {token[:-1]}"}, {"Authorization": f"Bearer {token}x"},
+                        {"Authorization": token}, {"Authorization": f"Basic {token}"}, {"Authorization": "Bearer"}):
+            assert client.post("/predict", json=GOOD[0], headers=headers).status_code == 401, headers
+            meta = client.get("/metadata", headers=headers)
+            assert meta.status_code == 401 and meta.headers["www-authenticate"].startswith("Bearer")
+            assert "bearer token" in meta.json()["detail"][0]["msg"]
+            assert client.get("/openapi.json", headers=headers).status_code == 401
+        assert client.get("/health").json()["status"] == "ok"
+        assert client.post("/predict", json=GOOD[0], headers=good).status_code == 200
+        assert client.get("/metadata", headers=good).json()["version"] == 1
+        assert client.post("/predict", json=GOOD[0], headers={"authorization": f"bearer {token}"}).status_code == 200
+
+
+def _start(args: list[str], env: dict[str, str], port: int, log) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "sparkship.cli", *args, "--port", str(port)], env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 60
+    while True:
+        assert proc.poll() is None, open(log.name).read()
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        assert time.time() < deadline, "server did not start"
+        time.sleep(0.2)
+
+
+def test_serve_command_token_from_a_file_or_the_environment(registry_setup, tmp_path):
+    settings, _ = registry_setup
+    token_file = tmp_path / "token"
+    token_file.write_text("from-the-file\n")
+    env = {**os.environ, "SPARKSHIP_HOME": settings.home, "SPARKSHIP_SERVE_TOKEN": "from-the-env"}
+    for extra, token in ((["--token-file", str(token_file)], "from-the-file"), ([], "from-the-env")):
+        port = _free_port()
+        with open(tmp_path / "serve.log", "w") as log:
+            proc = _start(["serve", "--model", f"{NAME}/1", *extra], env, port, log)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            assert httpx.post(f"{url}/predict", json=GOOD[0]).status_code == 401
+            assert httpx.post(f"{url}/predict", json=GOOD[0],
+                              headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+
+
+def test_a_reachable_address_needs_a_token_or_an_explicit_flag(registry_setup, tmp_path, capsys):
+    settings, _ = registry_setup
+    env = {k: v for k, v in os.environ.items() if k != "SPARKSHIP_SERVE_TOKEN"}
+    code = subprocess.run([sys.executable, "-m", "sparkship.cli", "--home", settings.home, "serve", "--model",
+                           f"{NAME}/1", "--host", "0.0.0.0", "--port", str(_free_port())],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert code.returncode == 2
+    assert "--token-file" in code.stderr and "--allow-unauthenticated" in code.stderr
+    assert "Traceback" not in code.stderr
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    assert cli_main(["--home", settings.home, "serve", "--model", f"{NAME}/1", "--token-file", str(empty)]) == 2
+    assert "is empty" in capsys.readouterr().err
+    # With the flag it serves (reached here on loopback) and says it runs without a token.
+    port = _free_port()
+    with open(tmp_path / "open.log", "w") as log:
+        proc = _start(["--home", settings.home, "serve", "--model", f"{NAME}/1", "--host", "0.0.0.0",
+                       "--allow-unauthenticated"], env, port, log)
+    try:
+        assert httpx.post(f"http://127.0.0.1:{port}/predict", json=GOOD[0]).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert "WITHOUT a token" in (tmp_path / "open.log").read_text()
+
+
+def test_registry_reference_and_folder_are_told_apart(registry_setup, tmp_path, capsys, monkeypatch):
+    """`--model churn` is the registered model even when ./churn is a model folder; `--path churn` is the folder;
+    a folder given to --model, or an unregistered name that is a folder, is refused saying to use --path."""
+    import shutil
+
+    settings, models = registry_setup
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(models[0][0].artifact, tmp_path / NAME)
+    shutil.copytree(models[0][0].artifact, tmp_path / "local_only")
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(_as_spark_row(r)) + "\n" for r in GOOD))
+    base = ["--home", settings.home, "--json", "predict", "--input", "in.jsonl", "--output", "out.jsonl"]
+
+    def run(*flags: str) -> tuple[int, dict]:
+        code = cli_main([*base, *flags])
+        captured = capsys.readouterr()
+        lines = (captured.out or captured.err).strip().splitlines()
+        return code, json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {"error": captured.err}
+
+    code, out = run("--model", NAME)
+    assert code == 0 and (out["model"], out["version"]) == (NAME, models[1][0].version)  # the latest version
+    code, out = run("--path", NAME)
+    assert code == 0 and (out["model"], out["version"]) == (NAME, None)
+    code, out = run("--model", f"./{NAME}")
+    assert code == 2 and f"--path ./{NAME}" in out["error"]
+    code, out = run("--model", "local_only")
+    assert code == 1 and "--path local_only" in out["error"]
+    code, out = run("--path", "in.jsonl")
+    assert code == 2 and "not a model folder" in out["error"]
+    with pytest.raises(SystemExit):
+        cli_main([*base, "--model", NAME, "--path", NAME])

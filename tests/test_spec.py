@@ -211,3 +211,23 @@ def test_spec_file_errors(tmp_path):
         load_spec(str(bad))
     assert str(bad) in str(info.value) and "spec key 'model.algorithm'" in str(info.value)
     assert sorted(os.listdir(tmp_path)) == ["bad.yml", "broken.yml", "empty.yml"]  # nothing else was written
+
+
+@pytest.mark.parametrize(
+    "ref", ["churn\n", "churn@champion\n", "churn\n@champion", "churn/3\n", "churn/\u0663", "churn/\u00b2", "\nchurn"]
+)
+def test_refs_with_a_trailing_newline_or_non_ascii_digits_are_refused(ref):
+    """``^...$`` with ``re.match`` accepted "churn\\n" ($ matches before a final newline): names, aliases and
+    versions must match in full."""
+    from sparkship.names import parse_ref, validate_alias
+
+    with pytest.raises(UsageError):
+        parse_ref(ref)
+    with pytest.raises(UsageError):
+        validate_alias("champion\n")
+
+
+@given(st.from_regex(r"[a-z0-9_-]+", fullmatch=True), st.sampled_from(["\n", "\r\n", " ", "\t"]))
+def test_a_valid_name_with_whitespace_after_it_is_refused(name, tail):
+    with pytest.raises(UsageError, match="invalid"):
+        validate_name(name + tail)

@@ -12,20 +12,21 @@ from dataclasses import dataclass
 
 from sparkship.errors import UsageError
 
-NAME_PATTERN = re.compile(r"^[a-z0-9_-]+$")
-ALIAS_PATTERN = re.compile(r"^[a-z][a-z0-9_-]*$")
+# fullmatch, not match with ^...$: "$" also matches before a trailing newline ("churn\n").
+NAME_PATTERN = re.compile(r"[a-z0-9_-]+")
+ALIAS_PATTERN = re.compile(r"[a-z][a-z0-9_-]*")
 RUN_PREFIX = "run:"
 
 
 def validate_name(name: str, what: str = "model name") -> str:
     """Return ``name`` if it matches ``[a-z0-9_-]+``; refuse anything else (``..``, ``/``, absolute paths)."""
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise UsageError(f"{what} {name!r} is invalid: use lowercase letters, digits, '_' and '-' only")
     return name
 
 
 def validate_alias(alias: str) -> str:
-    if not isinstance(alias, str) or not ALIAS_PATTERN.match(alias):
+    if not isinstance(alias, str) or not ALIAS_PATTERN.fullmatch(alias):
         raise UsageError(f"alias {alias!r} is invalid: use lowercase letters, digits, '_' and '-', starting with a letter")
     return alias
 
@@ -61,7 +62,7 @@ def parse_ref(ref: str) -> ModelRef:
         validate_name(name)
         if rest.startswith(RUN_PREFIX) and rest[len(RUN_PREFIX):]:
             return ModelRef(name, run_id=rest[len(RUN_PREFIX):])
-        if rest.isdigit() and int(rest) > 0:
+        if re.fullmatch(r"[0-9]+", rest) and int(rest) > 0:  # not str.isdigit: it takes "²" and "٣"
             return ModelRef(name, version=int(rest))
         raise UsageError(f"model reference {ref!r}: '{rest}' is not a version number (1, 2, ...) or run:RUN_ID")
     return ModelRef(validate_name(ref))

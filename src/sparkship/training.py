@@ -18,12 +18,15 @@ Nothing is written by :func:`train`; :func:`train_and_register` stages the artif
 from __future__ import annotations
 
 import logging
+import math
 import platform
 import shutil
 import time
-from dataclasses import dataclass
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from sparkship import tables
 from sparkship.errors import IntegrityError, NotFoundError, SchemaMismatchError, UsageError
@@ -49,6 +52,7 @@ SCALED_ALGORITHMS = frozenset({"logistic_regression", "linear_regression"})
 MAX_CLASSES = 1000
 SPLIT = "__test"  # the held-out flag column, dropped before fitting
 SPLIT_BUCKETS = 1_000_000
+_JOB_GROUP = "spark.jobGroup.id"
 _NUMERIC_TYPES = ("tinyint", "smallint", "int", "bigint", "float", "double")
 
 
@@ -67,6 +71,42 @@ class TrainingResult:
     reference_profile: dict[str, Any]
     spec: TrainingSpec
     tuning: dict[str, Any] | None = None
+    steps: dict[str, dict[str, Any]] = field(default_factory=dict)  # where the time went: see StepRecorder
+
+
+class StepRecorder:
+    """Wall time and the number of Spark jobs of each named step (``steps[name] = {"seconds", "jobs"}``; a name
+    used again adds to its step).
+
+    Jobs are counted through a job group set for the step (None under Spark Connect, which has no
+    ``sparkContext``). Used for the log and for benchmarks/train_overhead.py's breakdown.
+    """
+
+    def __init__(self, spark: "SparkSession") -> None:
+        try:
+            self._sc = spark.sparkContext
+        except Exception:  # Spark Connect: no SparkContext, no job groups
+            self._sc = None
+        self.steps: dict[str, dict[str, Any]] = {}
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        group = f"sparkship-train-{name}-{uuid.uuid4().hex[:8]}"
+        previous = self._sc.getLocalProperty(_JOB_GROUP) if self._sc is not None else None
+        if self._sc is not None:
+            self._sc.setLocalProperty(_JOB_GROUP, group)
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            seconds = time.perf_counter() - started
+            jobs = None
+            if self._sc is not None:
+                self._sc.setLocalProperty(_JOB_GROUP, previous)  # type: ignore[arg-type] - None clears it
+                jobs = len(self._sc.statusTracker().getJobIdsForGroup(group))
+            before = self.steps.get(name, {"seconds": 0.0, "jobs": 0 if jobs is not None else None})
+            self.steps[name] = {"seconds": round(before["seconds"] + seconds, 3),  # a step may come in parts
+                                "jobs": None if jobs is None else before["jobs"] + jobs}
 
 
 def label_column(spec: TrainingSpec, label_is_string: bool) -> str:
@@ -317,8 +357,85 @@ def _num_classes(model: "PipelineModel") -> int:
     return int(getattr(model.stages[-1], "numClasses", 0) or 0)
 
 
+LOG_LOSS_EPS = 1e-15  # MulticlassClassificationEvaluator's default
+
+
 def _metrics(predictions: "DataFrame", task: str, label_col: str, num_classes: int) -> dict[str, float]:
-    return {m: float(_evaluator(m, label_col).evaluate(predictions)) for m in metric_names(task, num_classes)}
+    """The metrics of :func:`metric_names`, with the definitions of Spark's evaluators.
+
+    The multiclass metrics (accuracy, weighted F1, log loss) and the regression ones come from ONE aggregation
+    each (an evaluator per metric costs a job or more each); the areas under curves stay with
+    ``BinaryClassificationEvaluator`` (its binned curves). Raises :class:`UsageError` when there are no rows.
+    """
+    if task == "regression":
+        out = _regression_metrics(predictions, label_col)
+    else:
+        out = _multiclass_metrics(predictions, label_col)
+        if num_classes == 2:
+            out.update({m: float(_evaluator(m, label_col).evaluate(predictions))
+                        for m in ("areaUnderROC", "areaUnderPR")})
+    return {m: out[m] for m in metric_names(task, num_classes)}
+
+
+def _multiclass_metrics(predictions: "DataFrame", label_col: str) -> dict[str, float]:
+    """accuracy, f1 (weighted by label counts) and logLoss as Spark's MulticlassMetrics defines them, from
+    counts per (label, prediction) pair and the log loss summed in the same aggregation."""
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.sql import functions as F
+
+    label = F.col(f"`{label_col}`")
+    p = vector_to_array(F.col(PROBABILITY))[label.cast("int")]
+    loss = (F.when(p < LOG_LOSS_EPS, F.lit(-math.log(LOG_LOSS_EPS)))
+            .when(p > 1 - LOG_LOSS_EPS, F.lit(-math.log1p(-LOG_LOSS_EPS)))
+            .otherwise(-F.log(p)))
+    # Keys under names of their own: a label column called "label" would otherwise meet its own alias.
+    pairs = predictions.groupBy(label.alias("__label"), F.col(PREDICTION).alias("__prediction")).agg(
+        F.count(F.lit(1)).alias("n"), F.sum(loss).alias("loss")
+    ).collect()
+    total = sum(r["n"] for r in pairs)
+    if total == 0:
+        raise UsageError("the evaluation data has no labelled rows")
+    by_label: dict[float, int] = {}
+    by_prediction: dict[float, int] = {}
+    hits: dict[float, int] = {}
+    for r in pairs:
+        cls, predicted = r["__label"], r["__prediction"]
+        by_label[cls] = by_label.get(cls, 0) + r["n"]
+        by_prediction[predicted] = by_prediction.get(predicted, 0) + r["n"]
+        if cls == predicted:
+            hits[cls] = r["n"]
+
+    def f1(cls: float) -> float:
+        tp = hits.get(cls, 0)
+        precision = tp / by_prediction[cls] if by_prediction.get(cls) else 0.0
+        recall = tp / by_label[cls]
+        return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+
+    return {
+        "accuracy": sum(hits.values()) / total,
+        "f1": sum(n / total * f1(cls) for cls, n in sorted(by_label.items())),
+        "logLoss": sum(r["loss"] for r in pairs) / total,
+    }
+
+
+def _regression_metrics(predictions: "DataFrame", label_col: str) -> dict[str, float]:
+    """rmse, mae and r2 as Spark's RegressionMetrics defines them (r2 = 1 - SSerr/SStot), in one aggregation."""
+    from pyspark.sql import functions as F
+
+    y, error = F.col(f"`{label_col}`").cast("double"), F.col(PREDICTION) - F.col(f"`{label_col}`")
+    row = predictions.agg(
+        F.count(F.lit(1)).alias("__n"), F.sum(error * error).alias("__sse"), F.sum(F.abs(error)).alias("__sae"),
+        F.var_samp(y).alias("__var"),
+    ).collect()[0]
+    n = int(row["__n"])
+    if n == 0:
+        raise UsageError("the evaluation data has no labelled rows")
+    ss_tot = (row["__var"] or 0.0) * (n - 1)
+    return {
+        "rmse": math.sqrt(row["__sse"] / n),
+        "mae": row["__sae"] / n,
+        "r2": 1 - row["__sse"] / ss_tot if ss_tot else float("nan"),  # a constant label has no r2
+    }
 
 
 def evaluate(
@@ -349,8 +466,6 @@ def evaluate(
     label_col = label_column(spec, label_is_string)
     predictions = model.transform(data).cache()
     try:
-        if predictions.limit(1).count() == 0:
-            raise UsageError("the evaluation data has no labelled rows")
         return _metrics(predictions, spec.task, label_col, _num_classes(model))
     finally:
         predictions.unpersist()
@@ -460,18 +575,20 @@ def train(spark: "SparkSession", spec: TrainingSpec) -> TrainingResult:
     from sparkship.profiles import compute_profile, prediction_profile
 
     started = time.perf_counter()
-    version = _pin_version(spark, spec)
-    where = f"table {spec.table}@{version}"
-    log.info("training %s (%s, %s) on %s", spec.name, spec.task, spec.model.algorithm, where)
-    source = tables.read(spark, spec.table, version=version)
-    label_is_string = _check_schema(source.schema, spec, where)
-    signature = _signature(source.schema, spec)
-
-    columns = [F.col(f"`{c}`") for c in (*spec.features.columns, spec.label)]
-    selected = source.select(*columns, split_flag(spec).alias(SPLIT)).cache()
+    recorder = StepRecorder(spark)
+    with recorder.step("read and check"):
+        version = _pin_version(spark, spec)
+        where = f"table {spec.table}@{version}"
+        log.info("training %s (%s, %s) on %s", spec.name, spec.task, spec.model.algorithm, where)
+        source = tables.read(spark, spec.table, version=version)
+        label_is_string = _check_schema(source.schema, spec, where)
+        signature = _signature(source.schema, spec)
+        columns = [F.col(f"`{c}`") for c in (*spec.features.columns, spec.label)]
+        selected = source.select(*columns, split_flag(spec).alias(SPLIT)).cache()
     cached = [selected]
     try:
-        facts = _check_data(selected, spec, label_is_string, where)
+        with recorder.step("read and check"):
+            facts = _check_data(selected, spec, label_is_string, where)
         labels, num_classes = facts.labels, facts.num_classes
         rows_train, rows_test = facts.rows_train, facts.rows_test
         data = _labelled(selected, spec, label_is_string)
@@ -482,27 +599,30 @@ def train(spark: "SparkSession", spec: TrainingSpec) -> TrainingResult:
         test_df = data.where(F.col(SPLIT)).drop(SPLIT)
         log.info("split %d train / %d test rows (%.1f s)", rows_train, rows_test, time.perf_counter() - started)
 
-        pipeline = build_pipeline(spec, label_is_string)
-        tuning = None
-        if spec.tuning is not None:
-            model, tuning = _cross_validate(pipeline, spec, train_df, label_col, num_classes)
-        else:
-            model = pipeline.fit(train_df)
+        with recorder.step("fit"):
+            pipeline = build_pipeline(spec, label_is_string)
+            tuning = None
+            if spec.tuning is not None:
+                model, tuning = _cross_validate(pipeline, spec, train_df, label_col, num_classes)
+            else:
+                model = pipeline.fit(train_df)
         log.info("fitted %s (%.1f s)", spec.model.estimator_class, time.perf_counter() - started)
 
-        predictions = model.transform(test_df).select(label_col, PREDICTION, *(
-            [PROBABILITY, RAW_PREDICTION] if spec.task == "classification" else []
-        )).cache()
-        cached.append(predictions)
-        metrics = _metrics(predictions, spec.task, label_col, num_classes or _num_classes(model))
+        with recorder.step("held-out metrics"):
+            predictions = model.transform(test_df).select(label_col, PREDICTION, *(
+                [PROBABILITY, RAW_PREDICTION] if spec.task == "classification" else []
+            )).cache()
+            cached.append(predictions)
+            metrics = _metrics(predictions, spec.task, label_col, num_classes or _num_classes(model))
         log.info("held-out metrics %s", {k: round(v, 4) for k, v in metrics.items()})
 
-        profile = compute_profile(train_df, spec.features.numeric, spec.features.categorical)
-        profile["prediction"] = prediction_profile(predictions, spec.task)
+        with recorder.step("reference profile"):
+            profile = compute_profile(train_df, spec.features.numeric, spec.features.categorical)
+            profile["prediction"] = prediction_profile(predictions, spec.task)
     finally:
         for df in cached:
             df.unpersist()
-    log.info("trained %s in %.1f s", spec.name, time.perf_counter() - started)
+    log.info("trained %s in %.1f s: %s", spec.name, time.perf_counter() - started, recorder.steps)
     return TrainingResult(
         model=model,
         metrics=metrics,
@@ -515,6 +635,7 @@ def train(spark: "SparkSession", spec: TrainingSpec) -> TrainingResult:
         reference_profile=profile,
         spec=spec,
         tuning=tuning,
+        steps=recorder.steps,
     )
 
 

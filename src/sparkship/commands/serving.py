@@ -11,6 +11,7 @@ from sparkship.commands import Context, add_command
 from sparkship.errors import UsageError
 
 log = logging.getLogger(__name__)
+TOKEN_ENV = "SPARKSHIP_SERVE_TOKEN"  # the same name as sparkship.serving.server.TOKEN_ENV (not imported: FastAPI)
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet",
            ".pq": "parquet"}
 
@@ -19,16 +20,24 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     p = add_command(
         subparsers, common, "serve", serve_model,
         "serve a model over HTTP (POST /predict, GET /health, GET /metadata, /docs) without a JVM",
-        description="Serve a model over HTTP without a JVM. REF is NAME@ALIAS (followed as it moves), "
-                    "NAME/VERSION, NAME (latest version) or a model folder (a Spark PipelineModel folder, or an "
-                    "artifact folder holding model/ and manifest.json).",
+        description="Serve a model over HTTP without a JVM: a registered model (--model NAME@ALIAS, followed as "
+                    "it moves; NAME/VERSION; NAME for the latest version) or a model folder (--path: a Spark "
+                    "PipelineModel folder, or an artifact folder holding model/ and manifest.json). With a token "
+                    f"(--token-file, or the environment variable {TOKEN_ENV}) every path but /health needs "
+                    "'Authorization: Bearer <token>'.",
     )
-    p.add_argument("--model", required=True, metavar="REF", help="NAME@ALIAS, NAME/VERSION, NAME or a folder")
-    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
+    _model_arguments(p)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="interface to bind (default 127.0.0.1: this machine only; any other needs a token or "
+                        "--allow-unauthenticated)")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--poll-seconds", type=float, default=5.0,
                    help="how often to check whether NAME@ALIAS moved (default 5)")
     p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="larger request bodies get 413 (1 MiB)")
+    p.add_argument("--token-file", default=None, metavar="FILE",
+                   help=f"file whose first line is the bearer token clients must send (default: ${TOKEN_ENV})")
+    p.add_argument("--allow-unauthenticated", action="store_true",
+                   help="serve a non-loopback --host without a token (logs a warning)")
 
     p = add_command(
         subparsers, common, "predict", predict_file,
@@ -37,9 +46,16 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
                     "The output holds the input columns plus the model's outputs; rows Spark would drop "
                     "(handleInvalid='skip') are left out and counted.",
     )
-    p.add_argument("--model", required=True, metavar="REF", help="NAME@ALIAS, NAME/VERSION, NAME or a folder")
+    _model_arguments(p)
     p.add_argument("--input", required=True, help="input file (.csv, .jsonl, .parquet)")
     p.add_argument("--output", required=True, help="output file (.csv, .jsonl, .parquet)")
+
+
+def _model_arguments(p: argparse.ArgumentParser) -> None:
+    """--model (registry) or --path (folder): told apart by the flag, never guessed from what exists on disk."""
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", metavar="REF", help="a registered model: NAME@ALIAS, NAME/VERSION or NAME")
+    which.add_argument("--path", metavar="FOLDER", help="a model folder (PipelineModel or artifact folder)")
 
 
 def _format(path: str, what: str) -> str:
@@ -50,15 +66,16 @@ def _format(path: str, what: str) -> str:
 
 
 def serve_model(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
-    from sparkship.serving.server import serve
+    from sparkship.serving.server import read_token, serve
 
     if not 0 < args.port < 65536:
         raise UsageError(f"--port {args.port} is not a TCP port")
     if args.poll_seconds <= 0:
         raise UsageError("--poll-seconds must be positive")
-    serve(args.model, ctx.settings, host=args.host, port=args.port, poll_seconds=args.poll_seconds,
-          max_body_bytes=args.max_body_bytes)
-    return {"model": args.model, "stopped": True}
+    token = read_token(args.token_file)
+    serve(args.model, ctx.settings, path=args.path, host=args.host, port=args.port, poll_seconds=args.poll_seconds,
+          max_body_bytes=args.max_body_bytes, token=token, allow_unauthenticated=args.allow_unauthenticated)
+    return {"model": args.model or args.path, "stopped": True}
 
 
 def _read(path: str, fmt: str, types: dict[str, str]) -> Any:
@@ -117,10 +134,10 @@ def _write(table: Any, path: str, fmt: str) -> None:
 def predict_file(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     import pyarrow as pa
 
-    from sparkship.serving.source import resolve
+    from sparkship.serving.source import resolve_source
 
     fmt_in, fmt_out = _format(args.input, "input"), _format(args.output, "output")
-    served = resolve(args.model, ctx.settings)
+    served = resolve_source(ctx.settings, model=args.model, path=args.path)
     scorer = served.scorer
     data = _read(args.input, fmt_in, scorer.signature.types)
     result = scorer.score(data)

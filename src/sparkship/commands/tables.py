@@ -16,7 +16,9 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--source", required=True, help="input file or folder")
     p.add_argument("--table", required=True, help="Delta table path")
     p.add_argument("--format", choices=["csv", "parquet", "json"], help="default: from the source's extension")
-    p.add_argument("--mode", choices=["append", "overwrite"], default="append")
+    p.add_argument("--mode", choices=["append", "overwrite"], default="append",
+                   help="append (default): a CSV or JSON file is parsed with the existing table's column types; "
+                        "overwrite: the types are inferred from the file")
     p.add_argument("--partition-by", default=None, help="comma-separated partition columns for a new table")
     p.add_argument("--expected-version", type=int, default=None, metavar="V",
                    help="commit only if the table is still at version V (-1: it must not exist yet)")

@@ -5,7 +5,8 @@
     >>> scorer.score_one({"age": 41.0, "plan": "pro"})     # doctest: +SKIP
     {'prediction': 1.0, 'probability': [0.21, 0.79], 'rawPrediction': [-1.32, 1.32]}
     >>> result = scorer.score(pandas_df)                   # doctest: +SKIP
-    >>> result.dropped                                     # positions of rows Spark would drop (skip modes)
+    >>> result.dropped                 # input positions of rows Spark would drop (skip modes)  # doctest: +SKIP
+    array([2])
 
 ``path`` is a PipelineModel folder (or a single saved stage), or a sparkship artifact folder holding ``model/``
 and ``manifest.json``; the manifest's ``signature.inputs`` then types the inputs, otherwise they are derived

@@ -8,14 +8,21 @@ type, a non-finite number where the pipeline does not take one, or a value the p
 With a ``NAME@ALIAS`` reference the server polls the registry every ``poll_seconds`` and, when the alias moves,
 loads the new version completely before swapping one reference, so no request fails or sees half a model.
 
+With a token (``--token-file`` or ``SPARKSHIP_SERVE_TOKEN``) every path but ``/health`` needs the header
+``Authorization: Bearer <token>`` (401 otherwise; compared in constant time). Binding an address other machines
+can reach without a token needs ``allow_unauthenticated=True`` and logs a warning.
+
     >>> app = create_app(ModelHolder(resolve("churn@champion", settings)))       # doctest: +SKIP
     >>> serve("churn@champion", settings, host="127.0.0.1", port=8080)           # doctest: +SKIP
 """
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import json
 import logging
 import math
+import os
 import threading
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
@@ -24,14 +31,101 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from sparkship.config import Settings
+from sparkship.errors import UsageError
 from sparkship.serving.batch import from_records
 from sparkship.serving.signature import FLOATING, InvalidRecordError
-from sparkship.serving.source import ServedModel, load_version, resolve
+from sparkship.serving.source import ServedModel, load_version, resolve_source
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY = 1 << 20  # 1 MiB
 BATCH_PATH_MIN_ROWS = 256  # below this the single-record path is faster than building numpy columns
+TOKEN_ENV = "SPARKSHIP_SERVE_TOKEN"
+OPEN_PATHS = frozenset({"/health"})  # liveness probes carry no credentials
+
+
+# --- access ----------------------------------------------------------------------------------------------------
+
+
+def read_token(token_file: str | None, environ: "os._Environ[str] | dict[str, str] | None" = None) -> str | None:
+    """The bearer token: the first line of ``token_file`` if given, else ``$SPARKSHIP_SERVE_TOKEN``, else None.
+
+    >>> read_token(None, {"SPARKSHIP_SERVE_TOKEN": "s3cret"})
+    's3cret'
+    >>> read_token(None, {}) is None
+    True
+    """
+    environ = os.environ if environ is None else environ
+    if token_file is not None:
+        try:
+            with open(token_file, encoding="utf-8") as fh:
+                token = fh.readline().strip()
+        except OSError as exc:
+            raise UsageError(f"--token-file {token_file}: cannot read it ({exc.strerror})") from None
+        if not token:
+            raise UsageError(f"--token-file {token_file} is empty: write the token on its first line")
+        return token
+    token = environ.get(TOKEN_ENV, "").strip()
+    return token or None
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` only accepts connections from this machine.
+
+    >>> [is_loopback(h) for h in ("127.0.0.1", "::1", "localhost", "0.0.0.0", "10.1.2.3", "example.com")]
+    [True, True, True, False, False, False]
+    """
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name may resolve to anything
+
+
+def check_exposure(host: str, token: str | None, allow_unauthenticated: bool) -> None:
+    """Refuse to serve a reachable address without a token unless the caller said so; warn when it did."""
+    if token is not None or is_loopback(host):
+        return
+    if not allow_unauthenticated:
+        raise UsageError(
+            f"--host {host} can be reached from other machines and no token is set: pass --token-file FILE "
+            f"(or set {TOKEN_ENV}) so clients must send 'Authorization: Bearer <token>', or pass "
+            "--allow-unauthenticated to serve without one"
+        )
+    log.warning("serving on %s WITHOUT a token (--allow-unauthenticated): anyone who can reach it can score "
+                "and read the model's metadata", host)
+
+
+class BearerTokenGate:
+    """ASGI middleware: every path but :data:`OPEN_PATHS` needs ``Authorization: Bearer <token>``.
+
+    A plain ASGI class rather than ``BaseHTTPMiddleware``: it adds no task or stream copy per request.
+    """
+
+    def __init__(self, app: Any, token: str) -> None:
+        self.app = app
+        self.token = token.encode("utf-8")
+
+    def _authorised(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        given = b""
+        for key, value in headers:
+            if key == b"authorization":
+                given = value
+        scheme, _, credentials = given.partition(b" ")
+        # compare_digest: the time taken does not tell how much of a guess was right.
+        return hmac.compare_digest(credentials.strip(), self.token) and scheme.lower() == b"bearer"
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or self._authorised(scope["headers"]):
+            await self.app(scope, receive, send)
+            return
+        body = json.dumps({"detail": [{"msg": "missing or wrong bearer token (Authorization: Bearer <token>)"}]})
+        await send({"type": "http.response.start", "status": 401, "headers": [
+            (b"content-type", b"application/json"), (b"www-authenticate", b'Bearer realm="sparkship"'),
+            (b"content-length", str(len(body)).encode()),
+        ]})
+        await send({"type": "http.response.body", "body": body.encode()})
 
 
 class ModelHolder:
@@ -154,8 +248,8 @@ def _score_records(served: ServedModel, payload: Any) -> list[dict[str, Any]]:
 
 
 def create_app(holder: ModelHolder, *, max_body_bytes: int = DEFAULT_MAX_BODY,
-               follower: AliasFollower | None = None) -> FastAPI:
-    """The FastAPI application serving ``holder.current``."""
+               follower: AliasFollower | None = None, token: str | None = None) -> FastAPI:
+    """The FastAPI application serving ``holder.current``; with ``token``, behind :class:`BearerTokenGate`."""
 
     @asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:
@@ -211,23 +305,29 @@ def create_app(holder: ModelHolder, *, max_body_bytes: int = DEFAULT_MAX_BODY,
     async def metadata() -> dict[str, Any]:
         return {**holder.current.info(), "swaps": holder.swaps}
 
+    if token is not None:
+        app.add_middleware(BearerTokenGate, token=token)
     return app
 
 
-def build(ref: str, settings: Settings, *, poll_seconds: float = 5.0,
-          max_body_bytes: int = DEFAULT_MAX_BODY) -> tuple[Any, ModelHolder]:
-    """Resolve ``ref``, load it, and build the app (following the alias when ``ref`` is ``NAME@ALIAS``)."""
-    holder = ModelHolder(resolve(ref, settings))
+def build(ref: str | None, settings: Settings, *, path: str | None = None, poll_seconds: float = 5.0,
+          max_body_bytes: int = DEFAULT_MAX_BODY, token: str | None = None) -> tuple[Any, ModelHolder]:
+    """Load the registered model ``ref`` (following the alias when it is ``NAME@ALIAS``) or the model folder
+    ``path`` (exactly one of them), and build the app."""
+    holder = ModelHolder(resolve_source(settings, model=ref, path=path))
     follower = AliasFollower(holder, settings, poll_seconds) if holder.current.alias else None
-    return create_app(holder, max_body_bytes=max_body_bytes, follower=follower), holder
+    return create_app(holder, max_body_bytes=max_body_bytes, follower=follower, token=token), holder
 
 
-def serve(ref: str, settings: Settings, *, host: str = "127.0.0.1", port: int = 8080, poll_seconds: float = 5.0,
-          max_body_bytes: int = DEFAULT_MAX_BODY) -> None:
-    """Run the server in the foreground until interrupted."""
+def serve(ref: str | None, settings: Settings, *, path: str | None = None, host: str = "127.0.0.1",
+          port: int = 8080, poll_seconds: float = 5.0, max_body_bytes: int = DEFAULT_MAX_BODY,
+          token: str | None = None, allow_unauthenticated: bool = False) -> None:
+    """Run the server in the foreground until interrupted (see :func:`check_exposure` for ``host``)."""
     import uvicorn
 
-    app, holder = build(ref, settings, poll_seconds=poll_seconds, max_body_bytes=max_body_bytes)
-    log.info("serving %s version %s on http://%s:%d (docs at /docs)", holder.current.name,
-             holder.current.version, host, port)
+    check_exposure(host, token, allow_unauthenticated)  # before the model is loaded: fail fast
+    app, holder = build(ref, settings, path=path, poll_seconds=poll_seconds, max_body_bytes=max_body_bytes,
+                        token=token)
+    log.info("serving %s version %s on http://%s:%d (docs at /docs%s)", holder.current.name,
+             holder.current.version, host, port, "; bearer token required" if token else "")
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

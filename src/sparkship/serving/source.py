@@ -1,7 +1,9 @@
 """Where a served model comes from: a registry reference (NAME, NAME/VERSION, NAME@ALIAS) or a folder.
 
-A folder is either a Spark PipelineModel folder (``metadata/``, ``stages/``) or a sparkship artifact
-(``model/`` + ``manifest.json``, checksums verified). Anything else is resolved in the registry.
+The two are told apart by the caller, never guessed: ``churn`` could be a registered model and a ``./churn``
+folder at once. :func:`resolve` takes registry references only, :func:`resolve_folder` folders only (the CLI's
+``--model`` and ``--path``). A folder is either a Spark PipelineModel folder (``metadata/``, ``stages/``) or a
+sparkship artifact (``model/`` + ``manifest.json``, checksums verified).
 
     >>> from sparkship.config import Settings
     >>> served = resolve("churn@champion", Settings.resolve(home="/tmp/sh"))      # doctest: +SKIP
@@ -10,6 +12,7 @@ A folder is either a Spark PipelineModel folder (``metadata/``, ``stages/``) or 
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -17,6 +20,8 @@ from typing import Any
 
 from sparkship.config import Settings
 from sparkship.serving.pipeline import PipelineScorer, load
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -32,13 +37,14 @@ class ServedModel:
     loaded_at: float = field(default_factory=time.time)
 
     def info(self) -> dict[str, Any]:
+        """What ``/metadata`` shows: no filesystem path (it would tell clients about the server's disks)."""
         manifest = self.scorer.manifest or {}
         return {
             "name": self.name,
             "version": self.version,
             "ref": self.ref,
+            "source": "registry" if self.version is not None else "folder",
             "alias": self.alias,
-            "path": self.path,
             "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at)),
             "task": manifest.get("task"),
             "algorithm": manifest.get("algorithm"),
@@ -58,18 +64,61 @@ def is_model_folder(ref: str) -> bool:
 
 
 def resolve(ref: str, settings: Settings) -> ServedModel:
-    """Load the model ``ref`` names: a model folder, or a registry reference."""
-    if is_model_folder(ref):
-        path = os.path.abspath(ref)
-        scorer = load(path)
-        name = (scorer.manifest or {}).get("name") or os.path.basename(path.rstrip("/"))
-        return ServedModel(scorer, name, None, ref, path)
+    """Load the registered model ``ref`` names (``NAME``, ``NAME/VERSION``, ``NAME@ALIAS``); never a folder."""
     from sparkship.names import parse_ref
     from sparkship.registry import Registry
 
     parsed = parse_ref(ref)
     mv = Registry(settings).get(parsed)
     return ServedModel(load(mv.artifact), mv.name, mv.version, ref, mv.artifact, alias=parsed.alias)
+
+
+def resolve_folder(folder: str) -> ServedModel:
+    """Load a model folder: a Spark PipelineModel folder or a sparkship artifact folder."""
+    from sparkship.errors import UsageError
+
+    if not is_model_folder(folder):
+        raise UsageError(f"--path {folder}: not a model folder (a Spark PipelineModel folder holding metadata/, "
+                         "or an artifact folder holding model/ and manifest.json)")
+    path = os.path.abspath(folder)
+    scorer = load(path)
+    base = os.path.basename(path.rstrip(os.sep))
+    name = (scorer.manifest or {}).get("name") or base
+    return ServedModel(scorer, name, None, f"path:{base}", path)
+
+
+def resolve_source(settings: Settings, *, model: str | None = None, path: str | None = None) -> ServedModel:
+    """The model of ``--model REF`` (registry) or ``--path FOLDER``: exactly one of them.
+
+    A ``--model`` value that is not a registry reference but names a folder, or a registry name that is not
+    registered while a model folder of that name exists, is refused with a message saying to use ``--path``.
+    """
+    from sparkship.errors import NotFoundError, UsageError
+    from sparkship.names import parse_ref
+
+    if (model is None) == (path is None):
+        raise UsageError("pass either --model REF (a registered model: NAME, NAME/VERSION, NAME@ALIAS) "
+                         "or --path FOLDER (a model folder), not both")
+    if path is not None:
+        return resolve_folder(path)
+    assert model is not None
+    try:
+        parse_ref(model)
+    except UsageError as exc:
+        if os.path.exists(model):
+            raise UsageError(f"--model {model!r} is not a registry reference ({exc}); "
+                             f"to serve the folder, pass --path {model}") from None
+        raise
+    try:
+        served = resolve(model, settings)
+    except NotFoundError as exc:
+        if is_model_folder(model):
+            raise NotFoundError(f"{exc}; ./{model} is a model folder: to serve it, pass --path {model}") from None
+        raise
+    if is_model_folder(model):
+        log.warning("--model %s is the registered model; the folder ./%s is not served (pass --path %s for it)",
+                    model, model, model)
+    return served
 
 
 def load_version(settings: Settings, name: str, version: int, alias: str | None, ref: str) -> ServedModel:

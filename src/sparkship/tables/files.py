@@ -25,6 +25,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import uuid
 from typing import Any, Iterable, Iterator
 
@@ -76,7 +77,11 @@ def _normalise_schema(schema: pa.Schema) -> pa.Schema:
 
 
 def list_files(path: str, version: int | None) -> list[tuple[str, int, dict[str, str | None]]]:
-    """(relative path, size, partition values) of every data file of one table version."""
+    """(relative path, size, partition values) of every data file of one table version.
+
+    A path in the log that is absolute, a URI, or leads out of the table folder raises :class:`IntegrityError`
+    naming the table: a log from elsewhere must not make sparkship read (or later remove) other files.
+    """
     from deltalake import DeltaTable
 
     dt = DeltaTable(path, version=version) if version is not None else DeltaTable(path)
@@ -87,10 +92,46 @@ def list_files(path: str, version: int | None) -> list[tuple[str, int, dict[str,
             raise ValueError(f"table {path} uses Delta reader features {unsupported} that sparkship's local engine cannot read")
     partition_columns = dt.metadata().partition_columns
     actions = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
+    for a in actions:
+        inside_table(path, a["path"])
     return [
         (a["path"], a["size_bytes"], {c: a.get(f"partition.{c}") for c in partition_columns})
         for a in actions
     ]
+
+
+_URI_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def inside_table(table: str, rel: str) -> str:
+    """The local file a log's (URI-encoded, relative) data file path names; :class:`IntegrityError` if it is
+    absolute, a URI (``file://``, ``s3://``...), or leaves the table folder (``..``, also when encoded).
+
+    >>> inside_table("/data/t", "day=2024-01-01/part-0.parquet")
+    '/data/t/day=2024-01-01/part-0.parquet'
+    >>> inside_table("/data/t", "day=a%252Fb/part-0.parquet")   # the value 'a/b', encoded in the folder name
+    '/data/t/day=a%2Fb/part-0.parquet'
+    >>> inside_table("/data/t", "%2E%2E/other/part-0.parquet")
+    Traceback (most recent call last):
+    ...
+    sparkship.errors.IntegrityError: Delta table /data/t: its log lists data file '%2E%2E/other/part-0.parquet', which is outside the table: refused
+    """
+    from urllib.parse import unquote
+
+    decoded = unquote(rel)
+    parts = decoded.replace("\\", "/").split("/")
+    escapes = (
+        not decoded
+        or "\x00" in decoded
+        or _URI_SCHEME.match(rel) is not None
+        or os.path.isabs(decoded)
+        or decoded.startswith(("/", "\\"))
+        or ".." in parts
+    )
+    absolute = os.path.normpath(os.path.join(table, decoded))
+    if escapes or os.path.commonpath([absolute, os.path.normpath(table)]) != os.path.normpath(table):
+        raise IntegrityError(f"Delta table {table}: its log lists data file {rel!r}, which is outside the table: refused")
+    return absolute
 
 
 def file_row_counts(path: str, version: int | None) -> dict[str, int | None]:
@@ -139,16 +180,6 @@ def plan_splits(files: list[tuple[str, int, dict[str, str | None]]]) -> list[lis
     return splits or [[]]
 
 
-def _absolute_file(table: str, rel: str) -> str:
-    from urllib.parse import unquote
-
-    if rel.startswith("file://"):
-        return unquote(rel[len("file://") :])
-    if rel.startswith("/"):
-        return rel
-    return os.path.join(table, unquote(rel))
-
-
 def _constant_column(value: Any, length: int, type_: pa.DataType) -> pa.Array:
     # delta-rs hands partition values typed (date, int...) or as strings, depending on the call.
     if value is None:
@@ -163,7 +194,7 @@ def read_batches(table: str, split: list[DataFile], schema: pa.Schema) -> Iterat
     naming it: a truncated or edited file is refused, never read as other data.
     """
     for rel, partition_values, size in split:
-        absolute = _absolute_file(table, rel)
+        absolute = inside_table(table, rel)  # checked again here: a task may get a split from anywhere
         actual = os.path.getsize(absolute) if os.path.exists(absolute) else None
         if actual != size:
             found = "missing" if actual is None else f"{actual} bytes"
