@@ -17,6 +17,12 @@ from sparkship.config import Settings
 from sparkship.errors import NotFoundError, SchemaMismatchError, UsageError
 from sparkship.registry import Registry
 
+
+@pytest.fixture(autouse=True)
+def _on_both_engines(engine):
+    """Every test here runs on delta-spark and on the delta-rs data source (conftest.engine)."""
+
+
 SCHEMA = "id long, age double, income double, plan string, churned double"
 DAY0 = datetime(2026, 11, 20, 6, 0, tzinfo=timezone.utc)
 
