@@ -320,9 +320,18 @@ def test_a_damaged_scores_table_file_is_refused_naming_it(spark, scored, tmp_pat
     _damage(os.path.join(copy, victim), how)
     with pytest.raises(IntegrityError, match=f"data file {victim} of Delta table {copy}"):
         tables.read_arrow(copy)
-    # Through Spark the same check runs in the read task; the job fails with our message naming the file.
-    with pytest.raises(Exception, match=f"IntegrityError: data file {victim}"):
-        tables.read(spark, copy).collect()
+    # Through Spark: the deltars reader runs the same check in its read task and fails the job with our message;
+    # delta-spark's own reader refuses the file too (Hadoop's checksum or parquet's footer), naming it.
+    engine_before = tables.engine_for(spark)
+    try:
+        tables.use_engine(spark, "deltars")
+        with pytest.raises(Exception, match=f"IntegrityError: data file {victim}"):
+            tables.read(spark, copy).collect()
+        tables.use_engine(spark, "native")
+        with pytest.raises(Exception, match=victim.rsplit("/", 1)[-1]):
+            tables.read(spark, copy).collect()
+    finally:
+        tables.use_engine(spark, engine_before)
 
 
 def test_every_single_byte_edit_of_a_registry_file_is_detected(three_versions, tmp_path):

@@ -194,10 +194,36 @@ def _readable_log(path: str) -> Iterator[None]:
     """A Delta log that delta-rs cannot read (a commit file lost, a gap) is an IntegrityError naming the table."""
     from deltalake.exceptions import DeltaError
 
+    _check_contiguous_log(path)
     try:
         yield
     except DeltaError as exc:
         raise IntegrityError(f"Delta table {path}: its log cannot be read ({exc})") from None
+
+
+def _check_contiguous_log(path: str) -> None:
+    """Commit files must run without a gap from version 0 (or from a checkpoint) to the latest.
+
+    A reader that takes the protocol and metadata from a checksum file (.crc) would otherwise list a table whose
+    first commits were deleted as if it had fewer rows.
+    """
+    log_dir = os.path.join(path, "_delta_log")
+    if not os.path.isdir(log_dir):
+        return
+    names = os.listdir(log_dir)
+    commits = sorted(int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit())
+    checkpoints = [int(n.split(".")[0]) for n in names if ".checkpoint" in n and n.split(".")[0].isdigit()]
+    if not commits:
+        return
+    start = max((c for c in checkpoints if c <= commits[-1]), default=-1) + 1
+    expected = set(range(start, commits[-1] + 1))
+    missing = sorted(expected - set(commits))
+    if missing:
+        raise IntegrityError(
+            f"Delta table {path}: its delta log misses commit file(s) {missing[:5]} (no checkpoint covers them; "
+            "the commit files must be contiguous): "
+            "refused rather than read as fewer versions"
+        )
 
 
 def _rs_read_arrow(path: str, version: int | None = None, columns: list[str] | None = None) -> pa.Table:
