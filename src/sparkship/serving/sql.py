@@ -782,7 +782,10 @@ class SQLTransformer(Stage):
         self.statement = str(self.p("statement") or "")
         self.tree = parse_statement(self.statement)
         self.input_cols = sorted({c.name for c in self.tree.find_all(_column_class())})
-        self.output_cols = []
+        # The aliased columns are known from the statement alone (a derived signature must not ask for them as
+        # inputs); plan() settles the full list and the types.
+        self.output_cols = [e.alias for e in self.tree.expressions if getattr(e, "alias", "") and
+                            type(e).__name__ == "Alias"]
 
     @classmethod
     def from_statement(cls, statement: str) -> "SQLTransformer":
