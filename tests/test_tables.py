@@ -223,7 +223,7 @@ def test_cli_import_show_history_json(spark, tmp_path, capsys, home):
     bad = tmp_path / "bad.csv"
     bad.write_text("id,name,score\n1,a,high\n")
     assert main(["tables", "import", "--source", str(bad), "--table", table, "--json"]) == 1
-    assert "column 'score' is string, the table has double" in json.loads(capsys.readouterr().out)["error"]
+    assert "column 'score': 'high' does not parse as double" in json.loads(capsys.readouterr().out)["error"]
     assert tables.version(spark, table) == 1
     assert main(["tables", "show", str(tmp_path / "missing"), "--json"]) == 1
     assert "no Delta table" in json.loads(capsys.readouterr().out)["error"]

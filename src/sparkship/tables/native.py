@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from urllib.parse import unquote
 
 from sparkship.errors import ConcurrentWriteError, NotFoundError, SchemaMismatchError
+from sparkship.tables import files as delta_files
 from sparkship.tables.engine import Commit, FileChanges, WriteRequest, is_table_name
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -80,7 +81,7 @@ class NativeEngine:
     name = "native"
 
     def exists(self, spark: "SparkSession", table: str) -> bool:
-        if is_path(table) and "://" not in table and not table.startswith("dbfs:"):
+        if is_local_path(table):
             log = os.path.join(table, "_delta_log")
             return os.path.isdir(log) and any(n.endswith(".json") for n in os.listdir(log))
         try:
@@ -127,6 +128,7 @@ class NativeEngine:
         return spark.sql(f"DESCRIBE DETAIL {sql_ident(table)}").first()
 
     def read(self, spark: "SparkSession", table: str, version: int | None) -> "DataFrame":
+        _check_data_paths(table, version)
         reader = spark.read.format("delta")
         if version is not None:
             reader = reader.option("versionAsOf", version)
@@ -186,6 +188,8 @@ class NativeEngine:
         for action in self._log_actions(spark, table, range(after_version + 1, up_to_version + 1)):
             if "add" in action and action["add"].get("dataChange", True):
                 add = action["add"]
+                if is_local_path(table):
+                    delta_files.inside_table(table, add["path"])
                 added[unquote(add["path"])] = _num_records(add.get("stats"))
             elif "remove" in action and action["remove"].get("dataChange", True):
                 path = unquote(action["remove"]["path"])
@@ -223,6 +227,17 @@ class NativeEngine:
                 rows = commit.metrics.get("numOutputRows")
                 return int(rows) if rows is not None else None
         return None
+
+
+def is_local_path(table: str) -> bool:
+    return is_path(table) and "://" not in table and not table.startswith("dbfs:")
+
+
+def _check_data_paths(table: str, version: int | None) -> None:
+    """An untrusted log must not make Spark read files outside the table (absolute paths, ``../``): the same
+    check as the deltars engine's, on the file list delta-rs reads from the log (local tables)."""
+    if is_local_path(table) and os.path.isdir(os.path.join(table, "_delta_log")):
+        delta_files.list_files(table, version)
 
 
 def _num_records(stats: str | None) -> int | None:
