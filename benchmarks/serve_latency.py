@@ -72,7 +72,7 @@ def _http_latencies(model_dir: str, records: list[dict], n: int) -> list[float]:
     import httpx
 
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "sparkship.cli", "-q", "serve", "--model", model_dir,
+    proc = subprocess.Popen([sys.executable, "-m", "sparkship.cli", "-q", "serve", "--path", model_dir,
                              "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         base = f"http://127.0.0.1:{port}"
