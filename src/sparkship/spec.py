@@ -223,7 +223,9 @@ def parse_table_ref(value: str, base_dir: str | None = None, key: str = "table")
         if not raw.isdigit():
             raise _key_error(key, f"version after '@' must be a number >= 0, got {raw!r}")
         version = int(raw)
-    if "://" in path or path.startswith("dbfs:"):
+    from sparkship.config import is_uri
+
+    if is_uri(path):
         return path.rstrip("/"), version
     from sparkship.tables.engine import is_table_name
 

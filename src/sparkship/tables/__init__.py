@@ -203,7 +203,8 @@ def write(
     spark = df.sparkSession
     delta = _engine(spark, path)
     partitions = list(partition_by or [])
-    if exists(spark, path):
+    table_exists_now = exists(spark, path)
+    if table_exists_now:
         current = schema(spark, path)
         if not (mode == "overwrite" and overwrite_schema):
             check_schema(df.schema, current, path)
@@ -218,7 +219,7 @@ def write(
     elif expected_version not in (None, -1):
         raise ConcurrentWriteError(f"{mode} to {path}: there is no table, but version {expected_version} was expected")
     if expected_version is not None and expected_version >= -1:
-        current = delta.version(spark, path) if delta.exists(spark, path) else -1
+        current = delta.version(spark, path) if table_exists_now else -1
         if current != expected_version:  # the engines' commits are compare-and-set too; this fails early
             raise ConcurrentWriteError(f"{mode} to {path}: the table is at version {current}, not {expected_version}")
     unknown = [c for c in list(partitions) + list(replace_partitions or {}) if c not in df.columns]

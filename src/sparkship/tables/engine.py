@@ -33,6 +33,13 @@ def is_table_name(table: str) -> bool:
     return _TABLE_NAME.fullmatch(table) is not None
 
 
+def is_local_path(table: str) -> bool:
+    """A path on a mounted filesystem: neither a catalog name nor a URI (``s3://``, ``dbfs:/``...)."""
+    from sparkship.config import is_uri
+
+    return not is_uri(table) and not is_table_name(table)
+
+
 class NotAppendOnlyError(SparkshipError):
     """The table changed by more than appends between two versions."""
 

@@ -31,6 +31,7 @@ import pyarrow as pa
 
 from sparkship.errors import ConcurrentWriteError, IntegrityError, NotFoundError, SchemaMismatchError, UsageError
 from sparkship.tables import files as delta_files
+from sparkship.tables.engine import is_local_path
 from sparkship.tables.files import table_exists
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -77,12 +78,6 @@ def _active_native_session() -> "SparkSession | None":
     return spark if tables.engine_for(spark) == "native" else None
 
 
-def _is_local(path: str) -> bool:
-    from sparkship.tables.engine import is_table_name
-
-    return "://" not in path and not path.startswith("dbfs:") and not is_table_name(path)
-
-
 def table_version(path: str) -> int | None:
     """Latest version, or None when there is no table."""
     return store_for(path).version(path)
@@ -117,14 +112,14 @@ class SparkStore:
         self.spark = spark
 
     def version(self, path: str) -> int | None:
-        if _is_local(path):
+        if is_local_path(path):
             return _rs_table_version(path)
         from sparkship import tables
 
         return tables.version(self.spark, path)
 
     def read(self, path: str, version: int | None, columns: list[str] | None) -> pa.Table:
-        if _is_local(path):
+        if is_local_path(path):
             return _rs_read_arrow(path, version, columns)
         from sparkship import tables
 

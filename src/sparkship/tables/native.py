@@ -18,7 +18,7 @@ from urllib.parse import unquote
 
 from sparkship.errors import ConcurrentWriteError, NotFoundError, SchemaMismatchError
 from sparkship.tables import files as delta_files
-from sparkship.tables.engine import Commit, FileChanges, WriteRequest, is_table_name
+from sparkship.tables.engine import Commit, FileChanges, WriteRequest, is_local_path, is_table_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -227,10 +227,6 @@ class NativeEngine:
                 rows = commit.metrics.get("numOutputRows")
                 return int(rows) if rows is not None else None
         return None
-
-
-def is_local_path(table: str) -> bool:
-    return is_path(table) and "://" not in table and not table.startswith("dbfs:")
 
 
 def _check_data_paths(table: str, version: int | None) -> None:
