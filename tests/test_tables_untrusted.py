@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sparkship import tables
-from sparkship.errors import IntegrityError
+from sparkship.errors import IntegrityError, InvalidDataError
 from sparkship.tables import files as delta_files
 
 from test_tables import _deltalake_table, _duckdb_table  # noqa: E402 - the sibling module's independent readers
@@ -86,8 +86,10 @@ def test_a_split_naming_an_outside_file_is_refused_in_the_read_task(tmp_path, ou
 # --- partition values that mean something in a path ----------------------------------------------------------
 
 # '%', ' ', '/', '=', ':', '#', '?', '\', unicode (incl. astral), control characters; '' is Delta's null (below).
+# NUL cannot name a folder on any file system: it is refused (test below).
 special = st.text(
-    alphabet=st.one_of(st.sampled_from("%/= :#?\\+.~\t\n"), st.characters(codec="utf-8")), min_size=1, max_size=10,
+    alphabet=st.one_of(st.sampled_from("%/= :#?\\+.~\t\n"), st.characters(codec="utf-8", exclude_characters="\x00")),
+    min_size=1, max_size=10,
 )
 values = st.lists(st.one_of(st.none(), special), min_size=1, max_size=4)
 
@@ -108,6 +110,18 @@ def test_partition_values_round_trip_and_read_the_same_in_delta_rs_and_duckdb(sp
     # Every data file stays inside the table folder, whatever the value held.
     for rel, _, _ in delta_files.list_files(path, None):
         assert os.path.isfile(delta_files.inside_table(path, rel))
+
+
+@pytest.mark.parametrize("value", ["\x00", "day\x001"])
+def test_a_nul_in_a_partition_value_is_refused_by_both_engines_and_nothing_is_committed(spark, engine, tmp_path,
+                                                                                         value):
+    path = str(tmp_path / "nul")
+    tables.write(spark.createDataFrame([(0, "a")], "id long, p string"), path, mode="overwrite", partition_by=["p"])
+    bad = spark.createDataFrame([(1, "b"), (2, value)], "id long, p string")
+    with pytest.raises(InvalidDataError, match=r"partition column 'p' holds .*NUL character.*nothing was committed"):
+        tables.write(bad, path, mode="append")
+    assert tables.version(spark, path) == 0
+    assert [r.id for r in tables.read(spark, path).collect()] == [0]
 
 
 def test_an_empty_partition_value_is_null_in_every_reader(spark, tmp_path):

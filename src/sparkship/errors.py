@@ -28,3 +28,7 @@ class NotFoundError(SparkshipError):
 
 class IntegrityError(SparkshipError):
     """A stored file was changed, truncated or removed after it was written."""
+
+
+class InvalidDataError(SparkshipError):
+    """Values a table cannot hold (a partition value no file system can name); the message names the column."""

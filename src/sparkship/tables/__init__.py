@@ -27,7 +27,14 @@ import os
 import uuid
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from sparkship.errors import ConcurrentWriteError, NotFoundError, SchemaMismatchError, SparkshipError, UsageError
+from sparkship.errors import (
+    ConcurrentWriteError,
+    InvalidDataError,
+    NotFoundError,
+    SchemaMismatchError,
+    SparkshipError,
+    UsageError,
+)
 from sparkship.spark import DELTA_EXTENSION, ENGINE_ENV, MissingJarsError
 from sparkship.tables import metadata
 from sparkship.tables.deltars import DeltaRsEngine
@@ -238,7 +245,35 @@ def write(
         expected_version=expected_version,
         overwrite_schema=overwrite_schema,
     )
-    return delta.write(df, path, request)
+    try:
+        return delta.write(df, path, request)
+    except SparkshipError:
+        raise
+    except Exception:
+        if partitions:  # a failed task tells little; say which value no engine can write
+            _refuse_unwritable_partition_values(df, partitions, path)
+        raise
+
+
+def _refuse_unwritable_partition_values(df: "DataFrame", partitions: Sequence[str], path: str) -> None:
+    """Raise :class:`InvalidDataError` when a string partition column holds a NUL character.
+
+    A partition value becomes a folder name, and no file system takes NUL in a name: delta-spark's task fails
+    with "Mkdirs failed"; the deltars engine refuses it too so that both engines accept the same data. Checked
+    only after a failed write, so a good write pays nothing for it.
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import StringType
+
+    for column in partitions:
+        if not isinstance(df.schema[column].dataType, StringType):
+            continue
+        bad = df.filter(F.instr(F.col(f"`{column}`"), "\x00") > 0).select(f"`{column}`").limit(1).collect()
+        if bad:
+            raise InvalidDataError(
+                f"cannot write to {path}: partition column {column!r} holds {bad[0][0]!r}, which contains a NUL "
+                "character; a partition value names a folder and no file system takes NUL (nothing was committed)"
+            )
 
 
 def added_rows(spark: "SparkSession", path: str, after_version: int, up_to_version: int) -> "DataFrame":

@@ -268,7 +268,10 @@ def _partition_string(value: Any) -> str | None:
         return value.isoformat(sep=" ") if hasattr(value, "hour") else value.isoformat()
     if isinstance(value, bool):
         return "true" if value else "false"
-    return str(value)
+    text = str(value)
+    if "\x00" in text:  # delta-spark cannot name such a folder; refuse here too so both engines agree
+        raise ValueError(f"partition value {text!r} holds a NUL character")
+    return text
 
 
 class _OpenFile:
