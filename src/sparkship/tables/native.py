@@ -93,9 +93,16 @@ class NativeEngine:
             raise
 
     def version(self, spark: "SparkSession", table: str) -> int:
+        if is_local_path(table):
+            versions = _local_commit_versions(table)
+            if versions:
+                return versions[-1]
         return self.history(spark, table, 1)[0].version
 
     def history(self, spark: "SparkSession", table: str, limit: int | None) -> list[Commit]:
+        if is_local_path(table) and _local_commit_versions(table):
+            # The commit files say what DESCRIBE HISTORY says, without the Spark job it runs (~1 s a call).
+            return _local_history(table, limit)
         query = f"DESCRIBE HISTORY {sql_ident(table)}" + (f" LIMIT {int(limit)}" if limit else "")
         try:
             rows = spark.sql(query).collect()
@@ -110,29 +117,42 @@ class NativeEngine:
                 operation=r["operation"],
                 parameters=dict(r["operationParameters"] or {}),
                 metrics=dict(r["operationMetrics"] or {}),
-                metadata=json.loads(r["userMetadata"]) if r["userMetadata"] else {},
+                metadata=_user_metadata(r["userMetadata"]),
             )
             for r in rows
         ]
 
     def schema(self, spark: "SparkSession", table: str, version: int | None) -> "StructType":
-        return self.read(spark, table, version).schema
-
-    def partition_columns(self, spark: "SparkSession", table: str) -> list[str]:
-        return list(self._detail(spark, table)["partitionColumns"])
-
-    def location(self, spark: "SparkSession", table: str) -> str:
-        return str(self._detail(spark, table)["location"])
-
-    def _detail(self, spark: "SparkSession", table: str) -> Any:
-        return spark.sql(f"DESCRIBE DETAIL {sql_ident(table)}").first()
+        return self._reader(spark, table, version).schema  # no data is read, so no data-path check
 
     def read(self, spark: "SparkSession", table: str, version: int | None) -> "DataFrame":
         _check_data_paths(table, version)
+        return self._reader(spark, table, version)
+
+    @staticmethod
+    def _reader(spark: "SparkSession", table: str, version: int | None) -> "DataFrame":
         reader = spark.read.format("delta")
         if version is not None:
             reader = reader.option("versionAsOf", version)
         return reader.load(table) if is_path(table) else reader.table(table)
+
+    def partition_columns(self, spark: "SparkSession", table: str) -> list[str]:
+        if is_local_path(table):
+            from deltalake import DeltaTable
+
+            try:  # the log's metadata, without DESCRIBE DETAIL's snapshot job
+                return list(DeltaTable(table).metadata().partition_columns)
+            except Exception:  # noqa: BLE001 - a table feature delta-rs cannot read: ask Delta itself
+                pass
+        return list(self._detail(spark, table)["partitionColumns"])
+
+    def location(self, spark: "SparkSession", table: str) -> str:
+        if is_local_path(table):
+            return os.path.abspath(table)
+        return str(self._detail(spark, table)["location"])
+
+    def _detail(self, spark: "SparkSession", table: str) -> Any:
+        return spark.sql(f"DESCRIBE DETAIL {sql_ident(table)}").first()
 
     def write(self, df: "DataFrame", table: str, request: WriteRequest) -> int:
         writer = self._writer(df, request)
@@ -227,6 +247,54 @@ class NativeEngine:
                 rows = commit.metrics.get("numOutputRows")
                 return int(rows) if rows is not None else None
         return None
+
+
+def _local_commit_versions(table: str) -> list[int]:
+    """The versions whose commit files are in a local table's ``_delta_log``, ascending."""
+    try:
+        names = os.listdir(os.path.join(table, "_delta_log"))
+    except OSError:
+        return []
+    return sorted(int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit())
+
+
+def _local_history(table: str, limit: int | None) -> list[Commit]:
+    """Commits newest first, from the ``commitInfo`` action of each commit file (as DESCRIBE HISTORY shows)."""
+    versions = _local_commit_versions(table)[::-1]
+    commits = []
+    for version in versions[:limit] if limit else versions:
+        info = _commit_info(os.path.join(table, "_delta_log", f"{version:020d}.json"))
+        commits.append(Commit(
+            version=version,
+            timestamp=int(info.get("timestamp") or 0),
+            operation=str(info.get("operation", "")),
+            parameters={k: v if isinstance(v, str) else json.dumps(v)
+                        for k, v in (info.get("operationParameters") or {}).items()},
+            metrics={k: str(v) for k, v in (info.get("operationMetrics") or {}).items()},
+            metadata=_user_metadata(info.get("userMetadata")),
+        ))
+    return commits
+
+
+def _user_metadata(text: str | None) -> dict[str, Any]:
+    """A commit's userMetadata: ours is a JSON object; another writer's free text is kept as it is."""
+    if not text:
+        return {}
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = None
+    return parsed if isinstance(parsed, dict) else {"userMetadata": text}
+
+
+def _commit_info(commit_file: str) -> dict[str, Any]:
+    with open(commit_file, encoding="utf-8") as fh:
+        for line in fh:
+            if '"commitInfo"' in line:
+                action = json.loads(line)
+                if "commitInfo" in action:
+                    return dict(action["commitInfo"])
+    return {}
 
 
 def _check_data_paths(table: str, version: int | None) -> None:
