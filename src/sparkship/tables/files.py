@@ -442,6 +442,15 @@ def _is_unsupported_operation(exc: BaseException) -> bool:
     return "os error 38" in text or "Function not implemented" in text or "Operation not supported" in text
 
 
+def commit_versions(table: str) -> list[int]:
+    """The versions whose commit files are in a local table's ``_delta_log``, ascending ([] without a log)."""
+    try:
+        names = os.listdir(os.path.join(table, "_delta_log"))
+    except OSError:
+        return []
+    return sorted(int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit())
+
+
 def table_exists(path: str) -> bool:
     """True when ``path`` holds a Delta table."""
     from deltalake import DeltaTable

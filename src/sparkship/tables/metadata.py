@@ -171,8 +171,34 @@ class DeltaRsStore:
 
     def append(self, path: str, table: pa.Table, *, expected_version: int | None, partition_by: list[str] | None,
                overwrite: bool) -> int:
-        return _rs_append_arrow(path, table, expected_version=expected_version, partition_by=partition_by,
-                                overwrite=overwrite)
+        delta_files.check_commit_support(path)
+        schema = pa.schema([f.with_nullable(True) for f in table.schema])
+        if table_exists(path):
+            existing = delta_files.table_arrow_schema(path)
+            check_columns({f.name: f.type for f in delta_files._normalise_schema(schema)},
+                          {f.name: f.type for f in existing}, path)
+            schema = existing
+            from deltalake import DeltaTable
+
+            partition_by = list(DeltaTable(path).metadata().partition_columns)
+        table = table.select(schema.names).cast(schema)
+        written = delta_files.write_data_files(path, table, schema, partition_by or [])
+        write_id = uuid.uuid4().hex
+        try:
+            delta_files.commit_files(
+                path,
+                written,
+                schema,
+                overwrite=overwrite,
+                partition_by=partition_by or [],
+                replace_partitions=None,
+                expected_version=expected_version,
+                write_id=write_id,
+            )
+        except Exception:
+            delta_files.remove_files(path, written)
+            raise
+        return version_of_write(path, write_id)
 
 
 def _rs_table_version(path: str) -> int | None:
@@ -206,7 +232,7 @@ def _check_contiguous_log(path: str) -> None:
     if not os.path.isdir(log_dir):
         return
     names = os.listdir(log_dir)
-    commits = sorted(int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit())
+    commits = delta_files.commit_versions(path)
     checkpoints = [int(n.split(".")[0]) for n in names if ".checkpoint" in n and n.split(".")[0].isdigit()]
     if not commits:
         return
@@ -254,44 +280,6 @@ def check_columns(have: Mapping[str, Any], want: Mapping[str, Any], where: str) 
         raise SchemaMismatchError(f"cannot write to {where}: " + "; ".join(problems))
 
 
-def _rs_append_arrow(
-    path: str,
-    table: pa.Table,
-    *,
-    expected_version: int | None = None,
-    partition_by: list[str] | None = None,
-    overwrite: bool = False,
-) -> int:
-    delta_files.check_commit_support(path)
-    schema = pa.schema([f.with_nullable(True) for f in table.schema])
-    if table_exists(path):
-        existing = delta_files.table_arrow_schema(path)
-        check_columns({f.name: f.type for f in delta_files._normalise_schema(schema)},
-                      {f.name: f.type for f in existing}, path)
-        schema = existing
-        from deltalake import DeltaTable
-
-        partition_by = list(DeltaTable(path).metadata().partition_columns)
-    table = table.select(schema.names).cast(schema)
-    written = delta_files.write_data_files(path, table, schema, partition_by or [])
-    write_id = uuid.uuid4().hex
-    try:
-        delta_files.commit_files(
-            path,
-            written,
-            schema,
-            overwrite=overwrite,
-            partition_by=partition_by or [],
-            replace_partitions=None,
-            expected_version=expected_version,
-            write_id=write_id,
-        )
-    except Exception:
-        delta_files.remove_files(path, written)
-        raise
-    return version_of_write(path, write_id)
-
-
 def history(path: str, limit: int | None = None) -> list[dict[str, Any]]:
     """Commits, newest first, as ``{version, timestamp, operation, parameters, metadata}``."""
     from deltalake import DeltaTable
@@ -322,14 +310,13 @@ def version_of_write(path: str, write_id: str) -> int:
     """
     log_dir = os.path.join(path, "_delta_log")
     if os.path.isdir(log_dir):
-        commits = sorted((f for f in os.listdir(log_dir) if f.endswith(".json") and f[:-5].isdigit()), reverse=True)
-        for name in commits:
-            with open(os.path.join(log_dir, name)) as fh:
+        for version in reversed(delta_files.commit_versions(path)):
+            with open(os.path.join(log_dir, f"{version:020d}.json")) as fh:
                 for line in fh:
                     if '"commitInfo"' in line and write_id in line:
                         info = json.loads(line)["commitInfo"]
                         if info.get(delta_files.WRITE_ID_KEY) == write_id:
-                            return int(name[:-5])
+                            return version
     else:  # object storage: ask delta-rs
         for commit in history(path, limit=1000):
             if commit["metadata"].get(delta_files.WRITE_ID_KEY) == write_id:

@@ -94,13 +94,13 @@ class NativeEngine:
 
     def version(self, spark: "SparkSession", table: str) -> int:
         if is_local_path(table):
-            versions = _local_commit_versions(table)
+            versions = delta_files.commit_versions(table)
             if versions:
                 return versions[-1]
         return self.history(spark, table, 1)[0].version
 
     def history(self, spark: "SparkSession", table: str, limit: int | None) -> list[Commit]:
-        if is_local_path(table) and _local_commit_versions(table):
+        if is_local_path(table) and delta_files.commit_versions(table):
             # The commit files say what DESCRIBE HISTORY says, without the Spark job it runs (~1 s a call).
             return _local_history(table, limit)
         query = f"DESCRIBE HISTORY {sql_ident(table)}" + (f" LIMIT {int(limit)}" if limit else "")
@@ -249,18 +249,9 @@ class NativeEngine:
         return None
 
 
-def _local_commit_versions(table: str) -> list[int]:
-    """The versions whose commit files are in a local table's ``_delta_log``, ascending."""
-    try:
-        names = os.listdir(os.path.join(table, "_delta_log"))
-    except OSError:
-        return []
-    return sorted(int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit())
-
-
 def _local_history(table: str, limit: int | None) -> list[Commit]:
     """Commits newest first, from the ``commitInfo`` action of each commit file (as DESCRIBE HISTORY shows)."""
-    versions = _local_commit_versions(table)[::-1]
+    versions = delta_files.commit_versions(table)[::-1]
     commits = []
     for version in versions[:limit] if limit else versions:
         info = _commit_info(os.path.join(table, "_delta_log", f"{version:020d}.json"))
