@@ -61,13 +61,18 @@ browser:
 demo: jars
 	$(BIN)/sparkship demo
 
+# Two pytest workers (pytest-xdist), a test module each at a time: much of a test's time is a JVM or a CLI
+# process starting, which leaves a core free for the other worker.
+PYTEST_WORKERS ?= 2
+PYTEST = $(BIN)/python -m pytest -q -ra -n $(PYTEST_WORKERS) --dist loadfile
+
 test: jars venv35 browser
 	SPARKSHIP_REQUIRE_BROWSER=1 SPARKSHIP_VENV35=$(abspath $(VENV35)) \
-	  $(BIN)/python -m pytest -q -ra --timeout=900 --durations=20 tests
+	  $(PYTEST) --timeout=900 --durations=20 tests
 
 # A quick subset (no kill, cluster, Connect, wheel or Spark 3.5 tests): a few minutes.
 test-quick: jars
-	$(BIN)/python -m pytest -q -ra --timeout=600 -m "not slow" tests
+	$(PYTEST) --timeout=600 -m "not slow" tests
 
 bench: jars
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done

@@ -17,6 +17,7 @@ MLFLOW = ["mlflow>=2.16"]
 DEV = LOCAL + BUNDLE + MLFLOW + [
     "pytest>=8",
     "pytest-timeout",
+    "pytest-xdist>=3.6",  # `make test` runs the modules on two workers
     "chispa==0.12.0",
     "duckdb==1.5.5",
     "duckdb-extension-delta==1.5.5",
