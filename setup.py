@@ -7,7 +7,9 @@ about: dict = {}
 exec((Path(__file__).parent / "src" / "sparkship" / "_version.py").read_text(), about)
 
 # Local Spark as on Databricks Runtime 17.3 LTS (Spark 4.0 + Delta 4.0); Delta's jars come from the Makefile.
-LOCAL = ["pyspark==4.0.*", "delta-spark==4.0.*", "pandas>=2.2,<3"]
+LOCAL = ["pyspark==4.0.*", "delta-spark==4.0.*", "pandas>=2.2,<3",
+         # pyspark[connect]: `--remote` / SPARK_REMOTE sessions (Databricks clusters ship their own)
+         "grpcio>=1.67", "grpcio-status>=1.67", "googleapis-common-protos>=1.65", "zstandard>=0.25"]
 # The 15.4 / 16.4 LTS line (Spark 3.5 + Delta 3.3), for the compatibility smoke flow.
 SPARK35 = ["pyspark==3.5.*", "delta-spark==3.3.2", "pandas>=2.0,<3"]
 # `sparkship bundle check` (and building the bundle's wheel); a command that needs an extra names it.

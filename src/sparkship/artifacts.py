@@ -15,7 +15,7 @@ import os
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from sparkship.errors import IntegrityError, NotFoundError
+from sparkship.errors import IntegrityError, NotFoundError, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.ml import PipelineModel
@@ -52,6 +52,13 @@ def stage(model: "PipelineModel", manifest: dict[str, Any], models_root: str) ->
     """
     staged = os.path.join(models_root, STAGING_DIR, uuid.uuid4().hex)
     model.write().save(os.path.join(staged, MODEL_DIR))
+    if not os.path.isdir(os.path.join(staged, MODEL_DIR)):
+        # Spark writes the model where its driver runs: a Spark Connect server on another machine wrote it there.
+        raise UsageError(
+            f"Spark saved the model to {os.path.join(staged, MODEL_DIR)}, but that folder is not on this machine: "
+            "with a Spark Connect server elsewhere, --models-root must be a folder that both this machine and the "
+            "server mount (a Unity Catalog volume, /Volumes/...)"
+        )
     full = {"format": FORMAT, **manifest, "files": checksums(staged)}
     with open(os.path.join(staged, MANIFEST), "w") as fh:
         json.dump(full, fh, indent=2, sort_keys=True, default=str)

@@ -38,6 +38,8 @@ def _common_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     parser.add_argument("--registry-root", default=d(None), help="registry tables (default <home>/registry)")
     parser.add_argument("--models-root", default=d(None), help="model artifacts (default <home>/models)")
     parser.add_argument("--master", default=d(None), help="Spark master URL, e.g. spark://host:7077 (env SPARK_MASTER)")
+    parser.add_argument("--remote", default=d(None), metavar="URL",
+                        help="Spark Connect: sc://host:port, or local[N] for a local Connect server (env SPARK_REMOTE)")
     parser.add_argument("--json", action="store_true", default=d(False), help="print the result as JSON")
     parser.add_argument("-q", "--quiet", action="store_true", default=d(False), help="log warnings only")
 
@@ -77,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         ctx = Context(
             Settings.resolve(home=args.home, registry_root=args.registry_root, models_root=args.models_root,
-                             master=args.master),
+                             master=args.master, remote=args.remote),
             as_json=args.json,
         )
     except SparkshipError as exc:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from sparkship import tables
 from sparkship.errors import SchemaMismatchError, UsageError
+from sparkship.spark import cached, uncached
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -69,7 +70,7 @@ def parse_with_schema(
 
     types = {f.name: f.dataType for f in schema.fields}
     checked = [c for c in df.columns if c in types and not isinstance(types[c], StringType)]
-    positioned = df.withColumn(_POSITION, F.monotonically_increasing_id()).cache()  # file order, one read
+    positioned = cached(df.withColumn(_POSITION, F.monotonically_increasing_id()))  # file order, one read
     try:
         # A value is bad when the text is there (not null, not blank) but the cast to the table's type fails.
         first_bad = [
@@ -94,7 +95,7 @@ def parse_with_schema(
         ])
         return typed, int(summary[_POSITION]), positioned
     except BaseException:
-        positioned.unpersist()
+        uncached(positioned)
         raise
 
 
@@ -127,16 +128,16 @@ def import_file(
         text = _read_as_text(spark, source, fmt)
         if not text.columns:
             raise UsageError(f"{source} has no columns")
-        df, rows, cached = parse_with_schema(text, tables.schema(spark, table), source, fmt)
+        df, rows, cache = parse_with_schema(text, tables.schema(spark, table), source, fmt)
     else:
         df = _read_inferred(spark, source, fmt)
         if not df.columns:
             raise UsageError(f"{source} has no columns")
-        df = cached = df.cache()
+        df = cache = cached(df)
         rows = df.count()
     log.info("importing %d rows from %s into %s (%s)", rows, source, table, mode)
     try:
         version = tables.write(df, table, mode=mode, partition_by=partition_by, expected_version=expected_version)
     finally:
-        cached.unpersist()
+        uncached(cache)
     return {"table": table, "version": version, "rows": rows}

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from sparkship import tables
 from sparkship.errors import NotFoundError, UsageError
+from sparkship.spark import cached, uncached
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -95,11 +96,11 @@ def evaluation(
         description = (f"test split of {path}@{version} (test_fraction {spec.split.test_fraction}, "
                        f"seed {spec.split.seed})")
     label_col = training.label_column(spec, label_is_string)
-    data = data.cache()
+    data = cached(data)
     # evaluate() labels and indexes the rows itself: hand it the rows as they were before indexing.
     raw_rows = data.drop(label_col) if label_col != spec.label else data
     metrics = training.evaluate(model, raw_rows, spec, labels)
-    predictions = model.transform(data).cache()
+    predictions = cached(model.transform(data))
     return Evaluation(predictions, label_col, description, metrics)
 
 
@@ -456,7 +457,7 @@ def build_report(
                 _table([{"feature": n, kind: v} for n, v in top], ["feature", kind]),
             ]))
     finally:
-        ev.predictions.unpersist()
+        uncached(ev.predictions)
 
     validated = registry.events(mv.name, "validated")
     sections.append(Section("validation", "Validation history", [_table([

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from sparkship import tables
 from sparkship.errors import IntegrityError, NotFoundError, SchemaMismatchError, UsageError
+from sparkship.spark import active_session, cached, uncached
 from sparkship.spec import TrainingSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -79,14 +80,13 @@ class StepRecorder:
     used again adds to its step).
 
     Jobs are counted through a job group set for the step (None under Spark Connect, which has no
-    ``sparkContext``). Used for the log and for benchmarks/train_overhead.py's breakdown.
+    ``sparkContext`` and so no status tracker). Used for the log and for benchmarks/train_overhead.py's breakdown.
     """
 
     def __init__(self, spark: "SparkSession") -> None:
-        try:
-            self._sc = spark.sparkContext
-        except Exception:  # Spark Connect: no SparkContext, no job groups
-            self._sc = None
+        from sparkship.spark import is_connect
+
+        self._sc = None if is_connect(spark) else spark.sparkContext
         self.steps: dict[str, dict[str, Any]] = {}
 
     @contextmanager
@@ -464,11 +464,11 @@ def evaluate(
             )
         data = _index_labels(data, spec, labels or [], "error")
     label_col = label_column(spec, label_is_string)
-    predictions = model.transform(data).cache()
+    predictions = cached(model.transform(data))
     try:
         return _metrics(predictions, spec.task, label_col, _num_classes(model))
     finally:
-        predictions.unpersist()
+        uncached(predictions)
 
 
 # --- training -------------------------------------------------------------------------------------------------
@@ -584,8 +584,8 @@ def train(spark: "SparkSession", spec: TrainingSpec) -> TrainingResult:
         label_is_string = _check_schema(source.schema, spec, where)
         signature = _signature(source.schema, spec)
         columns = [F.col(f"`{c}`") for c in (*spec.features.columns, spec.label)]
-        selected = source.select(*columns, split_flag(spec).alias(SPLIT)).cache()
-    cached = [selected]
+        selected = cached(source.select(*columns, split_flag(spec).alias(SPLIT)))
+    cached_frames = [selected]
     try:
         with recorder.step("read and check"):
             facts = _check_data(selected, spec, label_is_string, where)
@@ -609,10 +609,10 @@ def train(spark: "SparkSession", spec: TrainingSpec) -> TrainingResult:
         log.info("fitted %s (%.1f s)", spec.model.estimator_class, time.perf_counter() - started)
 
         with recorder.step("held-out metrics"):
-            predictions = model.transform(test_df).select(label_col, PREDICTION, *(
+            predictions = cached(model.transform(test_df).select(label_col, PREDICTION, *(
                 [PROBABILITY, RAW_PREDICTION] if spec.task == "classification" else []
-            )).cache()
-            cached.append(predictions)
+            )))
+            cached_frames.append(predictions)
             metrics = _metrics(predictions, spec.task, label_col, num_classes or _num_classes(model))
         log.info("held-out metrics %s", {k: round(v, 4) for k, v in metrics.items()})
 
@@ -620,8 +620,8 @@ def train(spark: "SparkSession", spec: TrainingSpec) -> TrainingResult:
             profile = compute_profile(train_df, spec.features.numeric, spec.features.categorical)
             profile["prediction"] = prediction_profile(predictions, spec.task)
     finally:
-        for df in cached:
-            df.unpersist()
+        for df in cached_frames:
+            uncached(df)
     log.info("trained %s in %.1f s: %s", spec.name, time.perf_counter() - started, recorder.steps)
     return TrainingResult(
         model=model,
@@ -643,9 +643,7 @@ def train(spark: "SparkSession", spec: TrainingSpec) -> TrainingResult:
 
 
 def _spark_version() -> str:
-    from pyspark.sql import SparkSession
-
-    active = SparkSession.getActiveSession()
+    active = active_session()
     if active is not None:
         return active.version
     import pyspark

@@ -38,6 +38,7 @@ from sparkship.config import Settings
 from sparkship.errors import NotFoundError, SchemaMismatchError, UsageError
 from sparkship.registry import ModelVersion, Registry
 from sparkship.spec import SMALLER_IS_BETTER, TrainingSpec, parse_spec, parse_table_ref
+from sparkship.spark import cached, uncached
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -263,13 +264,13 @@ def validate(
             _check_columns(df, model, where)
 
     # Both models read the same snapshot: cache it once instead of reading the Delta table twice.
-    df = df.cache()
+    df = cached(df)
     try:
         rows = df.where(F.col(f"`{candidate.spec.label}`").isNotNull()).count()
         candidate_metrics = _evaluate(candidate, df, where)
         champion_metrics = _evaluate(champion, df, where) if champion is not None else None
     finally:
-        df.unpersist()
+        uncached(df)
 
     if not thresholds and max_regression is None:
         log.warning("%s: its spec sets no validation thresholds and no max_regression: nothing is gated", mv.ref)

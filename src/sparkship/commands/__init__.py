@@ -29,8 +29,10 @@ class Context:
         if self._spark is None:
             from sparkship.spark import get_spark
 
-            log.info("starting Spark (%s)", self.settings.master or "local")
-            self._spark = get_spark(home=self.settings.home, master=self.settings.master)
+            where = f"Spark Connect {self.settings.remote}" if self.settings.remote else self.settings.master or "local"
+            log.info("starting Spark (%s)", where)
+            self._spark = get_spark(home=self.settings.home, master=self.settings.master,
+                                    remote=self.settings.remote)
         return self._spark
 
 

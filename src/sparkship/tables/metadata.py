@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import sys
 import time
 import uuid
 from contextlib import contextmanager
@@ -65,12 +64,11 @@ def store_for(path: str) -> MetadataStore:
 
 
 def _active_native_session() -> "SparkSession | None":
-    if "pyspark.sql" not in sys.modules:  # a JVM-free process (the server): never start Spark for this
-        return None
-    from pyspark.sql import SparkSession
+    from sparkship.spark import active_session
 
-    # A helper thread (a lease renewal, say) has no active session of its own: use the process's session.
-    spark = SparkSession.getActiveSession() or getattr(SparkSession, "_instantiatedSession", None)
+    # A helper thread (a lease renewal, say) has no active session of its own: the process's session (classic
+    # or Spark Connect) is used; a JVM-free process (the server) gets None and never starts Spark for this.
+    spark = active_session()
     if spark is None:
         return None
     from sparkship import tables
