@@ -261,12 +261,6 @@ def register(spark: "SparkSession", entry: LocalTable) -> bool:
         return True
 
 
-def forget(spark: "SparkSession", entry: LocalTable) -> None:
-    """Drop the registration cache entry (after a failed create, say), so the next use registers again."""
-    with _lock:
-        _registered.get(_session_key(spark), set()).discard((entry.schema, entry.table))
-
-
 def register_tables(spark: "SparkSession") -> list[str]:
     """Register every Delta table in the local warehouse (for ``SHOW TABLES`` and SQL); returns their names.
 
