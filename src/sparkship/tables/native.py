@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import TYPE_CHECKING, Any, Iterator
 from urllib.parse import unquote
 
@@ -80,7 +81,10 @@ def is_conflict(exc: BaseException) -> bool:
             return True
     except ImportError:  # pragma: no cover - delta-spark's Python package is optional at run time
         pass
-    return _error_condition(exc).startswith(_CONFLICT_CONDITIONS)
+    if _error_condition(exc).startswith(_CONFLICT_CONDITIONS):
+        return True
+    # Some reach Python unconverted (a Py4JJavaError from a path write): the condition is in the message.
+    return any(m.startswith(_CONFLICT_CONDITIONS) for m in re.findall(r"\[(DELTA_[A-Z_]+)\]", str(exc)[:2000]))
 
 
 def is_missing_table(exc: BaseException) -> bool:
@@ -90,7 +94,10 @@ def is_missing_table(exc: BaseException) -> bool:
 
 
 def _brief(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+    lines = str(exc).strip().splitlines()
+    # A Py4JJavaError's first line is "An error occurred while calling o69.save.": show Delta's own line instead.
+    named = [line.lstrip(": ") for line in lines[:5] if re.search(r"\[DELTA_[A-Z_]+\]", line)]
+    return (named or lines or [type(exc).__name__])[0][:300]
 
 
 class NativeEngine:
