@@ -106,9 +106,10 @@ def psi(actual: Sequence[float], expected: Sequence[float], epsilon: float = EPS
 
 
 def output_tables(scores: str) -> tuple[str, str]:
-    """``(<scores>_profile_metrics, <scores>_drift_metrics)`` for a scores table path."""
-    base = scores.rstrip("/")
-    return base + PROFILE_SUFFIX, base + DRIFT_SUFFIX
+    """``(<scores>_profile_metrics, <scores>_drift_metrics)``: sibling names for a name, else paths."""
+    from sparkship.tables.names import sibling
+
+    return sibling(scores, PROFILE_SUFFIX), sibling(scores, DRIFT_SUFFIX)
 
 
 # --- what is monitored -----------------------------------------------------------------------------------------

@@ -86,6 +86,7 @@ from sparkship.errors import (
 )
 from sparkship.registry import ModelVersion, Registry
 from sparkship.scoring_state import COMMITTED, PENDING, RunLease, ScoringState, StateRow
+from sparkship.tables.names import sibling
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.ml import PipelineModel, Transformer
@@ -260,15 +261,17 @@ class ScoringRequest:
 
     @property
     def quarantine_path(self) -> str:
-        return self.output_path + "_quarantine"
+        return sibling(self.output_path, "_quarantine")
 
     @property
     def state_path(self) -> str:
-        return self.output_path + "_state"
+        return sibling(self.output_path, "_state")
 
     @property
     def lease_path(self) -> str:
-        return self.output_path + "_lease"
+        # A sibling of the output, like the state: every writer of the output resolves the same table (a path
+        # next to it, or a name in its schema: with Unity Catalog, in the catalog and schema that govern it).
+        return sibling(self.output_path, "_lease")
 
 
 @dataclass(frozen=True, kw_only=True)

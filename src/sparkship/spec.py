@@ -229,8 +229,11 @@ def parse_table_ref(value: str, base_dir: str | None = None, key: str = "table")
         return path.rstrip("/"), version
     from sparkship.tables.engine import is_table_name
 
+    from sparkship.tables.names import canonical, check_table_argument
+
     if is_table_name(path):  # catalog.schema.table: resolved by the catalog, not the file system
-        return path, version
+        return canonical(path), version
+    check_table_argument(path, what=key)
     path = os.path.expanduser(path)
     if not os.path.isabs(path):
         path = os.path.join(base_dir or os.getcwd(), path)

@@ -131,6 +131,9 @@ def engine(spark: "SparkSession") -> DeltaEngine:
 
 def _engine(spark: "SparkSession", table: str) -> DeltaEngine:
     """The session's engine for ``table``: catalog names need delta-spark's catalog."""
+    from sparkship.tables.names import check_table_argument
+
+    check_table_argument(table)
     chosen = engine(spark)
     if chosen.name != "native" and is_table_name(table):
         raise UsageError(

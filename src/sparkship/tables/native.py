@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import TYPE_CHECKING, Any, Iterator
 from urllib.parse import unquote
 
 from sparkship.errors import ConcurrentWriteError, NotFoundError, SchemaMismatchError
 from sparkship.tables import files as delta_files
+from sparkship.tables import names
 from sparkship.tables.engine import Commit, FileChanges, WriteRequest, is_local_path, is_table_name
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -44,6 +46,23 @@ def sql_ident(table: str) -> str:
     return table
 
 
+def resolve(spark: "SparkSession", table: str) -> str:
+    """What SQL and the DataFrame API take for ``table``: the path, the name as given (Databricks, or a session
+    with its own metastore), or the local catalog's identifier, registering the table first when another process
+    created it (see :mod:`sparkship.tables.names`)."""
+    if is_path(table):
+        return table
+    if not names.is_local_catalog(spark):
+        return table
+    entry = names.local_table(spark, table)
+    names.register(spark, entry)
+    return entry.ident
+
+
+def _ident(spark: "SparkSession", table: str) -> str:
+    return sql_ident(table) if is_path(table) else resolve(spark, table)
+
+
 def _error_condition(exc: BaseException) -> str:
     """The error condition (class) of a Spark exception, or ''."""
     getter = getattr(exc, "getCondition", None) or getattr(exc, "getErrorClass", None)  # 4.0 / 3.5
@@ -62,7 +81,10 @@ def is_conflict(exc: BaseException) -> bool:
             return True
     except ImportError:  # pragma: no cover - delta-spark's Python package is optional at run time
         pass
-    return _error_condition(exc).startswith(_CONFLICT_CONDITIONS)
+    if _error_condition(exc).startswith(_CONFLICT_CONDITIONS):
+        return True
+    # Some reach Python unconverted (a Py4JJavaError from a path write): the condition is in the message.
+    return any(m.startswith(_CONFLICT_CONDITIONS) for m in re.findall(r"\[(DELTA_[A-Z_]+)\]", str(exc)[:2000]))
 
 
 def is_missing_table(exc: BaseException) -> bool:
@@ -72,7 +94,10 @@ def is_missing_table(exc: BaseException) -> bool:
 
 
 def _brief(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+    lines = str(exc).strip().splitlines()
+    # A Py4JJavaError's first line is "An error occurred while calling o69.save.": show Delta's own line instead.
+    named = [line.lstrip(": ") for line in lines[:5] if re.search(r"\[DELTA_[A-Z_]+\]", line)]
+    return (named or lines or [type(exc).__name__])[0][:300]
 
 
 class NativeEngine:
@@ -84,6 +109,8 @@ class NativeEngine:
         if is_local_path(table):
             log = os.path.join(table, "_delta_log")
             return os.path.isdir(log) and any(n.endswith(".json") for n in os.listdir(log))
+        if is_table_name(table) and names.is_local_catalog(spark):
+            return names.register(spark, names.local_table(spark, table))  # the folder holds a commit
         try:
             spark.sql(f"DESCRIBE DETAIL {sql_ident(table)}").collect()
             return True
@@ -93,17 +120,18 @@ class NativeEngine:
             raise
 
     def version(self, spark: "SparkSession", table: str) -> int:
-        if is_local_path(table):
-            versions = delta_files.commit_versions(table)
-            if versions:
-                return versions[-1]
+        folder = _local_folder(spark, table)
+        versions = delta_files.commit_versions(folder) if folder else []
+        if versions:
+            return versions[-1]
         return self.history(spark, table, 1)[0].version
 
     def history(self, spark: "SparkSession", table: str, limit: int | None) -> list[Commit]:
-        if is_local_path(table) and delta_files.commit_versions(table):
+        folder = _local_folder(spark, table)
+        if folder and delta_files.commit_versions(folder):
             # The commit files say what DESCRIBE HISTORY says, without the Spark job it runs (~1 s a call).
-            return _local_history(table, limit)
-        query = f"DESCRIBE HISTORY {sql_ident(table)}" + (f" LIMIT {int(limit)}" if limit else "")
+            return _local_history(folder, limit)
+        query = f"DESCRIBE HISTORY {_ident(spark, table)}" + (f" LIMIT {int(limit)}" if limit else "")
         try:
             rows = spark.sql(query).collect()
         except Exception as exc:  # noqa: BLE001
@@ -125,8 +153,28 @@ class NativeEngine:
     def schema(self, spark: "SparkSession", table: str, version: int | None) -> "StructType":
         return self._reader(spark, table, version).schema  # no data is read, so no data-path check
 
+    def partition_columns(self, spark: "SparkSession", table: str) -> list[str]:
+        folder = _local_folder(spark, table)
+        if folder is not None:
+            from deltalake import DeltaTable
+
+            try:  # the log's metadata, without DESCRIBE DETAIL's snapshot job
+                return list(DeltaTable(folder).metadata().partition_columns)
+            except Exception:  # noqa: BLE001 - a table feature delta-rs cannot read: ask Delta itself
+                pass
+        return list(self._detail(spark, table)["partitionColumns"])
+
+    def location(self, spark: "SparkSession", table: str) -> str:
+        folder = _local_folder(spark, table)
+        if folder is not None:
+            return os.path.abspath(folder)
+        return str(self._detail(spark, table)["location"])
+
+    def _detail(self, spark: "SparkSession", table: str) -> Any:
+        return spark.sql(f"DESCRIBE DETAIL {_ident(spark, table)}").first()
+
     def read(self, spark: "SparkSession", table: str, version: int | None) -> "DataFrame":
-        _check_data_paths(table, version)
+        _check_data_paths(_local_folder(spark, table), version)
         return self._reader(spark, table, version)
 
     @staticmethod
@@ -134,30 +182,17 @@ class NativeEngine:
         reader = spark.read.format("delta")
         if version is not None:
             reader = reader.option("versionAsOf", version)
-        return reader.load(table) if is_path(table) else reader.table(table)
-
-    def partition_columns(self, spark: "SparkSession", table: str) -> list[str]:
-        if is_local_path(table):
-            from deltalake import DeltaTable
-
-            try:  # the log's metadata, without DESCRIBE DETAIL's snapshot job
-                return list(DeltaTable(table).metadata().partition_columns)
-            except Exception:  # noqa: BLE001 - a table feature delta-rs cannot read: ask Delta itself
-                pass
-        return list(self._detail(spark, table)["partitionColumns"])
-
-    def location(self, spark: "SparkSession", table: str) -> str:
-        if is_local_path(table):
-            return os.path.abspath(table)
-        return str(self._detail(spark, table)["location"])
-
-    def _detail(self, spark: "SparkSession", table: str) -> Any:
-        return spark.sql(f"DESCRIBE DETAIL {sql_ident(table)}").first()
+        return reader.load(table) if is_path(table) else reader.table(resolve(spark, table))
 
     def write(self, df: "DataFrame", table: str, request: WriteRequest) -> int:
         writer = self._writer(df, request)
         try:
-            writer.save(table) if is_path(table) else writer.saveAsTable(table)
+            if is_path(table):
+                writer.save(table)
+            elif names.is_local_catalog(df.sparkSession):
+                self._write_local_name(df.sparkSession, writer, table)
+            else:
+                writer.saveAsTable(table)
         except Exception as exc:  # noqa: BLE001 - Delta's exceptions come through pyspark's converters
             raise self._translated(df.sparkSession, table, request, exc) from None
         found = self._version_of_write(df.sparkSession, table, request.write_id)
@@ -165,6 +200,17 @@ class NativeEngine:
             raise ConcurrentWriteError(f"{request.mode} to {table}: another writer committed after version "
                                        f"{request.expected_version} first (compare-and-set lost)")
         return found
+
+    @staticmethod
+    def _write_local_name(spark: "SparkSession", writer: Any, table: str) -> None:
+        """Write a name of the local catalog: through the catalog when the table exists; a new table is written
+        at its warehouse folder (Delta's optimistic concurrency decides between two creators) and registered."""
+        entry = names.local_table(spark, table)
+        if names.register(spark, entry):
+            writer.saveAsTable(entry.ident)
+            return
+        writer.save(entry.location)
+        names.register(spark, entry)
 
     @staticmethod
     def _writer(df: "DataFrame", request: WriteRequest):  # noqa: ANN205 - pyspark's DataFrameWriter
@@ -205,11 +251,12 @@ class NativeEngine:
     def file_changes(self, spark: "SparkSession", table: str, after_version: int, up_to_version: int) -> FileChanges:
         added: dict[str, int | None] = {}
         removed: set[str] = set()
+        folder = _local_folder(spark, table)
         for action in self._log_actions(spark, table, range(after_version + 1, up_to_version + 1)):
             if "add" in action and action["add"].get("dataChange", True):
                 add = action["add"]
-                if is_local_path(table):
-                    delta_files.inside_table(table, add["path"])
+                if folder is not None:
+                    delta_files.inside_table(folder, add["path"])
                 added[unquote(add["path"])] = _num_records(add.get("stats"))
             elif "remove" in action and action["remove"].get("dataChange", True):
                 path = unquote(action["remove"]["path"])
@@ -288,11 +335,20 @@ def _commit_info(commit_file: str) -> dict[str, Any]:
     return {}
 
 
-def _check_data_paths(table: str, version: int | None) -> None:
+def _local_folder(spark: "SparkSession", table: str) -> str | None:
+    """The folder of a table on this machine's filesystem (a local path, or a name of the local catalog)."""
+    if is_local_path(table):
+        return table
+    if is_table_name(table) and names.is_local_catalog(spark):
+        return names.local_table(spark, table).location
+    return None
+
+
+def _check_data_paths(folder: str | None, version: int | None) -> None:
     """An untrusted log must not make Spark read files outside the table (absolute paths, ``../``): the same
     check as the deltars engine's, on the file list delta-rs reads from the log (local tables)."""
-    if is_local_path(table) and os.path.isdir(os.path.join(table, "_delta_log")):
-        delta_files.list_files(table, version)
+    if folder is not None and os.path.isdir(os.path.join(folder, "_delta_log")):
+        delta_files.list_files(folder, version)
 
 
 def _num_records(stats: str | None) -> int | None:
