@@ -48,7 +48,7 @@ def engine(request, spark, monkeypatch) -> str:
 SLOW_MODULES = {
     "test_distributed", "test_scoring_kill", "test_reliability", "test_reliability_server", "test_demo",
     "test_spark35", "test_native_cas", "test_fuse_refusals", "test_wheel", "test_interop_mlflow", "test_connect",
-    "test_report", "test_cli_errors",
+    "test_report", "test_cli_errors", "test_table_names",
 }
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from urllib.parse import unquote
 
 from sparkship.errors import ConcurrentWriteError, NotFoundError, SchemaMismatchError
+from sparkship.spark import is_connect
 from sparkship.tables import files as delta_files
 from sparkship.tables import names
 from sparkship.tables.engine import Commit, FileChanges, WriteRequest, is_local_path, is_table_name
@@ -107,8 +108,11 @@ class NativeEngine:
 
     def exists(self, spark: "SparkSession", table: str) -> bool:
         if is_local_path(table):
-            log = os.path.join(table, "_delta_log")
-            return os.path.isdir(log) and any(n.endswith(".json") for n in os.listdir(log))
+            if delta_files.commit_versions(table):
+                return True
+            if not is_connect(spark):
+                return False
+            # A Spark Connect server elsewhere (Databricks Connect) may see paths this machine does not: ask it.
         if is_table_name(table) and names.is_local_catalog(spark):
             return names.register(spark, names.local_table(spark, table))  # the folder holds a commit
         try:
