@@ -451,6 +451,17 @@ def commit_versions(table: str) -> list[int]:
     return sorted(int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit())
 
 
+def commit_info(table: str, version: int) -> dict[str, Any]:
+    """The ``commitInfo`` action of a local table's commit ``version`` ({} when the commit has none)."""
+    with open(os.path.join(table, "_delta_log", f"{version:020d}.json"), encoding="utf-8") as fh:
+        for line in fh:
+            if '"commitInfo"' in line:
+                action = json.loads(line)
+                if "commitInfo" in action:
+                    return dict(action["commitInfo"])
+    return {}
+
+
 def table_exists(path: str) -> bool:
     """True when ``path`` holds a Delta table."""
     from deltalake import DeltaTable

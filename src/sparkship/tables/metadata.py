@@ -18,7 +18,6 @@ with delta-rs in both stores (milliseconds, no Spark job).
 """
 from __future__ import annotations
 
-import json
 import os
 import random
 import time
@@ -306,15 +305,10 @@ def version_of_write(path: str, write_id: str) -> int:
 
     (delta-rs' ``history()`` can misnumber commits while other processes are committing.)
     """
-    log_dir = os.path.join(path, "_delta_log")
-    if os.path.isdir(log_dir):
+    if os.path.isdir(os.path.join(path, "_delta_log")):
         for version in reversed(delta_files.commit_versions(path)):
-            with open(os.path.join(log_dir, f"{version:020d}.json")) as fh:
-                for line in fh:
-                    if '"commitInfo"' in line and write_id in line:
-                        info = json.loads(line)["commitInfo"]
-                        if info.get(delta_files.WRITE_ID_KEY) == write_id:
-                            return version
+            if delta_files.commit_info(path, version).get(delta_files.WRITE_ID_KEY) == write_id:
+                return version
     else:  # object storage: ask delta-rs
         for commit in history(path, limit=1000):
             if commit["metadata"].get(delta_files.WRITE_ID_KEY) == write_id:

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sparkship.errors import UsageError
+from sparkship.tables import files as delta_files
 from sparkship.tables.engine import _IDENT, is_table_name
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -217,11 +218,7 @@ class LocalTable:
 
     def has_table(self) -> bool:
         """A Delta table is committed at the location (at least one commit file)."""
-        log_dir = os.path.join(self.location, "_delta_log")
-        try:
-            return any(n.endswith(".json") for n in os.listdir(log_dir))
-        except OSError:
-            return False
+        return bool(delta_files.commit_versions(self.location))
 
 
 def local_table(spark: "SparkSession", name: str) -> LocalTable:

@@ -132,9 +132,10 @@ class NativeEngine:
 
     def history(self, spark: "SparkSession", table: str, limit: int | None) -> list[Commit]:
         folder = _local_folder(spark, table)
-        if folder and delta_files.commit_versions(folder):
-            # The commit files say what DESCRIBE HISTORY says, without the Spark job it runs (~1 s a call).
-            return _local_history(folder, limit)
+        # The commit files say what DESCRIBE HISTORY says, without the Spark job it runs (~1 s a call).
+        local = _local_history(folder, limit) if folder else []
+        if local:
+            return local
         query = f"DESCRIBE HISTORY {_ident(spark, table)}" + (f" LIMIT {int(limit)}" if limit else "")
         try:
             rows = spark.sql(query).collect()
@@ -305,7 +306,7 @@ def _local_history(table: str, limit: int | None) -> list[Commit]:
     versions = delta_files.commit_versions(table)[::-1]
     commits = []
     for version in versions[:limit] if limit else versions:
-        info = _commit_info(os.path.join(table, "_delta_log", f"{version:020d}.json"))
+        info = delta_files.commit_info(table, version)
         commits.append(Commit(
             version=version,
             timestamp=int(info.get("timestamp") or 0),
@@ -327,16 +328,6 @@ def _user_metadata(text: str | None) -> dict[str, Any]:
     except ValueError:
         parsed = None
     return parsed if isinstance(parsed, dict) else {"userMetadata": text}
-
-
-def _commit_info(commit_file: str) -> dict[str, Any]:
-    with open(commit_file, encoding="utf-8") as fh:
-        for line in fh:
-            if '"commitInfo"' in line:
-                action = json.loads(line)
-                if "commitInfo" in action:
-                    return dict(action["commitInfo"])
-    return {}
 
 
 def _local_folder(spark: "SparkSession", table: str) -> str | None:
