@@ -64,15 +64,17 @@ demo: jars
 # Two pytest workers (pytest-xdist), a test module each at a time: much of a test's time is a JVM or a CLI
 # process starting, which leaves a core free for the other worker.
 PYTEST_WORKERS ?= 2
-PYTEST = $(BIN)/python -m pytest -q -ra -n $(PYTEST_WORKERS) --dist loadfile
+# A test past its timeout ends its worker (the thread method: stacks dumped, the worker replaced, the test
+# failed) rather than leaving a worker blocked in a JVM call that never returns.
+PYTEST = $(BIN)/python -m pytest -q -ra -n $(PYTEST_WORKERS) --dist loadfile --timeout-method=thread
 
 test: jars venv35 browser
 	SPARKSHIP_REQUIRE_BROWSER=1 SPARKSHIP_VENV35=$(abspath $(VENV35)) \
 	  $(PYTEST) --timeout=900 --durations=20 tests
 
-# A quick subset (no kill, cluster, Connect, wheel or Spark 3.5 tests): a few minutes.
+# A quick subset (conftest.QUICK_MODULES, on the native engine): a few minutes.
 test-quick: jars
-	$(PYTEST) --timeout=600 -m "not slow" tests
+	$(PYTEST) --timeout=600 -m quick tests
 
 bench: jars
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done

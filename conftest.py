@@ -9,13 +9,23 @@ import pytest
 # Tests never touch a user's ./.sparkship: each gets its own home below.
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+# The suite starts a hundred short-lived JVMs (each CLI call is a process with its own SparkSession): the C1
+# compiler alone and the serial collector cut their start and first queries by about a fifth on two cores.
+# The session-scoped JVM below runs for the whole suite and keeps the JVM's defaults.
+SHORT_LIVED_JVM = "-XX:TieredStopAtLevel=1 -XX:CICompilerCount=1 -XX:+UseSerialGC"
+os.environ.setdefault("SPARKSHIP_DRIVER_JAVA_OPTIONS", SHORT_LIVED_JVM)
 
 
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory: pytest.TempPathFactory):
-    from sparkship.spark import get_spark
+    from sparkship.spark import DRIVER_JAVA_OPTIONS_ENV, get_spark
 
-    session = get_spark(home=str(tmp_path_factory.mktemp("spark-home")))
+    flags = os.environ.pop(DRIVER_JAVA_OPTIONS_ENV, None)
+    try:
+        session = get_spark(home=str(tmp_path_factory.mktemp("spark-home")))
+    finally:
+        if flags is not None:
+            os.environ[DRIVER_JAVA_OPTIONS_ENV] = flags
     yield session
     session.stop()
 
@@ -43,20 +53,23 @@ def engine(request, spark, monkeypatch) -> str:
     tables.use_engine(spark, before)
 
 
-# Modules `make test-quick` leaves out: real clusters, kill -9 trials, second environments, fresh venvs,
-# concurrent JVMs. Marked here, in one place, so the quick subset stays a few minutes.
-SLOW_MODULES = {
-    "test_distributed", "test_scoring_kill", "test_reliability", "test_reliability_server", "test_demo",
-    "test_spark35", "test_native_cas", "test_fuse_refusals", "test_wheel", "test_interop_mlflow", "test_connect",
-    "test_report", "test_cli_errors", "test_table_names",
+# Modules that `make test-quick` runs, on the native engine only (the production path): the spec, the bundle,
+# the jobs API, tables, the registry, scoring and the server. Everything else (validation, monitoring, the
+# serving matrices, real clusters, kill -9 trials, second environments, fresh venvs, concurrent JVMs, the
+# deltars engine) runs in `make test`.
+QUICK_MODULES = {
+    "test_spec", "test_doctests", "test_bundle", "test_jobs_api", "test_tables", "test_registry", "test_scoring",
+    "test_server",
 }
 
 
 def pytest_configure(config) -> None:
-    config.addinivalue_line("markers", "slow: left out of `make test-quick`")
+    config.addinivalue_line("markers", "quick: the subset `make test-quick` runs")
 
 
 def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
-        if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
-            item.add_marker(pytest.mark.slow)
+        callspec = getattr(item, "callspec", None)
+        engine = callspec.params.get("engine") if callspec is not None else None
+        if item.module.__name__.rsplit(".", 1)[-1] in QUICK_MODULES and engine in (None, "native"):
+            item.add_marker(pytest.mark.quick)

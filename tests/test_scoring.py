@@ -455,3 +455,24 @@ def test_a_live_lease_is_refused_and_a_dead_or_expired_one_is_taken_over(tmp_pat
         assert lease.holder()[1].run_id == "last"
     assert lease.holder()[1].action == "released"
     assert RunLease(path, "after").acquire() is None
+
+
+def test_a_committed_run_ends_its_lease_without_a_release_commit(spark, settings, tmp_path):
+    """The committed state row ends a run's lease (one lease commit per finished run, no release): the next run in
+    this same process, whose pid is alive, takes the lease at once; a run with nothing to score releases it."""
+    from sparkship.tables import metadata
+
+    src, out = str(tmp_path / "events"), str(tmp_path / "scores")
+
+    def actions() -> list[str]:  # renewals (every 20 s) are left out: a slow machine may add one
+        rows = sorted(metadata.read_arrow(out + "_lease").to_pylist(), key=lambda r: r["seq"])
+        return [(r["run_id"], r["action"]) for r in rows if r["action"] != "renewed"]
+
+    write_input(spark, src, make_rows(10, 3))
+    scoring.score(spark, settings, MODEL, src, out, ["id"], run_id="one")
+    assert actions() == [("one", "acquired")]
+    write_input(spark, src, make_rows(5, 4, first_id=100))
+    assert scoring.score(spark, settings, MODEL, src, out, ["id"], run_id="two").rows_in == 5  # wait_s=0
+    assert actions() == [("one", "acquired"), ("two", "acquired")]
+    assert scoring.score(spark, settings, MODEL, src, out, ["id"], run_id="three").rows_in == 0
+    assert actions()[2:] == [("three", "acquired"), ("three", "released")]

@@ -26,9 +26,9 @@ redone by the next run with the same start, into the same partition, replacing w
 committed: no duplicates and no gaps. A dead full run (a ``pending`` full row) makes the next run full too.
 
 One run at a time per output. A run holds the output's lease (``<output>_lease``, see
-:mod:`sparkship.scoring_state`) from before it reads the state until its ``committed`` row: a second run (a
-manual run during the scheduled one) waits up to ``wait_s`` (``--wait``) and then refuses, naming the run that
-holds it; it never takes a live run's ``pending`` row for a dead one. A killed run's lease is free at once on
+:mod:`sparkship.scoring_state`) from before it reads the state until its ``committed`` row, which ends it: a
+second run (a manual run during the scheduled one) waits up to ``wait_s`` (``--wait``) and then refuses, naming
+the run that holds it; it never takes a live run's ``pending`` row for a dead one. A killed run's lease is free at once on
 the same host (its process is gone) and after ``LEASE_S`` elsewhere, and the next run heals it as above.
 
 One output, one model. An output holds the scores of one model from one input: scoring another model (or the
@@ -611,9 +611,10 @@ def commit(state: ScoringState, pending: StateRow, written: Written, lease: RunL
             f"{written.quarantined} quarantined; the state was not committed, so the next run scores this range "
             "again"
         )
-    lease.check()
-    state.append(replace(pending, seq=pending.seq + 1, status=COMMITTED, output_version=written.output_version,
-                         rows_in=written.rows_in, scored=written.scored, quarantined=written.quarantined))
+    # The committed row also ends the lease (no release commit follows it).
+    lease.end_with(lambda: state.append(replace(
+        pending, seq=pending.seq + 1, status=COMMITTED, output_version=written.output_version,
+        rows_in=written.rows_in, scored=written.scored, quarantined=written.quarantined)))
 
 
 def _result(request: ScoringRequest, model: ScoringModel, plan: ScoringPlan, written: Written) -> ScoreResult:
@@ -678,7 +679,9 @@ def score(
     frames = None if first.nothing_new else build_frames(spark, request, model, first)
     if frames is not None:
         check_targets(spark, request, first, frames)
-    with RunLease(request.lease_path, request.run_id).hold(wait_s) as lease:
+    lease = RunLease(request.lease_path, request.run_id,
+                     ended=lambda holder: state.committed_since(holder.run_id, holder.at))  # type: ignore[arg-type]
+    with lease.hold(wait_s):
         plan = plan_run(spark, request, model, state, input_version, casts)
         if plan.nothing_new:
             log.info("%s has no versions after %d: nothing to score", request.input_path, plan.from_version)

@@ -17,9 +17,10 @@ state until after its ``committed`` row: the lease names its owner (run id, host
 start time) and expires ``LEASE_S`` seconds after its latest renewal; a background thread renews it every
 ``LEASE_S / 3`` seconds. A run that finds the lease held by a live run waits up to its ``wait_s`` and then
 refuses, naming the holder: so a manual run started during the scheduled one never mistakes the scheduled
-run's ``pending`` row for a dead run's. A lease is free when it was released, when it expired, or - on the
-same host - when its owner process is gone (a killed run is healed by the next run at once, without waiting for
-the expiry).
+run's ``pending`` row for a dead run's. A lease is free when its run committed (its ``committed`` state row is
+newer than its latest lease row: a finished run writes no separate release, one Delta commit fewer per run),
+when it was released (a run that failed or had nothing to score), when it expired, or - on the same host - when
+its owner process is gone (a killed run is healed by the next run at once, without waiting for the expiry).
 
     >>> state = ScoringState("/tmp/scores_state")                            # doctest: +SKIP
     >>> state.latest("churn", "/data/events", "/tmp/scores").committed        # doctest: +SKIP
@@ -36,7 +37,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 
@@ -129,6 +130,13 @@ class ScoringState:
             self.path, pa.Table.from_pylist([record], schema=STATE_SCHEMA), expected_version=expected_version
         )
 
+    def committed_since(self, run_id: str, since: datetime) -> bool:
+        """True when run ``run_id`` appended a ``committed`` row at or after ``since``: its lease ended with it."""
+        if metadata.table_version(self.path) is None:
+            return False
+        rows = metadata.read_arrow(self.path, columns=["run_id", "status", "at"]).to_pylist()
+        return any(r["run_id"] == run_id and r["status"] == COMMITTED and r["at"] >= since for r in rows)
+
     def next_seq(self) -> int:
         if metadata.table_version(self.path) is None:
             return 1
@@ -190,15 +198,27 @@ class LeaseHolder:
 
 
 class RunLease:
-    """The lease of one output table, for one run (see the module docstring)."""
+    """The lease of one output table, for one run (see the module docstring).
 
-    def __init__(self, path: str, run_id: str, duration_s: float = LEASE_S) -> None:
+    ``ended`` tells whether a holder's run ended by recording its work elsewhere (the scoring state's
+    ``committed`` row): such a lease is free without a release row. A run ends its own lease that way with
+    :meth:`end_with`.
+    """
+
+    def __init__(self, path: str, run_id: str, duration_s: float = LEASE_S,
+                 ended: Callable[[LeaseHolder], bool] | None = None) -> None:
         self.path = path
         self.run_id = run_id
         self.duration_s = duration_s
         self.lost = threading.Event()
+        self._ended = ended
         self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+        self._closed = False
         self._pid = os.getpid()
+
+    def _has_ended(self, holder: LeaseHolder) -> bool:
+        return holder.action == RELEASED or (self._ended is not None and holder.at is not None and self._ended(holder))
 
     def holder(self) -> tuple[int, LeaseHolder | None]:
         """(table version or -1, the newest lease row or None)."""
@@ -229,12 +249,13 @@ class RunLease:
         waited = False
         while True:
             version, holder = self.holder()
-            if holder is None or not holder.is_live(datetime.now(timezone.utc)):
+            ended = holder is None or self._has_ended(holder)
+            if ended or not holder.is_live(datetime.now(timezone.utc)):  # type: ignore[union-attr]
                 try:
                     self._append(ACQUIRED, (holder.seq if holder else 0) + 1, expected_version=version)
                 except ConcurrentWriteError:
                     continue  # another run took it first: look again
-                return holder if holder is not None and holder.action != RELEASED else None
+                return None if ended else holder
             if time.monotonic() >= deadline:
                 raise ConcurrentWriteError(
                     f"another scoring run is writing this output: {holder.describe()}. One run at a time per "
@@ -270,8 +291,23 @@ class RunLease:
                 log.error("run %s lost its lease on %s", self.run_id, self.path)
                 return
 
-    def release(self) -> None:
+    def _stop_renewing(self) -> None:
         self._stop.set()
+        if self._renewer is not None and self._renewer is not threading.current_thread():
+            self._renewer.join(timeout=5)
+
+    def end_with(self, record: Callable[[], Any]) -> None:
+        """End the lease by running ``record`` (the run's ``committed`` state row): no release row follows.
+
+        Renewals stop first, so that the record is newer than the lease's latest row (what ``ended`` checks).
+        """
+        self._stop_renewing()
+        self.check()
+        record()
+        self._closed = True
+
+    def release(self) -> None:
+        self._stop_renewing()
         for _ in range(50):
             version, holder = self.holder()
             if holder is None or holder.run_id != self.run_id or holder.action == RELEASED:
@@ -284,15 +320,16 @@ class RunLease:
 
     @contextmanager
     def hold(self, wait_s: float = 0.0) -> Iterator["RunLease"]:
-        """Acquire, renew in the background while the block runs, release at the end (even on error)."""
+        """Acquire, renew in the background while the block runs, and release at the end (even on error) unless
+        the block ended the lease with :meth:`end_with`."""
         dead = self.acquire(wait_s)
         if dead is not None:
             log.warning("took over the lease of %s, which is no longer running", dead.describe())
-        renewer = threading.Thread(target=self._renew_loop, name=f"lease-{self.run_id}", daemon=True)
-        renewer.start()
+        self._renewer = threading.Thread(target=self._renew_loop, name=f"lease-{self.run_id}", daemon=True)
+        self._renewer.start()
         try:
             yield self
         finally:
-            self._stop.set()
-            renewer.join(timeout=5)
-            self.release()
+            self._stop_renewing()
+            if not self._closed:
+                self.release()

@@ -29,6 +29,8 @@ if TYPE_CHECKING:  # pragma: no cover
     Frame = TypeVar("Frame", bound=DataFrame)
 
 DELTA_JARS_ENV = "SPARKSHIP_DELTA_JARS"
+# Extra JVM flags for a local session's driver (the test suite sets JIT flags that suit short-lived JVMs).
+DRIVER_JAVA_OPTIONS_ENV = "SPARKSHIP_DRIVER_JAVA_OPTIONS"
 ENGINE_ENV = "SPARKSHIP_DELTA_ENGINE"
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
@@ -202,7 +204,8 @@ def _builder(builder: "SparkSession.Builder", home: str, jars: list[str]) -> "Sp
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.warehouse.dir", f"{home}/spark-warehouse")
-        .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={home}/derby")
+        .config("spark.driver.extraJavaOptions",
+                f"-Dderby.system.home={home}/derby {os.environ.get(DRIVER_JAVA_OPTIONS_ENV, '')}".strip())
         .config("spark.python.worker.reuse", "true")
     )
     if jars:

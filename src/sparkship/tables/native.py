@@ -287,7 +287,10 @@ class NativeEngine:
 
     def count_rows(self, spark: "SparkSession", table: str, version: int, after_version: int | None) -> int:
         if after_version is None:
-            return self.read(spark, table, version).count()  # Delta answers from the log's statistics
+            folder = _local_folder(spark, table)
+            local = _local_row_count(folder, version) if folder else None
+            # Delta answers read().count() from the log's statistics too, but with a Spark job (~0.2 s).
+            return local if local is not None else self.read(spark, table, version).count()
         changes = self.file_changes(spark, table, after_version, version)
         if all(n is not None for n in changes.added.values()):
             return sum(changes.added.values())  # type: ignore[arg-type]
@@ -344,6 +347,22 @@ def _check_data_paths(folder: str | None, version: int | None) -> None:
     check as the deltars engine's, on the file list delta-rs reads from the log (local tables)."""
     if folder is not None and os.path.isdir(os.path.join(folder, "_delta_log")):
         delta_files.list_files(folder, version)
+
+
+def _local_row_count(folder: str, version: int) -> int | None:
+    """Rows of a local table's version from its files' ``numRecords``, or None when the log cannot tell: a file
+    without statistics, deletion vectors (rows deleted inside files), or a log delta-rs cannot read."""
+    from deltalake import DeltaTable
+
+    try:
+        if "deletionVectors" in (DeltaTable(folder, version=version).protocol().reader_features or []):
+            return None
+        counts = delta_files.file_row_counts(folder, version)
+    except Exception:  # noqa: BLE001 - a table feature delta-rs cannot read: Spark counts instead
+        return None
+    if any(n is None for n in counts.values()):
+        return None
+    return sum(counts.values())  # type: ignore[arg-type]
 
 
 def _num_records(stats: str | None) -> int | None:
