@@ -74,7 +74,7 @@ test: jars venv35 browser
 
 # A quick subset (conftest.QUICK_MODULES, on the native engine): a few minutes.
 test-quick: jars
-	$(PYTEST) --timeout=600 -m quick tests
+	$(PYTEST) --timeout=600 --durations=15 -m quick tests
 
 bench: jars
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done

@@ -54,12 +54,20 @@ def engine(request, spark, monkeypatch) -> str:
 
 
 # Modules that `make test-quick` runs, on the native engine only (the production path): the spec, the bundle,
-# the jobs API, tables, the registry, scoring and the server. Everything else (validation, monitoring, the
-# serving matrices, real clusters, kill -9 trials, second environments, fresh venvs, concurrent JVMs, the
-# deltars engine) runs in `make test`.
+# the jobs API, tables, scoring (which registers its models through the registry) and the server. Everything
+# else (the registry's own tests, validation, monitoring, the serving matrices, real clusters, kill -9 trials,
+# second environments, fresh venvs, concurrent JVMs, the deltars engine) runs in `make test`.
 QUICK_MODULES = {
-    "test_spec", "test_doctests", "test_bundle", "test_jobs_api", "test_tables", "test_registry", "test_scoring",
-    "test_server",
+    "test_spec", "test_doctests", "test_bundle", "test_jobs_api", "test_tables", "test_scoring", "test_server",
+}
+
+
+# Within those modules, the slowest tests (four writer processes with a JVM each; runs of several scoring jobs
+# in a row): 30 s to 3 min each on two cores, so they run in `make test` only.
+NOT_QUICK = {
+    "test_concurrent_appends_from_separate_processes", "test_incremental_rerun_model_change_and_full",
+    "test_another_models_scores_are_never_replaced_without_the_flag",
+    "test_a_run_whose_columns_differ_from_the_output_is_refused_naming_the_flag",
 }
 
 
@@ -71,5 +79,6 @@ def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         callspec = getattr(item, "callspec", None)
         engine = callspec.params.get("engine") if callspec is not None else None
-        if item.module.__name__.rsplit(".", 1)[-1] in QUICK_MODULES and engine in (None, "native"):
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        if module in QUICK_MODULES and engine in (None, "native") and item.originalname not in NOT_QUICK:
             item.add_marker(pytest.mark.quick)
