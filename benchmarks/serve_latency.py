@@ -101,6 +101,25 @@ def _http_latencies(model_dir: str, records: list[dict], n: int) -> list[float]:
         proc.wait(timeout=20)
 
 
+def pipelines_a_and_b() -> dict:
+    """(a) and (b), unfitted: the same prep in front of a logistic regression and of a 50-tree random forest."""
+    from pyspark.ml import Pipeline
+    from pyspark.ml.classification import LogisticRegression, RandomForestClassifier
+    from pyspark.ml.feature import Imputer, OneHotEncoder, StandardScaler, StringIndexer, VectorAssembler
+
+    prep = [
+        Imputer(inputCols=["x1", "x2"], outputCols=["x1_i", "x2_i"], strategy="median"),
+        StringIndexer(inputCols=["plan", "region"], outputCols=["plan_ix", "region_ix"], handleInvalid="keep"),
+        OneHotEncoder(inputCols=["plan_ix", "region_ix"], outputCols=["plan_oh", "region_oh"], handleInvalid="keep"),
+        VectorAssembler(inputCols=["x1_i", "x2_i", "x3", "plan_oh", "region_oh"], outputCol="raw"),
+        StandardScaler(inputCol="raw", outputCol="features", withMean=True),
+    ]
+    return {
+        "(a) prep + LogisticRegression": Pipeline(stages=prep + [LogisticRegression(regParam=0.01)]),
+        "(b) prep + RandomForest(50 trees)": Pipeline(stages=prep + [RandomForestClassifier(numTrees=50, seed=1)]),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000, help="batch size")
@@ -113,9 +132,7 @@ def main() -> None:
     args = parser.parse_args()
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    from pyspark.ml import Pipeline, PipelineModel
-    from pyspark.ml.classification import LogisticRegression, RandomForestClassifier
-    from pyspark.ml.feature import Imputer, OneHotEncoder, StandardScaler, StringIndexer, VectorAssembler
+    from pyspark.ml import PipelineModel
 
     from sparkship.serving import load
     from sparkship.spark import get_spark
@@ -126,17 +143,7 @@ def main() -> None:
     train = spark.createDataFrame(_rows(20_000, 0), SCHEMA).cache()
     batch_df = spark.createDataFrame(_rows(args.rows, 1), SCHEMA).cache()
     batch_df.count()
-    prep = [
-        Imputer(inputCols=["x1", "x2"], outputCols=["x1_i", "x2_i"], strategy="median"),
-        StringIndexer(inputCols=["plan", "region"], outputCols=["plan_ix", "region_ix"], handleInvalid="keep"),
-        OneHotEncoder(inputCols=["plan_ix", "region_ix"], outputCols=["plan_oh", "region_oh"], handleInvalid="keep"),
-        VectorAssembler(inputCols=["x1_i", "x2_i", "x3", "plan_oh", "region_oh"], outputCol="raw"),
-        StandardScaler(inputCol="raw", outputCol="features", withMean=True),
-    ]
-    pipelines = {
-        "(a) prep + LogisticRegression": Pipeline(stages=prep + [LogisticRegression(regParam=0.01)]),
-        "(b) prep + RandomForest(50 trees)": Pipeline(stages=prep + [RandomForestClassifier(numTrees=50, seed=1)]),
-    }
+    pipelines = pipelines_a_and_b()
     arrow_batch = batch_df.toArrow()
     records = arrow_batch.slice(0, 500).to_pylist()
     one_row_dfs = [spark.createDataFrame([tuple(r.values())], SCHEMA) for r in records[: args.spark_single]]
