@@ -20,6 +20,7 @@ import yaml
 
 from sparkship import datasets
 from sparkship.errors import UsageError
+from sparkship.spark import DRIVER_JAVA_OPTIONS_ENV
 from sparkship.tables import names
 
 TRAIN_ROWS, MORE_ROWS, NULL_KEYS = 300, 100, 2
@@ -29,6 +30,9 @@ DERIVED = ("scores_state", "scores_quarantine", "scores_lease", "scores_profile_
 def _env(home: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SPARKSHIP_", "SPARK_"))}
     env.update(SPARKSHIP_HOME=home, **extra)
+    flags = os.environ.get(DRIVER_JAVA_OPTIONS_ENV)  # conftest's flags for short-lived JVMs: faster, same results
+    if flags:
+        env[DRIVER_JAVA_OPTIONS_ENV] = flags
     return env
 
 
