@@ -100,15 +100,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per version")
     args = parser.parse_args()
 
-    work = tempfile.mkdtemp(prefix="sparkship-versions-")
-    batch_path, paths = _save_pipelines(work, args.rows)
-    versions = {"this tree": os.path.join(REPO, "src"), f"baseline {args.baseline}": _checkout(args.baseline, work)}
-    runs: dict[str, list[dict]] = {v: [] for v in versions}
-    for round_no in range(args.rounds):
-        order = list(versions) if round_no % 2 == 0 else list(reversed(versions))
-        for version in order:
-            runs[version].append(_run(versions[version], batch_path, paths))
-        print(f"round {round_no + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory(prefix="sparkship-versions-") as work:
+        batch_path, paths = _save_pipelines(work, args.rows)
+        versions = {"this tree": os.path.join(REPO, "src"),
+                    f"baseline {args.baseline}": _checkout(args.baseline, work)}
+        runs: dict[str, list[dict]] = {v: [] for v in versions}
+        for round_no in range(args.rounds):
+            order = list(versions) if round_no % 2 == 0 else list(reversed(versions))
+            for version in order:
+                runs[version].append(_run(versions[version], batch_path, paths))
+            print(f"round {round_no + 1}/{args.rounds} done", file=sys.stderr, flush=True)
     _print(runs, paths, args)
 
 

@@ -28,11 +28,10 @@ DERIVED = ("scores_state", "scores_quarantine", "scores_lease", "scores_profile_
 
 
 def _env(home: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPARKSHIP_", "SPARK_"))}
+    # No inherited sparkship or Spark settings, except conftest's flags for short-lived JVMs (faster, same results).
+    env = {k: v for k, v in os.environ.items()
+           if k == DRIVER_JAVA_OPTIONS_ENV or not k.startswith(("SPARKSHIP_", "SPARK_"))}
     env.update(SPARKSHIP_HOME=home, **extra)
-    flags = os.environ.get(DRIVER_JAVA_OPTIONS_ENV)  # conftest's flags for short-lived JVMs: faster, same results
-    if flags:
-        env[DRIVER_JAVA_OPTIONS_ENV] = flags
     return env
 
 

@@ -94,9 +94,7 @@ special = st.text(
 values = st.lists(st.one_of(st.none(), special), min_size=1, max_size=4)
 
 
-# Each example is a partitioned Spark write and three readers (about 15 s on two cores): 12 examples, each of up
-# to four values of up to ten characters drawn from the risky alphabet, keep the suite's time in bounds.
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(values)
 def test_partition_values_round_trip_and_read_the_same_in_delta_rs_and_duckdb(spark, tmp_path_factory, chosen):
     path = str(tmp_path_factory.mktemp("parts") / "t")
