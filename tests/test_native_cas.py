@@ -79,3 +79,23 @@ def test_concurrent_native_registrations_and_alias_moves_are_compare_and_set(sta
 
     infos = {c.get("engineInfo", "") for c in DeltaTable(registry.versions_path).history()}
     assert infos and all(i.startswith("Apache-Spark") for i in infos), infos
+    # The events table is a log nobody compare-and-sets: its appends are blind (no transaction id to look up), and
+    # concurrent ones all land. The versions table's commits each carry the CAS's transaction id.
+    assert sorted(e["version"] for e in registry.events("churn", "registered")) == versions
+    assert len(registry.events("churn", "alias_moved")) == 1
+    assert _commit_kinds(registry.events_path) == {"blind append"}
+    assert _commit_kinds(registry.versions_path) == {"compare-and-set"}
+
+
+def _commit_kinds(table: str) -> set[str]:
+    import json
+
+    log = os.path.join(table, "_delta_log")
+    kinds = set()
+    for name in sorted(n for n in os.listdir(log) if n.endswith(".json")):
+        with open(os.path.join(log, name)) as f:
+            actions = [json.loads(line) for line in f if line.strip()]
+        info = next(a["commitInfo"] for a in actions if "commitInfo" in a)
+        has_txn = any("txn" in a for a in actions)
+        kinds.add("compare-and-set" if has_txn else "blind append" if info.get("isBlindAppend") else "other")
+    return kinds
