@@ -9,11 +9,13 @@ import pytest
 # Tests never touch a user's ./.sparkship: each gets its own home below.
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-# The suite starts a hundred short-lived JVMs (each CLI call is a process with its own SparkSession): the C1
-# compiler alone and the serial collector cut their start and first queries by about a fifth on two cores.
-# The session-scoped JVM below runs for the whole suite and keeps the JVM's defaults.
-SHORT_LIVED_JVM = "-XX:TieredStopAtLevel=1 -XX:CICompilerCount=1 -XX:+UseSerialGC"
-os.environ.setdefault("SPARKSHIP_DRIVER_JAVA_OPTIONS", SHORT_LIVED_JVM)
+# The suite starts a hundred short-lived JVMs (each CLI call is a process with its own SparkSession): they get
+# flags for a quick start, and the class archive `make test` builds (scripts/jvm_class_archive.py) when it is
+# there. The session-scoped JVM below runs for the whole suite and keeps the JVM's defaults.
+from scripts.jvm_class_archive import short_lived_jvm_options  # noqa: E402
+
+CLASS_ARCHIVE = os.path.join(sys.prefix, "jvm-classes.jsa")
+os.environ.setdefault("SPARKSHIP_DRIVER_JAVA_OPTIONS", short_lived_jvm_options(CLASS_ARCHIVE))
 
 
 @pytest.fixture(scope="session")
