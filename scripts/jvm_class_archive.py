@@ -55,8 +55,8 @@ def _run_demo(workdir: str, archive: str, jvm_options: str, timeout: float) -> N
         "SPARKSHIP_HOME": os.path.join(workdir, "home"),
         "SPARKSHIP_DRIVER_JAVA_OPTIONS": f"{jvm_options} -XX:ArchiveClassesAtExit={archive} {QUIET_JVM_LOG}".strip(),
     }
-    done = subprocess.run([sys.executable, "-m", "sparkship.cli", *DEMO_ARGS, "--workdir", os.path.join(workdir, "demo")],
-                          env=env, capture_output=True, text=True, timeout=timeout)
+    command = [sys.executable, "-m", "sparkship.cli", *DEMO_ARGS, "--workdir", os.path.join(workdir, "demo")]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(f"the demo run failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
 

@@ -485,7 +485,8 @@ class Registry:
             "name": name, "version": version, "event": event, "at": _now(), "run_id": run_id,
             "details_json": json.dumps(details or {}, sort_keys=True, default=str),
         }
-        metadata.append_arrow(self.events_path, pa.Table.from_pylist([row], schema=EVENTS_SCHEMA), append_only=True)
+        events = pa.Table.from_pylist([row], schema=EVENTS_SCHEMA)
+        metadata.append_arrow(self.events_path, events, append_only=True)
 
     def events(self, name: str, event: str | None = None, version: int | None = None) -> list[dict[str, Any]]:
         """Events of ``name``, oldest first, with ``details`` decoded."""
