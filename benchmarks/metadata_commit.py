@@ -1,0 +1,89 @@
+"""What one small commit to a metadata table costs on the native engine (delta-spark), and why.
+
+    python benchmarks/metadata_commit.py [--commits 20] [--warmup 5]
+
+The registry, alias, lease and scoring-state tables take one row per commit. Three ways of committing that row
+through delta-spark run alternately in one session, each on a table of its own, after ``--warmup`` unmeasured
+commits each:
+
+* ``compare-and-set``: ``sparkship.tables.metadata.append_arrow`` with ``expected_version``: Delta's idempotent
+  write options (``txnAppId`` / ``txnVersion``), which is how sparkship gets a true compare-and-set;
+* ``blind append (sparkship)``: ``append_arrow(..., append_only=True)``, what the registry's events take;
+* ``blind append (delta-spark alone)``: ``df.write.format("delta").mode("append").save``, no sparkship code.
+
+Prints the median seconds and Spark jobs per commit. The gap between the first two is the transaction-id
+lookup: delta-spark 4.0.1 answers it by rebuilding the table's state (Spark jobs named "Delta: Compute snapshot
+for version ..."), even where the table's checksum file already lists the transaction ids.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+
+import pyarrow as pa
+
+from sparkship import tables
+from sparkship.spark import get_spark
+from sparkship.tables import metadata
+
+ROW = pa.table({"name": ["churn"], "version": [1], "details_json": ["{}" * 20]})
+
+
+def _jobs(spark) -> set[int]:  # noqa: ANN001 - a pyspark SparkSession
+    return set(spark.sparkContext.statusTracker().getJobIdsForGroup(None))
+
+
+def _committers(spark, work: str) -> dict[str, Callable[[], None]]:  # noqa: ANN001
+    cas_path, blind_path, raw_path = (os.path.join(work, name) for name in ("cas", "blind", "raw"))
+
+    def compare_and_set() -> None:
+        current = metadata.table_version(cas_path)
+        metadata.append_arrow(cas_path, ROW, expected_version=-1 if current is None else current)
+
+    def blind() -> None:
+        metadata.append_arrow(blind_path, ROW, append_only=True)
+
+    def raw() -> None:
+        spark.createDataFrame(ROW).write.format("delta").mode("append").save(raw_path)
+
+    return {"compare-and-set": compare_and_set, "blind append (sparkship)": blind,
+            "blind append (delta-spark alone)": raw}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--commits", type=int, default=20, help="measured commits per way (default 20)")
+    parser.add_argument("--warmup", type=int, default=5, help="unmeasured commits per way first (default 5)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-metadata-") as work:
+        spark = get_spark(home=os.path.join(work, "home"))
+        if tables.engine_for(spark) != "native":
+            raise SystemExit("this benchmark needs the native engine: Delta's jars (`make jars`)")
+        committers = _committers(spark, work)
+        seconds: dict[str, list[float]] = {name: [] for name in committers}
+        jobs: dict[str, list[int]] = {name: [] for name in committers}
+        for i in range(args.warmup + args.commits):
+            for name, commit in committers.items():  # alternate, so all see the same machine state
+                before = _jobs(spark)
+                started = time.perf_counter()
+                commit()
+                if i >= args.warmup:
+                    seconds[name].append(time.perf_counter() - started)
+                    jobs[name].append(len(_jobs(spark) - before))
+        print(f"\n{args.commits} commits of one row each per way (after {args.warmup} unmeasured), "
+              f"{spark.sparkContext.master}, delta-spark\n")
+        print("| commit | median s | p90 s | Spark jobs (median) |")
+        print("| --- | ---: | ---: | ---: |")
+        for name in committers:
+            runs = sorted(seconds[name])
+            print(f"| {name} | {statistics.median(runs):.3f} | {runs[int(0.9 * (len(runs) - 1))]:.3f} | "
+                  f"{statistics.median(jobs[name]):.0f} |")
+        spark.stop()
+
+
+if __name__ == "__main__":
+    main()
