@@ -73,6 +73,7 @@ demo: jars
 
 # Two pytest workers (pytest-xdist), a test module each at a time: much of a test's time is a JVM or a CLI
 # process starting, which leaves a core free for the other worker.
+# Three workers were slower (32.5 against 30 min on 2 cores, 3 December 2026): the suite is CPU-bound.
 PYTEST_WORKERS ?= 2
 # A test past its timeout ends its worker (the thread method: stacks dumped, the worker replaced, the test
 # failed) rather than leaving a worker blocked in a JVM call that never returns.
