@@ -29,6 +29,7 @@ OTHER = "__other__"
 DEFAULT_BINS = 10
 DEFAULT_TOP_K = 50
 RELATIVE_ERROR = 0.001
+CLASS_TOP_K = 1000  # a prediction profile keeps every class (training allows up to 1,000)
 
 
 def is_missing(name: str) -> "Column":
@@ -105,18 +106,25 @@ def compute_profile(
         }
     for c in categorical:
         values = {k: n for k, n in counts[c].items() if k is not None}
-        present = sum(values.values())
-        if c in ref_features:
-            keep = [k for k in ref_features[c]["categories"] if k != OTHER]
-        else:
-            keep = [k for k, _ in sorted(values.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]]
-        categories = {k: _ratio(values.get(k, 0), present) for k in keep}
-        other = present - sum(values.get(k, 0) for k in keep)
-        if other or c in ref_features:
-            categories[OTHER] = _ratio(other, present)
-        features[c] = {"kind": "categorical", "null_rate": _ratio(rows - present, rows), "categories": categories,
-                       "count": present}
+        features[c] = _categorical_feature(values, rows, ref_features.get(c), top_k)
     return {"format": FORMAT, "rows": rows, "features": features}
+
+
+def _categorical_feature(
+    values: Mapping[str, int], rows: int, reference: Mapping[str, Any] | None, top_k: int
+) -> dict[str, Any]:
+    """A categorical column's profile from its row counts per non-null value (``rows``: all rows, nulls too)."""
+    present = sum(values.values())
+    if reference is not None:
+        keep = [k for k in reference["categories"] if k != OTHER]
+    else:
+        keep = [k for k, _ in sorted(values.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]]
+    categories = {k: _ratio(values.get(k, 0), present) for k in keep}
+    other = present - sum(values.get(k, 0) for k in keep)
+    if other or reference is not None:
+        categories[OTHER] = _ratio(other, present)
+    return {"kind": "categorical", "null_rate": _ratio(rows - present, rows), "categories": categories,
+            "count": present}
 
 
 def _grouped_counts(
@@ -157,10 +165,21 @@ def prediction_profile(
     ref = {"features": {column: reference}} if reference else None
     if task == "classification":
         as_class = predictions.select(F.col(f"`{column}`").cast("long").alias(column))
-        profile = compute_profile(as_class, categorical=[column], reference=ref, top_k=1000)
+        profile = compute_profile(as_class, categorical=[column], reference=ref, top_k=CLASS_TOP_K)
     else:
         profile = compute_profile(predictions.select(column), numeric=[column], reference=ref)
     return {**profile["features"][column], "rows": profile["rows"], "column": column}
+
+
+def class_profile(predicted: Mapping[float, int], column: str = "prediction") -> dict[str, Any]:
+    """:func:`prediction_profile` of a classifier from its row count per predicted class: no Spark job.
+
+        >>> class_profile({0.0: 3, 1.0: 1})["categories"]
+        {'0': 0.75, '1': 0.25}
+    """
+    values = {str(int(cls)): int(n) for cls, n in predicted.items()}
+    rows = sum(values.values())
+    return {**_categorical_feature(values, rows, None, CLASS_TOP_K), "rows": rows, "column": column}
 
 
 def _ratio(n: int, d: int) -> float:

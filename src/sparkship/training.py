@@ -18,7 +18,6 @@ Nothing is written by :func:`train`; :func:`train_and_register` stages the artif
 from __future__ import annotations
 
 import logging
-import math
 import platform
 import shutil
 import time
@@ -30,12 +29,12 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from sparkship import tables
 from sparkship.errors import IntegrityError, NotFoundError, SchemaMismatchError, UsageError
+from sparkship.metrics import PREDICTION, PROBABILITY, RAW_PREDICTION, evaluate_predictions, evaluator, metric_names
 from sparkship.spark import active_session, cached, uncached
 from sparkship.spec import TrainingSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.ml import Pipeline, PipelineModel
-    from pyspark.ml.evaluation import Evaluator
     from pyspark.sql import Column, DataFrame, SparkSession
     from pyspark.sql.types import StructType
 
@@ -45,9 +44,6 @@ log = logging.getLogger(__name__)
 
 FEATURES = "features"
 RAW_FEATURES = "features__raw"
-PREDICTION = "prediction"
-PROBABILITY = "probability"
-RAW_PREDICTION = "rawPrediction"
 # Linear models are sensitive to feature scale; trees are not.
 SCALED_ALGORITHMS = frozenset({"logistic_regression", "linear_regression"})
 MAX_CLASSES = 1000
@@ -326,116 +322,11 @@ def _index_labels(df: "DataFrame", spec: TrainingSpec, labels: Sequence[str], ha
     return indexer.transform(df)
 
 
-# --- metrics --------------------------------------------------------------------------------------------------
-
-
-def _evaluator(metric: str, label_col: str) -> "Evaluator":
-    from pyspark.ml.evaluation import (
-        BinaryClassificationEvaluator,
-        MulticlassClassificationEvaluator,
-        RegressionEvaluator,
-    )
-
-    if metric in ("areaUnderROC", "areaUnderPR"):
-        return BinaryClassificationEvaluator(labelCol=label_col, rawPredictionCol=RAW_PREDICTION, metricName=metric)
-    if metric in ("accuracy", "f1", "logLoss"):
-        return MulticlassClassificationEvaluator(
-            labelCol=label_col, predictionCol=PREDICTION, probabilityCol=PROBABILITY, metricName=metric
-        )
-    return RegressionEvaluator(labelCol=label_col, predictionCol=PREDICTION, metricName=metric)
-
-
-def metric_names(task: str, num_classes: int) -> list[str]:
-    """The metrics reported for a task: binary classification adds the two areas under curves."""
-    if task == "regression":
-        return ["rmse", "mae", "r2"]
-    binary = ["areaUnderROC", "areaUnderPR"] if num_classes == 2 else []
-    return binary + ["accuracy", "f1", "logLoss"]
+# --- metrics ---------------------------------------------------------------------------------------------------
 
 
 def _num_classes(model: "PipelineModel") -> int:
     return int(getattr(model.stages[-1], "numClasses", 0) or 0)
-
-
-LOG_LOSS_EPS = 1e-15  # MulticlassClassificationEvaluator's default
-
-
-def _metrics(predictions: "DataFrame", task: str, label_col: str, num_classes: int) -> dict[str, float]:
-    """The metrics of :func:`metric_names`, with the definitions of Spark's evaluators.
-
-    The multiclass metrics (accuracy, weighted F1, log loss) and the regression ones come from ONE aggregation
-    each (an evaluator per metric costs a job or more each); the areas under curves stay with
-    ``BinaryClassificationEvaluator`` (its binned curves). Raises :class:`UsageError` when there are no rows.
-    """
-    if task == "regression":
-        out = _regression_metrics(predictions, label_col)
-    else:
-        out = _multiclass_metrics(predictions, label_col)
-        if num_classes == 2:
-            out.update({m: float(_evaluator(m, label_col).evaluate(predictions))
-                        for m in ("areaUnderROC", "areaUnderPR")})
-    return {m: out[m] for m in metric_names(task, num_classes)}
-
-
-def _multiclass_metrics(predictions: "DataFrame", label_col: str) -> dict[str, float]:
-    """accuracy, f1 (weighted by label counts) and logLoss as Spark's MulticlassMetrics defines them, from
-    counts per (label, prediction) pair and the log loss summed in the same aggregation."""
-    from pyspark.ml.functions import vector_to_array
-    from pyspark.sql import functions as F
-
-    label = F.col(f"`{label_col}`")
-    p = vector_to_array(F.col(PROBABILITY))[label.cast("int")]
-    loss = (F.when(p < LOG_LOSS_EPS, F.lit(-math.log(LOG_LOSS_EPS)))
-            .when(p > 1 - LOG_LOSS_EPS, F.lit(-math.log1p(-LOG_LOSS_EPS)))
-            .otherwise(-F.log(p)))
-    # Keys under names of their own: a label column called "label" would otherwise meet its own alias.
-    pairs = predictions.groupBy(label.alias("__label"), F.col(PREDICTION).alias("__prediction")).agg(
-        F.count(F.lit(1)).alias("n"), F.sum(loss).alias("loss")
-    ).collect()
-    total = sum(r["n"] for r in pairs)
-    if total == 0:
-        raise UsageError("the evaluation data has no labelled rows")
-    by_label: dict[float, int] = {}
-    by_prediction: dict[float, int] = {}
-    hits: dict[float, int] = {}
-    for r in pairs:
-        cls, predicted = r["__label"], r["__prediction"]
-        by_label[cls] = by_label.get(cls, 0) + r["n"]
-        by_prediction[predicted] = by_prediction.get(predicted, 0) + r["n"]
-        if cls == predicted:
-            hits[cls] = r["n"]
-
-    def f1(cls: float) -> float:
-        tp = hits.get(cls, 0)
-        precision = tp / by_prediction[cls] if by_prediction.get(cls) else 0.0
-        recall = tp / by_label[cls]
-        return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
-
-    return {
-        "accuracy": sum(hits.values()) / total,
-        "f1": sum(n / total * f1(cls) for cls, n in sorted(by_label.items())),
-        "logLoss": sum(r["loss"] for r in pairs) / total,
-    }
-
-
-def _regression_metrics(predictions: "DataFrame", label_col: str) -> dict[str, float]:
-    """rmse, mae and r2 as Spark's RegressionMetrics defines them (r2 = 1 - SSerr/SStot), in one aggregation."""
-    from pyspark.sql import functions as F
-
-    y, error = F.col(f"`{label_col}`").cast("double"), F.col(PREDICTION) - F.col(f"`{label_col}`")
-    row = predictions.agg(
-        F.count(F.lit(1)).alias("__n"), F.sum(error * error).alias("__sse"), F.sum(F.abs(error)).alias("__sae"),
-        F.var_samp(y).alias("__var"),
-    ).collect()[0]
-    n = int(row["__n"])
-    if n == 0:
-        raise UsageError("the evaluation data has no labelled rows")
-    ss_tot = (row["__var"] or 0.0) * (n - 1)
-    return {
-        "rmse": math.sqrt(row["__sse"] / n),
-        "mae": row["__sae"] / n,
-        "r2": 1 - row["__sse"] / ss_tot if ss_tot else float("nan"),  # a constant label has no r2
-    }
 
 
 def evaluate(
@@ -466,7 +357,7 @@ def evaluate(
     label_col = label_column(spec, label_is_string)
     predictions = cached(model.transform(data))
     try:
-        return _metrics(predictions, spec.task, label_col, _num_classes(model))
+        return evaluate_predictions(predictions, spec.task, label_col, _num_classes(model)).metrics
     finally:
         uncached(predictions)
 
@@ -508,7 +399,7 @@ def _cross_validate(
     cv = CrossValidator(
         estimator=pipeline,
         estimatorParamMaps=grid,
-        evaluator=_evaluator(metric, label_col),
+        evaluator=evaluator(metric, label_col),
         numFolds=spec.tuning.folds,
         seed=spec.tuning.seed,
     )
@@ -572,7 +463,7 @@ def train(spark: "SparkSession", spec: TrainingSpec) -> TrainingResult:
     """
     from pyspark.sql import functions as F
 
-    from sparkship.profiles import compute_profile, prediction_profile
+    from sparkship.profiles import class_profile, compute_profile, prediction_profile
 
     started = time.perf_counter()
     recorder = StepRecorder(spark)
@@ -613,12 +504,15 @@ def train(spark: "SparkSession", spec: TrainingSpec) -> TrainingResult:
                 [PROBABILITY, RAW_PREDICTION] if spec.task == "classification" else []
             )))
             cached_frames.append(predictions)
-            metrics = _metrics(predictions, spec.task, label_col, num_classes or _num_classes(model))
+            evaluation = evaluate_predictions(predictions, spec.task, label_col, num_classes or _num_classes(model))
+            metrics = evaluation.metrics
         log.info("held-out metrics %s", {k: round(v, 4) for k, v in metrics.items()})
 
         with recorder.step("reference profile"):
             profile = compute_profile(train_df, spec.features.numeric, spec.features.categorical)
-            profile["prediction"] = prediction_profile(predictions, spec.task)
+            # a classifier's class shares come with its metrics' grouping; a regressor's bins need a pass
+            profile["prediction"] = (class_profile(evaluation.predicted) if spec.task == "classification"
+                                     else prediction_profile(predictions, spec.task))
     finally:
         for df in cached_frames:
             uncached(df)
