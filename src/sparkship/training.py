@@ -22,10 +22,11 @@ import platform
 import shutil
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
 
 from sparkship import tables
 from sparkship.errors import IntegrityError, NotFoundError, SchemaMismatchError, UsageError
@@ -41,6 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from sparkship.config import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FEATURES = "features"
 RAW_FEATURES = "features__raw"
@@ -77,6 +79,7 @@ class StepRecorder:
 
     Jobs are counted through a job group set for the step (None under Spark Connect, which has no
     ``sparkContext`` and so no status tracker). Used for the log and for benchmarks/train_overhead.py's breakdown.
+    Steps may run on several threads at once (the job group is per thread): their seconds then overlap.
     """
 
     def __init__(self, spark: "SparkSession") -> None:
@@ -451,6 +454,12 @@ def held_out_rows(
     return labelled_rows(selected.where(split_flag(spec)), spec, labels, f"table {spec.table}@{version}")[0]
 
 
+def _recorded(recorder: StepRecorder, step: str, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` as a step of ``recorder`` (its own job group, on whatever thread runs it)."""
+    with recorder.step(step):
+        return fn(*args)
+
+
 def train(spark: "SparkSession", spec: TrainingSpec) -> TrainingResult:
     """Read the spec's table (the pinned version, or the latest at start), check it, fit, and measure.
 
@@ -499,17 +508,22 @@ def train(spark: "SparkSession", spec: TrainingSpec) -> TrainingResult:
                 model = pipeline.fit(train_df)
         log.info("fitted %s (%.1f s)", spec.model.estimator_class, time.perf_counter() - started)
 
-        with recorder.step("held-out metrics"):
-            predictions = cached(model.transform(test_df).select(label_col, PREDICTION, *(
-                [PROBABILITY, RAW_PREDICTION] if spec.task == "classification" else []
-            )))
-            cached_frames.append(predictions)
-            evaluation = evaluate_predictions(predictions, spec.task, label_col, num_classes or _num_classes(model))
-            metrics = evaluation.metrics
-        log.info("held-out metrics %s", {k: round(v, 4) for k, v in metrics.items()})
-
+        # The inputs' reference profile runs alongside the held-out metrics: both are a few short Spark jobs
+        # whose scheduling and collecting overlap well, even on two cores.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="reference-profile") as pool:
+            inputs_profile = pool.submit(_recorded, recorder, "reference profile", compute_profile, train_df,
+                                         spec.features.numeric, spec.features.categorical)
+            with recorder.step("held-out metrics"):
+                predictions = cached(model.transform(test_df).select(label_col, PREDICTION, *(
+                    [PROBABILITY, RAW_PREDICTION] if spec.task == "classification" else []
+                )))
+                cached_frames.append(predictions)
+                evaluation = evaluate_predictions(predictions, spec.task, label_col,
+                                                  num_classes or _num_classes(model))
+                metrics = evaluation.metrics
+            log.info("held-out metrics %s", {k: round(v, 4) for k, v in metrics.items()})
+            profile = inputs_profile.result()
         with recorder.step("reference profile"):
-            profile = compute_profile(train_df, spec.features.numeric, spec.features.categorical)
             # a classifier's class shares come with its metrics' grouping; a regressor's bins need a pass
             profile["prediction"] = (class_profile(evaluation.predicted) if spec.task == "classification"
                                      else prediction_profile(predictions, spec.task))
