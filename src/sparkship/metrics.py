@@ -9,7 +9,7 @@ Everything comes from that one grouping:
 * the areas under the ROC and precision-recall curves, computed exactly over every distinct score.
   ``BinaryClassificationEvaluator`` down-samples its curves to about 1,000 points once there are 2,000 distinct
   scores or more, so above that its areas are approximations of these; below it the two agree. Its curves
-  cost about ten Spark jobs per area; the grouping costs one for everything;
+  cost about five Spark jobs per area; the grouping is one pass over the predictions for everything;
 * the row count per predicted class, which the reference profile's prediction distribution needs.
 
 When the grouping has more than ``max_score_groups`` rows (a model with millions of distinct scores), the
@@ -89,7 +89,7 @@ def evaluate_predictions(
     groups = _grouped(predictions, label_col, with_score=binary, limit=max_score_groups) if binary else None
     if groups is None:
         groups = _grouped(predictions, label_col, with_score=False, limit=None)
-    if not len(groups["n"]) or not groups["n"].sum():
+    if not groups["n"].sum():
         raise UsageError("the evaluation data has no labelled rows")
     metrics = _multiclass_metrics(groups)
     if binary:
@@ -112,7 +112,7 @@ def _grouped(
     loss = (F.when(p < LOG_LOSS_EPS, F.lit(-math.log(LOG_LOSS_EPS)))
             .when(p > 1 - LOG_LOSS_EPS, F.lit(-math.log1p(-LOG_LOSS_EPS)))
             .otherwise(-F.log(p)))
-    # Keys under names of their own: a label column called "label" would otherwise meet its own alias.
+    # One select names every output: a label column called "label", "score" or "loss" cannot collide with them.
     keys = [label.cast("double").alias("label"), F.col(PREDICTION).alias("prediction")]
     if with_score:
         keys.append(vector_to_array(F.col(RAW_PREDICTION))[1].alias("score"))
