@@ -2,7 +2,8 @@
 
 `make test` builds the second environment (.venv35: pyspark 3.5, delta-spark 3.3 and Delta's 2.12 jars) and
 points SPARKSHIP_VENV35 at it. Spark 3.5 has no Python data sources, so this runs on the native engine only:
-import -> train -> validate -> promote -> score -> monitor, then the outputs are read back here.
+import -> train -> validate -> promote -> score -> monitor, each step a CLI command of one process, then the
+outputs are read back here.
 """
 from __future__ import annotations
 
@@ -20,14 +21,30 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _run35(*args: str, home: str, expect: tuple[int, ...] = (0,)) -> dict:
+# The steps run one after another by the CLI of one Spark 3.5 process (a JVM start on 3.5 costs ~15 s of CPU
+# on two cores, and this environment has no class archive): each step's exit code and JSON line come back.
+_FLOW = """
+import contextlib, io, json, sys
+from sparkship.cli import main
+for argv in json.loads(sys.argv[1]):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = main(["--json", *argv])
+    print(json.dumps({"rc": rc, "result": json.loads(out.getvalue().strip().splitlines()[-1])}), flush=True)
+"""
+
+
+def _run35(steps: list[list[str]], home: str) -> list[dict]:
+    """``sparkship --json STEP`` for each step, in one .venv35 process; each step's exit code and result."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYSPARK_", "SPARKSHIP_DELTA", "SPARK_"))}
     env.update(SPARKSHIP_HOME=home, PYSPARK_PYTHON=os.path.join(VENV35, "bin", "python"))
-    out = subprocess.run([os.path.join(VENV35, "bin", "sparkship"), "--json", *args], env=env, capture_output=True,
-                         text=True, timeout=900)
-    assert out.returncode in expect, f"{args}: rc {out.returncode}\n{out.stderr[-4000:]}"
+    out = subprocess.run([os.path.join(VENV35, "bin", "python"), "-c", _FLOW, json.dumps(steps)], env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, f"rc {out.returncode}\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}"
     assert "Traceback" not in out.stderr, out.stderr[-4000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    done = [json.loads(line) for line in out.stdout.splitlines() if line.startswith('{"rc"')]
+    assert len(done) == len(steps), out.stdout[-4000:]
+    return done
 
 
 def _write_parquet(python: str, path: str, rows: int, seed: int, first_id: int) -> None:
@@ -49,8 +66,6 @@ def test_import_train_validate_promote_score_monitor_on_spark35(tmp_path):
     _write_parquet(python, batch_file, 500, seed=8, first_id=10_001)
     table, batch, scores = (str(tmp_path / n) for n in ("churn", "batch", "scores"))
 
-    assert _run35("tables", "import", "--source", train_file, "--table", table, home=home)["version"] == 0
-    _run35("tables", "import", "--source", batch_file, "--table", batch, home=home)
     from sparkship import datasets
 
     spec = tmp_path / "spec.yaml"
@@ -61,16 +76,25 @@ def test_import_train_validate_promote_score_monitor_on_spark35(tmp_path):
         "split": {"test_fraction": 0.2, "seed": 42},
         "validation": {"thresholds": {"areaUnderROC": {"min": 0.6}}},
     }))
-    trained = _run35("train", "--spec", str(spec), "--run-id", "35", home=home)
+    steps = {
+        "import": ["tables", "import", "--source", train_file, "--table", table],
+        "import batch": ["tables", "import", "--source", batch_file, "--table", batch],
+        "train": ["train", "--spec", str(spec), "--run-id", "35"],
+        "validate": ["validate", "--model", "churn/1", "--table", table],
+        "promote": ["promote", "--model", "churn/1"],
+        "score": ["score", "--model", "churn@champion", "--input", batch, "--output", scores,
+                  "--keys", datasets.KEY],
+        "monitor": ["monitor", "--model", "churn@champion", "--scores", scores],
+    }
+    done = dict(zip(steps, _run35(list(steps.values()), home=home)))
+    # Exit 2 from monitor means drift was flagged: a result, not a failure.
+    assert all(step["rc"] == 0 for name, step in done.items() if name != "monitor"), done
+    assert done["monitor"]["rc"] in (0, 2), done["monitor"]
+    assert done["import"]["result"]["version"] == 0
+    trained = done["train"]["result"]
     assert trained["version"] == 1 and trained["metrics"]["areaUnderROC"] > 0.6
-    _run35("validate", "--model", "churn/1", "--table", table, home=home)
-    _run35("promote", "--model", "churn/1", home=home)
-    scored = _run35("score", "--model", "churn@champion", "--input", batch, "--output", scores,
-                    "--keys", datasets.KEY, home=home)
-    assert scored["rows_in"] == 500
-    # Exit 2 means drift was flagged: a result, not a failure.
-    monitored = _run35("monitor", "--model", "churn@champion", "--scores", scores, home=home, expect=(0, 2))
-    assert monitored["windows"], monitored
+    assert done["score"]["result"]["rows_in"] == 500
+    assert done["monitor"]["result"]["windows"], done["monitor"]
 
     # Written by delta-spark 3.3, read here by delta-rs: every input row is scored or quarantined, once.
     from deltalake import DeltaTable

@@ -1,24 +1,28 @@
 """Table names through the catalog, persistent locally across CLI processes.
 
-One flow with names and the same flow with paths, each step a separate ``sparkship`` process (real Spark with
-delta-spark, real Delta tables on disk), sharing a ``--home`` per flow: import -> show -> history -> train
-(pinned ``@0``) -> score -> monitor. The two flows run side by side once for the module; the tests then compare
-their outputs with chispa and check what the named flow left in the catalog from yet another process.
+One flow with names, each step a separate ``sparkship`` process (real Spark with delta-spark, real Delta tables
+on disk), and the same flow with paths through the CLI of this process, each sharing a ``--home`` per flow:
+import -> show -> history -> train (pinned ``@0``) -> score -> monitor. The two flows run side by side once for
+the module; the tests then compare their outputs with chispa and check what the named flow left in the catalog
+from yet another process.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 import yaml
 
 from sparkship import datasets
+from sparkship.cli import main
 from sparkship.errors import UsageError
 from sparkship.spark import DRIVER_JAVA_OPTIONS_ENV
 from sparkship.tables import names
@@ -43,6 +47,19 @@ def _cli(*args: str, home: str, cwd: str, expect: tuple[int, ...] = (0,), **env:
     assert "Traceback" not in out.stderr, out.stderr[-4000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result.update(_rc=out.returncode, _stderr=out.stderr)
+    return result
+
+
+def _cli_in_process(*args: str, home: str, cwd: str, expect: tuple[int, ...] = (0,)) -> dict[str, Any]:
+    """The same command run by this process's CLI on the session fixture: the path flow, whose tables need no
+    catalog shared across processes (the named flow is the one that proves names persist between processes)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(["--json", "--home", home, *args])
+    assert rc in expect, f"{args}: rc {rc}\n{err.getvalue()[-4000:]}"
+    assert "Traceback" not in err.getvalue(), err.getvalue()[-4000:]
+    result = json.loads(out.getvalue().strip().splitlines()[-1])
+    result.update(_rc=rc, _stderr=err.getvalue())
     return result
 
 
@@ -86,15 +103,16 @@ def _spec(folder: str, table: str) -> str:
     return path
 
 
-def _flow(root: str, churn: str, churn_3part: str, scores: str, train_csv: str, more_csv: str) -> dict[str, Any]:
-    """import -> import (append) -> show -> history -> train (@0) -> score -> monitor, one process each."""
+def _flow(root: str, churn: str, churn_3part: str, scores: str, train_csv: str, more_csv: str,
+          cli: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    """import -> import (append) -> show -> history -> train (@0) -> score -> monitor, each a ``cli`` call."""
     home, work = os.path.join(root, "home"), os.path.join(root, "work")
     os.makedirs(work)
     run: dict[str, Any] = {"home": home, "work": work, "seconds": {}}
 
     def step(key: str, *args: str, expect: tuple[int, ...] = (0,)) -> None:
         started = time.monotonic()
-        run[key] = _cli(*args, home=home, cwd=work, expect=expect)
+        run[key] = cli(*args, home=home, cwd=work, expect=expect)
         run["seconds"][key] = round(time.monotonic() - started, 1)
 
     step("import", "tables", "import", "--source", train_csv, "--table", churn)
@@ -108,20 +126,21 @@ def _flow(root: str, churn: str, churn_3part: str, scores: str, train_csv: str, 
 
 
 @pytest.fixture(scope="module")
-def flows(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
-    """The named flow and the path flow, run side by side (each its own home)."""
+def flows(spark, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """The named flow (a process per step) and the path flow (this process), side by side, each its own home."""
     root = str(tmp_path_factory.mktemp("names"))
     train_csv, more_csv = _write_csvs(root)
     p = os.path.join(root, "paths", "tables")
     plans = {
-        "names": ("sales.churn", "`main`.sales.`churn`", "sales.scores"),
-        "paths": (f"{p}/churn", f"{p}/churn", f"{p}/scores"),
+        "names": ("sales.churn", "`main`.sales.`churn`", "sales.scores", _cli),
+        "paths": (f"{p}/churn", f"{p}/churn", f"{p}/scores", _cli_in_process),
     }
     results: dict[str, Any] = {}
 
     def go(kind: str) -> None:
         try:
-            results[kind] = _flow(os.path.join(root, kind), *plans[kind], train_csv, more_csv)
+            churn, churn_3part, scores, cli = plans[kind]
+            results[kind] = _flow(os.path.join(root, kind), churn, churn_3part, scores, train_csv, more_csv, cli)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread below
             results[kind] = exc
 
