@@ -99,3 +99,89 @@ def _commit_kinds(table: str) -> set[str]:
         has_txn = any("txn" in a for a in actions)
         kinds.add("compare-and-set" if has_txn else "blind append" if info.get("isBlindAppend") else "other")
     return kinds
+
+
+# --- the transaction path (sparkship.tables.transactions), with commits interleaved by hand -----------------------
+
+def _one_row_table(spark, folder: str, n: int):  # noqa: ANN202 - a pyspark DataFrame
+    from sparkship import tables
+
+    df = spark.createDataFrame([(n, f"row {n}")], "n long, note string")
+    if not tables.exists(spark, folder):
+        tables.write(df, folder, "append", expected_version=-1)
+    return df
+
+
+def _rows(spark, folder: str) -> list[int]:
+    return sorted(r.n for r in spark.read.format("delta").load(folder).collect())
+
+
+def test_a_cas_append_takes_the_transaction_path_on_a_classic_session(spark, tmp_path):
+    from sparkship import tables
+    from sparkship.tables import transactions
+
+    folder = str(tmp_path / "t")
+    _one_row_table(spark, folder, 0)
+    assert transactions.supported(spark)
+    version = tables.write(_one_row_table(spark, folder, 1), folder, "append", expected_version=0)
+    assert version == 1 and _rows(spark, folder) == [0, 1]
+    info = spark.sql(f"DESCRIBE HISTORY delta.`{folder}`").where("version = 1").first()
+    assert info.isBlindAppend is False  # it read the whole table: the mark of the transaction path
+    assert _commit_kinds(folder) == {"compare-and-set"}
+
+
+def test_two_prepared_appends_at_one_version_commit_once(spark, tmp_path):
+    from sparkship.errors import ConcurrentWriteError
+    from sparkship.tables import transactions
+
+    folder = str(tmp_path / "t")
+    _one_row_table(spark, folder, 0)
+    first = transactions.prepare_append(_one_row_table(spark, folder, 1), folder, expected_version=0, write_id="a")
+    second = transactions.prepare_append(_one_row_table(spark, folder, 2), folder, expected_version=0, write_id="b")
+    assert transactions.commit_append(first) == 1
+    with pytest.raises(ConcurrentWriteError, match="conflicted with a concurrent commit"):
+        transactions.commit_append(second)
+    assert _rows(spark, folder) == [0, 1]
+
+
+@pytest.mark.parametrize("winner_rows", [1, 0], ids=["rows", "no-rows"])
+def test_a_commit_through_the_write_options_beats_a_prepared_append(spark, tmp_path, winner_rows):
+    """What a Spark Connect client commits (Delta's txnAppId/txnVersion options) is a conflict for it too, even
+    one that adds no rows (no files to conflict on: its transaction id is the conflict)."""
+    from sparkship import tables
+    from sparkship.errors import ConcurrentWriteError
+    from sparkship.tables import transactions
+
+    folder = str(tmp_path / "t")
+    _one_row_table(spark, folder, 0)
+    prepared = transactions.prepare_append(_one_row_table(spark, folder, 1), folder, expected_version=0, write_id="a")
+    (_one_row_table(spark, folder, 2).limit(winner_rows).write.format("delta").mode("append")
+     .option("txnAppId", "sparkship").option("txnVersion", "1").save(folder))
+    assert spark.read.format("delta").load(folder).count() == 1 + winner_rows and tables.version(spark, folder) == 1
+    with pytest.raises(ConcurrentWriteError):
+        transactions.commit_append(prepared)
+    assert _rows(spark, folder) == [0, 2][: 1 + winner_rows]
+
+
+def test_the_write_options_path_skips_a_version_the_transaction_path_took(spark, tmp_path):
+    from sparkship import tables
+
+    folder = str(tmp_path / "t")
+    _one_row_table(spark, folder, 0)
+    assert tables.write(_one_row_table(spark, folder, 1), folder, "append", expected_version=0) == 1
+    # A client that also expected version 0 (through the options) finds its transaction id taken: Delta skips it.
+    (_one_row_table(spark, folder, 2).write.format("delta").mode("append")
+     .option("txnAppId", "sparkship").option("txnVersion", "1").save(folder))
+    assert tables.version(spark, folder) == 1 and _rows(spark, folder) == [0, 1]
+
+
+def test_a_prepared_append_at_the_wrong_version_writes_nothing(spark, tmp_path):
+    from sparkship.errors import ConcurrentWriteError
+    from sparkship.tables import transactions
+
+    folder = str(tmp_path / "t")
+    _one_row_table(spark, folder, 0)
+    files_before = sorted(os.listdir(folder))
+    with pytest.raises(ConcurrentWriteError, match="is at version 0, not 3"):
+        transactions.prepare_append(_one_row_table(spark, folder, 1), folder, expected_version=3, write_id="a")
+    assert sorted(os.listdir(folder)) == files_before and _rows(spark, folder) == [0]

@@ -8,6 +8,9 @@ Compare-and-set: a write with ``expected_version=e`` records Delta's transaction
 optimistic concurrency then makes it a true CAS among sparkship's writers: a commit that lands first makes
 Delta skip ours (its identifier is already at e+1) or reject it (``ConcurrentTransactionException``); either
 way the caller gets :class:`~sparkship.errors.ConcurrentWriteError` and the table holds one commit, not two.
+On a classic session with open-source delta-spark, an append to an existing local table takes the same
+compare-and-set in a Delta transaction of its own instead (:mod:`sparkship.tables.transactions`): the options'
+transaction-id lookup costs delta-spark 4.0.1 a rebuild of the table's state.
 """
 from __future__ import annotations
 
@@ -20,15 +23,14 @@ from urllib.parse import unquote
 from sparkship.errors import ConcurrentWriteError, NotFoundError, SchemaMismatchError
 from sparkship.spark import is_connect
 from sparkship.tables import files as delta_files
-from sparkship.tables import names
+from sparkship.tables import names, transactions
+from sparkship.tables.files import CAS_APP_ID, WRITE_ID_KEY
 from sparkship.tables.engine import Commit, FileChanges, WriteRequest, is_local_path, is_table_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import StructType
 
-WRITE_ID_KEY = "sparkship.writeId"
-CAS_APP_ID = "sparkship"
 # Delta's conflict error classes (pyspark surfaces them by condition when delta's Python package is absent).
 _CONFLICT_CONDITIONS = (
     "DELTA_CONCURRENT_", "DELTA_METADATA_CHANGED", "DELTA_PROTOCOL_CHANGED", "DELTA_FILE_ALREADY_EXISTS",
@@ -190,6 +192,12 @@ class NativeEngine:
         return reader.load(table) if is_path(table) else reader.table(resolve(spark, table))
 
     def write(self, df: "DataFrame", table: str, request: WriteRequest) -> int:
+        folder = _local_folder(df.sparkSession, table)
+        cas_version = _plain_cas_append_version(request)
+        if folder and cas_version is not None and transactions.supported(df.sparkSession):
+            prepared = transactions.prepare_append(df, folder, expected_version=cas_version,
+                                                   write_id=request.write_id, table=table)
+            return transactions.commit_append(prepared)
         writer = self._writer(df, request)
         try:
             if is_path(table):
@@ -340,6 +348,14 @@ def _local_folder(spark: "SparkSession", table: str) -> str | None:
     if is_table_name(table) and names.is_local_catalog(spark):
         return names.local_table(spark, table).location
     return None
+
+
+def _plain_cas_append_version(request: WriteRequest) -> int | None:
+    """The expected version of an append to an existing table that changes neither schema nor partitions (what
+    :mod:`sparkship.tables.transactions` commits without the options path's transaction-id lookup), else None."""
+    expected = request.expected_version
+    plain = request.mode == "append" and not request.replace_partitions and not request.overwrite_schema
+    return expected if plain and expected is not None and expected >= 0 else None
 
 
 def _check_data_paths(folder: str | None, version: int | None) -> None:
