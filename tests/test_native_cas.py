@@ -136,11 +136,11 @@ def test_two_prepared_appends_at_one_version_commit_once(spark, tmp_path):
 
     folder = str(tmp_path / "t")
     _one_row_table(spark, folder, 0)
-    first = transactions.prepare_append(_one_row_table(spark, folder, 1), folder, expected_version=0, write_id="a")
-    second = transactions.prepare_append(_one_row_table(spark, folder, 2), folder, expected_version=0, write_id="b")
-    assert transactions.commit_append(first) == 1
+    first = transactions.prepare_write(_one_row_table(spark, folder, 1), folder, expected_version=0, write_id="a")
+    second = transactions.prepare_write(_one_row_table(spark, folder, 2), folder, expected_version=0, write_id="b")
+    assert transactions.commit_write(first) == 1
     with pytest.raises(ConcurrentWriteError, match="conflicted with a concurrent commit"):
-        transactions.commit_append(second)
+        transactions.commit_write(second)
     assert _rows(spark, folder) == [0, 1]
 
 
@@ -154,12 +154,12 @@ def test_a_commit_through_the_write_options_beats_a_prepared_append(spark, tmp_p
 
     folder = str(tmp_path / "t")
     _one_row_table(spark, folder, 0)
-    prepared = transactions.prepare_append(_one_row_table(spark, folder, 1), folder, expected_version=0, write_id="a")
+    prepared = transactions.prepare_write(_one_row_table(spark, folder, 1), folder, expected_version=0, write_id="a")
     (_one_row_table(spark, folder, 2).limit(winner_rows).write.format("delta").mode("append")
      .option("txnAppId", "sparkship").option("txnVersion", "1").save(folder))
     assert spark.read.format("delta").load(folder).count() == 1 + winner_rows and tables.version(spark, folder) == 1
     with pytest.raises(ConcurrentWriteError):
-        transactions.commit_append(prepared)
+        transactions.commit_write(prepared)
     assert _rows(spark, folder) == [0, 2][: 1 + winner_rows]
 
 
@@ -183,5 +183,5 @@ def test_a_prepared_append_at_the_wrong_version_writes_nothing(spark, tmp_path):
     _one_row_table(spark, folder, 0)
     files_before = sorted(os.listdir(folder))
     with pytest.raises(ConcurrentWriteError, match="is at version 0, not 3"):
-        transactions.prepare_append(_one_row_table(spark, folder, 1), folder, expected_version=3, write_id="a")
+        transactions.prepare_write(_one_row_table(spark, folder, 1), folder, expected_version=3, write_id="a")
     assert sorted(os.listdir(folder)) == files_before and _rows(spark, folder) == [0]

@@ -72,21 +72,34 @@ def test_create_append_overwrite_and_time_travel(spark, tmp_path, people):
     assert [h["parameters"].get("mode") for h in history[:2]] == ["Overwrite", "Append"]
 
 
-def test_partition_overwrite_replaces_only_that_partition(spark, tmp_path, people):
+@pytest.mark.parametrize("compare_and_set", [False, True], ids=["plain", "compare-and-set"])
+def test_partition_overwrite_replaces_only_that_partition(spark, tmp_path, people, compare_and_set):
+    """With ``expected_version`` on delta-spark, the overwrite runs in sparkship's own Delta transaction
+    (sparkship.tables.transactions); without it, through Delta's replaceWhere option."""
     path = str(tmp_path / "p")
     tables.write(people, path, mode="overwrite", partition_by=["day"])
     assert os.path.isdir(os.path.join(path, "day=2024-01-02"))
     new_rows = spark.createDataFrame(
         [(1000, "new", 1.0, dt.date(2024, 1, 2), dt.datetime(2024, 1, 2, tzinfo=dt.timezone.utc))], SCHEMA
     )
-    tables.write(new_rows, path, mode="overwrite", replace_partitions={"day": dt.date(2024, 1, 2)})
+
+    def expected_version() -> dict:
+        return {"expected_version": tables.version(spark, path)} if compare_and_set else {}
+
+    tables.write(new_rows, path, mode="overwrite", replace_partitions={"day": dt.date(2024, 1, 2)}, **expected_version())
     expected = people.where(F.col("day") != F.lit(dt.date(2024, 1, 2))).unionByName(new_rows)
     assert_df_equality(tables.read(spark, path), expected, ignore_row_order=True)
+    assert_df_equality(spark.createDataFrame(_deltalake_table(path).to_pandas(), SCHEMA), expected,
+                       ignore_row_order=True)
     # Rows outside the partition being replaced are refused and nothing changes.
     before = tables.version(spark, path)
     with pytest.raises(SparkshipError, match="outside the partitions being replaced"):
-        tables.write(people, path, mode="overwrite", replace_partitions={"day": dt.date(2024, 1, 2)})
+        tables.write(people, path, mode="overwrite", replace_partitions={"day": dt.date(2024, 1, 2)},
+                     **expected_version())
     assert tables.version(spark, path) == before
+    # A whole-table overwrite that keeps the schema.
+    tables.write(new_rows, path, mode="overwrite", **expected_version())
+    assert_df_equality(tables.read(spark, path), new_rows)
 
 
 def test_schema_mismatch_names_the_columns_and_leaves_the_table(spark, tmp_path, people):

@@ -193,11 +193,12 @@ class NativeEngine:
 
     def write(self, df: "DataFrame", table: str, request: WriteRequest) -> int:
         folder = _local_folder(df.sparkSession, table)
-        cas_version = _plain_cas_append_version(request)
+        cas_version = _cas_version_keeping_schema(request)
         if folder and cas_version is not None and transactions.supported(df.sparkSession):
-            prepared = transactions.prepare_append(df, folder, expected_version=cas_version,
-                                                   write_id=request.write_id, table=table)
-            return transactions.commit_append(prepared)
+            replace_where = _replace_where(request.replace_partitions) if request.replace_partitions else None
+            prepared = transactions.prepare_write(df, folder, expected_version=cas_version, write_id=request.write_id,
+                                                  mode=request.mode, replace_where=replace_where, table=table)
+            return transactions.commit_write(prepared)
         writer = self._writer(df, request)
         try:
             if is_path(table):
@@ -350,12 +351,11 @@ def _local_folder(spark: "SparkSession", table: str) -> str | None:
     return None
 
 
-def _plain_cas_append_version(request: WriteRequest) -> int | None:
-    """The expected version of an append to an existing table that changes neither schema nor partitions (what
+def _cas_version_keeping_schema(request: WriteRequest) -> int | None:
+    """The expected version of a compare-and-set write to an existing table that keeps its schema (what
     :mod:`sparkship.tables.transactions` commits without the options path's transaction-id lookup), else None."""
     expected = request.expected_version
-    plain = request.mode == "append" and not request.replace_partitions and not request.overwrite_schema
-    return expected if plain and expected is not None and expected >= 0 else None
+    return expected if expected is not None and expected >= 0 and not request.overwrite_schema else None
 
 
 def _check_data_paths(folder: str | None, version: int | None) -> None:

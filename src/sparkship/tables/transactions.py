@@ -1,16 +1,19 @@
-"""Compare-and-set appends in a delta-spark transaction of their own (classic sessions, open-source Delta).
+"""Compare-and-set writes in a delta-spark transaction of their own (classic sessions, open-source Delta).
 
 The native engine's portable compare-and-set is Delta's idempotent-write options (``txnAppId`` /
 ``txnVersion``, see :mod:`sparkship.tables.native`). delta-spark 4.0.1 looks that transaction id up by
 rebuilding the table's state: three Spark jobs, about 0.7 s of a one-row commit's 1 s on two cores
 (``benchmarks/metadata_commit.py``). Where the session has a JVM handle and open-source delta-spark's classes
-(local sessions, open-source clusters), an append with ``expected_version`` runs in an
-``OptimisticTransaction`` instead, in two steps:
+(local sessions, open-source clusters), a write with ``expected_version`` to an existing table that keeps its
+schema (an append, an overwrite, or an overwrite of some partitions) runs in an ``OptimisticTransaction``
+instead, in two steps:
 
-1. :func:`prepare_append` starts the transaction, refuses unless its snapshot is at ``expected_version``,
-   records a read of the whole table and of sparkship's transaction id, and writes the data files;
-2. :func:`commit_append` commits those files with the transaction id ``(sparkship, expected_version + 1)``,
-   the same one the options path records.
+1. :func:`prepare_write` starts the transaction, refuses unless its snapshot is at ``expected_version``,
+   records a read of the whole table and of sparkship's transaction id, picks the files an overwrite removes
+   (Delta's own partition filter, for ``replace_where``), and writes the new data files, with
+   ``replace_where`` as a constraint on every row, as Delta's ``replaceWhere`` option does;
+2. :func:`commit_write` commits the removals and the new files with the transaction id
+   ``(sparkship, expected_version + 1)``, the same one the options path records.
 
 Delta's conflict check at commit makes it a true compare-and-set without the state rebuild: any commit that
 landed after the snapshot and added data (every compare-and-set commit does), or that carries sparkship's
@@ -19,8 +22,8 @@ one of Delta's concurrent-modification exceptions, raised here as :class:`Concur
 sessions, and Databricks (whose Delta is not these classes), keep the options path.
 
     >>> from sparkship.tables import transactions
-    >>> prepared = transactions.prepare_append(df, "/tmp/doc_cas", expected_version=3, write_id="w1")  # doctest: +SKIP
-    >>> transactions.commit_append(prepared)                                                         # doctest: +SKIP
+    >>> prepared = transactions.prepare_write(df, "/tmp/doc_cas", expected_version=3, write_id="w1")  # doctest: +SKIP
+    >>> transactions.commit_write(prepared)                                                         # doctest: +SKIP
     4
 """
 from __future__ import annotations
@@ -30,7 +33,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sparkship.errors import ConcurrentWriteError
+from sparkship.errors import ConcurrentWriteError, SchemaMismatchError
 from sparkship.spark import is_connect
 from sparkship.tables.files import CAS_APP_ID, WRITE_ID_KEY
 
@@ -39,16 +42,20 @@ if TYPE_CHECKING:  # pragma: no cover
 
 _DELTA = "org.apache.spark.sql.delta"
 _CONFLICT_CLASS = f"{_DELTA}.DeltaConcurrentModificationException"
+_CONSTRAINT_CLASS = f"{_DELTA}.schema.DeltaInvariantViolationException"
+_REPLACE_WHERE_CONSTRAINT = "EXPRESSION(replaceWhere)"  # the name Delta's own replaceWhere check uses
 
 
 @dataclass(frozen=True)
-class PreparedAppend:
-    """An append whose data files are written and whose transaction is open, not committed yet."""
+class PreparedWrite:
+    """A write whose data files are written and whose transaction is open, not committed yet."""
 
     spark: "SparkSession"
     table: str
+    mode: str  # "append" | "overwrite"
+    replace_where: str | None
     transaction: Any  # py4j handle of the OptimisticTransaction
-    files: Any  # py4j handle of the Scala Seq[FileAction] it wrote
+    actions: Any  # py4j handle of a java.util.List of the files it removes and the files it wrote
     expected_version: int
     write_id: str
 
@@ -63,12 +70,14 @@ def supported(spark: "SparkSession") -> bool:
     return jvm is not None and isinstance(_java(jvm, f"{_DELTA}.DeltaLog"), JavaClass)
 
 
-def prepare_append(df: "DataFrame", folder: str, *, expected_version: int, write_id: str,
-                   table: str | None = None) -> PreparedAppend:
+def prepare_write(df: "DataFrame", folder: str, *, expected_version: int, write_id: str, mode: str = "append",
+                  replace_where: str | None = None, table: str | None = None) -> PreparedWrite:
     """Open a transaction on the table at ``folder``, check its version and write ``df``'s files for it.
 
-    ``df`` must already have the table's schema (the facade checks it). ``table`` is the name errors use.
-    Raises :class:`ConcurrentWriteError` when the table is not at ``expected_version``; nothing is committed.
+    ``df`` must already have the table's schema (the facade checks it). ``mode="overwrite"`` removes the files
+    where the SQL predicate ``replace_where`` holds (on partition columns), or all of them; every written row must
+    satisfy it. ``table`` is the name errors use. Raises :class:`ConcurrentWriteError` when the table is not at
+    ``expected_version``, :class:`SchemaMismatchError` for a row outside ``replace_where``; nothing is committed.
     """
     spark = df.sparkSession
     jvm = spark.sparkContext._jvm
@@ -77,34 +86,66 @@ def prepare_append(df: "DataFrame", folder: str, *, expected_version: int, write
         transaction = _java(jvm, f"{_DELTA}.DeltaLog").forTable(spark._jsparkSession, folder).startTransaction()
         found = transaction.snapshot().version()
         if found != expected_version:
-            raise ConcurrentWriteError(f"append to {shown}: the table is at version {found}, not {expected_version}")
+            raise ConcurrentWriteError(f"{mode} to {shown}: the table is at version {found}, not {expected_version}")
         # Both reads make later commits conflicts for this one: data added by anyone who read the table (every
         # compare-and-set here), and sparkship's transaction id set by the options path.
         transaction.readWholeTable()
         getattr(transaction.readTxn(), "$plus$eq")(CAS_APP_ID)
-        files = transaction.writeFiles(df._jdf)
+        actions = jvm.java.util.ArrayList()
+        if mode == "overwrite":
+            for removed in _as_list(jvm, _files_where(spark, transaction, replace_where)):
+                actions.add(removed.remove())
+        constraints = [] if replace_where is None else [
+            _java(jvm, f"{_DELTA}.constraints.Constraints.Check")(_REPLACE_WHERE_CONSTRAINT, _parsed(spark, replace_where))
+        ]
+        actions.addAll(_as_list(jvm, transaction.writeFiles(df._jdf, _as_seq(jvm, constraints))))
     except Exception as exc:  # noqa: BLE001 - py4j raises Py4JJavaError for anything the JVM throws
-        raise _translated(shown, exc) from None
-    return PreparedAppend(spark, shown, transaction, files, expected_version, write_id)
+        raise _translated(mode, shown, replace_where, exc) from None
+    return PreparedWrite(spark, shown, mode, replace_where, transaction, actions, expected_version, write_id)
 
 
-def commit_append(prepared: PreparedAppend) -> int:
-    """Commit a prepared append and return the version it made, or raise :class:`ConcurrentWriteError`."""
+def commit_write(prepared: PreparedWrite) -> int:
+    """Commit a prepared write and return the version it made, or raise :class:`ConcurrentWriteError`."""
     jvm = prepared.spark.sparkContext._jvm
-    converters = jvm.scala.collection.JavaConverters
-    actions = jvm.java.util.ArrayList(converters.seqAsJavaListConverter(prepared.files).asJava())
     option = jvm.scala.Option
+    actions = jvm.java.util.ArrayList(prepared.actions)
     actions.add(_java(jvm, f"{_DELTA}.actions.SetTransaction")(
         CAS_APP_ID, prepared.expected_version + 1, option.apply(jvm.java.lang.Long.valueOf(str(_now_ms())))
     ))
+    save_mode = jvm.org.apache.spark.sql.SaveMode
     operation = _java(jvm, f"{_DELTA}.DeltaOperations.Write")(
-        jvm.org.apache.spark.sql.SaveMode.Append, option.empty(), option.empty(),
-        option.apply(json.dumps({WRITE_ID_KEY: prepared.write_id})),
+        save_mode.Overwrite if prepared.mode == "overwrite" else save_mode.Append, option.empty(),
+        option.apply(prepared.replace_where), option.apply(json.dumps({WRITE_ID_KEY: prepared.write_id})),
     )
     try:
-        return int(prepared.transaction.commit(converters.asScalaBufferConverter(actions).asScala().toList(), operation))
+        return int(prepared.transaction.commit(_as_seq(jvm, actions), operation))
     except Exception as exc:  # noqa: BLE001 - py4j raises Py4JJavaError for anything the JVM throws
-        raise _translated(prepared.table, exc) from None
+        raise _translated(prepared.mode, prepared.table, prepared.replace_where, exc) from None
+
+
+def _files_where(spark: "SparkSession", transaction: Any, replace_where: str | None) -> Any:
+    """The table's files where ``replace_where`` holds (all of them for None), chosen by Delta's partition filter."""
+    if replace_where is None:
+        return transaction.filterFiles()
+    jvm = spark.sparkContext._jvm
+    return transaction.filterFiles(_as_seq(jvm, [_parsed(spark, replace_where)]), False)
+
+
+def _parsed(spark: "SparkSession", predicate: str) -> Any:
+    """A SQL predicate as a Catalyst expression (unresolved: Delta resolves it against the table, as it does for
+    its ``replaceWhere`` option)."""
+    return spark._jsparkSession.sessionState().sqlParser().parseExpression(predicate)
+
+
+def _as_seq(jvm: Any, items: Any) -> Any:
+    """A Python or Java list as the immutable Scala Seq Delta's methods take (Scala 2.12 and 2.13 alike)."""
+    java_list = items if hasattr(items, "getClass") else jvm.java.util.ArrayList(list(items))
+    return jvm.scala.collection.JavaConverters.asScalaBufferConverter(java_list).asScala().toList()
+
+
+def _as_list(jvm: Any, seq: Any) -> Any:
+    """A Scala Seq as a java.util.List."""
+    return jvm.scala.collection.JavaConverters.seqAsJavaListConverter(seq).asJava()
 
 
 def _java(jvm: Any, dotted_name: str) -> Any:
@@ -119,15 +160,35 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _translated(table: str, exc: Exception) -> Exception:
-    """Delta's concurrent-modification exceptions as :class:`ConcurrentWriteError`; anything else unchanged."""
-    if isinstance(exc, ConcurrentWriteError):
+def _translated(mode: str, table: str, replace_where: str | None, exc: Exception) -> Exception:
+    """Delta's concurrent-modification exceptions as :class:`ConcurrentWriteError`, a row outside ``replace_where``
+    as :class:`SchemaMismatchError`; anything else unchanged."""
+    if isinstance(exc, (ConcurrentWriteError, SchemaMismatchError)):
         return exc
     java_exception = getattr(exc, "java_exception", None)
-    if java_exception is not None and _is_a(java_exception, _CONFLICT_CLASS):
-        brief = (str(java_exception.getMessage() or "").splitlines() or [""])[0][:300]
-        return ConcurrentWriteError(f"append to {table} conflicted with a concurrent commit: {brief}")
+    if java_exception is None:
+        return exc
+    if _is_a(java_exception, _CONFLICT_CLASS):
+        return ConcurrentWriteError(f"{mode} to {table} conflicted with a concurrent commit: {_first_line(java_exception)}")
+    violation = _cause_of_class(java_exception, _CONSTRAINT_CLASS)
+    if violation is not None and replace_where is not None:
+        return SchemaMismatchError(f"cannot write to {table}: rows outside the partitions being replaced "
+                                   f"({replace_where}): {_first_line(violation)}")
     return exc
+
+
+def _first_line(java_exception: Any) -> str:
+    return (str(java_exception.getMessage() or "").splitlines() or [""])[0][:300]
+
+
+def _cause_of_class(java_exception: Any, class_name: str) -> Any:
+    """The exception or the first of its causes that is a ``class_name`` (a task's failure wraps the row's)."""
+    current = java_exception
+    while current is not None:
+        if _is_a(current, class_name):
+            return current
+        current = current.getCause()
+    return None
 
 
 def _is_a(java_object: Any, class_name: str) -> bool:
