@@ -86,7 +86,8 @@ def test_partition_overwrite_replaces_only_that_partition(spark, tmp_path, peopl
     def expected_version() -> dict:
         return {"expected_version": tables.version(spark, path)} if compare_and_set else {}
 
-    tables.write(new_rows, path, mode="overwrite", replace_partitions={"day": dt.date(2024, 1, 2)}, **expected_version())
+    tables.write(new_rows, path, mode="overwrite", replace_partitions={"day": dt.date(2024, 1, 2)},
+                 **expected_version())
     expected = people.where(F.col("day") != F.lit(dt.date(2024, 1, 2))).unionByName(new_rows)
     assert_df_equality(tables.read(spark, path), expected, ignore_row_order=True)
     assert_df_equality(spark.createDataFrame(_deltalake_table(path).to_pandas(), SCHEMA), expected,

@@ -83,25 +83,50 @@ def prepare_write(df: "DataFrame", folder: str, *, expected_version: int, write_
     jvm = spark.sparkContext._jvm
     shown = table or folder
     try:
-        transaction = _java(jvm, f"{_DELTA}.DeltaLog").forTable(spark._jsparkSession, folder).startTransaction()
-        found = transaction.snapshot().version()
-        if found != expected_version:
-            raise ConcurrentWriteError(f"{mode} to {shown}: the table is at version {found}, not {expected_version}")
-        # Both reads make later commits conflicts for this one: data added by anyone who read the table (every
-        # compare-and-set here), and sparkship's transaction id set by the options path.
-        transaction.readWholeTable()
-        getattr(transaction.readTxn(), "$plus$eq")(CAS_APP_ID)
-        actions = jvm.java.util.ArrayList()
-        if mode == "overwrite":
-            for removed in _as_list(jvm, _files_where(spark, transaction, replace_where)):
-                actions.add(removed.remove())
-        constraints = [] if replace_where is None else [
-            _java(jvm, f"{_DELTA}.constraints.Constraints.Check")(_REPLACE_WHERE_CONSTRAINT, _parsed(spark, replace_where))
-        ]
-        actions.addAll(_as_list(jvm, transaction.writeFiles(df._jdf, _as_seq(jvm, constraints))))
+        transaction = _start_at(spark, folder, expected_version, f"{mode} to {shown}")
+        actions = _removals(spark, transaction, replace_where) if mode == "overwrite" else jvm.java.util.ArrayList()
+        actions.addAll(_written_files(df, transaction, replace_where))
     except Exception as exc:  # noqa: BLE001 - py4j raises Py4JJavaError for anything the JVM throws
         raise _translated(mode, shown, replace_where, exc) from None
     return PreparedWrite(spark, shown, mode, replace_where, transaction, actions, expected_version, write_id)
+
+
+def _start_at(spark: "SparkSession", folder: str, expected_version: int, what: str) -> Any:
+    """A transaction on the table at ``folder``, which must be at ``expected_version``, that depends on all of it."""
+    jvm = spark.sparkContext._jvm
+    transaction = _java(jvm, f"{_DELTA}.DeltaLog").forTable(spark._jsparkSession, folder).startTransaction()
+    found = transaction.snapshot().version()
+    if found != expected_version:
+        raise ConcurrentWriteError(f"{what}: the table is at version {found}, not {expected_version}")
+    # Both reads make later commits conflicts for this one: data added by anyone who read the table (every
+    # compare-and-set here), and sparkship's transaction id set by the options path.
+    transaction.readWholeTable()
+    getattr(transaction.readTxn(), "$plus$eq")(CAS_APP_ID)
+    return transaction
+
+
+def _removals(spark: "SparkSession", transaction: Any, replace_where: str | None) -> Any:
+    """Removal actions (a java.util.List) for the files where ``replace_where`` holds, or all files for None,
+    chosen by Delta's partition filter."""
+    jvm = spark.sparkContext._jvm
+    if replace_where is None:
+        files = transaction.filterFiles()
+    else:
+        files = transaction.filterFiles(_as_seq(jvm, jvm.java.util.ArrayList([_parsed(spark, replace_where)])), False)
+    removals = jvm.java.util.ArrayList()
+    for added in _as_list(jvm, files):
+        removals.add(added.remove())
+    return removals
+
+
+def _written_files(df: "DataFrame", transaction: Any, replace_where: str | None) -> Any:
+    """Write ``df``'s files for the transaction (a java.util.List of their actions); with ``replace_where``, a
+    constraint on every row, as Delta's replaceWhere option adds."""
+    spark = df.sparkSession
+    jvm = spark.sparkContext._jvm
+    check = _java(jvm, f"{_DELTA}.constraints.Constraints.Check")
+    constraints = [] if replace_where is None else [check(_REPLACE_WHERE_CONSTRAINT, _parsed(spark, replace_where))]
+    return _as_list(jvm, transaction.writeFiles(df._jdf, _as_seq(jvm, jvm.java.util.ArrayList(constraints))))
 
 
 def commit_write(prepared: PreparedWrite) -> int:
@@ -123,23 +148,14 @@ def commit_write(prepared: PreparedWrite) -> int:
         raise _translated(prepared.mode, prepared.table, prepared.replace_where, exc) from None
 
 
-def _files_where(spark: "SparkSession", transaction: Any, replace_where: str | None) -> Any:
-    """The table's files where ``replace_where`` holds (all of them for None), chosen by Delta's partition filter."""
-    if replace_where is None:
-        return transaction.filterFiles()
-    jvm = spark.sparkContext._jvm
-    return transaction.filterFiles(_as_seq(jvm, [_parsed(spark, replace_where)]), False)
-
-
 def _parsed(spark: "SparkSession", predicate: str) -> Any:
     """A SQL predicate as a Catalyst expression (unresolved: Delta resolves it against the table, as it does for
     its ``replaceWhere`` option)."""
     return spark._jsparkSession.sessionState().sqlParser().parseExpression(predicate)
 
 
-def _as_seq(jvm: Any, items: Any) -> Any:
-    """A Python or Java list as the immutable Scala Seq Delta's methods take (Scala 2.12 and 2.13 alike)."""
-    java_list = items if hasattr(items, "getClass") else jvm.java.util.ArrayList(list(items))
+def _as_seq(jvm: Any, java_list: Any) -> Any:
+    """A java.util.List as the immutable Scala Seq Delta's methods take (Scala 2.12 and 2.13 alike)."""
     return jvm.scala.collection.JavaConverters.asScalaBufferConverter(java_list).asScala().toList()
 
 
@@ -169,7 +185,8 @@ def _translated(mode: str, table: str, replace_where: str | None, exc: Exception
     if java_exception is None:
         return exc
     if _is_a(java_exception, _CONFLICT_CLASS):
-        return ConcurrentWriteError(f"{mode} to {table} conflicted with a concurrent commit: {_first_line(java_exception)}")
+        return ConcurrentWriteError(
+            f"{mode} to {table} conflicted with a concurrent commit: {_first_line(java_exception)}")
     violation = _cause_of_class(java_exception, _CONSTRAINT_CLASS)
     if violation is not None and replace_where is not None:
         return SchemaMismatchError(f"cannot write to {table}: rows outside the partitions being replaced "
