@@ -51,10 +51,10 @@ def _committers(spark, work: str) -> dict[str, Callable[[], None]]:  # noqa: ANN
 
     def through_options() -> None:
         current = metadata.table_version(options_path)
+        next_version = 0 if current is None else current + 1  # the options path's txnVersion is the version made
         (spark.createDataFrame(ROW).write.format("delta").mode("append")
-         .option("txnAppId", "sparkship").option("txnVersion", str(0 if current is None else current + 1))
-         .save(options_path))
-        if metadata.table_version(options_path) != (0 if current is None else current + 1):
+         .option("txnAppId", "sparkship").option("txnVersion", str(next_version)).save(options_path))
+        if metadata.table_version(options_path) != next_version:
             raise SystemExit("Delta skipped a write through the options: the benchmark's transaction ids are wrong")
 
     def blind() -> None:

@@ -8,9 +8,10 @@ Compare-and-set: a write with ``expected_version=e`` records Delta's transaction
 optimistic concurrency then makes it a true CAS among sparkship's writers: a commit that lands first makes
 Delta skip ours (its identifier is already at e+1) or reject it (``ConcurrentTransactionException``); either
 way the caller gets :class:`~sparkship.errors.ConcurrentWriteError` and the table holds one commit, not two.
-On a classic session with open-source delta-spark, an append to an existing local table takes the same
-compare-and-set in a Delta transaction of its own instead (:mod:`sparkship.tables.transactions`): the options'
-transaction-id lookup costs delta-spark 4.0.1 a rebuild of the table's state.
+On a classic session with open-source delta-spark, a compare-and-set write to an existing local table that keeps
+its schema (append, overwrite, replaced partitions) takes the same compare-and-set in a Delta transaction of its
+own instead (:mod:`sparkship.tables.transactions`): the options' transaction-id lookup costs delta-spark 4.0.1 a
+rebuild of the table's state.
 """
 from __future__ import annotations
 
@@ -192,8 +193,8 @@ class NativeEngine:
         return reader.load(table) if is_path(table) else reader.table(resolve(spark, table))
 
     def write(self, df: "DataFrame", table: str, request: WriteRequest) -> int:
-        folder = _local_folder(df.sparkSession, table)
         cas_version = _cas_version_keeping_schema(request)
+        folder = _local_folder(df.sparkSession, table) if cas_version is not None else None
         if folder and cas_version is not None and transactions.supported(df.sparkSession):
             replace_where = _replace_where(request.replace_partitions) if request.replace_partitions else None
             prepared = transactions.prepare_write(df, folder, expected_version=cas_version, write_id=request.write_id,

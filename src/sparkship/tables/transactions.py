@@ -124,9 +124,11 @@ def _written_files(df: "DataFrame", transaction: Any, replace_where: str | None)
     constraint on every row, as Delta's replaceWhere option adds."""
     spark = df.sparkSession
     jvm = spark.sparkContext._jvm
-    check = _java(jvm, f"{_DELTA}.constraints.Constraints.Check")
-    constraints = [] if replace_where is None else [check(_REPLACE_WHERE_CONSTRAINT, _parsed(spark, replace_where))]
-    return _as_list(jvm, transaction.writeFiles(df._jdf, _as_seq(jvm, jvm.java.util.ArrayList(constraints))))
+    constraints = jvm.java.util.ArrayList()
+    if replace_where is not None:
+        check = _java(jvm, f"{_DELTA}.constraints.Constraints.Check")
+        constraints.add(check(_REPLACE_WHERE_CONSTRAINT, _parsed(spark, replace_where)))
+    return _as_list(jvm, transaction.writeFiles(df._jdf, _as_seq(jvm, constraints)))
 
 
 def commit_write(prepared: PreparedWrite) -> int:
