@@ -185,3 +185,113 @@ def test_a_prepared_append_at_the_wrong_version_writes_nothing(spark, tmp_path):
     with pytest.raises(ConcurrentWriteError, match="is at version 0, not 3"):
         transactions.prepare_write(_one_row_table(spark, folder, 1), folder, expected_version=3, write_id="a")
     assert sorted(os.listdir(folder)) == files_before and _rows(spark, folder) == [0]
+
+
+# --- metadata appends from Arrow in the transaction (sparkship.tables.transactions.append_arrow) ------------------
+
+META_SCHEMA = "seq long, note string, at timestamp, ok boolean, score double"
+
+
+def _meta_rows(first: int, n: int):  # noqa: ANN202 - a pyarrow Table
+    from datetime import datetime, timedelta, timezone
+
+    import pyarrow as pa
+
+    start = datetime(2026, 12, 3, 9, 30, tzinfo=timezone.utc)
+    return pa.Table.from_pylist(
+        [{"seq": i, "note": f"row {i}" if i % 3 else None, "at": start + timedelta(seconds=i, microseconds=7),
+          "ok": i % 2 == 0, "score": i / 4} for i in range(first, first + n)],
+        schema=pa.schema([("seq", pa.int64()), ("note", pa.string()), ("at", pa.timestamp("us", tz="UTC")),
+                          ("ok", pa.bool_()), ("score", pa.float64())]),
+    )
+
+
+def _spark_jobs_of(spark, group: str, run):  # noqa: ANN001, ANN202
+    spark.sparkContext.setJobGroup(group, group)
+    try:
+        result = run()
+    finally:
+        spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)
+    return result, len(spark.sparkContext.statusTracker().getJobIdsForGroup(group))
+
+
+def test_metadata_appends_commit_from_arrow_without_a_spark_job(spark, tmp_path):
+    from chispa import assert_df_equality
+    from deltalake import DeltaTable
+
+    from sparkship.tables import metadata
+
+    folder = str(tmp_path / "meta")
+    assert metadata.append_arrow(folder, _meta_rows(0, 2), expected_version=-1) == 0  # created through Spark
+    committed, jobs = _spark_jobs_of(spark, "arrow-appends", lambda: [
+        metadata.append_arrow(folder, _meta_rows(2, 3), expected_version=0),
+        metadata.append_arrow(folder, _meta_rows(5, 1)),
+        metadata.append_arrow(folder, _meta_rows(6, 2), append_only=True),
+    ])
+    assert committed == [1, 2, 3] and jobs == 0
+
+    expected = spark.createDataFrame(_meta_rows(0, 8).to_pylist(), META_SCHEMA)
+    assert_df_equality(spark.read.format("delta").load(folder).orderBy("seq"), expected,
+                       ignore_nullable=True)
+    assert DeltaTable(folder).to_pyarrow_table().sort_by("seq").equals(_meta_rows(0, 8))
+    kinds = [_commit_kinds_of_version(folder, v) for v in (1, 2, 3)]
+    assert kinds == ["compare-and-set", "compare-and-set", "blind append"]
+
+
+def _commit_kinds_of_version(table: str, version: int) -> str:
+    import json
+
+    with open(os.path.join(table, "_delta_log", f"{version:020d}.json")) as f:
+        actions = [json.loads(line) for line in f if line.strip()]
+    info = next(a["commitInfo"] for a in actions if "commitInfo" in a)
+    if any("txn" in a for a in actions):
+        return "compare-and-set"
+    return "blind append" if info.get("isBlindAppend") else "other"
+
+
+def test_a_metadata_append_at_a_stale_version_writes_nothing(spark, tmp_path):
+    from sparkship.errors import ConcurrentWriteError
+    from sparkship.tables import metadata
+
+    folder = str(tmp_path / "meta")
+    metadata.append_arrow(folder, _meta_rows(0, 1), expected_version=-1)
+    assert metadata.append_arrow(folder, _meta_rows(1, 1), expected_version=0) == 1
+    files_before = sorted(os.listdir(folder))
+    with pytest.raises(ConcurrentWriteError, match="is at version 1, not 0"):
+        metadata.append_arrow(folder, _meta_rows(2, 1), expected_version=0)
+    assert sorted(os.listdir(folder)) == files_before
+    assert sorted(r.seq for r in spark.read.format("delta").load(folder).collect()) == [0, 1]
+
+
+def test_a_metadata_append_of_other_types_is_refused_naming_the_column(spark, tmp_path):
+    import pyarrow as pa
+
+    from sparkship.errors import SchemaMismatchError
+    from sparkship.tables import metadata
+
+    folder = str(tmp_path / "meta")
+    metadata.append_arrow(folder, _meta_rows(0, 1), expected_version=-1)
+    retyped = _meta_rows(1, 1).set_column(0, "seq", pa.array(["one"]))
+    files_before = sorted(os.listdir(folder))
+    with pytest.raises(SchemaMismatchError, match="seq"):
+        metadata.append_arrow(folder, retyped, expected_version=0)
+    assert sorted(os.listdir(folder)) == files_before
+
+
+def test_a_table_with_constraints_keeps_delta_s_own_checks(spark, tmp_path):
+    """A NOT NULL column and a CHECK constraint are enforced by Delta's writer: such tables are not written from
+    Arrow (a Spark job runs), and a row that breaks them is refused with the table unchanged."""
+    from sparkship.tables import metadata
+
+    folder = str(tmp_path / "strict")
+    spark.sql(f"CREATE TABLE delta.`{folder}` (seq BIGINT NOT NULL, note STRING, at TIMESTAMP, ok BOOLEAN, "
+              "score DOUBLE) USING delta")
+    spark.sql(f"ALTER TABLE delta.`{folder}` ADD CONSTRAINT small_score CHECK (score < 100)")
+    version = metadata.table_version(folder)
+    committed, jobs = _spark_jobs_of(spark, "strict-append",
+                                     lambda: metadata.append_arrow(folder, _meta_rows(0, 2), expected_version=version))
+    assert committed == version + 1 and jobs > 0
+    too_big = _meta_rows(400, 1)  # score 100.0
+    with pytest.raises(Exception, match="small_score"):
+        metadata.append_arrow(folder, too_big, expected_version=committed)
+    assert sorted(r.seq for r in spark.read.format("delta").load(folder).collect()) == [0, 1]

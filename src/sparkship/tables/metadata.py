@@ -128,12 +128,10 @@ class SparkStore:
 
     def append(self, path: str, table: pa.Table, *, expected_version: int | None, partition_by: list[str] | None,
                overwrite: bool, append_only: bool = False) -> int:
-        from sparkship import tables
-
-        df = _to_spark(self.spark, table)
         mode = "overwrite" if overwrite else "append"
+        from_arrow = mode == "append" and not partition_by and self._takes_arrow_appends(path)
         if expected_version is not None:
-            return tables.write(df, path, mode, partition_by=partition_by, expected_version=expected_version)
+            return self._commit(path, table, mode, partition_by, expected_version, from_arrow)
         blind = append_only and not overwrite
         # Every commit to a table that anyone compare-and-sets is one too (so that the others' CAS hold): plain
         # appends retry it. An append-only log nobody compare-and-sets takes a blind append instead: Delta lets
@@ -143,11 +141,33 @@ class SparkStore:
         for _ in range(APPEND_ATTEMPTS):
             current = None if blind else self.version(path)
             try:
-                return tables.write(df, path, mode, partition_by=partition_by,
-                                    expected_version=None if blind else -1 if current is None else current)
+                return self._commit(path, table, mode, partition_by,
+                                    None if blind else -1 if current is None else current, from_arrow)
             except ConcurrentWriteError:
                 time.sleep(random.uniform(0.01, 0.2))
         raise ConcurrentWriteError(f"{path}: {APPEND_ATTEMPTS} attempts to append lost to concurrent commits")
+
+    def _takes_arrow_appends(self, path: str) -> bool:
+        """Appends to this table can be committed from Arrow in a Delta transaction of sparkship's own
+        (:func:`sparkship.tables.transactions.append_arrow`): an existing local table, a classic session with
+        open-source delta-spark."""
+        from sparkship.tables import transactions
+
+        return is_local_path(path) and table_exists(path) and transactions.supported(self.spark)
+
+    def _commit(self, path: str, table: pa.Table, mode: str, partition_by: list[str] | None,
+                expected_version: int | None, from_arrow: bool) -> int:
+        """One commit: from Arrow without a Spark job where the table takes it, else a Spark write."""
+        from sparkship import tables
+        from sparkship.tables import transactions
+
+        if from_arrow and expected_version != -1:
+            committed = transactions.append_arrow(self.spark, path, table, expected_version=expected_version,
+                                                  write_id=uuid.uuid4().hex)
+            if committed is not None:
+                return committed
+        return tables.write(_to_spark(self.spark, table), path, mode, partition_by=partition_by,
+                            expected_version=expected_version)
 
 
 def _to_spark(spark: "SparkSession", table: pa.Table):  # noqa: ANN202 - a pyspark DataFrame
