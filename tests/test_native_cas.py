@@ -207,12 +207,15 @@ def _meta_rows(first: int, n: int):  # noqa: ANN202 - a pyarrow Table
 
 
 def _spark_jobs_of(spark, group: str, run):  # noqa: ANN001, ANN202
+    """``run()``'s result and the Spark jobs it launched that ran a stage (a table's first commit launches one
+    without any stage: no task runs)."""
     spark.sparkContext.setJobGroup(group, group)
     try:
         result = run()
     finally:
         spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)
-    return result, len(spark.sparkContext.statusTracker().getJobIdsForGroup(group))
+    tracker = spark.sparkContext.statusTracker()
+    return result, sum(1 for j in tracker.getJobIdsForGroup(group) if tracker.getJobInfo(j).stageIds)
 
 
 def test_metadata_appends_commit_from_arrow_without_a_spark_job(spark, tmp_path):
@@ -222,20 +225,24 @@ def test_metadata_appends_commit_from_arrow_without_a_spark_job(spark, tmp_path)
     from sparkship.tables import metadata
 
     folder = str(tmp_path / "meta")
-    assert metadata.append_arrow(folder, _meta_rows(0, 2), expected_version=-1) == 0  # created through Spark
     committed, jobs = _spark_jobs_of(spark, "arrow-appends", lambda: [
+        metadata.append_arrow(folder, _meta_rows(0, 2), expected_version=-1),  # creates the table
         metadata.append_arrow(folder, _meta_rows(2, 3), expected_version=0),
         metadata.append_arrow(folder, _meta_rows(5, 1)),
         metadata.append_arrow(folder, _meta_rows(6, 2), append_only=True),
     ])
-    assert committed == [1, 2, 3] and jobs == 0
+    assert committed == [0, 1, 2, 3] and jobs == 0
 
     expected = spark.createDataFrame(_meta_rows(0, 8).to_pylist(), META_SCHEMA)
     assert_df_equality(spark.read.format("delta").load(folder).orderBy("seq"), expected,
                        ignore_nullable=True)
     assert DeltaTable(folder).to_pyarrow_table().sort_by("seq").equals(_meta_rows(0, 8))
-    kinds = [_commit_kinds_of_version(folder, v) for v in (1, 2, 3)]
-    assert kinds == ["compare-and-set", "compare-and-set", "blind append"]
+    kinds = [_commit_kinds_of_version(folder, v) for v in (0, 1, 2, 3)]
+    assert kinds == ["compare-and-set", "compare-and-set", "compare-and-set", "blind append"]
+    schema = spark.read.format("delta").load(folder).schema
+    assert [(f.name, f.dataType.simpleString(), f.nullable) for f in schema.fields] == [
+        ("seq", "bigint", True), ("note", "string", True), ("at", "timestamp", True), ("ok", "boolean", True),
+        ("score", "double", True)]
 
 
 def _commit_kinds_of_version(table: str, version: int) -> str:

@@ -149,11 +149,11 @@ class SparkStore:
 
     def _takes_arrow_appends(self, path: str) -> bool:
         """Appends to this table can be committed from Arrow in a Delta transaction of sparkship's own
-        (:func:`sparkship.tables.transactions.append_arrow`): an existing local table, a classic session with
-        open-source delta-spark."""
+        (:func:`sparkship.tables.transactions.append_arrow`): a local table, a classic session with open-source
+        delta-spark."""
         from sparkship.tables import transactions
 
-        return is_local_path(path) and table_exists(path) and transactions.supported(self.spark)
+        return is_local_path(path) and transactions.supported(self.spark)
 
     def _commit(self, path: str, table: pa.Table, mode: str, partition_by: list[str] | None,
                 expected_version: int | None, from_arrow: bool) -> int:
@@ -161,7 +161,7 @@ class SparkStore:
         from sparkship import tables
         from sparkship.tables import transactions
 
-        if from_arrow and expected_version != -1:
+        if from_arrow:
             committed = transactions.append_arrow(self.spark, path, table, expected_version=expected_version,
                                                   write_id=uuid.uuid4().hex)
             if committed is not None:

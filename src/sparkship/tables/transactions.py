@@ -100,13 +100,14 @@ def prepare_write(df: "DataFrame", folder: str, *, expected_version: int, write_
 
 def append_arrow(spark: "SparkSession", folder: str, rows: "pa.Table", *, expected_version: int | None, write_id: str,
                  table: str | None = None) -> int | None:
-    """Append ``rows`` to the existing unpartitioned table at ``folder`` in one commit, without a Spark job.
+    """Append ``rows`` to the unpartitioned table at ``folder`` in one commit, without a Spark job; a table that
+    does not exist yet is created with the rows' columns (all nullable), as a Spark write of them would.
 
-    ``expected_version`` makes it a compare-and-set, as :func:`prepare_write` does; None makes it a blind append,
-    which concurrent appends do not fail. Returns the version committed, or None, having written nothing, when the
-    table needs Delta's own writer or the rows do not have its columns and types exactly (see
-    :func:`_arrow_schema_for`): the caller then writes through Spark, which also names any mismatch. Raises
-    :class:`ConcurrentWriteError` when the table is not at ``expected_version`` or a concurrent commit wins.
+    ``expected_version`` makes it a compare-and-set, as :func:`prepare_write` does (-1: the table must not exist);
+    None makes it a blind append, which concurrent appends do not fail. Returns the version committed, or None,
+    having written nothing, when the table needs Delta's own writer or the rows do not have its columns and types
+    exactly (see :func:`_arrow_schema_for`): the caller then writes through Spark, which also names any mismatch.
+    Raises :class:`ConcurrentWriteError` when the table is not at ``expected_version`` or a concurrent commit wins.
     """
     shown = table or folder
     try:
@@ -115,6 +116,8 @@ def append_arrow(spark: "SparkSession", folder: str, rows: "pa.Table", *, expect
                 spark._jsparkSession, folder).startTransaction()
         else:
             transaction = _start_at(spark, folder, expected_version, f"append to {shown}")
+        if transaction.snapshot().version() < 0 and not _describe_new_table(spark, transaction, rows.schema):
+            return None
     except Exception as exc:  # noqa: BLE001 - py4j raises Py4JJavaError for anything the JVM throws
         raise _translated("append", shown, None, exc) from None
     schema = _arrow_schema_for(transaction, rows.schema)
@@ -130,6 +133,28 @@ def append_arrow(spark: "SparkSession", folder: str, rows: "pa.Table", *, expect
         raise
 
 
+def _describe_new_table(spark: "SparkSession", transaction: Any, given: "pa.Schema") -> bool:
+    """Give a transaction on a table that does not exist yet the table's metadata: ``given``'s columns, all
+    nullable, no partitions; Delta adds the session's default table properties and the protocol they need, as for
+    a Spark write. False when a column's type has no Spark equivalent (nothing is set)."""
+    import uuid
+
+    from pyspark.sql.pandas.types import from_arrow_schema
+    from pyspark.sql.types import StructField, StructType
+
+    try:
+        columns = from_arrow_schema(delta_files._normalise_schema(given))
+    except (TypeError, ValueError, NotImplementedError):
+        return False
+    schema = StructType([StructField(f.name, f.dataType, True) for f in columns.fields])
+    metadata = _java(spark.sparkContext._jvm, f"{_DELTA}.actions.Action").fromJson(json.dumps({"metaData": {
+        "id": str(uuid.uuid4()), "format": {"provider": "parquet", "options": {}}, "schemaString": schema.json(),
+        "partitionColumns": [], "configuration": {}, "createdTime": _now_ms(),
+    }}))
+    transaction.updateMetadataForNewTable(metadata)
+    return True
+
+
 def _arrow_schema_for(transaction: Any, given: "pa.Schema") -> "pa.Schema | None":
     """The Arrow schema to write files of the transaction's table with, when pyarrow's files need nothing more
     than the table's columns: a protocol of Delta's first writer features (no constraints, generated or identity
@@ -138,7 +163,7 @@ def _arrow_schema_for(transaction: Any, given: "pa.Schema") -> "pa.Schema | None
     from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
     from pyspark.sql.types import StructType
 
-    if transaction.snapshot().protocol().minWriterVersion() > 2 or transaction.metadata().partitionColumns().nonEmpty():
+    if transaction.protocol().minWriterVersion() > 2 or transaction.metadata().partitionColumns().nonEmpty():
         return None
     table_schema = StructType.fromJson(json.loads(transaction.metadata().schemaString()))
     if any(not f.nullable or "delta.invariants" in f.metadata for f in table_schema.fields):
