@@ -74,10 +74,12 @@ demo: jars
 # Two pytest workers (pytest-xdist), a test module each at a time: much of a test's time is a JVM or a CLI
 # process starting, which leaves a core free for the other worker.
 # Three workers were slower (32.5 against 30 min on 2 cores, 3 December 2026): the suite is CPU-bound.
+# Modules go out longest first (conftest.MODULE_SECONDS), not by their number of tests.
 PYTEST_WORKERS ?= 2
 # A test past its timeout ends its worker (the thread method: stacks dumped, the worker replaced, the test
 # failed) rather than leaving a worker blocked in a JVM call that never returns.
-PYTEST = $(BIN)/python -m pytest -q -ra -n $(PYTEST_WORKERS) --dist loadfile --timeout-method=thread
+PYTEST = $(BIN)/python -m pytest -q -ra -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder \
+	--timeout-method=thread
 
 # The Spark 3.5 environment (mostly downloads) and the class archive (a Spark run) are built side by side.
 test: jars browser

@@ -79,14 +79,35 @@ NOT_QUICK = {
 }
 
 
+# Summed seconds of each module's tests in `.ci/run` on 3 December 2026 (--junitxml, 2 cores). pytest-xdist hands
+# a worker one module at a time in collection order; by default it orders them by their number of tests, which
+# left the long modules with few tests (a real cluster, kill -9 trials, fresh venvs) for the end, one worker
+# running them while the other idled. Longest first instead (the Makefile passes --no-loadscope-reorder); a
+# module not listed here comes last.
+MODULE_SECONDS = {
+    "test_serving_models": 274, "test_scoring_kill": 259, "test_reliability": 250, "test_scoring": 242,
+    "test_distributed": 163, "test_table_names": 157, "test_training": 147, "test_registry": 147, "test_tables": 132,
+    "test_serving_parity": 104, "test_wheel": 93, "test_interop_mlflow": 84, "test_validation": 83,
+    "test_native_cas": 63, "test_report": 62, "test_connect": 62, "test_tables_untrusted": 61, "test_cli_errors": 55,
+    "test_spark35": 54, "test_serving_vectors": 53, "test_reliability_server": 50, "test_demo": 47,
+    "test_monitoring": 42, "test_fuse_refusals": 37, "test_ingest": 30, "test_serving_features": 27,
+    "test_serving_sql": 27, "test_serving_text": 22, "test_server": 17, "test_bundle": 11, "test_metrics": 9,
+}
+
+
+def _module_name(item) -> str:
+    return item.module.__name__.rsplit(".", 1)[-1]
+
+
 def pytest_configure(config) -> None:
     config.addinivalue_line("markers", "quick: the subset `make test-quick` runs")
 
 
 def pytest_collection_modifyitems(config, items) -> None:
+    items.sort(key=lambda item: -MODULE_SECONDS.get(_module_name(item), 0))  # stable: a module keeps its order
     for item in items:
         callspec = getattr(item, "callspec", None)
         engine = callspec.params.get("engine") if callspec is not None else None
-        module = item.module.__name__.rsplit(".", 1)[-1]
+        module = _module_name(item)
         if module in QUICK_MODULES and engine in (None, "native") and item.originalname not in NOT_QUICK:
             item.add_marker(pytest.mark.quick)
