@@ -11,13 +11,17 @@ ways, alternating, each to a new table:
 * ``+ run columns, partitioned``: the same, partitioned by ``scoring_batch`` as sparkship writes it;
 * ``+ run columns, partitioned, quarantine filter``: the same, after the quarantine rules' filter.
 
+With ``--by-kind``, three more ways split the run columns by type (``+ strings``: ``model_name``,
+``model_version``, ``run_id``; ``+ timestamp``: ``scored_at``; ``+ longs``: ``input_version``,
+``scoring_batch``), and one writes all six as partition values (``+ run columns as partition values``: nothing
+of them in the data files, the layout the README discusses).
+
 Prints median seconds and the ratio to ``raw``. ``--format parquet`` writes plain parquet instead of Delta.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -26,15 +30,25 @@ from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
-WAYS = {
-    "raw": dict(run_columns=False, partitioned=False, filtered=False),
-    "+ run columns": dict(run_columns=True, partitioned=False, filtered=False),
-    "+ run columns, partitioned": dict(run_columns=True, partitioned=True, filtered=False),
-    "+ run columns, partitioned, quarantine filter": dict(run_columns=True, partitioned=True, filtered=True),
+from ratio_table import print_ratio_table  # noqa: E402 - this folder's own module
+
+RUN_COLUMNS = ("model_name", "model_version", "scored_at", "run_id", "input_version", "scoring_batch")
+WAYS: dict[str, dict[str, Any]] = {
+    "raw": dict(run_columns=(), partitioned=(), filtered=False),
+    "+ run columns": dict(run_columns=RUN_COLUMNS, partitioned=(), filtered=False),
+    "+ run columns, partitioned": dict(run_columns=RUN_COLUMNS, partitioned=("scoring_batch",), filtered=False),
+    "+ run columns, partitioned, quarantine filter": dict(run_columns=RUN_COLUMNS, partitioned=("scoring_batch",),
+                                                          filtered=True),
+}
+BY_KIND: dict[str, dict[str, Any]] = {
+    "+ strings": dict(run_columns=("model_name", "model_version", "run_id"), partitioned=(), filtered=False),
+    "+ timestamp": dict(run_columns=("scored_at",), partitioned=(), filtered=False),
+    "+ longs": dict(run_columns=("input_version", "scoring_batch"), partitioned=(), filtered=False),
+    "+ run columns as partition values": dict(run_columns=RUN_COLUMNS, partitioned=RUN_COLUMNS, filtered=False),
 }
 
 
-def _scored(spark: Any, model: Any, source: str, *, run_columns: bool, filtered: bool) -> Any:
+def _scored(spark: Any, model: Any, source: str, *, run_columns: tuple[str, ...], filtered: bool) -> Any:
     from pyspark.ml.functions import vector_to_array
     from pyspark.sql import functions as F
 
@@ -46,11 +60,10 @@ def _scored(spark: Any, model: Any, source: str, *, run_columns: bool, filtered:
                | F.coalesce(~F.col("region").isin(["north", "south"]), F.lit(False)))
         rows = rows.where(~bad)
     columns: list[Any] = ["id", "prediction", vector_to_array("probability").alias("probability")]
-    if run_columns:
-        columns += [F.lit("churn").alias("model_name"), F.lit("1").alias("model_version"),
-                    F.lit(datetime.now(timezone.utc)).cast("timestamp").alias("scored_at"),
-                    F.lit("run-1").alias("run_id"), F.lit(3).cast("bigint").alias("input_version"),
-                    F.lit(0).cast("bigint").alias("scoring_batch")]
+    constants = {"model_name": F.lit("churn"), "model_version": F.lit("1"),
+                 "scored_at": F.lit(datetime.now(timezone.utc)).cast("timestamp"), "run_id": F.lit("run-1"),
+                 "input_version": F.lit(3).cast("bigint"), "scoring_batch": F.lit(0).cast("bigint")}
+    columns += [constants[name].alias(name) for name in run_columns]
     return model.transform(rows).select(*columns)
 
 
@@ -59,7 +72,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--format", choices=("delta", "parquet"), default="delta")
+    parser.add_argument("--by-kind", action="store_true", help="also the run columns by type, and as partitions")
     args = parser.parse_args()
+    ways = {**WAYS, **(BY_KIND if args.by_kind else {})}
 
     from pyspark.sql import functions as F
 
@@ -80,25 +95,20 @@ def main() -> None:
         F.when(F.rand(4) < 0.5, "north").otherwise("south").alias("region"),
     ).write.format("delta").save(source)
 
-    seconds: dict[str, list[float]] = {name: [] for name in WAYS}
+    seconds: dict[str, list[float]] = {name: [] for name in ways}
     for i in range(args.rounds + 1):  # the first round warms up (JIT, codegen) and is not counted
-        for name, way in WAYS.items():
+        for name, way in ways.items():
             started = time.perf_counter()
             writer = _scored(spark, model, source, run_columns=way["run_columns"], filtered=way["filtered"]).write
             writer = writer.format(args.format).mode("overwrite")
             if way["partitioned"]:
-                writer = writer.partitionBy("scoring_batch")
+                writer = writer.partitionBy(*way["partitioned"])
             writer.save(os.path.join(work, f"out-{i}-{len(seconds[name])}-{name.replace(' ', '')}"))
             if i:
                 seconds[name].append(time.perf_counter() - started)
-    base = statistics.median(seconds["raw"])
     print(f"\n{args.rows:,} rows, {args.rounds} rounds (alternating, after one warm-up), {args.format}, "
           f"local[*] on {os.cpu_count()} cores\n")
-    print("| written | median s | rounds s | ratio |")
-    print("| --- | ---: | --- | ---: |")
-    for name, runs in seconds.items():
-        print(f"| {name} | {statistics.median(runs):.2f} | {', '.join(f'{r:.2f}' for r in runs)} | "
-              f"{statistics.median(runs) / base:.2f}x |")
+    print_ratio_table(seconds, "raw", "written")
     spark.stop()
 
 

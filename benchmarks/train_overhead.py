@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 
+from ratio_table import print_ratio_table
 from sparkship import tables, training
 from sparkship.config import Settings
 from sparkship.spark import get_spark
@@ -153,11 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         base = statistics.median(times["by hand (fit + save)"])
         print(f"\n{args.rows} rows, {args.algorithm} {PARAMS[args.algorithm]}, {args.rounds} rounds, "
               f"master {spark.sparkContext.master}\n")
-        print("| path | median s | runs (s) | ratio |")
-        print("| --- | ---: | --- | ---: |")
-        for name, ts in times.items():
-            med = statistics.median(ts)
-            print(f"| {name} | {med:.2f} | {', '.join(f'{t:.2f}' for t in ts)} | {med / base:.2f}x |")
+        print_ratio_table(times, "by hand (fit + save)", "path")
         print_breakdown(steps)
         print("\n(sparkship's reference profile runs on a second thread while its held-out metrics run: those two "
               "steps overlap in time.)")
