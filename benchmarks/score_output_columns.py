@@ -52,12 +52,14 @@ def _scored(spark: Any, model: Any, source: str, *, run_columns: tuple[str, ...]
     from pyspark.ml.functions import vector_to_array
     from pyspark.sql import functions as F
 
+    from sparkship.scoring import quarantine_rules
+
     rows = spark.read.format("delta").load(source)
-    if filtered:  # the rules scoring.quarantine_rules makes for this pipeline
-        bad = (F.col("id").isNull() | F.coalesce(F.abs(F.col("age")) == float("inf"), F.lit(False))
-               | F.coalesce(F.abs(F.col("tenure")) == float("inf"), F.lit(False)) | F.col("tenure").isNull()
-               | F.isnan("tenure") | F.col("region").isNull()
-               | F.coalesce(~F.col("region").isin(["north", "south"]), F.lit(False)))
+    if filtered:  # the rules sparkship's scoring makes for this pipeline, keyed by id
+        inputs = [{"name": f.name, "type": f.dataType.simpleString()} for f in rows.schema.fields if f.name != "id"]
+        bad = F.lit(False)
+        for condition, _ in quarantine_rules(model, inputs, ["id"]):
+            bad = bad | condition
         rows = rows.where(~bad)
     columns: list[Any] = ["id", "prediction", vector_to_array("probability").alias("probability")]
     constants = {"model_name": F.lit("churn"), "model_version": F.lit("1"),
