@@ -11,6 +11,11 @@ ways, alternating, each to a new table:
 * ``+ run columns, partitioned``: the same, partitioned by ``scoring_batch`` as sparkship writes it;
 * ``+ run columns, partitioned, quarantine filter``: the same, after the quarantine rules' filter.
 
+With ``--stats``, one more way writes ``+ run columns, partitioned`` into a table created beforehand (not timed)
+with ``delta.dataSkippingStatsColumns = id,prediction``: Delta then collects per-file statistics for those two
+columns only, not for the constant run columns. It measures what those statistics cost in the write; sparkship's
+outputs keep Delta's default (statistics on every column).
+
 With ``--by-kind``, three more ways split the run columns by type (``+ strings``: ``model_name``,
 ``model_version``, ``run_id``; ``+ timestamp``: ``scored_at``; ``+ longs``: ``input_version``,
 ``scoring_batch``), and one writes all six as partition values (``+ run columns as partition values``: nothing
@@ -46,6 +51,19 @@ BY_KIND: dict[str, dict[str, Any]] = {
     "+ longs": dict(run_columns=("input_version", "scoring_batch"), partitioned=(), filtered=False),
     "+ run columns as partition values": dict(run_columns=RUN_COLUMNS, partitioned=RUN_COLUMNS, filtered=False),
 }
+STATS = {
+    "+ run columns, partitioned, stats on id and prediction only": dict(
+        run_columns=RUN_COLUMNS, partitioned=("scoring_batch",), filtered=False, stats_columns=("id", "prediction")),
+}
+
+
+def _create_with_stats_columns(spark: Any, path: str, schema: Any, partitioned: tuple[str, ...],
+                               stats_columns: tuple[str, ...]) -> None:
+    """An empty Delta table at ``path`` that collects file statistics for ``stats_columns`` only."""
+    from delta.tables import DeltaTable
+
+    (DeltaTable.create(spark).location(path).addColumns(schema).partitionedBy(*partitioned)
+     .property("delta.dataSkippingStatsColumns", ",".join(stats_columns)).execute())
 
 
 def _scored(spark: Any, model: Any, source: str, *, run_columns: tuple[str, ...], filtered: bool) -> Any:
@@ -75,8 +93,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--format", choices=("delta", "parquet"), default="delta")
     parser.add_argument("--by-kind", action="store_true", help="also the run columns by type, and as partitions")
+    parser.add_argument("--stats", action="store_true",
+                        help="also the run columns with Delta statistics on id and prediction only")
     args = parser.parse_args()
-    ways = {**WAYS, **(BY_KIND if args.by_kind else {})}
+    if args.stats and args.format != "delta":
+        parser.error("--stats needs --format delta (the statistics are Delta's)")
+    ways = {**WAYS, **(BY_KIND if args.by_kind else {}), **(STATS if args.stats else {})}
 
     from pyspark.sql import functions as F
 
@@ -100,12 +122,15 @@ def main() -> None:
     seconds: dict[str, list[float]] = {name: [] for name in ways}
     for i in range(args.rounds + 1):  # the first round warms up (JIT, codegen) and is not counted
         for name, way in ways.items():
+            path = os.path.join(work, f"out-{i}-{len(seconds[name])}-{name.replace(' ', '').replace(',', '')}")
+            scored = _scored(spark, model, source, run_columns=way["run_columns"], filtered=way["filtered"])
+            if way.get("stats_columns"):
+                _create_with_stats_columns(spark, path, scored.schema, way["partitioned"], way["stats_columns"])
             started = time.perf_counter()
-            writer = _scored(spark, model, source, run_columns=way["run_columns"], filtered=way["filtered"]).write
-            writer = writer.format(args.format).mode("overwrite")
+            writer = scored.write.format(args.format).mode("append" if way.get("stats_columns") else "overwrite")
             if way["partitioned"]:
                 writer = writer.partitionBy(*way["partitioned"])
-            writer.save(os.path.join(work, f"out-{i}-{len(seconds[name])}-{name.replace(' ', '')}"))
+            writer.save(path)
             if i:
                 seconds[name].append(time.perf_counter() - started)
     print(f"\n{args.rows:,} rows, {args.rounds} rounds (alternating, after one warm-up), {args.format}, "
