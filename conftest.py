@@ -9,16 +9,21 @@ import pytest
 # Tests never touch a user's ./.sparkship: each gets its own home below.
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-# The suite starts a hundred short-lived JVMs (each CLI call is a process with its own SparkSession): they get
-# flags for a quick start, and the class archive `make test` builds (scripts/jvm_class_archive.py) when it is
-# there. The session-scoped JVM below runs for the whole suite and keeps the JVM's defaults.
+# Flags for the suite's JVMs, the pytest workers' own sessions included: a quick start, and the class archive
+# `make test` builds (scripts/jvm_class_archive.py) when it is there. The CLI processes and the workers' sessions
+# alike run queries over a few hundred or thousand rows, for which compiling Java code costs more CPU than running
+# it interpreted (same results; Spark tests both ways). As system properties, so that the JVM's class path, and
+# with it the class archive, stays as it is (a SPARK_CONF_DIR goes on the class path and the archive then fails
+# to map). Measured side by side, each module alone (`make test` on two workers is CPU-bound):
+# - the CLI processes interpreted: `make test` 26 min 34 s of pytest with, 30 min 47 s without (clean clones,
+#   3 December);
+# - the workers' sessions interpreted, 4 December: test_tables 154 -> 136 s, test_registry 55 -> 47 s,
+#   test_training 71 -> 61 s; the modules that mostly fit models the same;
+# - then the workers' sessions with these flags too (C1 only, the serial collector, the archive), 4 December:
+#   test_serving_models 112 -> 84 CPU seconds (75 -> 67 s), test_tables 196 -> 173 (111 -> 103 s).
 from scripts.jvm_class_archive import short_lived_jvm_options  # noqa: E402
 
 CLASS_ARCHIVE = os.path.join(sys.prefix, "jvm-classes.jsa")
-# The CLI processes' queries touch a few hundred rows: compiling Java code for each costs more CPU than running
-# it interpreted (same results; Spark tests both ways). As system properties, so that the JVM's class path, and
-# with it the class archive, stays as it is (a SPARK_CONF_DIR goes on the class path and the archive then fails
-# to map). `make test`: 26 min 34 s of pytest with them, 30 min 47 s without (clean clones, 3 December).
 INTERPRETED_EXPRESSIONS = "-Dspark.sql.codegen.wholeStage=false -Dspark.sql.codegen.factoryMode=NO_CODEGEN"
 os.environ.setdefault("SPARKSHIP_DRIVER_JAVA_OPTIONS",
                       f"{short_lived_jvm_options(CLASS_ARCHIVE)} {INTERPRETED_EXPRESSIONS}")
@@ -26,14 +31,9 @@ os.environ.setdefault("SPARKSHIP_DRIVER_JAVA_OPTIONS",
 
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory: pytest.TempPathFactory):
-    from sparkship.spark import DRIVER_JAVA_OPTIONS_ENV, get_spark
+    from sparkship.spark import get_spark
 
-    flags = os.environ.pop(DRIVER_JAVA_OPTIONS_ENV, None)
-    try:
-        session = get_spark(home=str(tmp_path_factory.mktemp("spark-home")))
-    finally:
-        if flags is not None:
-            os.environ[DRIVER_JAVA_OPTIONS_ENV] = flags
+    session = get_spark(home=str(tmp_path_factory.mktemp("spark-home")))
     yield session
     session.stop()
 
@@ -79,19 +79,20 @@ NOT_QUICK = {
 }
 
 
-# Summed seconds of each module's tests in `.ci/run` on 3 December 2026 (--junitxml, 2 cores). pytest-xdist hands
+# Summed seconds of each module's tests in `make test` on 4 December 2026 (--junitxml, 2 cores). pytest-xdist hands
 # a worker one module at a time in collection order; by default it orders them by their number of tests, which
 # left the long modules with few tests (a real cluster, kill -9 trials, fresh venvs) for the end, one worker
 # running them while the other idled. Longest first instead (the Makefile passes --no-loadscope-reorder); a
 # module not listed here comes last.
 MODULE_SECONDS = {
-    "test_serving_models": 274, "test_scoring_kill": 259, "test_reliability": 250, "test_scoring": 242,
-    "test_distributed": 163, "test_table_names": 157, "test_training": 147, "test_registry": 147, "test_tables": 132,
-    "test_serving_parity": 104, "test_wheel": 93, "test_interop_mlflow": 84, "test_validation": 83,
-    "test_native_cas": 63, "test_report": 62, "test_connect": 62, "test_tables_untrusted": 61, "test_cli_errors": 55,
-    "test_spark35": 54, "test_serving_vectors": 53, "test_reliability_server": 50, "test_demo": 47,
-    "test_monitoring": 42, "test_fuse_refusals": 37, "test_ingest": 30, "test_serving_features": 27,
-    "test_serving_sql": 27, "test_serving_text": 22, "test_server": 17, "test_bundle": 11, "test_metrics": 9,
+    "test_scoring_kill": 272, "test_scoring": 253, "test_serving_models": 153, "test_reliability": 143,
+    "test_tables": 143, "test_serving_parity": 136, "test_table_names": 112, "test_distributed": 97,
+    "test_interop_mlflow": 83, "test_training": 63, "test_wheel": 57, "test_native_cas": 47, "test_connect": 46,
+    "test_tables_untrusted": 46, "test_cli_errors": 44, "test_validation": 42, "test_registry": 41,
+    "test_monitoring": 40, "test_reliability_server": 39, "test_report": 36, "test_spark35": 36,
+    "test_serving_vectors": 34, "test_serving_sql": 32, "test_demo": 28, "test_serving_features": 26,
+    "test_fuse_refusals": 20, "test_server": 19, "test_ingest": 18, "test_serving_text": 16, "test_metrics": 8,
+    "test_bundle": 6,
 }
 
 

@@ -22,6 +22,8 @@ from typing import Any
 
 import pyspark
 
+from scripts.jvm_class_archive import SHORT_LIVED_JVM
+
 SPARK_HOME = os.path.dirname(pyspark.__file__)
 START_TIMEOUT_S = 120.0
 
@@ -69,10 +71,14 @@ class StandaloneCluster:
 
     def _spawn(self, name: str, args: list[str]) -> None:
         log_path = os.path.join(self.log_dir, f"{name}.log")
+        # The master, the workers and the executors they launch (a worker's environment is theirs) live for one
+        # test module and handle a few thousand rows: the flags of the suite's short-lived JVMs. test_distributed
+        # alone, side by side (4 December): 216 -> 145 CPU seconds, 126 -> 93 s.
+        env = {**self.env(), "JAVA_TOOL_OPTIONS": SHORT_LIVED_JVM}
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
                 [os.path.join(SPARK_HOME, "bin", "spark-class"), *args],
-                stdout=log, stderr=subprocess.STDOUT, env=self.env(), start_new_session=True,
+                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
             )
         self._procs.append((proc, log_path))
 
