@@ -183,6 +183,32 @@ def test_tables_read_identically_with_the_other_engine_deltalake_and_duckdb(spar
     assert _deltalake_table(path, version=0).num_rows == tables.read(spark, path, version=0).count() == 40
 
 
+def test_file_statistics_keep_nan_and_infinity_rows_findable_by_delta_spark(spark, tmp_path):
+    """Delta-spark skips files by their min/max statistics, in which Spark orders NaN above every number. Statistics
+    that leave a NaN out, or that are not valid JSON (``Infinity``), would make a filter lose rows or fail."""
+    path = str(tmp_path / "floats")
+    inf, nan = float("inf"), float("nan")
+    rows = [(i, x, i / 4) for i, x in enumerate([1.0, nan, 2.0, inf, -inf, 3.0, None, nan], start=1)]
+    tables.write(spark.createDataFrame(rows, "id long, x double, y double").coalesce(1), path, mode="overwrite")
+    tables.write(spark.createDataFrame([(9, nan, 9.0)], "id long, x double, y double"), path)  # NaN only in x
+    stats = [json.loads(line["add"]["stats"], parse_constant=lambda token: pytest.fail(f"{token} in {line}"))
+             for line in _log_lines(path) if "add" in line]  # strict JSON: Delta's parser refuses NaN, Infinity
+    assert [(s["minValues"].get("y"), s["maxValues"].get("y"), s["nullCount"]["x"]) for s in stats] == [
+        (0.25, 2.0, 1), (9.0, 9.0, 0)]  # a finite column keeps its range, so files are still skipped on it
+    plain = spark.createDataFrame(rows + [(9, nan, 9.0)], "id long, x double, y double")
+    by_delta_spark = spark.read.format("delta").load(path)  # delta-spark itself, with its data skipping
+    for condition in ("x > 5", "x = double('NaN')", "x >= 2", "x < 0", "x <= 1", "isnan(x)", "x is null", "y > 5"):
+        for table in (by_delta_spark, tables.read(spark, path)):
+            assert_df_equality(table.where(condition).select("id"), plain.where(condition).select("id"),
+                               ignore_row_order=True, ignore_nullable=True)
+
+
+def _log_lines(path: str) -> list[dict]:
+    log = os.path.join(path, "_delta_log")
+    return [json.loads(line) for name in sorted(os.listdir(log)) if name.endswith(".json")
+            for line in open(os.path.join(log, name)) if line.strip()]
+
+
 def _append_worker(path: str, worker: int, batches: int, engine: str, home: str) -> list[int]:
     """Appends from a fresh process: through a Spark session on the native engine, through delta-rs otherwise."""
     import pyarrow as pa

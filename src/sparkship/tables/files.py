@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import re
 import uuid
@@ -234,17 +235,68 @@ def _partition_dir(partition_by: list[str], values: dict[str, str | None]) -> st
     return "/".join(parts)
 
 
-def _stats_json(meta: pq.FileMetaData) -> str:
+class _FloatStats:
+    """min, max and nulls of one top-level floating point column of a file, from its batches as they are written.
+
+    pyarrow's parquet statistics leave NaN out of min/max; Spark's parquet reader trusts them for its row-group
+    filters and Delta's data skipping for its file filters, while Spark orders NaN above every number: a file with
+    NaN rows would be skipped by ``x = double('NaN')`` or ``x > 5``. So files written here carry no parquet statistics
+    for floating point columns, and their Delta statistics come from here, with min/max only when the column held no
+    NaN and both are finite (JSON has no token for an infinity).
+    """
+
+    def __init__(self) -> None:
+        self.nulls, self.nan, self.low, self.high = 0, False, None, None
+
+    def add(self, column: pa.Array) -> None:
+        self.nulls += column.null_count
+        if self.nan or pc.any(pc.is_nan(column)).as_py():
+            self.nan = True
+            return
+        found = pc.min_max(column).as_py()
+        if found["min"] is not None:
+            self.low = found["min"] if self.low is None else min(self.low, found["min"])
+            self.high = found["max"] if self.high is None else max(self.high, found["max"])
+
+    def range(self) -> tuple[float, float] | None:
+        if self.nan or self.low is None or not (math.isfinite(self.low) and math.isfinite(self.high)):
+            return None
+        return self.low, self.high
+
+
+def _leaf_paths(name: str, type_: pa.DataType) -> Iterator[tuple[str, pa.DataType]]:
+    """Parquet column paths of one Arrow field (as pyarrow writes nested types) with their leaf types."""
+    if pa.types.is_struct(type_):
+        for child in type_:
+            yield from _leaf_paths(f"{name}.{child.name}", child.type)
+    elif pa.types.is_list(type_) or pa.types.is_large_list(type_):
+        yield from _leaf_paths(f"{name}.list.element", type_.value_type)
+    elif pa.types.is_map(type_):
+        yield from _leaf_paths(f"{name}.key_value.key", type_.key_type)
+        yield from _leaf_paths(f"{name}.key_value.value", type_.item_type)
+    else:
+        yield name, type_
+
+
+def _stats_json(meta: pq.FileMetaData, floats: dict[str, _FloatStats] | None = None) -> str:
     """Delta file statistics from the parquet footer the writer already computed (no extra pass over data).
 
-    min/max only where unambiguous: integers, finite floats (parquet leaves NaN out), dates; top-level columns.
+    min/max only where unambiguous: integers, dates; top-level columns. Floating point columns from ``floats``
+    (see :class:`_FloatStats`); a footer's float min/max only when finite.
     """
+    floats = floats or {}
     stats: dict[str, Any] = {"numRecords": meta.num_rows, "minValues": {}, "maxValues": {}, "nullCount": {}}
     for i in range(meta.num_columns):
         chunks = [meta.row_group(g).column(i) for g in range(meta.num_row_groups)]
         if not chunks or "." in chunks[0].path_in_schema:
             continue
         name = chunks[0].path_in_schema
+        if name in floats:
+            stats["nullCount"][name] = floats[name].nulls
+            found = floats[name].range()
+            if found is not None:
+                stats["minValues"][name], stats["maxValues"][name] = found
+            continue
         if any(c.statistics is None for c in chunks):
             continue
         stats["nullCount"][name] = sum(c.statistics.null_count for c in chunks)
@@ -256,6 +308,8 @@ def _stats_json(meta: pq.FileMetaData) -> str:
         ):
             continue
         lo, hi = min(s.min for s in with_values), max(s.max for s in with_values)
+        if physical in ("FLOAT", "DOUBLE") and not (math.isfinite(lo) and math.isfinite(hi)):
+            continue
         to_json = (lambda v: v.isoformat()) if logical == "Date" else (lambda v: v)
         stats["minValues"][name], stats["maxValues"][name] = to_json(lo), to_json(hi)
     return json.dumps(stats)
@@ -283,10 +337,16 @@ class _OpenFile:
         os.makedirs(os.path.dirname(self.absolute), exist_ok=True)
         # Dictionary pages rarely pay off for floating point data and cost a failed attempt per page.
         dictionary = [f.name for f in schema if not pa.types.is_floating(f.type)]
+        # No parquet statistics for floating point leaves: pyarrow's leave NaN out (see _FloatStats).
+        with_statistics = [path for f in schema for path, type_ in _leaf_paths(f.name, f.type)
+                           if not pa.types.is_floating(type_)]
         self.writer = pq.ParquetWriter(self.absolute, schema, compression="snappy", use_dictionary=dictionary or False,
-                                         write_page_checksum=True)
+                                       write_page_checksum=True, write_statistics=with_statistics or False)
+        self.floats = {f.name: _FloatStats() for f in schema if pa.types.is_floating(f.type)}
 
     def write(self, batch: pa.RecordBatch) -> None:
+        for name, found in self.floats.items():
+            found.add(batch.column(name))
         self.writer.write_batch(batch)
 
     def close(self) -> dict[str, Any]:
@@ -298,7 +358,7 @@ class _OpenFile:
             "size": st.st_size,
             "partition_values": self.values,
             "modification_time": int(st.st_mtime * 1000),
-            "stats": _stats_json(pq.read_metadata(self.absolute)),
+            "stats": _stats_json(pq.read_metadata(self.absolute), self.floats),
         }
 
 
