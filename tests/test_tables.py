@@ -204,9 +204,14 @@ def test_file_statistics_keep_nan_and_infinity_rows_findable_by_delta_spark(spar
 
 
 def _log_lines(path: str) -> list[dict]:
-    log = os.path.join(path, "_delta_log")
-    return [json.loads(line) for name in sorted(os.listdir(log)) if name.endswith(".json")
-            for line in open(os.path.join(log, name)) if line.strip()]
+    """Every action of every commit of a local table, oldest commit first."""
+    from sparkship.tables.files import commit_versions
+
+    actions = []
+    for version in commit_versions(path):
+        with open(os.path.join(path, "_delta_log", f"{version:020d}.json"), encoding="utf-8") as fh:
+            actions += [json.loads(line) for line in fh if line.strip()]
+    return actions
 
 
 def _append_worker(path: str, worker: int, batches: int, engine: str, home: str) -> list[int]:

@@ -258,7 +258,7 @@ class _FloatStats:
             self.low = found["min"] if self.low is None else min(self.low, found["min"])
             self.high = found["max"] if self.high is None else max(self.high, found["max"])
 
-    def range(self) -> tuple[float, float] | None:
+    def finite_range(self) -> tuple[float, float] | None:
         if self.nan or self.low is None or not (math.isfinite(self.low) and math.isfinite(self.high)):
             return None
         return self.low, self.high
@@ -278,13 +278,12 @@ def _leaf_paths(name: str, type_: pa.DataType) -> Iterator[tuple[str, pa.DataTyp
         yield name, type_
 
 
-def _stats_json(meta: pq.FileMetaData, floats: dict[str, _FloatStats] | None = None) -> str:
+def _stats_json(meta: pq.FileMetaData, floats: dict[str, _FloatStats]) -> str:
     """Delta file statistics from the parquet footer the writer already computed (no extra pass over data).
 
-    min/max only where unambiguous: integers, dates; top-level columns. Floating point columns from ``floats``
-    (see :class:`_FloatStats`); a footer's float min/max only when finite.
+    min/max only where unambiguous: integers and dates, top-level columns. Floating point columns from ``floats``:
+    their files carry no parquet statistics (see :class:`_FloatStats`).
     """
-    floats = floats or {}
     stats: dict[str, Any] = {"numRecords": meta.num_rows, "minValues": {}, "maxValues": {}, "nullCount": {}}
     for i in range(meta.num_columns):
         chunks = [meta.row_group(g).column(i) for g in range(meta.num_row_groups)]
@@ -293,7 +292,7 @@ def _stats_json(meta: pq.FileMetaData, floats: dict[str, _FloatStats] | None = N
         name = chunks[0].path_in_schema
         if name in floats:
             stats["nullCount"][name] = floats[name].nulls
-            found = floats[name].range()
+            found = floats[name].finite_range()
             if found is not None:
                 stats["minValues"][name], stats["maxValues"][name] = found
             continue
@@ -301,15 +300,13 @@ def _stats_json(meta: pq.FileMetaData, floats: dict[str, _FloatStats] | None = N
             continue
         stats["nullCount"][name] = sum(c.statistics.null_count for c in chunks)
         physical, logical = chunks[0].physical_type, str(chunks[0].statistics.logical_type)
-        wanted = physical in ("INT32", "INT64", "FLOAT", "DOUBLE") and logical in ("None", "Int", "Date")
+        wanted = physical in ("INT32", "INT64") and logical in ("None", "Int", "Date")
         with_values = [c.statistics for c in chunks if c.statistics.has_min_max]
         if not wanted or not with_values or len(with_values) != sum(
             1 for c in chunks if c.statistics.num_values > 0
         ):
             continue
         lo, hi = min(s.min for s in with_values), max(s.max for s in with_values)
-        if physical in ("FLOAT", "DOUBLE") and not (math.isfinite(lo) and math.isfinite(hi)):
-            continue
         to_json = (lambda v: v.isoformat()) if logical == "Date" else (lambda v: v)
         stats["minValues"][name], stats["maxValues"][name] = to_json(lo), to_json(hi)
     return json.dumps(stats)
