@@ -13,7 +13,6 @@ import glob
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,18 +20,12 @@ import urllib.request
 from typing import Any
 
 import pyspark
+from ports import free_port
 
 from scripts.jvm_class_archive import SHORT_LIVED_JVM
 
 SPARK_HOME = os.path.dirname(pyspark.__file__)
 START_TIMEOUT_S = 120.0
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class ClusterError(RuntimeError):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import httpx
 import pandas as pd
 import pytest
 import yaml
+from ports import free_port  # noqa: E402 - tests/ helper
 
 from sparkship import artifacts
 from sparkship.config import Settings
@@ -317,12 +317,6 @@ def test_pyfunc_without_jvm_matches_spark(jvm_free_venv, exported, setup, tmp_pa
     _assert_matches(json.loads(proc.stdout), expected[1])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _wait_http(url: str, proc: subprocess.Popen, log: str, seconds: float = 180) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -348,7 +342,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def test_mlflow_scoring_server_without_jvm_matches_spark(jvm_free_venv, exported, setup, tmp_path):
     _, _, frame, expected = setup
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path / "serve.log", "w")
     proc = subprocess.Popen(
         [os.path.join(jvm_free_venv, "bin", "mlflow"), "models", "serve", "-m", exported, "--env-manager",
@@ -375,7 +369,7 @@ def test_mlflow_scoring_server_without_jvm_matches_spark(jvm_free_venv, exported
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
+    port = free_port()
     log = open(root / "server.log", "w")
     proc = subprocess.Popen(
         [os.path.join(os.path.dirname(sys.executable), "mlflow"), "server", "--host", "127.0.0.1", "--port",

@@ -21,7 +21,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from test_server import GOOD, NAME, SIGNATURE, _free_port, registry_setup  # noqa: F401,E402 - sibling test module
+from ports import free_port  # noqa: E402 - tests/ helper
+from test_server import GOOD, NAME, SIGNATURE, registry_setup  # noqa: F401,E402 - sibling test module
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -36,7 +37,7 @@ LOAD_SECONDS = 20.0
 def server(registry_setup, tmp_path_factory) -> Iterator[tuple[str, Path]]:  # noqa: F811 - the imported fixture
     """`sparkship serve --model churn/1` in its own process: (its URL, its log)."""
     settings, _ = registry_setup
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path_factory.mktemp("serve") / "serve.log"
     env = {**os.environ, "SPARKSHIP_HOME": settings.home}
     with open(log_path, "w") as log:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ from typing import Iterator
 
 import httpx
 import pytest
+from ports import free_port  # noqa: E402 - tests/ helper
 
 from sparkship import artifacts
 from sparkship.cli import main as cli_main
@@ -94,18 +94,12 @@ def _as_spark_row(record: dict) -> dict:
     return {**record, "age": None if age is None or age != age else float(age)}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def _uvicorn(app) -> Iterator[httpx.Client]:
     """``app`` under a real uvicorn on 127.0.0.1, in a thread, for the life of the block."""
     import uvicorn
 
-    port = _free_port()
+    port = free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -205,7 +199,7 @@ def test_alias_move_swaps_models_without_a_failed_request(registry_setup):
     """`sparkship serve --model churn@champion` follows the alias while a client keeps sending requests."""
     settings, models = registry_setup
     (v1, _), (v2, _) = models
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "SPARKSHIP_HOME": settings.home}
     proc = subprocess.Popen(
         [sys.executable, "-m", "sparkship.cli", "-q", "serve", "--model", f"{NAME}@champion", "--port", str(port),
@@ -385,7 +379,7 @@ def test_serve_command_token_from_a_file_or_the_environment(registry_setup, tmp_
     token_file.write_text("from-the-file\n")
     env = {**os.environ, "SPARKSHIP_HOME": settings.home, "SPARKSHIP_SERVE_TOKEN": "from-the-env"}
     for extra, token in ((["--token-file", str(token_file)], "from-the-file"), ([], "from-the-env")):
-        port = _free_port()
+        port = free_port()
         with open(tmp_path / "serve.log", "w") as log:
             proc = _start(["serve", "--model", f"{NAME}/1", *extra], env, port, log)
         try:
@@ -402,7 +396,7 @@ def test_a_reachable_address_needs_a_token_or_an_explicit_flag(registry_setup, t
     settings, _ = registry_setup
     env = {k: v for k, v in os.environ.items() if k != "SPARKSHIP_SERVE_TOKEN"}
     code = subprocess.run([sys.executable, "-m", "sparkship.cli", "--home", settings.home, "serve", "--model",
-                           f"{NAME}/1", "--host", "0.0.0.0", "--port", str(_free_port())],
+                           f"{NAME}/1", "--host", "0.0.0.0", "--port", str(free_port())],
                           env=env, capture_output=True, text=True, timeout=60)
     assert code.returncode == 2
     assert "--token-file" in code.stderr and "--allow-unauthenticated" in code.stderr
@@ -412,7 +406,7 @@ def test_a_reachable_address_needs_a_token_or_an_explicit_flag(registry_setup, t
     assert cli_main(["--home", settings.home, "serve", "--model", f"{NAME}/1", "--token-file", str(empty)]) == 2
     assert "is empty" in capsys.readouterr().err
     # With the flag it serves (reached here on loopback) and says it runs without a token.
-    port = _free_port()
+    port = free_port()
     with open(tmp_path / "open.log", "w") as log:
         proc = _start(["--home", settings.home, "serve", "--model", f"{NAME}/1", "--host", "0.0.0.0",
                        "--allow-unauthenticated"], env, port, log)

@@ -81,10 +81,11 @@ def _write_csv(table: Any, path: str) -> None:
             writer.writerow(["" if v is None or v != v else v for v in row])  # None and NaN -> empty
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _listening_socket() -> socket.socket:
+    """A socket bound to a free port on 127.0.0.1, handed to uvicorn as is: no window for another bind."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock
 
 
 @contextmanager
@@ -95,9 +96,10 @@ def _running_server(settings: Settings, ref: str) -> Iterator[str]:
     from sparkship.serving.server import build
 
     app, _ = build(ref, settings, poll_seconds=60)
-    port = _free_port()
+    sock = _listening_socket()
+    port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.time() + 30
     while not server.started and time.time() < deadline:
@@ -107,6 +109,7 @@ def _running_server(settings: Settings, ref: str) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+        sock.close()
 
 
 def run_demo(spark: "SparkSession", workdir: str, train_rows: int = TRAIN_ROWS, batch_rows: int = BATCH_ROWS) -> DemoSummary:
