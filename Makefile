@@ -81,8 +81,10 @@ PYTEST_WORKERS ?= 2
 PYTEST = $(BIN)/python -m pytest -q -ra -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder \
 	--timeout-method=thread
 
-# The Spark 3.5 environment (mostly downloads) and the class archive (a Spark run) are built side by side.
-test: jars browser
+# Independent steps side by side: first the venv, Delta's jars and Chromium (downloads, from three registries),
+# then the Spark 3.5 environment (mostly downloads) and the class archive (a Spark run, which needs the jars).
+test:
+	$(MAKE) -j3 jars browser
 	$(MAKE) -j2 venv35 class-archive
 	SPARKSHIP_REQUIRE_BROWSER=1 SPARKSHIP_VENV35=$(abspath $(VENV35)) \
 	  $(PYTEST) --timeout=900 --durations=20 tests
