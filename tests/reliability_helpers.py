@@ -5,6 +5,7 @@ Kept free of pyspark and of the test modules, so a ``spawn`` child imports only 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -32,10 +33,15 @@ def tree(root: str) -> set[str]:
 
 def commit_count(table: str) -> int:
     """How many commit files a Delta table's log holds (0 when there is no table yet)."""
-    log_dir = os.path.join(table, "_delta_log")
-    if not os.path.isdir(log_dir):
-        return 0
-    return sum(1 for f in os.listdir(log_dir) if f.endswith(".json") and f[:-5].isdigit())
+    from sparkship.tables.files import commit_versions
+
+    return len(commit_versions(table))
+
+
+def commit_actions(table: str, version: int) -> list[dict]:
+    """Every action of a local Delta table's commit ``version``, in the order it was written."""
+    with open(os.path.join(table, "_delta_log", f"{version:020d}.json"), encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
 
 
 @dataclass

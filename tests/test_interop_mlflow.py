@@ -20,7 +20,7 @@ import httpx
 import pandas as pd
 import pytest
 import yaml
-from ports import free_port  # noqa: E402 - tests/ helper
+from ports import free_port
 
 from sparkship import artifacts
 from sparkship.config import Settings

@@ -246,10 +246,9 @@ def test_metadata_appends_commit_from_arrow_without_a_spark_job(spark, tmp_path)
 
 
 def _commit_kinds_of_version(table: str, version: int) -> str:
-    import json
+    from reliability_helpers import commit_actions  # noqa: E402 - tests/ helper
 
-    with open(os.path.join(table, "_delta_log", f"{version:020d}.json")) as f:
-        actions = [json.loads(line) for line in f if line.strip()]
+    actions = commit_actions(table, version)
     info = next(a["commitInfo"] for a in actions if "commitInfo" in a)
     if any("txn" in a for a in actions):
         return "compare-and-set"

@@ -6,7 +6,6 @@ tests/test_scoring.py's pipeline (Imputer, StringIndexers, OneHotEncoder, Vector
 """
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import random
@@ -26,7 +25,9 @@ from sparkship.registry import Registry
 from sparkship.scoring_state import ScoringState
 from sparkship.tables import files as delta_files
 
-from reliability_helpers import commit_count, register_staged, run_score, tree  # noqa: E402 - tests/ helper
+from reliability_helpers import (  # noqa: E402 - tests/ helper
+    commit_actions, commit_count, register_staged, run_score, tree,
+)
 from test_scoring import (  # noqa: E402 - sibling test module
     MODEL,
     assert_same_scores,
@@ -125,8 +126,7 @@ def test_rerunning_scoring_three_times_never_duplicates_rows(spark, workspace, s
 
 def _touched_partitions(table: str, version: int) -> set[str]:
     """The partition folders of the files the commit of ``version`` added or removed."""
-    with open(os.path.join(table, "_delta_log", f"{version:020d}.json")) as fh:
-        actions = [json.loads(line) for line in fh if line.strip()]
+    actions = commit_actions(table, version)
     return {os.path.dirname((a.get("add") or a.get("remove"))["path"]) for a in actions if "add" in a or "remove" in a}
 
 

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ports import free_port  # noqa: E402 - tests/ helper
+from ports import free_port
 from test_server import GOOD, NAME, SIGNATURE, registry_setup  # noqa: F401,E402 - sibling test module
 
 pytestmark = pytest.mark.timeout(600)

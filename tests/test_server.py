@@ -17,7 +17,7 @@ from typing import Iterator
 
 import httpx
 import pytest
-from ports import free_port  # noqa: E402 - tests/ helper
+from ports import free_port
 
 from sparkship import artifacts
 from sparkship.cli import main as cli_main

@@ -12,10 +12,12 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from reliability_helpers import commit_actions
 
 from sparkship import tables
 from sparkship.cli import main
 from sparkship.errors import ConcurrentWriteError, SchemaMismatchError, SparkshipError
+from sparkship.tables.files import commit_versions
 
 SCHEMA = "id long, name string, score double, day date, at timestamp"
 
@@ -193,30 +195,20 @@ def test_file_statistics_keep_nan_and_infinity_rows_findable_by_delta_spark(spar
     rows = [(i, x, i / 4) for i, x in enumerate([1.0, nan, 2.0, inf, -inf, 3.0, None, nan], start=1)]
     tables.write(spark.createDataFrame(rows, "id long, x double, y double").coalesce(1), path, mode="overwrite")
     tables.write(spark.createDataFrame([(9, nan, 9.0)], "id long, x double, y double"), path)  # NaN only in x
-    stats = [json.loads(line["add"]["stats"], parse_constant=lambda token: pytest.fail(f"{token} in {line}"))
-             for line in _log_lines(path) if "add" in line]  # strict JSON: Delta's parser refuses NaN, Infinity
+    adds = [a["add"] for version in commit_versions(path) for a in commit_actions(path, version) if "add" in a]
+    stats = [json.loads(add["stats"], parse_constant=lambda token: pytest.fail(f"{token} in {add}"))
+             for add in adds]  # strict JSON: Delta's parser refuses NaN, Infinity
     assert [(s["minValues"].get("y"), s["maxValues"].get("y"), s["nullCount"]["x"]) for s in stats] == [
         (0.25, 2.0, 1), (9.0, 9.0, 0)]  # a finite column keeps its range, so files are still skipped on it
     plain = spark.createDataFrame(rows + [(9, nan, 9.0)], "id long, x double, y double")
     conditions = ("x > 5", "x = double('NaN')", "x >= 2", "x < 0", "x <= 1", "isnan(x)", "x is null", "y > 5")
 
-    def found(table):  # one scan per condition (each skips files on its own), collected in one job
+    def found(table):  # one scan per condition (each skips files on its own), compared in one chispa call
         return functools.reduce(DataFrame.unionAll, [table.where(c).select(F.lit(c).alias("condition"), "id")
                                                      for c in conditions])
 
     for table in (spark.read.format("delta").load(path), tables.read(spark, path)):  # delta-spark itself, ours
         assert_df_equality(found(table), found(plain), ignore_row_order=True, ignore_nullable=True)
-
-
-def _log_lines(path: str) -> list[dict]:
-    """Every action of every commit of a local table, oldest commit first."""
-    from sparkship.tables.files import commit_versions
-
-    actions = []
-    for version in commit_versions(path):
-        with open(os.path.join(path, "_delta_log", f"{version:020d}.json"), encoding="utf-8") as fh:
-            actions += [json.loads(line) for line in fh if line.strip()]
-    return actions
 
 
 def _append_worker(path: str, worker: int, batches: int, engine: str, home: str) -> list[int]:

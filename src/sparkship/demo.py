@@ -81,13 +81,6 @@ def _write_csv(table: Any, path: str) -> None:
             writer.writerow(["" if v is None or v != v else v for v in row])  # None and NaN -> empty
 
 
-def _listening_socket() -> socket.socket:
-    """A socket bound to a free port on 127.0.0.1, handed to uvicorn as is: no window for another bind."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
 @contextmanager
 def _running_server(settings: Settings, ref: str) -> Iterator[str]:
     """The real FastAPI app under uvicorn on 127.0.0.1, in a thread, for the life of the block."""
@@ -96,20 +89,20 @@ def _running_server(settings: Settings, ref: str) -> Iterator[str]:
     from sparkship.serving.server import build
 
     app, _ = build(ref, settings, poll_seconds=60)
-    sock = _listening_socket()
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    # uvicorn serves on the socket bound here: no window in which another process could take its port
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        port = sock.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        deadline = time.time() + 30
+        while not server.started and time.time() < deadline:
+            time.sleep(0.05)
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
 
 
 def run_demo(spark: "SparkSession", workdir: str, train_rows: int = TRAIN_ROWS, batch_rows: int = BATCH_ROWS) -> DemoSummary:
