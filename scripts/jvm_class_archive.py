@@ -1,23 +1,31 @@
 """Build a class-data-sharing archive for the short-lived JVMs of the test suite.
 
 The suite starts about a hundred JVMs: every CLI call is a process with its own local SparkSession, and so are
-the concurrent writers. Each one loads, parses and verifies the same ~20,000 classes of Spark and Delta. Java's
-dynamic class-data sharing (JDK 13+) writes the classes one run loaded to an archive that later JVMs map
-instead: a `sparkship tables import` process then takes about 6 s instead of 10 s on two cores.
+the concurrent writers. Each one loads, parses and verifies the same ~20,000 classes of Spark. Java's class-data
+sharing maps them from an archive instead: a `sparkship tables import` process then costs about 7.4 CPU seconds
+instead of 12.5 on two cores.
 
-The archive comes from one small `sparkship demo` run (import, train, validate, promote, score, monitor,
-report), so that it holds the classes of every command. A JVM given an archive that does not match its own
-class path or Java version (the Spark 3.5 environment, another JDK) says so and runs without it.
+The archive is dumped (``java -Xshare:dump``) from a list of classes kept in the repository,
+``scripts/jvm-classes.lst.gz``: the classes one small ``sparkship demo`` run (import, train, validate, promote,
+score, monitor, report) loaded, so it holds the classes of every command. Dumping from the list takes about 40 s
+and needs only the venv; dumping at the exit of a demo run took about 80 s and needed Delta's jars too, on the
+path of every fresh ``make test``. The dump uses the class path and module flags of the JVM that pyspark starts
+(asked of a gateway JVM), which a later JVM must match to map the archive. A JVM whose class path or Java
+version does not match (the Spark 3.5 environment, another JDK) runs without it. A class that the list names
+and the class path lacks (another pyspark patch release) is skipped.
 
     python scripts/jvm_class_archive.py .venv/jvm-classes.jsa
+    python scripts/jvm_class_archive.py --write-class-list     # after a pyspark minor or JDK upgrade
 
-The archive is written next to OUT and moved into place once the JVM has finished writing it. The test suite's
-conftest gives it to its short-lived JVMs when it is there (:func:`short_lived_jvm_options`).
+The archive is written next to OUT and moved into place once complete. The test suite's conftest gives it to its
+short-lived JVMs when it is there (:func:`short_lived_jvm_options`).
 """
 from __future__ import annotations
 
 import argparse
+import gzip
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,6 +37,7 @@ SHORT_LIVED_JVM = "-XX:TieredStopAtLevel=1 -XX:CICompilerCount=1 -XX:+UseSerialG
 # JVM warnings go to stdout by default, where they would mix with the CLI's JSON (a JVM that cannot use the
 # archive warns so): errors only, on stderr.
 QUIET_JVM_LOG = "-Xlog:disable -Xlog:all=error:stderr"
+CLASS_LIST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "jvm-classes.lst.gz")
 DEMO_ARGS = ["-q", "--json", "demo", "--train-rows", "2000", "--batch-rows", "500"]
 
 
@@ -41,59 +50,104 @@ def short_lived_jvm_options(archive: str) -> str:
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("out", help="where the archive goes (e.g. .venv/jvm-classes.jsa)")
-    parser.add_argument("--jvm-options", default=SHORT_LIVED_JVM,
-                        help="the other driver JVM flags the archive will be used with (default: %(default)s)")
-    parser.add_argument("--timeout", type=float, default=900, help="seconds for the demo run and the dump")
-    return parser.parse_args(argv)
+    parser.add_argument("out", nargs="?", help="where the archive goes (e.g. .venv/jvm-classes.jsa)")
+    parser.add_argument("--write-class-list", action="store_true",
+                        help=f"run the demo once and write the classes it loaded to {CLASS_LIST}")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds for the demo run or the dump")
+    args = parser.parse_args(argv)
+    if not args.out and not args.write_class_list:
+        parser.error("give OUT, or --write-class-list")
+    return args
 
 
-def _run_demo(workdir: str, archive: str, jvm_options: str, timeout: float) -> None:
-    """One demo run whose JVM writes the classes it loaded to ``archive`` as it exits."""
-    env = {
-        **os.environ,
-        "SPARKSHIP_HOME": os.path.join(workdir, "home"),
-        "SPARKSHIP_DRIVER_JAVA_OPTIONS": f"{jvm_options} -XX:ArchiveClassesAtExit={archive} {QUIET_JVM_LOG}".strip(),
-    }
-    command = [sys.executable, "-m", "sparkship.cli", *DEMO_ARGS, "--workdir", os.path.join(workdir, "demo")]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
-    if done.returncode != 0:
-        raise RuntimeError(f"the demo run failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
+def _pyspark_jvm() -> tuple[str, str, list[str]]:
+    """The java binary, class path and module flags of the driver JVM that pyspark launches here."""
+    from pyspark.java_gateway import launch_gateway
+
+    gateway = launch_gateway()
+    try:
+        system = gateway.jvm.System
+        java = os.path.join(system.getProperty("java.home"), "bin", "java")
+        arguments = gateway.jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments()
+        modules = [a for a in arguments if a.startswith(("--add-modules", "-XX:+IgnoreUnrecognizedVMOptions"))]
+        return java, system.getProperty("java.class.path"), modules
+    finally:
+        gateway.shutdown()
 
 
-def _jvm_still_writing(archive: str) -> bool:
-    """True while a process whose command line names ``archive`` runs (pyspark leaves its JVM to exit after it)."""
+def _dump(class_list: str, archive: str, timeout: float) -> None:
+    """``java -Xshare:dump`` of the classes in ``class_list`` (gzipped) for pyspark's class path."""
+    java, class_path, modules = _pyspark_jvm()
+    with tempfile.TemporaryDirectory(prefix="sparkship-cds-") as workdir:
+        plain = os.path.join(workdir, "classes.lst")
+        with gzip.open(class_list, "rb") as src, open(plain, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        # Run in an empty folder: the class path has a relative entry (hive-jackson/*) that must not resolve.
+        command = [java, "-Xshare:dump", f"-XX:SharedClassListFile={plain}", f"-XX:SharedArchiveFile={archive}",
+                   *modules, "-Xlog:disable", "-Xlog:cds=error", "-cp", class_path]
+        done = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0 or not os.path.isfile(archive) or os.path.getsize(archive) == 0:
+        raise RuntimeError(f"java -Xshare:dump failed (exit {done.returncode}): "
+                           f"{(done.stderr or done.stdout).strip()[-2000:]}")
+
+
+def _write_class_list(path: str, timeout: float) -> int:
+    """One demo run whose driver JVM lists the classes it loads; the list is gzipped to ``path``."""
+    with tempfile.TemporaryDirectory(prefix="sparkship-cds-") as workdir:
+        plain = os.path.join(workdir, "classes.lst")
+        env = {
+            **os.environ,
+            "SPARKSHIP_HOME": os.path.join(workdir, "home"),
+            "SPARKSHIP_DRIVER_JAVA_OPTIONS": f"{SHORT_LIVED_JVM} -XX:DumpLoadedClassList={plain} {QUIET_JVM_LOG}",
+        }
+        command = [sys.executable, "-m", "sparkship.cli", *DEMO_ARGS, "--workdir", os.path.join(workdir, "demo")]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0:
+            raise RuntimeError(f"the demo run failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
+        _wait_for_jvm_exit(plain, timeout)
+        with open(plain, "rb") as src, gzip.GzipFile(path, "wb", mtime=0) as dst:
+            shutil.copyfileobj(src, dst)
+        with open(plain) as fh:
+            return sum(1 for line in fh if line.strip() and not line.startswith("#"))
+
+
+def _wait_for_jvm_exit(marker: str, timeout: float) -> None:
+    """Wait while a process whose command line names ``marker`` runs (pyspark leaves its JVM to exit after it)."""
+    deadline = time.monotonic() + timeout
+    while _running_with(marker):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the JVM writing {marker} did not exit within {timeout:.0f} s")
+        time.sleep(0.5)
+
+
+def _running_with(marker: str) -> bool:
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if archive.encode() in f.read():
+                if marker.encode() in f.read():
                     return True
         except OSError:  # the process ended while we looked
             continue
     return False
 
 
-def _wait_for_dump(archive: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while _jvm_still_writing(archive):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the JVM did not finish writing {archive} within {timeout:.0f} s")
-        time.sleep(0.5)
-    if not os.path.isfile(archive) or os.path.getsize(archive) == 0:
-        raise RuntimeError(f"the JVM wrote no archive at {archive}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
+    started = time.perf_counter()
+    if args.write_class_list:
+        try:
+            classes = _write_class_list(CLASS_LIST, args.timeout)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            print(f"jvm_class_archive: {exc}", file=sys.stderr)
+            return 1
+        print(f"wrote {CLASS_LIST} ({classes} classes) in {time.perf_counter() - started:.0f} s")
+        return 0
     out = os.path.abspath(args.out)
     partial = f"{out}.partial-{os.getpid()}"
-    started = time.perf_counter()
     try:
-        with tempfile.TemporaryDirectory(prefix="sparkship-cds-") as workdir:
-            _run_demo(workdir, partial, args.jvm_options, args.timeout)
-            _wait_for_dump(partial, args.timeout)
+        _dump(CLASS_LIST, partial, args.timeout)
         os.replace(partial, out)
-    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
         if os.path.exists(partial):
             os.remove(partial)
         print(f"jvm_class_archive: {exc}", file=sys.stderr)
