@@ -64,7 +64,8 @@ def _pyspark_jvm() -> tuple[str, str, list[str]]:
     """The java binary, class path and module flags of the driver JVM that pyspark launches here."""
     from pyspark.java_gateway import launch_gateway
 
-    gateway = launch_gateway()
+    # The gateway JVM's start-up warnings are noise in make's output.
+    gateway = launch_gateway(popen_kwargs={"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL})
     try:
         system = gateway.jvm.System
         java = os.path.join(system.getProperty("java.home"), "bin", "java")
