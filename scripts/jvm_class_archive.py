@@ -2,13 +2,13 @@
 
 The suite starts about a hundred JVMs: every CLI call is a process with its own local SparkSession, and so are
 the concurrent writers. Each one loads, parses and verifies the same ~20,000 classes of Spark. Java's class-data
-sharing maps them from an archive instead: a `sparkship tables import` process then costs about 7.4 CPU seconds
-instead of 12.5 on two cores.
+sharing maps them from an archive instead: a short `sparkship tables import` process then cost 7.2 to 7.5 CPU
+seconds instead of 12.6 on two cores (4 December, a fast hour).
 
 The archive is dumped (``java -Xshare:dump``) from a list of classes kept in the repository,
 ``scripts/jvm-classes.lst.gz``: the classes one small ``sparkship demo`` run (import, train, validate, promote,
-score, monitor, report) loaded, so it holds the classes of every command. Dumping from the list takes about 40 s
-and needs only the venv; dumping at the exit of a demo run took about 80 s and needed Delta's jars too, on the
+score, monitor, report) loaded, so it holds the classes of every command. Dumping from the list takes about 40 to
+60 s and needs only the venv; dumping at the exit of a demo run took about 80 s and needed Delta's jars too, on the
 path of every fresh ``make test``. The dump uses the class path and module flags of the JVM that pyspark starts
 (asked of a gateway JVM), which a later JVM must match to map the archive. A JVM whose class path or Java
 version does not match (the Spark 3.5 environment, another JDK) runs without it. A class that the list names
@@ -132,28 +132,31 @@ def _running_with(marker: str) -> bool:
     return False
 
 
+def _build_archive(out: str, timeout: float) -> str:
+    """Dump the archive next to ``out``, then move it into place; nothing is left behind on failure."""
+    out = os.path.abspath(out)
+    partial = f"{out}.partial-{os.getpid()}"
+    try:
+        _dump(CLASS_LIST, partial, timeout)
+        os.replace(partial, out)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+    return f"{out} ({os.path.getsize(out) / 2**20:.0f} MiB)"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     started = time.perf_counter()
-    if args.write_class_list:
-        try:
-            classes = _write_class_list(CLASS_LIST, args.timeout)
-        except (RuntimeError, subprocess.TimeoutExpired) as exc:
-            print(f"jvm_class_archive: {exc}", file=sys.stderr)
-            return 1
-        print(f"wrote {CLASS_LIST} ({classes} classes) in {time.perf_counter() - started:.0f} s")
-        return 0
-    out = os.path.abspath(args.out)
-    partial = f"{out}.partial-{os.getpid()}"
     try:
-        _dump(CLASS_LIST, partial, args.timeout)
-        os.replace(partial, out)
+        if args.write_class_list:
+            wrote = f"{CLASS_LIST} ({_write_class_list(CLASS_LIST, args.timeout)} classes)"
+        else:
+            wrote = _build_archive(args.out, args.timeout)
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
-        if os.path.exists(partial):
-            os.remove(partial)
         print(f"jvm_class_archive: {exc}", file=sys.stderr)
         return 1
-    print(f"wrote {out} ({os.path.getsize(out) / 2**20:.0f} MiB) in {time.perf_counter() - started:.0f} s")
+    print(f"wrote {wrote} in {time.perf_counter() - started:.0f} s")
     return 0
 
 
