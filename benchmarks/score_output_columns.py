@@ -80,11 +80,17 @@ def _scored(spark: Any, model: Any, source: str, *, run_columns: tuple[str, ...]
             bad = bad | condition
         rows = rows.where(~bad)
     columns: list[Any] = ["id", "prediction", vector_to_array("probability").alias("probability")]
+    return model.transform(rows).select(*columns, *run_constants(run_columns))
+
+
+def run_constants(names: tuple[str, ...] = RUN_COLUMNS) -> list[Any]:
+    """The run columns ``names`` as literals of the types sparkship's scoring output gives them."""
+    from pyspark.sql import functions as F
+
     constants = {"model_name": F.lit("churn"), "model_version": F.lit("1"),
                  "scored_at": F.lit(datetime.now(timezone.utc)).cast("timestamp"), "run_id": F.lit("run-1"),
                  "input_version": F.lit(3).cast("bigint"), "scoring_batch": F.lit(0).cast("bigint")}
-    columns += [constants[name].alias(name) for name in run_columns]
-    return model.transform(rows).select(*columns)
+    return [constants[name].alias(name) for name in names]
 
 
 def main() -> None:

@@ -3,8 +3,11 @@
 Both sides read the same Delta table, load the same saved PipelineModel (Imputer + StringIndexer +
 OneHotEncoder + VectorAssembler + LogisticRegression), and write keys + prediction + probability (as an array)
 to a new Delta table in one commit. `sparkship score` adds the registry lookup, the checksum check, the schema
-check, the quarantine rules, the row counts (from Delta statistics), the lease and the state table. Rounds
-alternate; medians are reported.
+check, the quarantine rules, the row counts (from Delta statistics), the lease and the state table, and its
+output carries six run columns (the inference-table layout). A third path writes the raw transform with those
+same six columns, partitioned by ``scoring_batch`` as sparkship writes them: it splits the overhead into what
+the output's layout costs in the write and what sparkship's own steps cost beyond it. Rounds alternate; medians
+are reported.
 
 Where the time goes: the Spark jobs each side launches (counted with the status tracker, per job group, with
 the call site of each job's first stage) and a cProfile of one extra `sparkship score` run, cumulative seconds
@@ -27,6 +30,8 @@ from collections import Counter
 from typing import Any, Callable
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+
+from score_output_columns import run_constants  # noqa: E402 - this folder's own module
 
 # (file suffix, function name) -> label of the step, for the profile breakdown
 STEPS = [
@@ -123,13 +128,24 @@ def main() -> None:
         tables.write(out, os.path.join(work, f"raw-{i}"), mode="overwrite")
         return time.perf_counter() - start
 
+    def run_layout(i: int) -> float:
+        start = time.perf_counter()
+        raw = PipelineModel.load(model_dir)
+        out = raw.transform(tables.read(spark, src)).select(
+            "id", "prediction", vector_to_array("probability").alias("probability"), *run_constants()
+        )
+        tables.write(out, os.path.join(work, f"layout-{i}"), mode="overwrite", partition_by=[scoring.BATCH_COLUMN])
+        return time.perf_counter() - start
+
     run_raw(-1)  # warm-up: JIT, Python workers
+    run_layout(-1)
     run_sparkship(-1)
-    names = {"raw": "raw transform + write", "sparkship": "sparkship score"}
-    times: dict[str, list[float]] = {names["raw"]: [], names["sparkship"]: []}
+    names = {"raw": "raw transform + write", "layout": "raw transform + the six run columns, partitioned, + write",
+             "sparkship": "sparkship score"}
+    times: dict[str, list[float]] = {name: [] for name in names.values()}
     jobs: dict[str, list[str]] = {}
     for i in range(args.rounds):
-        for key, run in (("raw", run_raw), ("sparkship", run_sparkship)):
+        for key, run in (("raw", run_raw), ("layout", run_layout), ("sparkship", run_sparkship)):
             elapsed, sites = jobs_of(spark, f"bench-{key}-{i}", lambda run=run: run(i))
             times[names[key]].append(elapsed)
             jobs[names[key]] = sites
@@ -144,6 +160,10 @@ def main() -> None:
         med = statistics.median(values)
         print(f"| {name} | {med:.2f} | {', '.join(f'{v:.2f}' for v in values)} | {med / base:.2f}x "
               f"| {len(jobs[name])} |")
+    layout = statistics.median(times[names["layout"]])
+    print(f"\nsparkship score / the same output layout written by hand: "
+          f"{statistics.median(times[names['sparkship']]) / layout:.2f}x (sparkship's own steps); "
+          f"the layout / raw: {layout / base:.2f}x (the run columns in the write)")
     print("\nSpark jobs of one run, by call site (first stage's name):")
     for name, sites in jobs.items():
         print(f"  {name}: " + ", ".join(f"{site} x{n}" for site, n in sorted(Counter(sites).items())))
