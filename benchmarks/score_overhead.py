@@ -119,23 +119,20 @@ def main() -> None:
         assert result.scored == args.rows, result
         return elapsed
 
-    def run_raw(i: int) -> float:
+    def run_raw(i: int, with_run_columns: bool = False) -> float:
+        """The transform written by hand; ``with_run_columns``: with the output's run columns, as sparkship's are."""
         start = time.perf_counter()
         raw = PipelineModel.load(model_dir)
         out = raw.transform(tables.read(spark, src)).select(
-            "id", "prediction", vector_to_array("probability").alias("probability")
+            "id", "prediction", vector_to_array("probability").alias("probability"),
+            *(run_constants() if with_run_columns else []),
         )
-        tables.write(out, os.path.join(work, f"raw-{i}"), mode="overwrite")
+        tables.write(out, os.path.join(work, f"{'layout' if with_run_columns else 'raw'}-{i}"), mode="overwrite",
+                     partition_by=[scoring.BATCH_COLUMN] if with_run_columns else None)
         return time.perf_counter() - start
 
     def run_layout(i: int) -> float:
-        start = time.perf_counter()
-        raw = PipelineModel.load(model_dir)
-        out = raw.transform(tables.read(spark, src)).select(
-            "id", "prediction", vector_to_array("probability").alias("probability"), *run_constants()
-        )
-        tables.write(out, os.path.join(work, f"layout-{i}"), mode="overwrite", partition_by=[scoring.BATCH_COLUMN])
-        return time.perf_counter() - start
+        return run_raw(i, with_run_columns=True)
 
     run_raw(-1)  # warm-up: JIT, Python workers
     run_layout(-1)

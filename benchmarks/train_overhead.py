@@ -36,6 +36,8 @@ from sparkship.config import Settings
 from sparkship.spark import get_spark
 from sparkship.spec import parse_spec
 
+SPARKSHIP, BY_HAND, EVALUATED = ("sparkship train", "by hand (fit + save)",
+                                 "by hand, evaluated (fit + Spark's evaluators + save)")
 PARAMS = {
     "random_forest": {"numTrees": 20, "maxDepth": 6},
     "gbt": {"maxIter": 20, "maxDepth": 5},
@@ -79,7 +81,7 @@ def by_hand(spark, spec, version: int, out_dir: str, evaluated: bool = False) ->
     if evaluated:
         with recorder.step("held-out metrics"):
             predictions = model.transform(test_df)
-            for name in metrics.metric_names(spec.task, 2):
+            for name in metrics.metric_names(spec.task, 2):  # make_table's label is 0/1
                 metrics.evaluator(name, spec.label).evaluate(predictions)
     with recorder.step("save / register"):
         model.write().overwrite().save(out_dir)
@@ -150,8 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         def run_by_hand_evaluated() -> dict[str, dict]:
             return by_hand(spark, spec, version, os.path.join(workdir, "by_hand_model"), evaluated=True)
 
-        paths = {"sparkship train": run_sparkship, "by hand (fit + save)": run_by_hand,
-                 "by hand, evaluated (fit + Spark's evaluators + save)": run_by_hand_evaluated}
+        paths = {SPARKSHIP: run_sparkship, BY_HAND: run_by_hand, EVALUATED: run_by_hand_evaluated}
         for fn in paths.values():  # warm-up: JIT, Python workers, the data source
             fn()
         times: dict[str, list[float]] = {name: [] for name in paths}
@@ -165,17 +166,17 @@ def main(argv: list[str] | None = None) -> int:
                 parts = ", ".join(f"{k} {v['seconds']:.2f} s/{v['jobs']} jobs" for k, v in steps[name][-1].items())
                 print(f"round {r + 1}: {name}: {times[name][-1]:.2f} s ({parts})", file=sys.stderr)
 
-        base = statistics.median(times["by hand (fit + save)"])
+        base = statistics.median(times[BY_HAND])
         print(f"\n{args.rows} rows, {args.algorithm} {PARAMS[args.algorithm]}, {args.rounds} rounds, "
               f"master {spark.sparkContext.master}\n")
-        print_ratio_table(times, "by hand (fit + save)", "path")
+        print_ratio_table(times, BY_HAND, "path")
         print_breakdown(steps)
         print("\n(sparkship's reference profile runs on a second thread while its held-out metrics run: those two "
               "steps overlap in time.)")
-        ratio = statistics.median(times["sparkship train"]) / base
+        ratio = statistics.median(times[SPARKSHIP]) / base
         print(f"\nsparkship / by hand = {ratio:.2f}x (goal <= 1.10x): {'met' if ratio <= 1.10 else 'NOT met'}")
-        evaluated = statistics.median(times["by hand, evaluated (fit + Spark's evaluators + save)"])
-        print(f"sparkship / by hand, evaluated = {statistics.median(times['sparkship train']) / evaluated:.2f}x "
+        evaluated = statistics.median(times[EVALUATED])
+        print(f"sparkship / by hand, evaluated = {statistics.median(times[SPARKSHIP]) / evaluated:.2f}x "
               f"(the held-out metrics by hand alone: {evaluated / base:.2f}x)")
         return 0
     finally:
