@@ -12,39 +12,21 @@ means the previous run died somewhere between the two: its output commit may or 
 incremental run heals that by re-scoring the same range into the same ``scoring_batch`` partition (see
 :mod:`sparkship.scoring`); a dead full run is redone in full.
 
-Leases. A run holds the output's lease (``<output>_lease``, another small Delta table) from before it reads the
-state until after its ``committed`` row: the lease names its owner (run id, host, process id and the process's
-start time) and expires ``LEASE_S`` seconds after its latest renewal; a background thread renews it every
-``LEASE_S / 3`` seconds. A run that finds the lease held by a live run waits up to its ``wait_s`` and then
-refuses, naming the holder: so a manual run started during the scheduled one never mistakes the scheduled
-run's ``pending`` row for a dead run's. A lease is free when its run committed (its ``committed`` state row is
-newer than its latest lease row: a finished run writes no separate release, one Delta commit fewer per run),
-when it was released (a run that failed or had nothing to score), when it expired, or - on the same host - when
-its owner process is gone (a killed run is healed by the next run at once, without waiting for the expiry).
+A run reads and writes this table under the output's lease (:mod:`sparkship.scoring_lease`), so a manual run
+started during the scheduled one never mistakes the scheduled run's ``pending`` row for a dead run's.
 
     >>> state = ScoringState("/tmp/scores_state")                            # doctest: +SKIP
     >>> state.latest("churn", "/data/events", "/tmp/scores").committed        # doctest: +SKIP
-    >>> with RunLease("/tmp/scores_lease", "run-1").hold(wait_s=0):           # doctest: +SKIP
-    ...     pass
 """
 from __future__ import annotations
 
-import logging
-import os
-import socket
-import threading
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterator
+from datetime import datetime, timezone
+from typing import Any
 
 import pyarrow as pa
 
-from sparkship.errors import ConcurrentWriteError
 from sparkship.tables import metadata
-
-log = logging.getLogger(__name__)
 
 PENDING = "pending"
 COMMITTED = "committed"
@@ -67,8 +49,14 @@ STATE_SCHEMA = pa.schema(
         ("scored", pa.int64()),
         ("quarantined", pa.int64()),
         ("at", pa.timestamp("us", tz="UTC")),
+        ("input_table_id", pa.string()),
+        ("mode", pa.string()),
+        ("deleted", pa.int64()),
     ]
 )
+# Columns a state table written before they existed lacks: rows read from it have None there, and rows appended
+# to it leave them out.
+_ADDED_COLUMNS = ("input_table_id", "mode", "deleted")
 
 
 @dataclass(frozen=True)
@@ -91,6 +79,9 @@ class StateRow:
     scored: int | None = None
     quarantined: int | None = None
     at: datetime | None = None
+    input_table_id: str | None = None  # the input's Delta table id: a re-created input gets another
+    mode: str | None = None  # whole | changes | appends | stream
+    deleted: int | None = None  # keys the run deleted from the output (changes)
 
 
 @dataclass(frozen=True)
@@ -109,12 +100,15 @@ class ScoringState:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self._columns: set[str] | None = None  # of the table as latest() read it
 
     def latest(self, model_name: str, input_path: str, output_path: str) -> Latest:
         version = metadata.table_version(self.path)
         if version is None:
             return Latest(None, None, -1)
-        every = metadata.read_arrow(self.path, version=version).to_pylist()
+        table = metadata.read_arrow(self.path, version=version)
+        self._columns = set(table.schema.names)
+        every = table.to_pylist()
         of_output = sorted((StateRow(**r) for r in every if r["output_path"] == output_path), key=lambda r: r.seq)
         rows = [r for r in of_output if (r.model_name, r.input_path) == (model_name, input_path)]
         committed = next((r for r in reversed(rows) if r.status == COMMITTED), None)
@@ -126,9 +120,10 @@ class ScoringState:
     def append(self, row: StateRow, expected_version: int | None = None) -> int:
         """Append one row (``seq`` is the caller's); compare-and-set on the table when ``expected_version``."""
         record: dict[str, Any] = {**row.__dict__, "at": row.at or datetime.now(timezone.utc)}
-        return metadata.append_arrow(
-            self.path, pa.Table.from_pylist([record], schema=STATE_SCHEMA), expected_version=expected_version
-        )
+        rows = pa.Table.from_pylist([record], schema=STATE_SCHEMA)
+        if self._columns is not None and not set(_ADDED_COLUMNS) <= self._columns:
+            rows = rows.drop_columns([c for c in _ADDED_COLUMNS if c not in self._columns])
+        return metadata.append_arrow(self.path, rows, expected_version=expected_version)
 
     def committed_since(self, run_id: str, since: datetime) -> bool:
         """True when run ``run_id`` appended a ``committed`` row at or after ``since``: its lease ended with it."""
@@ -142,194 +137,3 @@ class ScoringState:
             return 1
         seqs = metadata.read_arrow(self.path, columns=["seq"]).column("seq").to_pylist()
         return max(seqs, default=0) + 1
-
-
-# --- the run lease -------------------------------------------------------------------------------------------
-
-LEASE_S = 60.0
-ACQUIRED, RENEWED, RELEASED = "acquired", "renewed", "released"
-LEASE_SCHEMA = pa.schema(
-    [
-        ("seq", pa.int64()),
-        ("run_id", pa.string()),
-        ("host", pa.string()),
-        ("pid", pa.int64()),
-        ("pid_started", pa.string()),
-        ("action", pa.string()),
-        ("expires_at", pa.timestamp("us", tz="UTC")),
-        ("at", pa.timestamp("us", tz="UTC")),
-    ]
-)
-
-
-def _process_started(pid: int) -> str | None:
-    """The start time of process ``pid`` (clock ticks since boot, from /proc), or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-@dataclass(frozen=True)
-class LeaseHolder:
-    """The newest row of a lease table."""
-
-    seq: int
-    run_id: str
-    host: str
-    pid: int
-    pid_started: str | None
-    action: str
-    expires_at: datetime
-    at: datetime | None = None
-
-    def is_live(self, now: datetime) -> bool:
-        """Held: not released, not expired and, when the owner ran on this host, its process still there."""
-        if self.action == RELEASED or self.expires_at <= now:
-            return False
-        if self.host == socket.gethostname() and os.path.isdir("/proc"):
-            return _process_started(self.pid) == self.pid_started
-        return True
-
-    def describe(self) -> str:
-        return (f"run {self.run_id} (process {self.pid} on {self.host}, lease until "
-                f"{self.expires_at.isoformat(timespec='seconds')})")
-
-
-class RunLease:
-    """The lease of one output table, for one run (see the module docstring).
-
-    ``ended`` tells whether a holder's run ended by recording its work elsewhere (the scoring state's
-    ``committed`` row): such a lease is free without a release row. A run ends its own lease that way with
-    :meth:`end_with`.
-    """
-
-    def __init__(self, path: str, run_id: str, duration_s: float = LEASE_S,
-                 ended: Callable[[LeaseHolder], bool] | None = None) -> None:
-        self.path = path
-        self.run_id = run_id
-        self.duration_s = duration_s
-        self.lost = threading.Event()
-        self._ended = ended
-        self._stop = threading.Event()
-        self._renewer: threading.Thread | None = None
-        self._closed = False
-        self._pid = os.getpid()
-
-    def _has_ended(self, holder: LeaseHolder) -> bool:
-        return holder.action == RELEASED or (self._ended is not None and holder.at is not None and self._ended(holder))
-
-    def holder(self) -> tuple[int, LeaseHolder | None]:
-        """(table version or -1, the newest lease row or None)."""
-        version = metadata.table_version(self.path)
-        if version is None:
-            return -1, None
-        rows = metadata.read_arrow(self.path, version=version).to_pylist()
-        newest = max(rows, key=lambda r: r["seq"], default=None)
-        return version, LeaseHolder(**newest) if newest else None
-
-    def _append(self, action: str, seq: int, expected_version: int | None) -> None:
-        now = datetime.now(timezone.utc)
-        row = {
-            "seq": seq, "run_id": self.run_id, "host": socket.gethostname(), "pid": self._pid,
-            "pid_started": _process_started(self._pid), "action": action,
-            "expires_at": now + timedelta(seconds=self.duration_s), "at": now,
-        }
-        metadata.append_arrow(self.path, pa.Table.from_pylist([row], schema=LEASE_SCHEMA),
-                              expected_version=expected_version)
-
-    def acquire(self, wait_s: float = 0.0) -> LeaseHolder | None:
-        """Take the lease (compare-and-set); return the dead holder it took over from, if any.
-
-        Waits up to ``wait_s`` seconds for a live holder to finish, then raises :class:`ConcurrentWriteError`
-        naming it.
-        """
-        deadline = time.monotonic() + wait_s
-        waited = False
-        while True:
-            version, holder = self.holder()
-            ended = holder is None or self._has_ended(holder)
-            if ended or not holder.is_live(datetime.now(timezone.utc)):  # type: ignore[union-attr]
-                try:
-                    self._append(ACQUIRED, (holder.seq if holder else 0) + 1, expected_version=version)
-                except ConcurrentWriteError:
-                    continue  # another run took it first: look again
-                return None if ended else holder
-            if time.monotonic() >= deadline:
-                raise ConcurrentWriteError(
-                    f"another scoring run is writing this output: {holder.describe()}. One run at a time per "
-                    f"output: wait for it to finish{f' (waited {wait_s:g}s)' if wait_s else ''}, or pass a "
-                    f"longer --wait; a run that died on another machine frees the lease when it expires"
-                )
-            if not waited:
-                log.info("waiting up to %gs for %s to finish", wait_s, holder.describe())
-                waited = True
-            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
-
-    def check(self) -> None:
-        """Raise :class:`ConcurrentWriteError` if this run lost its lease (its renewals failed)."""
-        if self.lost.is_set():
-            raise ConcurrentWriteError(f"run {self.run_id} lost its lease on {self.path}: nothing more is committed")
-
-    def _renew_once(self) -> None:
-        version, holder = self.holder()
-        if holder is None or holder.run_id != self.run_id or holder.action == RELEASED:
-            self.lost.set()
-            return
-        self._append(RENEWED, holder.seq + 1, expected_version=version)
-
-    def _renew_loop(self) -> None:
-        while not self._stop.wait(self.duration_s / 3):
-            try:
-                self._renew_once()
-            except ConcurrentWriteError:
-                continue  # a reader's view moved under us: the next tick looks again
-            except Exception:  # noqa: BLE001 - a renewal must never kill the run; the lease then expires
-                log.exception("could not renew the lease on %s", self.path)
-            if self.lost.is_set():
-                log.error("run %s lost its lease on %s", self.run_id, self.path)
-                return
-
-    def _stop_renewing(self) -> None:
-        self._stop.set()
-        if self._renewer is not None and self._renewer is not threading.current_thread():
-            self._renewer.join(timeout=5)
-
-    def end_with(self, record: Callable[[], Any]) -> None:
-        """End the lease by running ``record`` (the run's ``committed`` state row): no release row follows.
-
-        Renewals stop first, so that the record is newer than the lease's latest row (what ``ended`` checks).
-        """
-        self._stop_renewing()
-        self.check()
-        record()
-        self._closed = True
-
-    def release(self) -> None:
-        self._stop_renewing()
-        for _ in range(50):
-            version, holder = self.holder()
-            if holder is None or holder.run_id != self.run_id or holder.action == RELEASED:
-                return
-            try:
-                self._append(RELEASED, holder.seq + 1, expected_version=version)
-                return
-            except ConcurrentWriteError:
-                continue
-
-    @contextmanager
-    def hold(self, wait_s: float = 0.0) -> Iterator["RunLease"]:
-        """Acquire, renew in the background while the block runs, and release at the end (even on error) unless
-        the block ended the lease with :meth:`end_with`."""
-        dead = self.acquire(wait_s)
-        if dead is not None:
-            log.warning("took over the lease of %s, which is no longer running", dead.describe())
-        self._renewer = threading.Thread(target=self._renew_loop, name=f"lease-{self.run_id}", daemon=True)
-        self._renewer.start()
-        try:
-            yield self
-        finally:
-            self._stop_renewing()
-            if not self._closed:
-                self.release()
