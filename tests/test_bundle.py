@@ -67,7 +67,8 @@ def test_the_bundle_passes_every_offline_check(wheel):
     assert report.bundle == "sparkship"
     assert report.targets == ["dev", "staging", "prod"]
     assert report.jobs["training"] == ["train", "validate", "promote", "publish_enabled", "publish"]
-    assert set(report.jobs) == {"training", "scoring", "monitoring"}
+    assert set(report.jobs) == {"training", "scoring", "scoring_on_change", "monitoring"}
+    assert report.jobs["scoring_on_change"] == ["score"]
     # Both compute variants are deployed by some target, and so checked; the monitor only in prod.
     assert report.compute == {"dev": "classic", "staging": "serverless", "prod": "classic"}
     assert report.monitors == {"scores": ["prod"]}
@@ -159,7 +160,8 @@ def test_tables_are_unity_catalog_names_and_the_volume_keeps_models_and_the_regi
     bundle = load_bundle(ROOT)
     for target, schema in (("dev", "sparkship"), ("staging", "sparkship_staging"), ("prod", "sparkship_prod")):
         tables = [bundle.resolve(f"${{var.{v}}}", target)
-                  for v in ("training_table", "validation_table", "scoring_input", "scoring_output")]
+                  for v in ("training_table", "validation_table", "scoring_input", "scoring_output",
+                            "scoring_stream_output")]
         assert all(t.startswith(f"main.{schema}.") and t.count(".") == 2 for t in tables), tables
         volume = f"/Volumes/main/{schema}/sparkship/"
         assert [bundle.resolve(f"${{var.{v}}}", target).startswith(volume) for v in ("registry_root", "models_root")] \
@@ -171,7 +173,50 @@ def test_tables_are_unity_catalog_names_and_the_volume_keeps_models_and_the_regi
             for flag in ("--table", "--input", "--output", "--scores"):
                 if flag in params:
                     assert params[params.index(flag) + 1] in {"${var.training_table}", "${var.validation_table}",
-                                                               "${var.scoring_input}", "${var.scoring_output}"}
+                                                               "${var.scoring_input}", "${var.scoring_output}",
+                                                               "${var.scoring_stream_output}"}
+
+
+def _params(bundle, key: str) -> list[str]:
+    [task] = _wheel_tasks(bundle.jobs[key].config)
+    return task["python_wheel_task"]["parameters"]
+
+
+def test_the_nightly_job_passes_the_auto_full_flag_variable_which_refuses_by_default():
+    bundle = load_bundle(ROOT)
+    params = _params(bundle, "scoring")
+    assert params[-1] == "${var.scoring_auto_full_flag}"
+    parser = build_parser()
+    for target in ("dev", "staging", "prod"):
+        flag = bundle.resolve(params[-1], target)
+        assert flag == "--no-auto-full"
+        argv = ["score", *[bundle.resolve(p, target) for p in params]]
+        assert parser.parse_args(argv).auto_full is False
+    # Set to --auto-full, the same parameters turn it on.
+    assert parser.parse_args(["score", *[bundle.resolve(p, "prod") for p in params[:-1]], "--auto-full"]).auto_full
+
+
+def test_the_on_change_job_streams_the_nightly_jobs_input_into_a_table_of_its_own():
+    bundle = load_bundle(ROOT)
+    job = bundle.jobs["scoring_on_change"].config
+    nightly = bundle.jobs["scoring"].config
+    assert job["trigger"]["table_update"]["table_names"] == ["${var.scoring_input}"]
+    assert job["trigger"]["table_update"]["condition"] == "ANY_UPDATED"
+    assert "schedule" not in job and job["max_concurrent_runs"] == 1 and job["tags"] == nightly["tags"]
+    params, nightly_params = _params(bundle, "scoring_on_change"), _params(bundle, "scoring")
+
+    def flags(ps: list[str]) -> dict[str, str]:
+        return {p: ps[i + 1] for i, p in enumerate(ps[:-1]) if p.startswith("--") and not ps[i + 1].startswith("-")}
+
+    shared = ("--model", "--input", "--keys", "--run-id", "--home", "--registry-root", "--models-root")
+    assert {f: flags(params)[f] for f in shared} == {f: flags(nightly_params)[f] for f in shared}
+    assert params[-5:] == ["--stream", "--checkpoint", "${var.scoring_checkpoint}", "--trigger", "available-now"]
+    args = build_parser().parse_args(["score", *[bundle.resolve(p, "prod") for p in params]])
+    assert (args.stream, args.trigger) == (True, "available-now")
+    assert args.checkpoint == "/Volumes/main/sparkship_prod/sparkship/checkpoints/scoring"
+    for target in ("dev", "staging", "prod"):  # the stream's progress and the nightly job's are separate records
+        outputs = [bundle.resolve(flags(p)["--output"], target) for p in (params, nightly_params)]
+        assert outputs[0].endswith(".churn_scores_stream") and outputs[0] != outputs[1]
 
 
 # One broken thing per case: (file, text in it, replacement, fragments the problem must name).
@@ -316,6 +361,55 @@ BROKEN = {
                       "model.algorithm", "unknown algorithm 'random_forrest'"]),
     "unknown top-level key": ("databricks.yml", "include:", "includes:",
                               ["databricks.yml", "includes", "unknown top-level key (did you mean 'include'?)"]),
+    "auto-full flag misspelt": ("databricks.yml", "default: --no-auto-full", "default: --no_auto_full",
+                                ["resources/scoring.yml", "tasks[score].python_wheel_task.parameters",
+                                 "unrecognized arguments: --no_auto_full"]),
+    "trigger table from a variable that is a path": ("resources/scoring_on_change.yml",
+                                                     "            - ${var.scoring_input}\n          condition",
+                                                     "            - ${var.home}/churn_customers\n          condition",
+                                                     ["resources/scoring_on_change.yml", "trigger.table_update."
+                                                      "table_names", "'/Volumes/main/sparkship_prod/sparkship/"
+                                                      "churn_customers' (from ${var.home}/churn_customers) is not a "
+                                                      "Unity Catalog table name", "(target prod)"]),
+    "trigger condition from a variable": ("resources/scoring_on_change.yml", "condition: ANY_UPDATED",
+                                          "condition: ${var.model_name}",
+                                          ["resources/scoring_on_change.yml", "trigger.table_update.condition",
+                                           "'churn' (from ${var.model_name}) is not a table_update condition: "
+                                           "expected ANY_UPDATED or ALL_UPDATED"]),
+    "trigger misspelt field": ("resources/scoring_on_change.yml", "wait_after_last_change_seconds:",
+                               "wait_after_last_change_secs:",
+                               ["resources/scoring_on_change.yml", "resources.jobs.scoring_on_change.trigger:",
+                                "Unexpected field 'wait_after_last_change_secs'"]),
+    "trigger wait under a minute": ("resources/scoring_on_change.yml", "min_time_between_triggers_seconds: 300",
+                                    "min_time_between_triggers_seconds: 30",
+                                    ["resources/scoring_on_change.yml", "min_time_between_triggers_seconds",
+                                     "30 s: Databricks accepts 60 s or more"]),
+    "trigger watches another table": ("resources/scoring_on_change.yml",
+                                      "            - ${var.scoring_input}\n          condition",
+                                      "            - ${var.training_table}\n          condition",
+                                      ["resources/scoring_on_change.yml", "trigger.table_update.table_names",
+                                       "watches main.sparkship.churn_training, but task score scores --input "
+                                       "main.sparkship.churn_customers", "(target dev)"]),
+    "stream and batch write one output": ("databricks.yml", "default: ${var.catalog}.${var.schema}.churn_scores_stream",
+                                          "default: ${var.scoring_output}",
+                                          ["resources/scoring_on_change.yml", "tasks[score].python_wheel_task."
+                                           "parameters", "--output main.sparkship_prod.churn_scores is also written "
+                                           "by batch scoring (scoring.score)", "give the stream an output of its own"]),
+    "processing-time stream on serverless": ("resources/scoring_on_change.yml", "- available-now",
+                                             "- processing-time=1 minute",
+                                             ["resources/scoring_on_change.yml", "tasks[score].python_wheel_task."
+                                              "parameters", "serverless compute runs available-now streams only",
+                                              "(target staging)"]),
+    "processing-time stream in a triggered job": ("resources/scoring_on_change.yml", "- available-now",
+                                                  "- processing-time=1 minute",
+                                                  ["resources/scoring_on_change.yml", "runs until stopped, but the "
+                                                   "job is started by its trigger", "(targets dev, prod)"]),
+    "unknown stream trigger": ("resources/scoring_on_change.yml", "- available-now", "- availablenow",
+                               ["resources/scoring_on_change.yml", "--trigger 'availablenow': expected available-now "
+                                "or processing-time=INTERVAL"]),
+    "checkpoint without stream": ("resources/scoring_on_change.yml", "              - --stream\n", "",
+                                  ["resources/scoring_on_change.yml", "tasks[score].python_wheel_task.parameters",
+                                   "--checkpoint without --stream"]),
 }
 
 
@@ -329,6 +423,53 @@ def test_a_broken_bundle_fails_with_a_message_naming_the_file_and_problem(case, 
     assert not report.ok
     messages = [str(p) for p in report.problems]
     assert any(all(f in m for f in fragments) for m in messages), "\n".join(messages)
+
+
+# Broken on-change jobs that must each give exactly one problem line: (file, text, replacement, the line).
+ONE_LINE = {
+    "unknown trigger condition": ("resources/scoring_on_change.yml", "condition: ANY_UPDATED", "condition: ANY_UPDATE",
+                                  "resources/scoring_on_change.yml: resources.jobs.scoring_on_change.trigger: "
+                                  "'ANY_UPDATE' is not a valid Condition: expected one of ANY_UPDATED, ALL_UPDATED "
+                                  "(did you mean 'ANY_UPDATED'?)"),
+    "a path instead of a table name": ("resources/scoring_on_change.yml",
+                                       "            - ${var.scoring_input}\n          condition",
+                                       "            - /Volumes/main/sparkship/landing/churn_customers\n          "
+                                       "condition",
+                                       "resources/scoring_on_change.yml: resources.jobs.scoring_on_change.trigger."
+                                       "table_update.table_names: '/Volumes/main/sparkship/landing/churn_customers' "
+                                       "is not a Unity Catalog table name (catalog.schema.table): a table_update "
+                                       "trigger watches Unity Catalog tables only"),
+    "--stream without --checkpoint": ("resources/scoring_on_change.yml",
+                                      "              - --checkpoint\n              - ${var.scoring_checkpoint}\n", "",
+                                      "resources/scoring_on_change.yml: resources.jobs.scoring_on_change.tasks[score]."
+                                      "python_wheel_task.parameters: --stream needs --checkpoint PATH: where the "
+                                      "stream keeps its progress through the input (e.g. ${var.scoring_checkpoint})"),
+}
+
+
+@pytest.mark.parametrize("case", list(ONE_LINE))
+def test_a_broken_on_change_job_gives_one_clear_problem(case, copy_bundle, wheel):
+    file, old, new, line = ONE_LINE[case]
+    root = copy_bundle(file, old, new)
+
+    problems = [str(p) for p in check_bundle(root, wheel=wheel).problems]
+
+    assert problems == [line]
+
+
+def test_pausing_one_scoring_job_in_a_target_is_clean_and_its_problems_name_that_file(copy_bundle, wheel):
+    # docs/DEPLOY.md: run only one scoring job in a target by pausing the other there, in databricks.yml.
+    pause = "      num_workers: 2\n    resources:\n      jobs:\n        scoring_on_change:\n          trigger:\n" \
+            "            pause_status: PAUSED\n"
+    root = copy_bundle("databricks.yml", "      num_workers: 2\n", pause)
+    assert [str(p) for p in check_bundle(root, wheel=wheel).problems] == []
+    assert load_bundle(root).job_config("scoring_on_change", "prod")["trigger"]["table_update"]["table_names"] \
+        == ["${var.scoring_input}"]
+
+    root = copy_bundle("databricks.yml", "pause_status: PAUSED", "pause_status: PAUSD")
+    assert [str(p) for p in check_bundle(root, wheel=wheel).problems] == [
+        "databricks.yml: resources.jobs.scoring_on_change.trigger: 'PAUSD' is not a valid PauseStatus: expected one "
+        "of UNPAUSED, PAUSED (did you mean 'PAUSED'?) (target prod)"]
 
 
 def test_a_problem_in_one_target_only_says_which(copy_bundle, wheel):

@@ -13,6 +13,10 @@ problem naming the file and where in it:
   training specs;
 - :mod:`~sparkship.bundle.environments`: each task's compute, classic (job cluster + libraries) or serverless
   (``environment_key`` + the job's ``environments``);
+- :mod:`~sparkship.bundle.triggers`: a job's ``table_update`` trigger (Unity Catalog table names, condition,
+  waits, and the score task's input among the watched tables);
+- :mod:`~sparkship.bundle.score_tasks`: ``sparkship score`` tasks: a stream's ``--checkpoint`` and ``--trigger``,
+  and no output written both by a stream and by batch runs;
 - :mod:`~sparkship.bundle.monitors`: ``quality_monitors`` on the scores table.
 
 Checking needs the ``bundle`` extra (``databricks-bundles``); reading a bundle (``sparkship jobs run``) does not.
@@ -81,6 +85,8 @@ def check_bundle(root: str | os.PathLike[str] = ".", wheel: str | os.PathLike[st
     """
     from sparkship.bundle import jobs as job_checks
     from sparkship.bundle import monitors as monitor_checks
+    from sparkship.bundle.score_tasks import check_score_tasks
+    from sparkship.bundle.triggers import check_triggers
     from sparkship.extras import require
 
     require("databricks.bundles", extra="bundle", command="sparkship bundle check")  # before reading anything
@@ -96,6 +102,8 @@ def check_bundle(root: str | os.PathLike[str] = ".", wheel: str | os.PathLike[st
 
     wheel_info = _wheel(bundle, wheel, problems) if job_checks.has_wheel_tasks(parsed) else None
     runs = job_checks.check_wheel_tasks(bundle, parsed, wheel_info, problems) if wheel_info else []
+    check_triggers(bundle, parsed, runs, problems)
+    check_score_tasks(parsed, runs, problems)
     monitor_checks.check_monitors(bundle, monitors, parsed, runs, problems)
     return BundleReport(
         root=str(bundle.root),

@@ -16,6 +16,7 @@ from sparkship.bundle.artifacts import WheelInfo, artifact_dist_dirs
 from sparkship.bundle.environments import check_compute, wheels_installed
 from sparkship.bundle.loader import Bundle
 from sparkship.bundle.problems import Problems, dataclass_error, did_you_mean, item_label
+from sparkship.bundle.triggers import trigger_error, trigger_file
 from sparkship.errors import UsageError
 
 SAMPLE_RUN_ID = "123456789"
@@ -66,12 +67,13 @@ def _parses(bundle: Bundle, problems: Problems, key: str, target: str, file: str
         Job.from_dict(config)  # type: ignore[arg-type]
         return True
     except (TypeError, ValueError) as exc:
-        where, error = f"resources.jobs.{key}", exc
+        where, error, job_file = f"resources.jobs.{key}", exc, file
         base = bundle.jobs.get(key)
         if base is not None and base.config is not config and _job_parses(base.config):
             file = _compute_file(bundle, key, target, file)  # the job parses without the target's override
         base_tasks = {t.get("task_key"): t for t in (base.config.get("tasks") or []) if isinstance(t, dict)} if base else {}
-        # Narrow the message down to the task at fault, and to the file at fault (the base or the override).
+        # Narrow the message down to the task (or the trigger) at fault, and to the file at fault (the base or
+        # the override).
         for i, task in enumerate(config.get("tasks") or []):
             try:
                 Task.from_dict(task)
@@ -79,6 +81,11 @@ def _parses(bundle: Bundle, problems: Problems, key: str, target: str, file: str
                 where, error = f"resources.jobs.{key}.tasks[{item_label(task, i)}]", task_exc
                 file = _task_file(bundle, key, target, file, base_tasks.get(task.get("task_key")))
                 break
+        else:
+            if (trigger_exc := trigger_error(config)) is not None:
+                where, error = f"resources.jobs.{key}.trigger", trigger_exc
+                base_ok = base is not None and base.config is not config and trigger_error(base.config) is None
+                file = trigger_file(bundle, key, target, job_file) if base_ok else job_file
         problems.add(file, where, dataclass_error(error), target or None)
         return False
 
@@ -121,9 +128,11 @@ def _task_file(bundle: Bundle, key: str, target: str, file: str, base_task: dict
 
 
 def _compute_file(bundle: Bundle, key: str, target: str, file: str) -> str:
-    """Where a target sets a job's compute: the file with the target's override of the job, else its own file."""
+    """Where a target sets a job's compute: the file whose override of the job sets its tasks (another file may
+    override the job's other settings, e.g. pause its trigger), else any override of the job, else its own file."""
     if target and ((bundle.targets.get(target) or {}).get("resources") or {}).get("jobs", {}).get(key):
-        return bundle.target_file(target, f"resources.jobs.{key}")
+        job = f"resources.jobs.{key}"
+        return bundle.target_file(target, f"{job}.tasks", fallback=bundle.target_file(target, job))
     return file
 
 

@@ -2,7 +2,7 @@
 
     >>> bundle = load_bundle(".")                                   # doctest: +SKIP
     >>> sorted(bundle.jobs), bundle.resolve("${var.scores_table}", "prod")     # doctest: +SKIP
-    (['monitoring', 'scoring', 'training'], 'main.sparkship_prod.churn_scores')
+    (['monitoring', 'scoring', 'scoring_on_change', 'training'], 'main.sparkship_prod.churn_scores')
 """
 from __future__ import annotations
 
@@ -165,15 +165,15 @@ class Bundle:
             out[str(key)] = (file, self.resource_config(kind, str(key), target))
         return out
 
-    def target_file(self, target: str, path: str = "") -> str:
-        """The file that sets ``targets.<target>.<path>`` (the first that does; else databricks.yml)."""
+    def target_file(self, target: str, path: str = "", fallback: str = BUNDLE_FILE) -> str:
+        """The file that sets ``targets.<target>.<path>`` (the first that does; else ``fallback``)."""
         for file in self.target_files.get(target, []):
             node: Any = ((self.files.get(file) or {}).get("targets") or {}).get(target)
             for part in [p for p in path.split(".") if p]:
                 node = node.get(part) if isinstance(node, dict) else None
             if node is not None:
                 return file
-        return BUNDLE_FILE
+        return fallback
 
 
 def load_bundle(root: str | os.PathLike[str] = ".") -> Bundle:

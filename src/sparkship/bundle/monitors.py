@@ -13,9 +13,8 @@ from typing import Any
 
 from sparkship.bundle.jobs import ParsedJobs, WheelTaskRun, load_shipped_specs
 from sparkship.bundle.loader import Bundle
-from sparkship.bundle.problems import Problems, dataclass_error, did_you_mean
+from sparkship.bundle.problems import UC_TABLE, Problems, dataclass_error, did_you_mean
 
-UC_TABLE = re.compile(r"[^.\s/`]+\.[^.\s/`]+\.[^.\s/`]+")
 UC_SCHEMA = re.compile(r"[^.\s/`]+\.[^.\s/`]+")
 PROBLEM_TYPES = {"classification": "PROBLEM_TYPE_CLASSIFICATION", "regression": "PROBLEM_TYPE_REGRESSION"}
 GRANULARITY = re.compile(r"5 minutes|30 minutes|1 hour|1 day|[1-4] weeks?|1 month|1 year")

@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
 
+# A Unity Catalog table name, catalog.schema.table (no path, no backquotes, no @VERSION).
+UC_TABLE = re.compile(r"[^.\s/`@]+\.[^.\s/`@]+\.[^.\s/`@]+")
+
+
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong with the bundle: the file, where in it (a dotted path), and what.
@@ -81,9 +85,35 @@ def unknown_keys(file: str, where: str, mapping: dict[str, Any], known: Iterable
 
 
 def dataclass_error(exc: Exception) -> str:
-    """A ``databricks-bundles`` ``from_dict`` error, with a missing required field said plainly."""
+    """A ``databricks-bundles`` ``from_dict`` error, with a missing required field said plainly and the values
+    of an enum listed.
+
+    >>> print(dataclass_error(ValueError("'ANY_UPDATE' is not a valid Condition")))
+    'ANY_UPDATE' is not a valid Condition: expected one of ANY_UPDATED, ALL_UPDATED (did you mean 'ANY_UPDATED'?)
+    """
     missing = re.search(r"(\w+)\.__init__\(\) missing \d+ required keyword-only arguments?: (.+)", str(exc))
-    return f"{missing.group(1)} is missing required field(s) {missing.group(2)}" if missing else str(exc)
+    if missing:
+        return f"{missing.group(1)} is missing required field(s) {missing.group(2)}"
+    return str(exc) + _enum_values(str(exc))
+
+
+def _enum_values(message: str) -> str:
+    """``: expected one of ...`` for an ``'X' is not a valid <Enum>`` error of a ``databricks-bundles`` enum."""
+    import enum
+    import importlib
+
+    bad = re.search(r"'([^']*)' is not a valid (\w+)", message)
+    if bad is None:
+        return ""
+    for module in ("databricks.bundles.jobs", "databricks.bundles.quality_monitors"):
+        try:
+            cls = getattr(importlib.import_module(module), bad.group(2), None)
+        except ImportError:
+            continue
+        if isinstance(cls, type) and issubclass(cls, enum.Enum):
+            values = [str(member.value) for member in cls]
+            return f": expected one of {', '.join(values)}{did_you_mean(bad.group(1), values)}"
+    return ""
 
 
 def walk(value: Any, where: str = "") -> Iterator[tuple[str, str]]:
