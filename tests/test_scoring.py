@@ -238,16 +238,18 @@ def test_incremental_rerun_model_change_and_full(spark, fitted, settings, tmp_pa
     by_version = {r["model_version"]: r["count"] for r in scores.groupBy("model_version").count().collect()}
     assert by_version == {"1": 40, "2": 5}
 
-    # Rewriting the input breaks incrementality: a clear error, then --full rescores everything.
-    write_input(spark, src, first + second, mode="overwrite")
-    with pytest.raises(SparkshipError, match="--full"):
-        scoring.score(spark, settings, MODEL, src, out, ["id"], run_id="e")
-    assert tables.version(spark, out) == r4.output_version
-    r5 = scoring.score(spark, settings, MODEL, src, out, ["id"], full=True, run_id="f")
-    assert (r5.full, r5.rows_in, r5.from_version, r5.scoring_batch) == (True, 40, -1, 0)
+    # An overwrite of the input (it has the Change Data Feed, as every table sparkship creates): the next run
+    # follows it incrementally, deleting the keys that are gone and rescoring the rewritten rows.
+    v3 = write_input(spark, src, first + second, mode="overwrite")
+    r5 = scoring.score(spark, settings, MODEL, src, out, ["id"], run_id="e")
+    assert (r5.mode, r5.rows_in, r5.deleted, r5.from_version, r5.scoring_batch) == ("changes", 40, 5, v2, v2 + 1)
+    assert_same_scores(read_sorted(spark, out),
+                       expected_scores(spark, fitted, first + second, "2", "e", v3, v2 + 1))
+    r6 = scoring.score(spark, settings, MODEL, src, out, ["id"], full=True, run_id="f")
+    assert (r6.full, r6.rows_in, r6.from_version, r6.scoring_batch) == (True, 40, -1, 0)
     assert_same_scores(
         read_sorted(spark, out),
-        expected_scores(spark, fitted, first + second, "2", "f", r5.input_version, 0)
+        expected_scores(spark, fitted, first + second, "2", "f", r6.input_version, 0)
     )
 
 
@@ -409,52 +411,6 @@ def test_counts_are_read_from_each_tables_own_commit(spark, settings, tmp_path):
 
 
 # --- the run lease --------------------------------------------------------------------------------------------
-
-
-def _lease_row(path: str, *, run_id: str, host: str, pid: int, started: str | None, expires_in_s: float) -> None:
-    import socket  # noqa: F401 - documents that host names are compared
-    from datetime import datetime, timedelta, timezone
-
-    import pyarrow as pa
-
-    from sparkship.scoring_state import ACQUIRED, LEASE_SCHEMA
-    from sparkship.tables import metadata
-
-    now = datetime.now(timezone.utc)
-    seq = 1 if metadata.table_version(path) is None else len(metadata.read_arrow(path)) + 1
-    row = {"seq": seq, "run_id": run_id, "host": host, "pid": pid, "pid_started": started, "action": ACQUIRED,
-           "expires_at": now + timedelta(seconds=expires_in_s), "at": now}
-    metadata.append_arrow(path, pa.Table.from_pylist([row], schema=LEASE_SCHEMA))
-
-
-def test_a_live_lease_is_refused_and_a_dead_or_expired_one_is_taken_over(tmp_path):
-    import socket
-    import subprocess
-
-    from sparkship.errors import ConcurrentWriteError
-    from sparkship.scoring_state import RunLease, _process_started
-
-    path = str(tmp_path / "scores_lease")
-    # A live run elsewhere (another host, lease not expired): refused, naming it, even after a bounded wait.
-    _lease_row(path, run_id="nightly", host="elsewhere", pid=1, started="1", expires_in_s=60)
-    with pytest.raises(ConcurrentWriteError, match=r"run nightly \(process 1 on elsewhere.*waited 0.3s"):
-        RunLease(path, "manual").acquire(wait_s=0.3)
-    # A live run on this host (this test process): refused too.
-    _lease_row(path, run_id="here", host=socket.gethostname(), pid=os.getpid(),
-               started=_process_started(os.getpid()), expires_in_s=60)
-    with pytest.raises(ConcurrentWriteError, match="run here"):
-        RunLease(path, "manual").acquire()
-    # Its process gone (same host): taken over at once, before the expiry.
-    gone = subprocess.Popen(["true"])
-    gone.wait()
-    _lease_row(path, run_id="killed", host=socket.gethostname(), pid=gone.pid, started="1", expires_in_s=60)
-    assert RunLease(path, "next").acquire().run_id == "killed"
-    # Expired elsewhere: taken over; and a held lease is released at the end of the block.
-    _lease_row(path, run_id="stale", host="elsewhere", pid=1, started="1", expires_in_s=-1)
-    with RunLease(path, "last").hold() as lease:
-        assert lease.holder()[1].run_id == "last"
-    assert lease.holder()[1].action == "released"
-    assert RunLease(path, "after").acquire() is None
 
 
 def test_a_committed_run_ends_its_lease_without_a_release_commit(spark, settings, tmp_path):

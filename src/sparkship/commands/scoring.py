@@ -6,7 +6,8 @@ from typing import Any
 
 from sparkship.commands import CommandResult, Context, add_command, render_text
 
-SUMMARY_KEYS = ("model", "model_version", "rows_in", "scored", "quarantined", "output_version", "input_version")
+SUMMARY_KEYS = ("model", "model_version", "mode", "rows_in", "scored", "quarantined", "deleted", "output_version",
+                "input_version")
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
@@ -31,17 +32,46 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
                    help="wait up to SECONDS for another run on the same output to finish (default: refuse at once)")
     p.add_argument("--include-features", action="store_true", help="copy the model's input columns to the output")
     p.add_argument("--run-id", default=None, help="job run id recorded with every row (e.g. {{job.run_id}})")
+    p.add_argument("--auto-full", action="store_true",
+                   help="when an input without the Change Data Feed was changed by more than appends (DELETE, "
+                        "UPDATE, MERGE, overwrite), rescore it in full instead of refusing")
+    p.add_argument("--no-auto-full", dest="auto_full", action="store_false",
+                   help="refuse (the default) when an input without the Change Data Feed was changed by more than "
+                        "appends")
+    p.add_argument("--stream", action="store_true",
+                   help="score with Structured Streaming from the input (its Change Data Feed where it is on), "
+                        "upserting each micro-batch into --output; needs --checkpoint")
+    p.add_argument("--checkpoint", default=None, metavar="PATH",
+                   help="the stream's checkpoint location (with --stream; keep it for the life of the output)")
+    p.add_argument("--trigger", default="available-now", metavar="TRIGGER",
+                   help="with --stream: available-now (default: score what is there, then stop) or "
+                        "processing-time=INTERVAL (e.g. processing-time=1 minute; runs until stopped)")
 
 
 def score_command(ctx: Context, args: argparse.Namespace) -> CommandResult:
     from sparkship import scoring
+    from sparkship.errors import UsageError
     from sparkship.names import parse_ref
 
     parse_ref(args.model)  # a bad reference is refused before Spark starts
+    if args.stream:
+        if not args.checkpoint:
+            raise UsageError("--stream needs --checkpoint PATH: where the stream keeps its progress")
+        if args.full or args.replace_output or args.auto_full:
+            raise UsageError("--full, --replace-output and --auto-full are for batch runs, not --stream")
+        scoring.stream.parse_trigger(args.trigger)
+        streamed = scoring.score_stream(
+            ctx.spark, ctx.settings, args.model, args.input, args.output, args.keys, checkpoint=args.checkpoint,
+            trigger=args.trigger, include_features=args.include_features, run_id=args.run_id, wait_s=args.wait,
+        ).to_dict()
+        keys = ("model", "model_version", "batches", "rows_in", "scored", "quarantined", "deleted", "output_version")
+        return CommandResult(streamed, text=render_text({k: streamed[k] for k in keys}))
+    if args.checkpoint:
+        raise UsageError("--checkpoint is for --stream runs")
     result = scoring.score(
         ctx.spark, ctx.settings, args.model, args.input, args.output, args.keys,
         full=args.full, include_features=args.include_features, run_id=args.run_id,
-        replace_output=args.replace_output, wait_s=args.wait,
+        replace_output=args.replace_output, wait_s=args.wait, auto_full=args.auto_full,
     ).to_dict()
     payload = {k: result[k] for k in SUMMARY_KEYS} | {k: v for k, v in result.items() if k not in SUMMARY_KEYS}
     return CommandResult(payload, text=render_text({k: payload[k] for k in SUMMARY_KEYS}))

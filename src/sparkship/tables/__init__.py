@@ -38,14 +38,19 @@ from sparkship.errors import (
 from sparkship.spark import DELTA_EXTENSION, ENGINE_ENV, MissingJarsError
 from sparkship.tables import metadata
 from sparkship.tables.deltars import DeltaRsEngine
+from sparkship.tables.changes import judge_range
 from sparkship.tables.engine import (
+    CREATED_TABLE_PROPERTIES,
+    ChangeFeedUnavailableError,
     Commit,
     DeltaEngine,
+    MergeRequest,
     NotAppendOnlyError,
+    TableIdentity,
     UnsupportedFilesystemError,
+    UnsupportedTableFeatureError,
     WriteRequest,
     is_table_name,
-    judge_appends,
 )
 from sparkship.tables.metadata import append_arrow, read_arrow, table_exists, table_version
 from sparkship.tables.native import NativeEngine
@@ -66,6 +71,9 @@ __all__ = [
     "history",
     "schema",
     "added_rows",
+    "change_feed",
+    "identity",
+    "merge",
     "count_rows",
     "rows_committed",
     "check_schema",
@@ -191,6 +199,7 @@ def write(
     replace_partitions: Mapping[str, Any] | None = None,
     expected_version: int | None = None,
     overwrite_schema: bool = False,
+    properties: Mapping[str, str] | None = None,
 ) -> int:
     """Write ``df`` to the Delta table at ``path`` in one commit and return the version committed.
 
@@ -202,6 +211,8 @@ def write(
         expected_version: commit only if the table is still at this version (``-1``: the table must not exist);
             otherwise raise :class:`ConcurrentWriteError` and leave the table as it is.
         overwrite_schema: with ``overwrite``, replace the table's schema instead of checking against it.
+        properties: table properties of a table this write creates, besides the Change Data Feed (which every
+            table sparkship creates has).
 
     The schema is checked before any task runs: a mismatch raises :class:`SchemaMismatchError` naming the
     columns, and the table is untouched.
@@ -247,6 +258,7 @@ def write(
         replace_partitions=dict(replace_partitions) if replace_partitions else None,
         expected_version=expected_version,
         overwrite_schema=overwrite_schema,
+        properties={} if table_exists_now else {**CREATED_TABLE_PROPERTIES, **(properties or {})},
     )
     try:
         return delta.write(df, path, request)
@@ -279,22 +291,64 @@ def _refuse_unwritable_partition_values(df: "DataFrame", partitions: Sequence[st
             )
 
 
-def added_rows(spark: "SparkSession", path: str, after_version: int, up_to_version: int) -> "DataFrame":
-    """Rows appended in versions ``after_version`` (exclusive) to ``up_to_version`` (inclusive).
+def identity(spark: "SparkSession", path: str) -> TableIdentity:
+    """The table's Delta id (a re-created table gets a new one) and its current properties."""
+    if not exists(spark, path):
+        raise NotFoundError(f"no Delta table at {path}")
+    return _engine(spark, path).identity(spark, path)
 
-    Raises :class:`NotAppendOnlyError` when data was removed or rewritten in between (an overwrite, delete or
-    update): then the only safe choice is a full re-read, and the caller must ask for it.
+
+def change_feed(spark: "SparkSession", path: str, after_version: int, up_to_version: int) -> "DataFrame":
+    """The Change Data Feed of versions ``after_version`` (exclusive) to ``up_to_version`` (inclusive): the table's
+    columns with ``_change_type``, ``_commit_version`` and ``_commit_timestamp``.
+
+    Raises :class:`ChangeFeedUnavailableError` when the table did not record it over the whole range.
+    """
+    return _engine(spark, path).change_feed(spark, path, after_version + 1, up_to_version)
+
+
+def added_rows(spark: "SparkSession", path: str, after_version: int, up_to_version: int) -> "DataFrame":
+    """Rows appended in versions ``after_version`` (exclusive) to ``up_to_version`` (inclusive), judged commit by
+    commit from the table's history (:mod:`sparkship.tables.changes`): commits that change no row (OPTIMIZE...)
+    are skipped.
+
+    Raises :class:`NotAppendOnlyError` when a commit in between did more than append (an overwrite, DELETE,
+    UPDATE or MERGE, deletion vectors included): the only safe choice is then a full re-read, which the caller
+    must ask for.
     """
     delta = _engine(spark, path)
-    appended = judge_appends(path, delta.file_changes(spark, path, after_version, up_to_version), after_version,
-                             up_to_version)
-    return delta.read_files(spark, path, up_to_version, appended)
+    commits = delta.history(spark, path, None)
+    runs = judge_range(path, commits, after_version, up_to_version)
+    parts = [delta.appended_rows(spark, path, first, last) for first, last in runs]
+    if not parts:  # nothing appended: an empty frame with the table's columns
+        return delta.read(spark, path, up_to_version).limit(0)
+    frame = parts[0]
+    for part in parts[1:]:
+        frame = frame.unionByName(part)
+    return frame
 
 
-def count_rows(spark: "SparkSession", path: str, version: int, after_version: int | None = None) -> int:
-    """Rows in ``version`` (or appended after ``after_version`` up to ``version``), from Delta's file
-    statistics where every file has them, so no data is read; otherwise counted by Spark."""
-    return _engine(spark, path).count_rows(spark, path, version, after_version)
+def merge(source: "DataFrame", path: str, keys: Sequence[str], *, op_column: str, expected_version: int,
+          null_safe: bool = False) -> int:
+    """Upsert ``source`` into the table at ``path`` by ``keys`` in ONE commit and return its version.
+
+    Rows whose ``op_column`` is ``"delete"`` delete their key; the others replace the key's row or insert it.
+    ``expected_version`` makes the commit a compare-and-set (:class:`ConcurrentWriteError` otherwise, the table
+    unchanged); ``null_safe``: null keys match each other. The source's columns (less ``op_column``) must be the
+    table's.
+    """
+    spark = source.sparkSession
+    delta = _engine(spark, path)
+    written = source.drop(op_column)
+    check_schema(written.schema, schema(spark, path), path)
+    request = MergeRequest(keys=list(keys), op_column=op_column, write_id=uuid.uuid4().hex,
+                           expected_version=expected_version, null_safe=null_safe)
+    return delta.merge(source, path, request)
+
+
+def count_rows(spark: "SparkSession", path: str, version: int) -> int:
+    """Rows in ``version``, from Delta's file statistics where every file has them (no data read), else counted."""
+    return _engine(spark, path).count_rows(spark, path, version)
 
 
 def rows_committed(spark: "SparkSession", path: str, version: int) -> int | None:
@@ -304,5 +358,6 @@ def rows_committed(spark: "SparkSession", path: str, version: int) -> int | None
 
 __all__ += [
     "NotAppendOnlyError", "ConcurrentWriteError", "SchemaMismatchError", "UnsupportedFilesystemError",
-    "DeltaEngine", "WriteRequest", "Commit", "engine", "use_engine",
+    "ChangeFeedUnavailableError", "UnsupportedTableFeatureError", "TableIdentity", "DeltaEngine", "WriteRequest",
+    "MergeRequest", "Commit", "engine", "use_engine",
 ]

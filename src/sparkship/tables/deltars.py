@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING
 
 from sparkship.tables import files as delta_files
 from sparkship.tables import metadata
-from sparkship.tables.engine import Commit, FileChanges, WriteRequest
+from sparkship.errors import ConcurrentWriteError
+from sparkship.tables.engine import ChangeFeedUnavailableError, Commit, MergeRequest, TableIdentity, WriteRequest
 
 if TYPE_CHECKING:  # pragma: no cover
+    import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import StructType
 
@@ -50,6 +52,7 @@ class DeltaRsEngine:
         return list(DeltaTable(table).metadata().partition_columns)
 
     def read(self, spark: "SparkSession", table: str, version: int | None) -> "DataFrame":
+        delta_files.check_readable(table)  # on the driver: one line, before any task fails on it
         return self._reader(spark, table, version).load()
 
     def _reader(self, spark: "SparkSession", table: str, version: int | None):  # noqa: ANN202
@@ -82,30 +85,93 @@ class DeltaRsEngine:
                 expected_version=request.expected_version,
                 write_id=request.write_id,
                 overwrite_schema=request.overwrite_schema,
+                # delta-rs reads no deletion vectors: a table it writes never asks for them.
+                properties={k: v for k, v in request.properties.items() if k != "delta.enableDeletionVectors"},
             )
         except BaseException:
             delta_files.remove_files(table, written)
             raise
         return metadata.version_of_write(table, request.write_id)
 
-    def file_changes(self, spark: "SparkSession", table: str, after_version: int, up_to_version: int) -> FileChanges:
-        before = delta_files.file_row_counts(table, after_version)
-        after = delta_files.file_row_counts(table, up_to_version)
-        return FileChanges(
-            added={f: n for f, n in after.items() if f not in before},
-            removed={f for f in before if f not in after},
-        )
+    def identity(self, spark: "SparkSession", table: str) -> TableIdentity:
+        from deltalake import DeltaTable
 
-    def read_files(self, spark: "SparkSession", table: str, version: int, files: list[str]) -> "DataFrame":
-        return self._reader(spark, table, version).option("onlyFiles", json.dumps(sorted(files))).load()
+        meta = DeltaTable(table).metadata()
+        return TableIdentity(str(meta.id), {str(k): str(v) for k, v in meta.configuration.items()})
 
-    def count_rows(self, spark: "SparkSession", table: str, version: int, after_version: int | None) -> int:
+    def change_feed(self, spark: "SparkSession", table: str, first_version: int, last_version: int) -> "DataFrame":
+        import pyarrow as pa
+        from deltalake import DeltaTable
+
+        delta_files.check_readable(table)
+        try:
+            feed = pa.table(DeltaTable(table).load_cdf(starting_version=first_version,
+                                                       ending_version=last_version).read_all())
+        except Exception as exc:  # noqa: BLE001 - delta-rs raises DeltaError for a range without CDF
+            if "change data feed" in str(exc).lower() or "cdf" in str(exc).lower():
+                raise ChangeFeedUnavailableError(f"{table} has no Change Data Feed for versions {first_version}.."
+                                                 f"{last_version}: {str(exc).splitlines()[0][:200]}") from None
+            raise
+        schema = self.schema(spark, table, last_version)
+        return metadata.arrow_to_spark(spark, feed.select([*schema.names, *_CDF_NAMES])
+                                       .cast(_cdf_arrow_schema(schema, feed)))
+
+    def appended_rows(self, spark: "SparkSession", table: str, first_version: int, last_version: int) -> "DataFrame":
+        before = delta_files.file_row_counts(table, first_version - 1) if first_version > 0 else {}
+        after = delta_files.file_row_counts(table, last_version)
+        added = sorted(f for f in after if f not in before)
+        return self._reader(spark, table, last_version).option("onlyFiles", json.dumps(added)).load()
+
+    def merge(self, source: "DataFrame", table: str, request: MergeRequest) -> int:
+        from deltalake import DeltaTable, Transaction
+        from deltalake.transaction import CommitProperties
+
+        delta_files.check_commit_support(table)
+        rows = metadata.spark_to_arrow(source)
+        target = DeltaTable(table)
+        if target.version() != request.expected_version:
+            raise ConcurrentWriteError(f"merge into {table}: the table is at version {target.version()}, not "
+                                       f"{request.expected_version}")
+        columns = [c for c in source.columns if c != request.op_column]
+        equal = "<=>" if request.null_safe else "="
+        on = " AND ".join(f"t.`{k}` {equal} s.`{k}`" for k in request.keys) if not request.null_safe else \
+            " AND ".join(f"(t.`{k}` = s.`{k}` OR (t.`{k}` IS NULL AND s.`{k}` IS NULL))" for k in request.keys)
+        deleting = f"s.`{request.op_column}` = 'delete'"
+        properties = CommitProperties(custom_metadata={delta_files.WRITE_ID_KEY: request.write_id},
+                                      max_commit_retries=0,
+                                      app_transactions=[Transaction(delta_files.CAS_APP_ID,
+                                                                    request.expected_version + 1)])
+        try:
+            (target.merge(rows, predicate=on, source_alias="s", target_alias="t", commit_properties=properties)
+             .when_matched_delete(predicate=deleting)
+             .when_matched_update(updates={f"`{c}`": f"s.`{c}`" for c in columns})
+             .when_not_matched_insert(updates={f"`{c}`": f"s.`{c}`" for c in columns}, predicate=f"NOT ({deleting})")
+             .execute())
+        except Exception as exc:  # noqa: BLE001 - delta-rs raises CommitFailedError on a lost race
+            if type(exc).__name__ == "CommitFailedError":
+                raise ConcurrentWriteError(f"merge into {table} moved past version {request.expected_version}") from None
+            raise
+        return metadata.version_of_write(table, request.write_id)
+
+    def count_rows(self, spark: "SparkSession", table: str, version: int) -> int:
         counts = delta_files.file_row_counts(table, version)
-        if after_version is not None:
-            counts = self.file_changes(spark, table, after_version, version).added
         if any(n is None for n in counts.values()):  # a file written without stats: count the rows
-            return self.read_files(spark, table, version, list(counts)).count()
+            return self._reader(spark, table, version).option("onlyFiles", json.dumps(sorted(counts))).load().count()
         return sum(counts.values())  # type: ignore[arg-type]
 
     def rows_committed(self, spark: "SparkSession", table: str, version: int) -> int | None:
         return delta_files.commit_row_count(table, version)
+
+
+_CDF_NAMES = ["_change_type", "_commit_version", "_commit_timestamp"]
+
+
+def _cdf_arrow_schema(schema: "StructType", feed: "pa.Table") -> "pa.Schema":
+    """The feed's Arrow schema with the table's columns as Spark reads them and the CDF columns typed as Delta's."""
+    import pyarrow as pa
+
+    from sparkship.tables.datasource import arrow_schema_of
+
+    table = arrow_schema_of(schema)
+    return pa.schema([*table, pa.field("_change_type", pa.string()), pa.field("_commit_version", pa.int64()),
+                      pa.field("_commit_timestamp", pa.timestamp("us", tz="UTC"))])

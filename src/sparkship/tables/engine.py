@@ -18,6 +18,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql.types import StructType
 
 
+# Every table sparkship creates records its changes, so that whatever reads it downstream can do so incrementally.
+CREATED_TABLE_PROPERTIES = {"delta.enableChangeDataFeed": "true"}
+
 _IDENT = r"(?:`(?:[^`]|``)+`|[A-Za-z_][A-Za-z0-9_]*)"
 _TABLE_NAME = re.compile(rf"{_IDENT}(?:\.{_IDENT}){{1,2}}")
 
@@ -44,6 +47,16 @@ class NotAppendOnlyError(SparkshipError):
     """The table changed by more than appends between two versions."""
 
 
+class ChangeFeedUnavailableError(SparkshipError):
+    """The table has no Change Data Feed over the asked range (never enabled, or enabled later)."""
+
+
+class UnsupportedTableFeatureError(SparkshipError):
+    """The engine cannot read a table feature the table uses (deletion vectors on delta-rs, say)."""
+
+    exit_code = 2
+
+
 class UnsupportedFilesystemError(SparkshipError):
     """The filesystem under a table refuses an operation the engine needs to commit (a FUSE mount, say)."""
 
@@ -60,6 +73,7 @@ class WriteRequest:
     replace_partitions: dict[str, Any] | None = None
     expected_version: int | None = None  # compare-and-set: -1 = the table must not exist yet
     overwrite_schema: bool = False
+    properties: dict[str, str] = field(default_factory=dict)  # table properties of a table this write creates
 
 
 @dataclass(frozen=True)
@@ -72,6 +86,7 @@ class Commit:
     parameters: dict[str, Any]
     metrics: dict[str, Any]
     metadata: dict[str, Any]
+    blind_append: bool | None = None  # Delta's isBlindAppend, where the writer recorded it
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -81,11 +96,26 @@ class Commit:
 
 
 @dataclass(frozen=True)
-class FileChanges:
-    """Data files added and removed (with data changes) between two versions, with each added file's rows."""
+class TableIdentity:
+    """What identifies a table across its versions: Delta's table id, and its current properties."""
 
-    added: dict[str, int | None]  # relative path -> numRecords from the file's statistics (None: no stats)
-    removed: set[str]
+    id: str
+    properties: dict[str, str]
+
+    @property
+    def change_feed(self) -> bool:
+        return self.properties.get("delta.enableChangeDataFeed", "").lower() == "true"
+
+
+@dataclass(frozen=True)
+class MergeRequest:
+    """An upsert by keys (see :meth:`DeltaEngine.merge`): all checks on it are done by the facade beforehand."""
+
+    keys: list[str]
+    op_column: str  # "upsert" or "delete" per source row; not written
+    write_id: str
+    expected_version: int
+    null_safe: bool = False  # keys match when both are null too
 
 
 class DeltaEngine(Protocol):
@@ -109,28 +139,24 @@ class DeltaEngine(Protocol):
         """Commit ``df`` once as ``request`` says and return the version committed."""
         ...
 
-    def file_changes(self, spark: "SparkSession", table: str, after_version: int, up_to_version: int) -> FileChanges: ...
+    def identity(self, spark: "SparkSession", table: str) -> TableIdentity: ...
 
-    def read_files(self, spark: "SparkSession", table: str, version: int, files: list[str]) -> "DataFrame":
-        """Rows of ``version`` that live in the data files ``files`` (relative paths)."""
+    def change_feed(self, spark: "SparkSession", table: str, first_version: int, last_version: int) -> "DataFrame":
+        """The Change Data Feed of versions ``first..last`` (inclusive); :class:`ChangeFeedUnavailableError` when the
+        table did not record it over the whole range."""
         ...
 
-    def count_rows(self, spark: "SparkSession", table: str, version: int, after_version: int | None) -> int:
-        """Rows in ``version``, or appended after ``after_version``, from Delta's statistics where possible."""
+    def appended_rows(self, spark: "SparkSession", table: str, first_version: int, last_version: int) -> "DataFrame":
+        """Rows that the (append-only) commits ``first..last`` added, read at ``last``."""
+        ...
+
+    def merge(self, source: "DataFrame", table: str, request: MergeRequest) -> int:
+        """Upsert ``source`` into ``table`` by keys in one commit (a compare-and-set on ``expected_version``): rows
+        whose op is "delete" delete their key, the others replace or insert it. Returns the version committed."""
+        ...
+
+    def count_rows(self, spark: "SparkSession", table: str, version: int) -> int:
+        """Rows in ``version``, from Delta's statistics where possible."""
         ...
 
     def rows_committed(self, spark: "SparkSession", table: str, version: int) -> int | None: ...
-
-
-def judge_appends(table: str, changes: FileChanges, after_version: int, up_to_version: int) -> list[str]:
-    """The files appended between two versions; :class:`NotAppendOnlyError` when any data file was removed.
-
-    One rule for both engines: a commit that removed data (overwrite, delete, update, compaction) makes the
-    difference more than appends, and the caller must re-read in full.
-    """
-    if changes.removed:
-        raise NotAppendOnlyError(
-            f"{table} changed by more than appends between versions {after_version} and {up_to_version} "
-            f"({len(changes.removed)} data files removed): rescore in full"
-        )
-    return sorted(changes.added)

@@ -77,20 +77,34 @@ def _normalise_schema(schema: pa.Schema) -> pa.Schema:
 # --- reading -----------------------------------------------------------------------------------------------
 
 
-def list_files(path: str, version: int | None) -> list[tuple[str, int, dict[str, str | None]]]:
+def check_readable(path: str, dt: Any = None) -> None:
+    """Raise :class:`UnsupportedTableFeatureError` when the table uses a reader feature that the deltars engine
+    (pyarrow over delta-rs' file list) cannot apply, such as deletion vectors."""
+    from deltalake import DeltaTable
+
+    from sparkship.tables.engine import UnsupportedTableFeatureError
+
+    protocol = (dt or DeltaTable(path)).protocol()
+    unsupported = [f for f in (protocol.reader_features or []) if f not in ("timestampNtz",)]
+    if protocol.min_reader_version > 1 and unsupported:
+        raise UnsupportedTableFeatureError(
+            f"{path} uses Delta reader features {unsupported}, which the deltars engine cannot read: use the native "
+            "engine (delta-spark: Databricks, or `make jars` and SPARKSHIP_DELTA_ENGINE=native)"
+        )
+
+
+def list_files(path: str, version: int | None, check_features: bool = True) -> list[tuple[str, int, dict[str, str | None]]]:
     """(relative path, size, partition values) of every data file of one table version.
 
     A path in the log that is absolute, a URI, or leads out of the table folder raises :class:`IntegrityError`
     naming the table: a log from elsewhere must not make sparkship read (or later remove) other files.
+    ``check_features``: refuse reader features that the deltars engine cannot apply (:func:`check_readable`).
     """
     from deltalake import DeltaTable
 
     dt = DeltaTable(path, version=version) if version is not None else DeltaTable(path)
-    if dt.protocol().min_reader_version > 1:
-        features = dt.protocol().reader_features or []
-        unsupported = [f for f in features if f not in ("timestampNtz",)]
-        if unsupported:
-            raise ValueError(f"table {path} uses Delta reader features {unsupported} that sparkship's local engine cannot read")
+    if check_features:
+        check_readable(path, dt)
     partition_columns = dt.metadata().partition_columns
     actions = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
     for a in actions:
@@ -537,8 +551,9 @@ def commit_files(
     expected_version: int | None,
     write_id: str,
     overwrite_schema: bool = False,
+    properties: dict[str, str] | None = None,
 ) -> None:
-    """Make one Delta commit adding ``files`` (relative to ``path``)."""
+    """Make one Delta commit adding ``files`` (relative to ``path``); ``properties`` of a table it creates."""
     from deltalake import DeltaTable, Schema, Transaction
     from deltalake.exceptions import CommitFailedError, DeltaError
     from deltalake.transaction import AddAction, CommitProperties, create_table_with_add_actions
@@ -553,7 +568,7 @@ def commit_files(
             if outside:
                 raise SchemaMismatchError(f"cannot write to {path}: rows outside the partitions being replaced "
                                           f"{wanted}: {outside}")
-    properties = CommitProperties(
+    properties_of_commit = CommitProperties(
         custom_metadata={WRITE_ID_KEY: write_id},
         max_commit_retries=0 if expected_version is not None else None,
         # The same compare-and-set marker delta-spark writes (see sparkship.tables.native), so that both engines'
@@ -566,7 +581,8 @@ def commit_files(
             raise ConcurrentWriteError(f"table {path} does not exist, expected version {expected_version}")
         try:
             create_table_with_add_actions(
-                path, delta_schema, actions, mode="error", partition_by=partition_by or None, commit_properties=properties
+                path, delta_schema, actions, mode="error", partition_by=partition_by or None,
+                configuration=properties or None, commit_properties=properties_of_commit,
             )
             return
         except (DeltaError, CommitFailedError, OSError) as exc:
@@ -589,7 +605,7 @@ def commit_files(
     try:
         dt.create_write_transaction(
             actions, mode, target_schema, partition_by=partition_by or None, partition_filters=filters,
-            commit_properties=properties,
+            commit_properties=properties_of_commit,
         )
     except (DeltaError, CommitFailedError, OSError) as exc:
         if _is_unsupported_operation(exc):

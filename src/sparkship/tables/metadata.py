@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from sparkship.errors import ConcurrentWriteError, IntegrityError, NotFoundError, SchemaMismatchError, UsageError
 from sparkship.tables import files as delta_files
-from sparkship.tables.engine import is_local_path
+from sparkship.tables.engine import CREATED_TABLE_PROPERTIES, is_local_path
 from sparkship.tables.files import table_exists
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -124,7 +124,7 @@ class SparkStore:
         from sparkship import tables
 
         df = tables.read(self.spark, path, version)
-        return _to_arrow(df.select(*columns) if columns else df)
+        return spark_to_arrow(df.select(*columns) if columns else df)
 
     def append(self, path: str, table: pa.Table, *, expected_version: int | None, partition_by: list[str] | None,
                overwrite: bool, append_only: bool = False) -> int:
@@ -166,11 +166,12 @@ class SparkStore:
                                                   write_id=uuid.uuid4().hex)
             if committed is not None:
                 return committed
-        return tables.write(_to_spark(self.spark, table), path, mode, partition_by=partition_by,
+        return tables.write(arrow_to_spark(self.spark, table), path, mode, partition_by=partition_by,
                             expected_version=expected_version)
 
 
-def _to_spark(spark: "SparkSession", table: pa.Table):  # noqa: ANN202 - a pyspark DataFrame
+def arrow_to_spark(spark: "SparkSession", table: pa.Table):  # noqa: ANN202 - a pyspark DataFrame
+    """A Spark DataFrame of an Arrow table."""
     try:
         return spark.createDataFrame(table)  # pyspark >= 4.0 takes Arrow directly
     except TypeError:  # pyspark 3.5
@@ -179,7 +180,8 @@ def _to_spark(spark: "SparkSession", table: pa.Table):  # noqa: ANN202 - a pyspa
         return spark.createDataFrame(table.to_pandas(), schema=from_arrow_schema(table.schema))
 
 
-def _to_arrow(df) -> pa.Table:  # noqa: ANN001 - a pyspark DataFrame
+def spark_to_arrow(df) -> pa.Table:  # noqa: ANN001 - a pyspark DataFrame
+    """A (small) Spark DataFrame collected as an Arrow table."""
     if hasattr(df, "toArrow"):
         return df.toArrow()
     return pa.Table.from_pandas(df.toPandas(), preserve_index=False)
@@ -220,6 +222,7 @@ class DeltaRsStore:
                 replace_partitions=None,
                 expected_version=expected_version,
                 write_id=write_id,
+                properties=dict(CREATED_TABLE_PROPERTIES),
             )
         except Exception:
             delta_files.remove_files(path, written)
@@ -324,6 +327,7 @@ def history(path: str, limit: int | None = None) -> list[dict[str, Any]]:
                 "parameters": c.get("operationParameters") or {},
                 "metrics": c.get("operationMetrics") or {},
                 "metadata": {k: v for k, v in c.items() if k not in known},
+                "blind_append": c.get("isBlindAppend"),
             }
         )
     return out

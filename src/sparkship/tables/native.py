@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from sparkship.errors import ConcurrentWriteError, NotFoundError, SchemaMismatchError
@@ -26,7 +26,15 @@ from sparkship.spark import is_connect
 from sparkship.tables import files as delta_files
 from sparkship.tables import names, transactions
 from sparkship.tables.files import CAS_APP_ID, WRITE_ID_KEY
-from sparkship.tables.engine import Commit, FileChanges, WriteRequest, is_local_path, is_table_name
+from sparkship.tables.engine import (
+    ChangeFeedUnavailableError,
+    Commit,
+    MergeRequest,
+    TableIdentity,
+    WriteRequest,
+    is_local_path,
+    is_table_name,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -154,6 +162,7 @@ class NativeEngine:
                 parameters=dict(r["operationParameters"] or {}),
                 metrics=dict(r["operationMetrics"] or {}),
                 metadata=_user_metadata(r["userMetadata"]),
+                blind_append=r["isBlindAppend"],
             )
             for r in rows
         ]
@@ -241,6 +250,8 @@ class NativeEngine:
             writer = writer.option("replaceWhere", _replace_where(request.replace_partitions))
         if request.overwrite_schema:
             writer = writer.option("overwriteSchema", "true")
+        for key, value in request.properties.items():  # Delta takes them as the properties of a table it creates
+            writer = writer.option(key, value)
         return writer
 
     def _translated(self, spark: "SparkSession", table: str, request: WriteRequest, exc: Exception) -> Exception:
@@ -261,50 +272,95 @@ class NativeEngine:
                     return commit.version
         return None
 
-    # --- incremental reads ------------------------------------------------------------------------------
+    # --- what changed, and upserts ---------------------------------------------------------------------
 
-    def file_changes(self, spark: "SparkSession", table: str, after_version: int, up_to_version: int) -> FileChanges:
-        added: dict[str, int | None] = {}
-        removed: set[str] = set()
+    def identity(self, spark: "SparkSession", table: str) -> TableIdentity:
         folder = _local_folder(spark, table)
-        for action in self._log_actions(spark, table, range(after_version + 1, up_to_version + 1)):
-            if "add" in action and action["add"].get("dataChange", True):
-                add = action["add"]
-                if folder is not None:
-                    delta_files.inside_table(folder, add["path"])
-                added[unquote(add["path"])] = _num_records(add.get("stats"))
-            elif "remove" in action and action["remove"].get("dataChange", True):
-                path = unquote(action["remove"]["path"])
-                if added.pop(path, "absent") == "absent":
-                    removed.add(path)
-        return FileChanges(added=added, removed=removed)
+        if folder is not None:
+            from deltalake import DeltaTable
 
-    def _log_actions(self, spark: "SparkSession", table: str, versions: range) -> Iterator[dict[str, Any]]:
-        if not versions:
-            return
-        root = self.location(spark, table).rstrip("/")
-        files = [f"{root}/_delta_log/{v:020d}.json" for v in versions]
-        for row in spark.read.text(files).collect():
-            if row[0].strip():
-                yield json.loads(row[0])
+            try:  # the log's metadata, without DESCRIBE DETAIL's snapshot job
+                meta = DeltaTable(folder).metadata()
+                return TableIdentity(str(meta.id), {str(k): str(v) for k, v in meta.configuration.items()})
+            except Exception:  # noqa: BLE001 - a log delta-rs cannot read: ask Delta itself
+                pass
+        detail = self._detail(spark, table)
+        return TableIdentity(str(detail["id"]), dict(detail["properties"] or {}))
 
-    def read_files(self, spark: "SparkSession", table: str, version: int, files: list[str]) -> "DataFrame":
+    def change_feed(self, spark: "SparkSession", table: str, first_version: int, last_version: int) -> "DataFrame":
+        reader = (spark.read.format("delta").option("readChangeFeed", "true")
+                  .option("startingVersion", first_version).option("endingVersion", last_version))
+        try:
+            feed = reader.load(table) if is_path(table) else reader.table(resolve(spark, table))
+            feed.schema  # noqa: B018 - Delta checks the range when the relation is built
+        except Exception as exc:  # noqa: BLE001 - Delta raises AnalysisException/DeltaAnalysisException
+            if _error_condition(exc).startswith(("DELTA_MISSING_CHANGE_DATA", "DELTA_CHANGE_DATA_FEED_NOT_ENABLED",
+                                                 "DELTA_CHANGE_TABLE_FEED_DISABLED")) or \
+                    "not enabled" in str(exc)[:500].lower():
+                raise ChangeFeedUnavailableError(f"{table} has no Change Data Feed for versions {first_version}.."
+                                                 f"{last_version}: {_brief(exc)}") from None
+            raise
+        return feed
+
+    def appended_rows(self, spark: "SparkSession", table: str, first_version: int, last_version: int) -> "DataFrame":
         from pyspark.sql import functions as F
 
-        names = sorted({f.rsplit("/", 1)[-1] for f in files})
-        df = self.read(spark, table, version)
+        # Delta lists each snapshot's files (no log read by path): the run's appends are the files in the last
+        # snapshot that the one before the run did not have.
+        before = set(self._reader(spark, table, first_version - 1).inputFiles()) if first_version > 0 else set()
+        added = [f for f in self._reader(spark, table, last_version).inputFiles() if f not in before]
+        names = sorted({unquote(f.rsplit("/", 1)[-1]) for f in added})
+        df = self.read(spark, table, last_version)
         return df.where(F.col("_metadata.file_name").isin(names)).select(*[f"`{c}`" for c in df.columns])
 
-    def count_rows(self, spark: "SparkSession", table: str, version: int, after_version: int | None) -> int:
-        if after_version is None:
-            folder = _local_folder(spark, table)
-            local = _local_row_count(folder, version) if folder else None
-            # Delta answers read().count() from the log's statistics too, but with a Spark job (~0.2 s).
-            return local if local is not None else self.read(spark, table, version).count()
-        changes = self.file_changes(spark, table, after_version, version)
-        if all(n is not None for n in changes.added.values()):
-            return sum(changes.added.values())  # type: ignore[arg-type]
-        return self.read_files(spark, table, version, list(changes.added)).count()
+    def merge(self, source: "DataFrame", table: str, request: MergeRequest) -> int:
+        spark = source.sparkSession
+        view = f"sparkship_merge_{request.write_id}"
+        source.createOrReplaceTempView(view)
+        target = _ident(spark, table)
+        columns = [c for c in source.columns if c != request.op_column]
+        equal = "<=>" if request.null_safe else "="
+        on = " AND ".join(f"t.`{k}` {equal} s.`{k}`" for k in request.keys)
+        deleting = f"s.`{request.op_column}` = 'delete'"
+        statement = (
+            f"MERGE INTO {target} AS t USING {view} AS s ON {on} "
+            f"WHEN MATCHED AND {deleting} THEN DELETE "
+            f"WHEN MATCHED THEN UPDATE SET {', '.join(f't.`{c}` = s.`{c}`' for c in columns)} "
+            f"WHEN NOT MATCHED AND NOT ({deleting}) THEN INSERT ({', '.join(f'`{c}`' for c in columns)}) "
+            f"VALUES ({', '.join(f's.`{c}`' for c in columns)})"
+        )
+        # Delta's idempotent DML: the same transaction identifier as the compare-and-set writes, and the write id.
+        confs = {"spark.databricks.delta.write.txnAppId": CAS_APP_ID,
+                 "spark.databricks.delta.write.txnVersion": str(request.expected_version + 1),
+                 "spark.databricks.delta.commitInfo.userMetadata": json.dumps({WRITE_ID_KEY: request.write_id})}
+        current = self.version(spark, table)
+        if current != request.expected_version:
+            raise ConcurrentWriteError(f"merge into {table}: the table is at version {current}, not "
+                                       f"{request.expected_version}")
+        try:
+            for key, value in confs.items():
+                spark.conf.set(key, value)
+            spark.sql(statement).collect()
+        except Exception as exc:  # noqa: BLE001 - Delta's exceptions come through pyspark's converters
+            if is_conflict(exc):
+                raise ConcurrentWriteError(f"merge into {table} conflicted with a concurrent commit: "
+                                           f"{_brief(exc)}") from None
+            raise
+        finally:
+            for key in confs:
+                spark.conf.unset(key)
+            spark.catalog.dropTempView(view)
+        found = self._version_of_write(spark, table, request.write_id)
+        if found is None:
+            raise ConcurrentWriteError(f"merge into {table}: another writer committed after version "
+                                       f"{request.expected_version} first (compare-and-set lost)")
+        return found
+
+    def count_rows(self, spark: "SparkSession", table: str, version: int) -> int:
+        folder = _local_folder(spark, table)
+        local = _local_row_count(folder, version) if folder else None
+        # Delta answers read().count() from the log's statistics too, but with a Spark job (~0.2 s).
+        return local if local is not None else self.read(spark, table, version).count()
 
     def rows_committed(self, spark: "SparkSession", table: str, version: int) -> int | None:
         for commit in self.history(spark, table, None):
@@ -328,6 +384,7 @@ def _local_history(table: str, limit: int | None) -> list[Commit]:
                         for k, v in (info.get("operationParameters") or {}).items()},
             metrics={k: str(v) for k, v in (info.get("operationMetrics") or {}).items()},
             metadata=_user_metadata(info.get("userMetadata")),
+            blind_append=info.get("isBlindAppend"),
         ))
     return commits
 
@@ -363,7 +420,7 @@ def _check_data_paths(folder: str | None, version: int | None) -> None:
     """An untrusted log must not make Spark read files outside the table (absolute paths, ``../``): the same
     check as the deltars engine's, on the file list delta-rs reads from the log (local tables)."""
     if folder is not None and os.path.isdir(os.path.join(folder, "_delta_log")):
-        delta_files.list_files(folder, version)
+        delta_files.list_files(folder, version, check_features=False)
 
 
 def _local_row_count(folder: str, version: int) -> int | None:
@@ -380,13 +437,6 @@ def _local_row_count(folder: str, version: int) -> int | None:
     if any(n is None for n in counts.values()):
         return None
     return sum(counts.values())  # type: ignore[arg-type]
-
-
-def _num_records(stats: str | None) -> int | None:
-    if not stats:
-        return None
-    value = json.loads(stats).get("numRecords")
-    return int(value) if value is not None else None
 
 
 def _sql_literal(value: Any) -> str:

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from sparkship.errors import ConcurrentWriteError, SchemaMismatchError
 from sparkship.spark import is_connect
 from sparkship.tables import files as delta_files
+from sparkship.tables.engine import CREATED_TABLE_PROPERTIES
 from sparkship.tables.files import CAS_APP_ID, WRITE_ID_KEY
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -149,7 +150,7 @@ def _describe_new_table(spark: "SparkSession", transaction: Any, given: "pa.Sche
     schema = StructType([StructField(f.name, f.dataType, True) for f in columns.fields])
     metadata = _java(spark.sparkContext._jvm, f"{_DELTA}.actions.Action").fromJson(json.dumps({"metaData": {
         "id": str(uuid.uuid4()), "format": {"provider": "parquet", "options": {}}, "schemaString": schema.json(),
-        "partitionColumns": [], "configuration": {}, "createdTime": _now_ms(),
+        "partitionColumns": [], "configuration": dict(CREATED_TABLE_PROPERTIES), "createdTime": _now_ms(),
     }}))
     transaction.updateMetadataForNewTable(metadata)
     return True
@@ -163,10 +164,16 @@ def _arrow_schema_for(transaction: Any, given: "pa.Schema") -> "pa.Schema | None
     from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
     from pyspark.sql.types import StructType
 
-    if transaction.protocol().minWriterVersion() > 2 or transaction.metadata().partitionColumns().nonEmpty():
+    if transaction.protocol().minWriterVersion() > 4 or transaction.metadata().partitionColumns().nonEmpty():
+        return None
+    configuration = dict(json.loads(transaction.metadata().json()).get("metaData", {}).get("configuration") or {})
+    # Writer versions 3 and 4 add constraints and generated columns (which pyarrow's files would not honour) and
+    # the Change Data Feed (which needs nothing for an append).
+    if any(k.startswith("delta.constraints.") for k in configuration):
         return None
     table_schema = StructType.fromJson(json.loads(transaction.metadata().schemaString()))
-    if any(not f.nullable or "delta.invariants" in f.metadata for f in table_schema.fields):
+    if any(not f.nullable or "delta.invariants" in f.metadata or "delta.generationExpression" in f.metadata
+           for f in table_schema.fields):
         return None
     try:
         rows_schema = from_arrow_schema(delta_files._normalise_schema(given))

@@ -1,0 +1,117 @@
+"""A scoring run's request (tables and keys, parsed once) and its model (resolved once, verified)."""
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+from sparkship import artifacts
+from sparkship.config import Settings
+from sparkship.errors import IntegrityError, UsageError
+from sparkship.registry import ModelVersion, Registry
+from sparkship.tables.names import sibling
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.ml import PipelineModel
+
+log = logging.getLogger("sparkship.scoring")
+
+BATCH_COLUMN = "scoring_batch"
+REASON_COLUMN = "reason"
+OUTPUT_COLUMNS = ("prediction", "probability", "model_name", "model_version", "scored_at", "run_id", "input_version")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScoringRequest:
+    """What the caller asked for, parsed and checked; no table is read yet."""
+
+    input_path: str
+    pinned_version: int | None
+    output_path: str
+    keys: list[str]
+    run_id: str
+    full: bool
+    include_features: bool
+    replace_output: bool
+    auto_full: bool = False  # an input changed by more than appends, without a Change Data Feed: rescore in full
+
+    @property
+    def quarantine_path(self) -> str:
+        return sibling(self.output_path, "_quarantine")
+
+    @property
+    def state_path(self) -> str:
+        return sibling(self.output_path, "_state")
+
+    @property
+    def lease_path(self) -> str:
+        # A sibling of the output, like the state: every writer of the output resolves the same table (a path
+        # next to it, or a name in its schema: with Unity Catalog, in the catalog and schema that govern it).
+        return sibling(self.output_path, "_lease")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScoringModel:
+    """The model version a run scores with, resolved once, and what its manifest says."""
+
+    version: ModelVersion
+    pipeline: "PipelineModel"
+    inputs: list[dict[str, str]]
+    classification: bool
+
+
+def _parse_keys(keys: Sequence[str] | str) -> list[str]:
+    listed = [k.strip() for k in (keys.split(",") if isinstance(keys, str) else keys)]
+    if not listed or any(not k for k in listed):
+        raise UsageError(f"--keys: expected one or more comma-separated column names, got {keys!r}")
+    dupes = sorted({k for k in listed if listed.count(k) > 1})
+    if dupes:
+        raise UsageError(f"--keys: columns listed twice: {dupes}")
+    clash = [k for k in listed if k in OUTPUT_COLUMNS or k in (BATCH_COLUMN, REASON_COLUMN)]
+    if clash:
+        raise UsageError(f"--keys: {clash} clash with the output's own columns")
+    return listed
+
+
+def _table_path(value: str, what: str) -> tuple[str, int | None]:
+    from sparkship.spec import parse_table_ref
+
+    try:
+        return parse_table_ref(value, key=what)
+    except UsageError as exc:
+        raise UsageError(str(exc).replace("spec key ", "")) from None
+
+
+def make_request(input: str, output: str, keys: Sequence[str] | str, *, run_id: str | None, full: bool,
+                 include_features: bool, replace_output: bool, auto_full: bool = False) -> ScoringRequest:
+    """Parse the table references and keys; raise :class:`UsageError` on anything malformed."""
+    input_path, pinned = _table_path(input, "--input")
+    output_path, output_pin = _table_path(output, "--output")
+    if output_pin is not None:
+        raise UsageError(f"--output {output!r}: an output table cannot be pinned to a version")
+    if output_path == input_path:
+        raise UsageError("--output must be another table than --input")
+    return ScoringRequest(
+        input_path=input_path, pinned_version=pinned, output_path=output_path, keys=_parse_keys(keys),
+        run_id=run_id or uuid.uuid4().hex[:16], full=full, include_features=include_features,
+        replace_output=replace_output, auto_full=auto_full,
+    )
+
+
+def load_scoring_model(settings: Settings, model_ref: str) -> ScoringModel:
+    """Resolve ``model_ref`` once (an alias moving later changes nothing in this run) and load it, verified."""
+    from pyspark.ml import PipelineModel
+
+    mv = Registry(settings).get(model_ref)
+    manifest = artifacts.verify(mv.artifact)  # once: the checksums are the largest cost outside Spark
+    pipeline = PipelineModel.load(os.path.join(mv.artifact, artifacts.MODEL_DIR))
+    inputs = (manifest.get("signature") or {}).get("inputs")
+    if not inputs:
+        raise IntegrityError(f"model {mv.ref}: its manifest has no signature inputs")
+    log.info("scoring with %s (from %s)", mv.ref, model_ref)
+    return ScoringModel(version=mv, pipeline=pipeline, inputs=list(inputs),
+                        classification=manifest.get("task") == "classification")
+
+
