@@ -157,3 +157,49 @@ def test_a_second_run_never_heals_a_live_run_but_heals_a_killed_one(spark, home,
     assert healer.healed and healer.rows_in == 25
     scores = tables.read(spark, out)
     assert scores.count() == 65 and scores.select("id").distinct().count() == 65
+
+
+@pytest.mark.parametrize("point", ["score:pending", "score:output", "random"])
+@pytest.mark.parametrize("stream", [False, True], ids=["batch", "stream"])
+def test_kill_9_of_a_change_feed_run_then_a_rerun_equals_a_full_scoring(spark, home, tmp_path, engine, point,
+                                                                        stream):
+    """Updates, deletes and appends through the Change Data Feed; the run is killed at a kill point (or after a
+    random delay into its work), and the rerun's output equals a full scoring of the input."""
+    import random
+
+    from reliability_helpers import kill_paused, start_paused  # noqa: E402 - tests/ helper
+    from test_scoring_changes import apply_change, assert_output_is_full_scoring, make_input  # noqa: E402
+
+    if stream and engine != "native":
+        pytest.skip("streaming runs need the native engine (delta-spark)")
+    fitted = fit_model(spark)
+    settings = Settings.resolve(home=home)
+    register(spark, fitted, settings)
+    src, out, ckpt = str(tmp_path / "events"), str(tmp_path / "scores"), str(tmp_path / "ckpt")
+    make_input(spark, src, engine)
+    args = ["--model", MODEL, "--input", src, "--output", out, "--keys", "id"]
+    args += ["--stream", "--checkpoint", ckpt] if stream else []
+    assert main(["score", *args, "-q"]) == 0
+    for change in ("update", "delete", "append", "merge"):
+        apply_change(spark, src, engine, change, 0)
+    argv = [sys.executable, "-m", "sparkship.cli", "score", *args]
+    env = {"SPARKSHIP_HOME": home}
+    log_path = str(tmp_path / "killed.log")
+    if point == "random":
+        delay = random.Random(os.getpid()).uniform(0.1, 1.0)
+        kill_score_when(home, args, log_path, _after(log_path, "scoring " if not stream else "streaming ", delay))
+    else:
+        kill_paused(start_paused(argv, point, str(tmp_path / "flag"), env=env, log_path=log_path))
+    assert main(["score", *args, "-q"]) == 0
+    assert_output_is_full_scoring(spark, fitted, src, out)
+
+
+def _after(log_path: str, text: str, delay_s: float):  # noqa: ANN202
+    """Ready ``delay_s`` seconds after ``text`` appears in the log."""
+    seen: list[float] = []
+
+    def ready() -> bool:
+        if not seen and text in open(log_path).read():
+            seen.append(time.monotonic())
+        return bool(seen) and time.monotonic() - seen[0] >= delay_s
+    return ready

@@ -29,6 +29,8 @@ if TYPE_CHECKING:  # pragma: no cover
 # A scored output upserted by keys marks replaced rows instead of rewriting their files (native engine only:
 # delta-rs reads no deletion vectors).
 OUTPUT_PROPERTIES = {"delta.enableDeletionVectors": "true"}
+_RUN_COLUMNS = frozenset({"model_name", "model_version", "scored_at", "run_id", "input_version", BATCH_COLUMN,
+                          OP_COLUMN})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,7 +105,7 @@ def _committed(spark: "SparkSession", path: str, version: int, written: "DataFra
 
 
 def write_changes(spark: "SparkSession", path: str, frame: "DataFrame", keys: Sequence[str], start: int,
-                  *, null_safe: bool = False, skip_if_empty: bool = False) -> tuple[int | None, int]:
+                  *, null_keys_by: Sequence[str] | None = None, skip_if_empty: bool = False) -> tuple[int | None, int]:
     """Upsert a change run's frame into ``path`` (created from its upserts when missing): (version, rows kept)."""
     if start < 0:
         if skip_if_empty:
@@ -112,7 +114,7 @@ def write_changes(spark: "SparkSession", path: str, frame: "DataFrame", keys: Se
         version = tables.write(kept, path, "overwrite", partition_by=[BATCH_COLUMN], expected_version=-1,
                                properties=OUTPUT_PROPERTIES)
         return version, _committed(spark, path, version, kept)
-    version = tables.merge(frame, path, keys, op_column=OP_COLUMN, expected_version=start, null_safe=null_safe)
+    version = tables.merge(frame, path, keys, op_column=OP_COLUMN, expected_version=start, null_keys_by=null_keys_by)
     return version, _merged_rows(spark, path, version, frame)
 
 
@@ -144,9 +146,11 @@ def write_changed(spark: "SparkSession", request: ScoringRequest, plan: ScoringP
                                            plan.output_start)
     log.info("upserted %d scored rows into %s (version %d)", scored, request.output_path, output_version)
     killpoints.reached("score:output")
-    # The quarantine keeps the latest bad row per key: a null key is a key too there.
+    # The quarantine keeps the latest bad row per key; rows with a null key are told apart by their values, so
+    # that redoing a range replaces them instead of adding them again.
+    raw = [c for c in frames.quarantined.columns if c not in request.keys and c not in _RUN_COLUMNS]
     quarantine_version, quarantined = write_changes(
-        spark, request.quarantine_path, frames.quarantined, request.keys, plan.quarantine_start, null_safe=True,
+        spark, request.quarantine_path, frames.quarantined, request.keys, plan.quarantine_start, null_keys_by=raw,
         skip_if_empty=(plan.rows_in or 0) == scored,
     )
     quarantine_version = quarantine_version if quarantine_version is not None else (

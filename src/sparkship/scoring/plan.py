@@ -189,9 +189,22 @@ def _incremental(spark: "SparkSession", request: ScoringRequest, model: ScoringM
     return replace(plan, mode=APPENDS, source=rows, rows_in=_probe(request, plan, rows.count))
 
 
+def _materialized(frame: "DataFrame") -> "DataFrame":
+    """``frame`` computed once and kept by the executors (the run reads its rows four times), where the session
+    allows it; else ``frame`` as it is."""
+    try:
+        return frame.localCheckpoint(eager=True)
+    except Exception as exc:  # noqa: BLE001 - some Spark Connect servers refuse checkpoints
+        if _is_gone(exc):
+            raise
+        log.info("the changes are not materialized (%s): they are read again by each step", str(exc)[:200])
+        return frame
+
+
 def _counted_changes(request: ScoringRequest, plan: ScoringPlan, net: "DataFrame") -> ScoringPlan:
     from pyspark.sql import functions as F
 
+    net = _probe(request, plan, lambda: _materialized(net))
     def totals():  # noqa: ANN202 - one Spark job: what the run will upsert and delete, and duplicate keys
         return net.agg(
             F.count(F.when(~F.col(DELETED), 1)).alias("upserts"), F.count(F.when(F.col(DELETED), 1)).alias("deletes"),
@@ -217,8 +230,12 @@ def _probe(request: ScoringRequest, plan: ScoringPlan, action):  # noqa: ANN001,
         raise
 
 
+def _is_gone(exc: BaseException) -> bool:
+    return not isinstance(exc, SparkshipError) and GONE.search(str(exc)[:4000]) is not None
+
+
 def _raise_if_gone(request: ScoringRequest, plan: ScoringPlan, exc: BaseException) -> None:
-    if isinstance(exc, SparkshipError) or not GONE.search(str(exc)[:4000]):
+    if not _is_gone(exc):
         return
     raise VacuumedInputError(
         f"cannot score {request.input_path} incrementally: versions {plan.from_version + 1}..{plan.input_version} "

@@ -12,7 +12,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
-from sparkship import tables
+from sparkship import killpoints, tables
 from sparkship.config import Settings
 from sparkship.errors import SparkshipError, UsageError
 from sparkship.scoring.frames import build_frames
@@ -126,6 +126,7 @@ class _BatchWriter:
         check_targets(spark, request, plan, frames)
         pending = pending_row(request, self.model, plan, plan.next_seq)
         pending_version = self.state.append(pending, expected_version=plan.state_version)
+        killpoints.reached("score:pending")
         written = write_changed(spark, request, plan, frames)
         check_counts(pending, written)
         record_committed(self.state, pending, pending_version, written)

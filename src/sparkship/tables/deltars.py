@@ -133,9 +133,7 @@ class DeltaRsEngine:
             raise ConcurrentWriteError(f"merge into {table}: the table is at version {target.version()}, not "
                                        f"{request.expected_version}")
         columns = [c for c in source.columns if c != request.op_column]
-        equal = "<=>" if request.null_safe else "="
-        on = " AND ".join(f"t.`{k}` {equal} s.`{k}`" for k in request.keys) if not request.null_safe else \
-            " AND ".join(f"(t.`{k}` = s.`{k}` OR (t.`{k}` IS NULL AND s.`{k}` IS NULL))" for k in request.keys)
+        on = request.predicate
         deleting = f"s.`{request.op_column}` = 'delete'"
         properties = CommitProperties(custom_metadata={delta_files.WRITE_ID_KEY: request.write_id},
                                       max_commit_retries=0,

@@ -111,11 +111,10 @@ class TableIdentity:
 class MergeRequest:
     """An upsert by keys (see :meth:`DeltaEngine.merge`): all checks on it are done by the facade beforehand."""
 
-    keys: list[str]
+    predicate: str  # SQL on the target ``t`` and the source ``s``: when a source row matches a target row
     op_column: str  # "upsert" or "delete" per source row; not written
     write_id: str
     expected_version: int
-    null_safe: bool = False  # keys match when both are null too
 
 
 class DeltaEngine(Protocol):

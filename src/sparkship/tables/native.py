@@ -316,11 +316,12 @@ class NativeEngine:
     def merge(self, source: "DataFrame", table: str, request: MergeRequest) -> int:
         spark = source.sparkSession
         view = f"sparkship_merge_{request.write_id}"
-        source.createOrReplaceTempView(view)
+        # The source is the few changed rows: broadcast it, never the target (Spark may estimate a projection of a
+        # mid-sized target under the broadcast threshold and run out of driver memory building it).
+        source.hint("broadcast").createOrReplaceTempView(view)
         target = _ident(spark, table)
         columns = [c for c in source.columns if c != request.op_column]
-        equal = "<=>" if request.null_safe else "="
-        on = " AND ".join(f"t.`{k}` {equal} s.`{k}`" for k in request.keys)
+        on = request.predicate
         deleting = f"s.`{request.op_column}` = 'delete'"
         statement = (
             f"MERGE INTO {target} AS t USING {view} AS s ON {on} "

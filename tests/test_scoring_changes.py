@@ -1,0 +1,255 @@
+"""Incremental scoring on inputs that change as Databricks tables do: after each change and an incremental run,
+the output equals a full scoring of the input's current rows (keys and predictions; run columns aside)."""
+from __future__ import annotations
+
+import pytest
+from sparkship import scoring, tables
+from sparkship.cli import main
+from sparkship.config import Settings
+from sparkship.errors import UsageError
+
+from test_scoring import INPUT_SCHEMA, MODEL, assert_same_scores, fit_model, make_rows, register  # noqa: E402 - sibling test module
+
+CHANGES = ["append", "delete", "update", "merge", "optimize", "add_column", "overwrite", "restore"]
+
+
+@pytest.fixture(scope="module")
+def fitted(spark):
+    return fit_model(spark)
+
+
+@pytest.fixture
+def settings(spark, fitted, home) -> Settings:
+    s = Settings.resolve(home=home)
+    register(spark, fitted, s)
+    return s
+
+
+def full_scoring(spark, fitted, path: str):
+    """What the output must hold: the model's transform of every current input row."""
+    from pyspark.ml.functions import vector_to_array
+
+    rows = tables.read(spark, path).select("id", "age", "tenure", "plan", "region")
+    return (fitted.transform(rows).select("id", "prediction", vector_to_array("probability").alias("probability"))
+            .orderBy("id"))
+
+
+def assert_output_is_full_scoring(spark, fitted, src: str, out: str) -> None:
+    got = tables.read(spark, out).select("id", "prediction", "probability").orderBy("id")
+    assert got.select("id").distinct().count() == got.count()
+    assert_same_scores(got, full_scoring(spark, fitted, src))
+
+
+def make_input(spark, path: str, engine: str, *, cdf: bool = True, dv: bool = False) -> int:
+    """The input: 200 rows, with the Change Data Feed as sparkship creates tables, or a plain table without it."""
+    df = spark.createDataFrame(make_rows(200, 7), INPUT_SCHEMA)
+    if cdf:
+        props = {"delta.enableDeletionVectors": "true"} if dv else {}
+        return tables.write(df, path, mode="overwrite", properties=props)
+    if engine == "native":
+        writer = df.write.format("delta").option("delta.enableChangeDataFeed", "false")
+        writer.option("delta.enableDeletionVectors", "true" if dv else "false").save(path)
+    else:
+        from deltalake import write_deltalake
+
+        write_deltalake(path, df.toArrow())
+    return 0
+
+
+def apply_change(spark, path: str, engine: str, change: str, first_version: int) -> None:
+    """One change to the input, done the way that engine's users do it (SQL on delta-spark, delta-rs' API)."""
+    if change == "append":
+        tables.write(spark.createDataFrame(make_rows(20, 8, first_id=1000), INPUT_SCHEMA), path)
+    elif change == "overwrite":
+        rows = make_rows(150, 9, first_id=50)  # keys 50..199 rewritten with new values, 0..49 gone, 200.. new
+        tables.write(spark.createDataFrame(rows, INPUT_SCHEMA), path, mode="overwrite")
+    elif engine == "native":
+        _native_change(spark, path, change, first_version)
+    else:
+        _deltars_change(spark, path, change, first_version)
+
+
+def _native_change(spark, path: str, change: str, first_version: int) -> None:
+    t = f"delta.`{path}`"
+    if change == "merge":
+        spark.createDataFrame(make_rows(30, 10, first_id=180), INPUT_SCHEMA).createOrReplaceTempView("upserts")
+        spark.sql(f"MERGE INTO {t} AS t USING upserts AS s ON t.id = s.id WHEN MATCHED THEN UPDATE SET * "
+                  "WHEN NOT MATCHED THEN INSERT *")
+    else:
+        statements = {
+            "delete": [f"DELETE FROM {t} WHERE id % 7 = 0"],
+            "update": [f"UPDATE {t} SET age = age + 25, plan = 'pro' WHERE id % 5 = 0"],
+            "optimize": [f"DELETE FROM {t} WHERE id < 3", f"OPTIMIZE {t}"],
+            "add_column": [f"ALTER TABLE {t} ADD COLUMNS (note string)", f"UPDATE {t} SET note = 'x', tenure = 1.0 "
+                           "WHERE id % 9 = 0"],
+            "restore": [f"DELETE FROM {t} WHERE id % 3 = 0", f"RESTORE TABLE {t} TO VERSION AS OF {first_version}"],
+        }
+        for statement in statements[change]:
+            spark.sql(statement)
+
+
+def _deltars_change(spark, path: str, change: str, first_version: int) -> None:
+    from deltalake import DeltaTable, write_deltalake
+
+    dt = DeltaTable(path)
+    if change == "merge":
+        source = spark.createDataFrame(make_rows(30, 10, first_id=180), INPUT_SCHEMA).toArrow()
+        (dt.merge(source, "t.id = s.id", source_alias="s", target_alias="t")
+         .when_matched_update_all().when_not_matched_insert_all().execute())
+    elif change == "delete":
+        dt.delete("id % 7 = 0")
+    elif change == "update":
+        dt.update(updates={"age": "age + 25", "plan": "'pro'"}, predicate="id % 5 = 0")
+    elif change == "optimize":
+        dt.delete("id < 3")
+        DeltaTable(path).optimize.compact()
+    elif change == "add_column":
+        import pyarrow as pa
+
+        rows = spark.createDataFrame(make_rows(5, 11, first_id=3000), INPUT_SCHEMA).toArrow()
+        write_deltalake(path, rows.append_column("note", pa.array(["x"] * 5)), mode="append", schema_mode="merge")
+    elif change == "restore":
+        dt.delete("id % 3 = 0")
+        DeltaTable(path).restore(first_version)
+
+
+@pytest.mark.parametrize("change", CHANGES)
+def test_each_change_to_an_input_with_the_change_feed_is_followed_incrementally(spark, fitted, settings, engine,
+                                                                                  tmp_path, change):
+    src, out = str(tmp_path / "events"), str(tmp_path / "scores")
+    first = make_input(spark, src, engine)
+    scoring.score(spark, settings, MODEL, src, out, ["id"])
+    assert_output_is_full_scoring(spark, fitted, src, out)
+    apply_change(spark, src, engine, change, first)
+    result = scoring.score(spark, settings, MODEL, src, out, ["id"])
+    assert result.mode in ("changes", "nothing") and not result.full
+    assert_output_is_full_scoring(spark, fitted, src, out)
+    again = scoring.score(spark, settings, MODEL, src, out, ["id"])  # nothing new: nothing written
+    assert (again.mode, again.output_version) == ("nothing", result.output_version)
+
+
+@pytest.mark.parametrize("change", ["delete", "update", "merge", "optimize"])
+def test_deletion_vectors_on_the_native_engine(spark, fitted, settings, tmp_path, change, monkeypatch):
+    from sparkship.tables import use_engine
+
+    use_engine(spark, "native")
+    src, out = str(tmp_path / "events"), str(tmp_path / "scores")
+    first = make_input(spark, src, "native", dv=True)
+    scoring.score(spark, settings, MODEL, src, out, ["id"])
+    apply_change(spark, src, "native", change, first)
+    assert "deletionVectors" in (tables.engine(spark).name and _reader_features(src))
+    scoring.score(spark, settings, MODEL, src, out, ["id"])
+    assert_output_is_full_scoring(spark, fitted, src, out)
+
+
+def _reader_features(path: str) -> list[str]:
+    from deltalake import DeltaTable
+
+    return list(DeltaTable(path).protocol().reader_features or [])
+
+
+def test_without_the_change_feed_appends_and_compaction_stay_incremental_and_rewrites_are_refused(
+        spark, fitted, settings, engine, tmp_path, capsys):
+    src, out = str(tmp_path / "events"), str(tmp_path / "scores")
+    make_input(spark, src, engine, cdf=False, dv=engine == "native")
+    scoring.score(spark, settings, MODEL, src, out, ["id"])
+    apply_change(spark, src, engine, "append", 0)
+    apply_change(spark, src, engine, "optimize", 0)  # a DELETE (refused below) then OPTIMIZE
+    args = ["score", "--model", MODEL, "--input", src, "--output", out, "--keys", "id"]
+    before = tables.version(spark, out)
+    assert main(args) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    assert "DELETE at version" in err[0] and "--full" in err[0] and "--auto-full" in err[0]
+    assert "delta.enableChangeDataFeed = true" in err[0]
+    assert tables.version(spark, out) == before
+    assert main([*args, "--auto-full"]) == 0
+    assert_output_is_full_scoring(spark, fitted, src, out)
+    # Appends and compaction alone: incremental, the compacted rows are not scored again.
+    tables.write(spark.createDataFrame(make_rows(20, 12, first_id=5000), INPUT_SCHEMA), src)
+    if engine == "native":
+        spark.sql(f"OPTIMIZE delta.`{src}`")
+    else:
+        from deltalake import DeltaTable
+
+        DeltaTable(src).optimize.compact()
+    result = scoring.score(spark, settings, MODEL, src, out, ["id"])
+    assert (result.mode, result.rows_in) == ("appends", 20)
+    assert_output_is_full_scoring(spark, fitted, src, out)
+
+
+def test_a_recreated_or_vacuumed_input_is_refused_before_anything_is_written(spark, fitted, settings, tmp_path,
+                                                                              capsys):
+    import shutil
+
+    from sparkship.tables import use_engine
+
+    use_engine(spark, "native")
+    src, out = str(tmp_path / "events"), str(tmp_path / "scores")
+    make_input(spark, src, "native")
+    scoring.score(spark, settings, MODEL, src, out, ["id"])
+    args = ["score", "--model", MODEL, "--input", src, "--output", out, "--keys", "id"]
+    state_before = tables.version(spark, out + "_state")
+    # VACUUM after an UPDATE removes the change files that the next run needs.
+    spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
+    try:
+        spark.sql(f"UPDATE delta.`{src}` SET age = 1.0 WHERE id < 10")
+        spark.sql(f"DELETE FROM delta.`{src}` WHERE id >= 190")
+        spark.sql(f"VACUUM delta.`{src}` RETAIN 0 HOURS")
+    finally:
+        spark.conf.unset("spark.databricks.delta.retentionDurationCheck.enabled")
+    assert main(args) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "VACUUM" in err[0] and "--full" in err[0], err
+    assert tables.version(spark, out + "_state") == state_before
+    assert main([*args, "--full"]) == 0
+    assert_output_is_full_scoring(spark, fitted, src, out)
+    # Dropped and re-created: another Delta table id.
+    shutil.rmtree(src)
+    make_input(spark, src, "native")
+    apply_change(spark, src, "native", "append", 0)
+    state_before = tables.version(spark, out + "_state")
+    assert main(args) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "re-created" in err[0] and "--full" in err[0], err
+    assert tables.version(spark, out + "_state") == state_before
+    with pytest.raises(UsageError, match="re-created"):
+        scoring.score(spark, settings, MODEL, src, out, ["id"])
+
+
+def test_the_deltars_engine_names_deletion_vectors_in_one_line(spark, settings, tmp_path, capsys, monkeypatch):
+    from sparkship.tables import use_engine
+
+    use_engine(spark, "native")
+    src, out = str(tmp_path / "events"), str(tmp_path / "scores")
+    make_input(spark, src, "native", dv=True)
+    spark.sql(f"DELETE FROM delta.`{src}` WHERE id < 5")
+    monkeypatch.setenv("SPARKSHIP_DELTA_ENGINE", "deltars")
+    use_engine(spark, "deltars")
+    try:
+        assert main(["score", "--model", MODEL, "--input", src, "--output", out, "--keys", "id"]) != 0
+    finally:
+        use_engine(spark, "native")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "deletionVectors" in err[0] and "deltars engine" in err[0], err
+    assert not tables.exists(spark, out)
+
+
+@pytest.mark.parametrize("cdf", [True, False], ids=["change_feed", "appends"])
+def test_streaming_runs_upsert_each_micro_batch(spark, fitted, settings, tmp_path, cdf):
+    from sparkship.tables import use_engine
+
+    use_engine(spark, "native")
+    src, out, ckpt = str(tmp_path / "events"), str(tmp_path / "scores"), str(tmp_path / "ckpt")
+    make_input(spark, src, "native", cdf=cdf)
+    first = scoring.score_stream(spark, settings, MODEL, src, out, ["id"], checkpoint=ckpt)
+    assert (first.rows_in, first.scored, first.batches) == (200, 200, 1)
+    assert_output_is_full_scoring(spark, fitted, src, out)
+    changes = ["append", "update", "delete", "merge"] if cdf else ["append"]
+    for change in changes:
+        apply_change(spark, src, "native", change, 0)
+    second = scoring.score_stream(spark, settings, MODEL, src, out, ["id"], checkpoint=ckpt)
+    assert second.batches >= 1
+    assert_output_is_full_scoring(spark, fitted, src, out)
+    third = scoring.score_stream(spark, settings, MODEL, src, out, ["id"], checkpoint=ckpt)  # nothing new
+    assert third.batches == 0
