@@ -160,7 +160,7 @@ def test_added_rows_between_versions(spark, tmp_path, people):
                        ignore_row_order=True)
     assert tables.added_rows(spark, path, 2, 2).count() == 0
     tables.write(people, path, mode="overwrite")
-    with pytest.raises(tables.NotAppendOnlyError, match="rescore in full"):
+    with pytest.raises(tables.NotAppendOnlyError, match="changed by more than appends after version 2: WRITE at version 3"):
         tables.added_rows(spark, path, 2, 3)
 
 

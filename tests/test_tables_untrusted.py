@@ -34,7 +34,9 @@ def _append_add_action(path: str, rel: str, size: int) -> None:
     add = {"add": {"path": rel, "partitionValues": {"p": "a"}, "size": size, "modificationTime": 1,
                    "dataChange": True, "stats": json.dumps({"numRecords": 1})}}
     with open(os.path.join(path, "_delta_log", f"{1:020d}.json"), "w") as fh:
-        fh.write(json.dumps({"commitInfo": {"timestamp": 1, "operation": "WRITE"}}) + "\n" + json.dumps(add) + "\n")
+        # It says it appended, as a forged commit would: incremental reads take it as an append.
+        info = {"timestamp": 1, "operation": "WRITE", "operationParameters": {"mode": "Append"}, "isBlindAppend": True}
+        fh.write(json.dumps({"commitInfo": info}) + "\n" + json.dumps(add) + "\n")
 
 
 @pytest.fixture

@@ -26,11 +26,6 @@ from sparkship.scoring_state import COMMITTED, PENDING, ScoringState, StateRow
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
 
-# A scored output upserted by keys marks replaced rows instead of rewriting their files (native engine only:
-# delta-rs reads no deletion vectors).
-OUTPUT_PROPERTIES = {"delta.enableDeletionVectors": "true"}
-_RUN_COLUMNS = frozenset({"model_name", "model_version", "scored_at", "run_id", "input_version", BATCH_COLUMN,
-                          OP_COLUMN})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,23 +100,23 @@ def _committed(spark: "SparkSession", path: str, version: int, written: "DataFra
 
 
 def write_changes(spark: "SparkSession", path: str, frame: "DataFrame", keys: Sequence[str], start: int,
-                  *, null_keys_by: Sequence[str] | None = None, skip_if_empty: bool = False) -> tuple[int | None, int]:
+                  *, delete_unmatched: str | None = None, skip_if_empty: bool = False) -> tuple[int | None, int]:
     """Upsert a change run's frame into ``path`` (created from its upserts when missing): (version, rows kept)."""
     if start < 0:
         if skip_if_empty:
             return None, 0
         kept = without_ops(frame)
-        version = tables.write(kept, path, "overwrite", partition_by=[BATCH_COLUMN], expected_version=-1,
-                               properties=OUTPUT_PROPERTIES)
+        version = tables.write(kept, path, "overwrite", partition_by=[BATCH_COLUMN], expected_version=-1)
         return version, _committed(spark, path, version, kept)
-    version = tables.merge(frame, path, keys, op_column=OP_COLUMN, expected_version=start, null_keys_by=null_keys_by)
+    version = tables.merge(frame, path, keys, op_column=OP_COLUMN, expected_version=start,
+                           delete_unmatched=delete_unmatched)
     return version, _merged_rows(spark, path, version, frame)
 
 
 def _write_appended(spark: "SparkSession", request: ScoringRequest, plan: ScoringPlan, frames: Frames,
                     rows_in: int) -> Written:
     write_args: dict[str, Any] = {"mode": "overwrite", "partition_by": [BATCH_COLUMN]}
-    write_args.update({"overwrite_schema": True, "properties": OUTPUT_PROPERTIES} if plan.whole
+    write_args.update({"overwrite_schema": True} if plan.whole
                       else {"replace_partitions": {BATCH_COLUMN: plan.batch}})
     # Compare-and-set against the versions the plan read: a commit that a killed run's orphaned worker lands late
     # makes this run fail (re-run it) instead of being overwritten or overwriting.
@@ -146,11 +141,12 @@ def write_changed(spark: "SparkSession", request: ScoringRequest, plan: ScoringP
                                            plan.output_start)
     log.info("upserted %d scored rows into %s (version %d)", scored, request.output_path, output_version)
     killpoints.reached("score:output")
-    # The quarantine keeps the latest bad row per key; rows with a null key are told apart by their values, so
-    # that redoing a range replaces them instead of adding them again.
-    raw = [c for c in frames.quarantined.columns if c not in request.keys and c not in _RUN_COLUMNS]
+    # The quarantine keeps the latest bad row per key. Rows with a null key match no key: a redone range (the same
+    # scoring_batch) first deletes the ones the dead run may have put there.
+    null_key = " OR ".join(f"t.`{k}` IS NULL" for k in request.keys)
     quarantine_version, quarantined = write_changes(
-        spark, request.quarantine_path, frames.quarantined, request.keys, plan.quarantine_start, null_keys_by=raw,
+        spark, request.quarantine_path, frames.quarantined, request.keys, plan.quarantine_start,
+        delete_unmatched=f"({null_key}) AND t.`{BATCH_COLUMN}` = {plan.batch}",
         skip_if_empty=(plan.rows_in or 0) == scored,
     )
     quarantine_version = quarantine_version if quarantine_version is not None else (

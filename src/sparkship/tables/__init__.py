@@ -329,36 +329,20 @@ def added_rows(spark: "SparkSession", path: str, after_version: int, up_to_versi
 
 
 def merge(source: "DataFrame", path: str, keys: Sequence[str], *, op_column: str, expected_version: int,
-          null_keys_by: Sequence[str] | None = None) -> int:
+          delete_unmatched: str | None = None) -> int:
     """Upsert ``source`` into the table at ``path`` by ``keys`` in ONE commit and return its version.
 
-    Rows whose ``op_column`` is ``"delete"`` delete their key; the others replace the key's row or insert it.
-    ``expected_version`` makes the commit a compare-and-set (:class:`ConcurrentWriteError` otherwise, the table
-    unchanged). A null key matches nothing, unless ``null_keys_by`` names columns: then a row with a null key
-    matches a row with the same null keys and the same values in those columns. The source's columns (less
-    ``op_column``) must be the table's.
+    Rows whose ``op_column`` is ``"delete"`` delete their key; the others replace the key's row or insert it (a
+    null key matches nothing). ``delete_unmatched``: SQL on the target (alias ``t``) selecting rows to delete that
+    no source row matched. ``expected_version`` makes the commit a compare-and-set (:class:`ConcurrentWriteError`
+    otherwise, the table unchanged). The source's columns (less ``op_column``) must be the table's.
     """
     spark = source.sparkSession
     delta = _engine(spark, path)
     check_schema(source.drop(op_column).schema, schema(spark, path), path)
-    return delta.merge(source, path, MergeRequest(predicate=_merge_predicate(keys, null_keys_by), op_column=op_column,
-                                                  write_id=uuid.uuid4().hex, expected_version=expected_version))
-
-
-def _merge_predicate(keys: Sequence[str], null_keys_by: Sequence[str] | None) -> str:
-    """The MERGE condition, in the SQL both engines take (Spark's and DataFusion's).
-
-    >>> _merge_predicate(["id"], None)
-    't.`id` = s.`id`'
-    >>> _merge_predicate(["id"], ["x"])
-    't.`id` IS NOT DISTINCT FROM s.`id` AND (s.`id` IS NOT NULL OR t.`x` IS NOT DISTINCT FROM s.`x`)'
-    """
-    if null_keys_by is None:
-        return " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
-    same = " AND ".join(f"t.`{k}` IS NOT DISTINCT FROM s.`{k}`" for k in keys)
-    no_null_key = " AND ".join(f"s.`{k}` IS NOT NULL" for k in keys)
-    alike = " AND ".join(f"t.`{c}` IS NOT DISTINCT FROM s.`{c}`" for c in null_keys_by) or "TRUE"
-    return f"{same} AND ({no_null_key} OR {alike})"
+    on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+    return delta.merge(source, path, MergeRequest(predicate=on, op_column=op_column, write_id=uuid.uuid4().hex,
+                                                  expected_version=expected_version, delete_unmatched=delete_unmatched))
 
 
 def count_rows(spark: "SparkSession", path: str, version: int) -> int:

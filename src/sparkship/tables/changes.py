@@ -132,13 +132,18 @@ def net_changes(feed: "DataFrame", keys: Sequence[str]) -> "DataFrame":
     """The last change of each key in a Change Data Feed: its newest post-image, or its deletion.
 
     Pre-images are dropped; within one commit a key's insert or post-image wins over its delete (an overwrite
-    deletes and inserts in one commit). The result has the table's columns, :data:`DELETED` and :data:`TIES`.
+    deletes and inserts in one commit). Rows with a null key are kept one by one. The result has the table's columns, :data:`DELETED` and :data:`TIES`.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    key_cols = [F.col(f"`{k}`") for k in keys]
-    rows = feed.where(F.col(CHANGE_TYPE) != "update_preimage").withColumn(DELETED, F.col(CHANGE_TYPE) == "delete")
+    # A row with a null key is no key's row: each stays on its own.
+    any_null = F.lit(False)
+    for k in keys:
+        any_null = any_null | F.col(f"`{k}`").isNull()
+    key_cols = [F.col(f"`{k}`") for k in keys] + [F.col("_sparkship_row")]
+    rows = (feed.where(F.col(CHANGE_TYPE) != "update_preimage").withColumn(DELETED, F.col(CHANGE_TYPE) == "delete")
+            .withColumn("_sparkship_row", F.when(any_null, F.monotonically_increasing_id())))
     newest = Window.partitionBy(*key_cols).orderBy(F.col(COMMIT_VERSION).desc(), F.col(DELETED).asc())
     same = Window.partitionBy(*key_cols, F.col(COMMIT_VERSION), F.col(DELETED))
     ranked = rows.withColumn("_sparkship_rank", F.row_number().over(newest)).withColumn(TIES, F.count("*").over(same))

@@ -139,12 +139,15 @@ class DeltaRsEngine:
                                       max_commit_retries=0,
                                       app_transactions=[Transaction(delta_files.CAS_APP_ID,
                                                                     request.expected_version + 1)])
+        merger = (target.merge(rows, predicate=on, source_alias="s", target_alias="t", commit_properties=properties)
+                  .when_matched_delete(predicate=deleting)
+                  .when_matched_update(updates={f"`{c}`": f"s.`{c}`" for c in columns})
+                  .when_not_matched_insert(updates={f"`{c}`": f"s.`{c}`" for c in columns},
+                                           predicate=f"NOT ({deleting})"))
+        if request.delete_unmatched:
+            merger = merger.when_not_matched_by_source_delete(predicate=request.delete_unmatched)
         try:
-            (target.merge(rows, predicate=on, source_alias="s", target_alias="t", commit_properties=properties)
-             .when_matched_delete(predicate=deleting)
-             .when_matched_update(updates={f"`{c}`": f"s.`{c}`" for c in columns})
-             .when_not_matched_insert(updates={f"`{c}`": f"s.`{c}`" for c in columns}, predicate=f"NOT ({deleting})")
-             .execute())
+            merger.execute()
         except Exception as exc:  # noqa: BLE001 - delta-rs raises CommitFailedError on a lost race
             if type(exc).__name__ == "CommitFailedError":
                 raise ConcurrentWriteError(f"merge into {table} moved past version {request.expected_version}") from None

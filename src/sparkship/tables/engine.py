@@ -115,6 +115,7 @@ class MergeRequest:
     op_column: str  # "upsert" or "delete" per source row; not written
     write_id: str
     expected_version: int
+    delete_unmatched: str | None = None  # SQL on ``t``: target rows no source row matches that are deleted
 
 
 class DeltaEngine(Protocol):

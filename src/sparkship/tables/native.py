@@ -329,6 +329,8 @@ class NativeEngine:
             f"WHEN MATCHED THEN UPDATE SET {', '.join(f't.`{c}` = s.`{c}`' for c in columns)} "
             f"WHEN NOT MATCHED AND NOT ({deleting}) THEN INSERT ({', '.join(f'`{c}`' for c in columns)}) "
             f"VALUES ({', '.join(f's.`{c}`' for c in columns)})"
+            + (f" WHEN NOT MATCHED BY SOURCE AND ({request.delete_unmatched}) THEN DELETE"
+               if request.delete_unmatched else "")
         )
         # Delta's idempotent DML: the same transaction identifier as the compare-and-set writes, and the write id.
         confs = {"spark.databricks.delta.write.txnAppId": CAS_APP_ID,

@@ -156,6 +156,11 @@ def _describe_new_table(spark: "SparkSession", transaction: Any, given: "pa.Sche
     return True
 
 
+# Writer features under which an append of plain files needs nothing more (invariants are checked below; the
+# Change Data Feed records nothing for an append).
+_PLAIN_APPEND_FEATURES = frozenset({"appendOnly", "invariants", "changeDataFeed"})
+
+
 def _arrow_schema_for(transaction: Any, given: "pa.Schema") -> "pa.Schema | None":
     """The Arrow schema to write files of the transaction's table with, when pyarrow's files need nothing more
     than the table's columns: a protocol of Delta's first writer features (no constraints, generated or identity
@@ -164,8 +169,13 @@ def _arrow_schema_for(transaction: Any, given: "pa.Schema") -> "pa.Schema | None
     from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
     from pyspark.sql.types import StructType
 
-    if transaction.protocol().minWriterVersion() > 4 or transaction.metadata().partitionColumns().nonEmpty():
+    protocol = transaction.protocol()
+    if transaction.metadata().partitionColumns().nonEmpty():
         return None
+    if protocol.minWriterVersion() > 4:
+        features = set(str(protocol.writerFeatureNames().mkString(",")).split(",")) - {""}
+        if protocol.minWriterVersion() != 7 or not features <= _PLAIN_APPEND_FEATURES:
+            return None
     configuration = dict(json.loads(transaction.metadata().json()).get("metaData", {}).get("configuration") or {})
     # Writer versions 3 and 4 add constraints and generated columns (which pyarrow's files would not honour) and
     # the Change Data Feed (which needs nothing for an append).
