@@ -85,14 +85,14 @@ NOT_QUICK = {
 # running them while the other idled. Longest first instead (the Makefile passes --no-loadscope-reorder); a
 # module not listed here comes last.
 MODULE_SECONDS = {
-    "test_scoring_kill": 272, "test_scoring": 253, "test_serving_models": 153, "test_reliability": 143,
+    "test_scoring_kill": 600, "test_scoring_changes": 480, "test_scoring": 253, "test_serving_models": 153, "test_reliability": 143,
     "test_tables": 143, "test_serving_parity": 136, "test_table_names": 112, "test_distributed": 97,
     "test_interop_mlflow": 83, "test_training": 63, "test_wheel": 57, "test_native_cas": 47, "test_connect": 46,
     "test_tables_untrusted": 46, "test_cli_errors": 44, "test_validation": 42, "test_registry": 41,
     "test_monitoring": 40, "test_reliability_server": 39, "test_report": 36, "test_spark35": 36,
     "test_serving_vectors": 34, "test_serving_sql": 32, "test_demo": 28, "test_serving_features": 26,
     "test_fuse_refusals": 20, "test_server": 19, "test_ingest": 18, "test_serving_text": 16, "test_metrics": 8,
-    "test_bundle": 6,
+    "test_bundle": 6, "test_scoring_lease": 15,
 }
 
 
