@@ -13,7 +13,7 @@ Two sources, both engine-neutral here (the engines supply the reads):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 from sparkship.tables.engine import Commit, NotAppendOnlyError
 
@@ -151,8 +151,4 @@ def net_changes(feed: "DataFrame", keys: Sequence[str]) -> "DataFrame":
     return ranked.where(F.col("_sparkship_rank") == 1).select(*[f"`{c}`" for c in columns], DELETED, TIES)
 
 
-def describe(runs: Sequence[Sequence[int]]) -> str:
-    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs) or "none"
-
-
-__all__: list[Any] = ["judge", "judge_range", "net_changes", "Judged", "NotAppendOnlyError"]
+__all__ = ["judge", "judge_range", "net_changes", "Judged", "NotAppendOnlyError"]

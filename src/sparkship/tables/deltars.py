@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING
 from sparkship.tables import files as delta_files
 from sparkship.tables import metadata
 from sparkship.errors import ConcurrentWriteError
-from sparkship.tables.engine import ChangeFeedUnavailableError, Commit, MergeRequest, TableIdentity, WriteRequest
+from sparkship.tables.engine import (
+    ChangeFeedUnavailableError,
+    Commit,
+    MergeRequest,
+    TableIdentity,
+    WriteRequest,
+    check_readable,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
@@ -52,10 +59,10 @@ class DeltaRsEngine:
         return list(DeltaTable(table).metadata().partition_columns)
 
     def read(self, spark: "SparkSession", table: str, version: int | None) -> "DataFrame":
-        delta_files.check_readable(table)  # on the driver: one line, before any task fails on it
         return self._reader(spark, table, version).load()
 
     def _reader(self, spark: "SparkSession", table: str, version: int | None):  # noqa: ANN202
+        check_readable(table)  # on the driver: one line, before any task fails on it
         # The schema comes from the log on the driver, which spares Spark a Python worker round trip to ask for it.
         reader = spark.read.format(delta_files.SOURCE_NAME).schema(self.schema(spark, table, version))
         reader = reader.option("path", table)
@@ -103,7 +110,7 @@ class DeltaRsEngine:
         import pyarrow as pa
         from deltalake import DeltaTable
 
-        delta_files.check_readable(table)
+        check_readable(table)
         try:
             feed = pa.table(DeltaTable(table).load_cdf(starting_version=first_version,
                                                        ending_version=last_version).read_all())

@@ -57,6 +57,20 @@ class UnsupportedTableFeatureError(SparkshipError):
     exit_code = 2
 
 
+def check_readable(path: str, dt: Any = None) -> None:
+    """Raise :class:`UnsupportedTableFeatureError` when the table uses a reader feature that the deltars engine
+    (pyarrow over delta-rs' file list) cannot apply, such as deletion vectors."""
+    from deltalake import DeltaTable
+
+    protocol = (dt or DeltaTable(path)).protocol()
+    unsupported = [f for f in (protocol.reader_features or []) if f not in ("timestampNtz",)]
+    if protocol.min_reader_version > 1 and unsupported:
+        raise UnsupportedTableFeatureError(
+            f"{path} uses Delta reader features {unsupported}, which the deltars engine cannot read: use the native "
+            "engine (delta-spark: Databricks, or `make jars` and SPARKSHIP_DELTA_ENGINE=native)"
+        )
+
+
 class UnsupportedFilesystemError(SparkshipError):
     """The filesystem under a table refuses an operation the engine needs to commit (a FUSE mount, say)."""
 

@@ -77,34 +77,15 @@ def _normalise_schema(schema: pa.Schema) -> pa.Schema:
 # --- reading -----------------------------------------------------------------------------------------------
 
 
-def check_readable(path: str, dt: Any = None) -> None:
-    """Raise :class:`UnsupportedTableFeatureError` when the table uses a reader feature that the deltars engine
-    (pyarrow over delta-rs' file list) cannot apply, such as deletion vectors."""
-    from deltalake import DeltaTable
-
-    from sparkship.tables.engine import UnsupportedTableFeatureError
-
-    protocol = (dt or DeltaTable(path)).protocol()
-    unsupported = [f for f in (protocol.reader_features or []) if f not in ("timestampNtz",)]
-    if protocol.min_reader_version > 1 and unsupported:
-        raise UnsupportedTableFeatureError(
-            f"{path} uses Delta reader features {unsupported}, which the deltars engine cannot read: use the native "
-            "engine (delta-spark: Databricks, or `make jars` and SPARKSHIP_DELTA_ENGINE=native)"
-        )
-
-
-def list_files(path: str, version: int | None, check_features: bool = True) -> list[tuple[str, int, dict[str, str | None]]]:
+def list_files(path: str, version: int | None) -> list[tuple[str, int, dict[str, str | None]]]:
     """(relative path, size, partition values) of every data file of one table version.
 
     A path in the log that is absolute, a URI, or leads out of the table folder raises :class:`IntegrityError`
     naming the table: a log from elsewhere must not make sparkship read (or later remove) other files.
-    ``check_features``: refuse reader features that the deltars engine cannot apply (:func:`check_readable`).
     """
     from deltalake import DeltaTable
 
     dt = DeltaTable(path, version=version) if version is not None else DeltaTable(path)
-    if check_features:
-        check_readable(path, dt)
     partition_columns = dt.metadata().partition_columns
     actions = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
     for a in actions:

@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from sparkship.errors import ConcurrentWriteError, IntegrityError, NotFoundError, SchemaMismatchError, UsageError
 from sparkship.tables import files as delta_files
-from sparkship.tables.engine import CREATED_TABLE_PROPERTIES, is_local_path
+from sparkship.tables.engine import CREATED_TABLE_PROPERTIES, check_readable, is_local_path
 from sparkship.tables.files import table_exists
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -280,6 +280,7 @@ def _rs_read_arrow(path: str, version: int | None = None, columns: list[str] | N
     if not table_exists(path):
         raise NotFoundError(f"no Delta table at {path}")
     with _readable_log(path):
+        check_readable(path)
         schema = delta_files.table_arrow_schema(path, version)
         files = delta_files.list_files(path, version)
     if columns is not None:

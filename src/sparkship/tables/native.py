@@ -423,7 +423,7 @@ def _check_data_paths(folder: str | None, version: int | None) -> None:
     """An untrusted log must not make Spark read files outside the table (absolute paths, ``../``): the same
     check as the deltars engine's, on the file list delta-rs reads from the log (local tables)."""
     if folder is not None and os.path.isdir(os.path.join(folder, "_delta_log")):
-        delta_files.list_files(folder, version, check_features=False)
+        delta_files.list_files(folder, version)
 
 
 def _local_row_count(folder: str, version: int) -> int | None:
