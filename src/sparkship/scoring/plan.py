@@ -58,6 +58,7 @@ class ScoringPlan:
     source: "DataFrame | None" = None  # the range's rows: appended rows, or net changes (with DELETED)
     rows_in: int | None = None  # rows to score (appends, or upserted keys); None for whole runs until counted
     deleted: int = 0  # keys the range deleted (changes)
+    stream_batch: int | None = None  # a streaming run's micro-batch id: its scoring_batch
 
     @property
     def whole(self) -> bool:
@@ -65,7 +66,8 @@ class ScoringPlan:
 
     @property
     def batch(self) -> int:
-        return self.from_version + 1
+        """The ``scoring_batch`` of the rows written: the range's first version (a stream's micro-batch id)."""
+        return self.from_version + 1 if self.stream_batch is None else self.stream_batch
 
     @property
     def nothing_new(self) -> bool:

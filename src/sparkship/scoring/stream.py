@@ -4,12 +4,13 @@ The stream reads the input's Change Data Feed where it is on (inserts, updates a
 (Delta's source then stops at a commit that changed rows, and the run says how to go on). Each micro-batch goes
 through the same quarantine rules, upserts and state rows as a batch run's change range, under the output's
 lease. Exactly once across restarts: the checkpoint replays at most the last micro-batch, and replaying one is
-harmless because its upserts set each key to the batch's last word for it.
+harmless because its upserts set each key to the batch's last word for it (rows with a null key, which match no
+key, are replaced by micro-batch: a micro-batch's rows carry its id as their ``scoring_batch``).
 """
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Sequence
 
 from sparkship import killpoints, tables
@@ -121,7 +122,8 @@ class _BatchWriter:
                              "Upserts need unique keys: choose key columns that identify a row")
         if not found["upserts"] and not found["deletes"]:
             return
-        plan = self._plan(spark, net, int(found["upserts"]), int(found["deletes"]), low, high)
+        plan = replace(self._plan(spark, net, int(found["upserts"]), int(found["deletes"]), low, high),
+                       stream_batch=batch_id)
         frames = build_frames(spark, request, self.model, plan)
         check_targets(spark, request, plan, frames)
         pending = pending_row(request, self.model, plan, plan.next_seq)
