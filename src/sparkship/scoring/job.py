@@ -254,8 +254,10 @@ def _log_plan(request: ScoringRequest, model: ScoringModel, plan: ScoringPlan) -
         )
 
 
-def resolve_input(spark: "SparkSession", request: ScoringRequest, model: ScoringModel) -> tuple[int, str, dict]:
-    """(input version, Delta table id, casts): the pinned or latest version, checked against the signature."""
+def resolve_input(spark: "SparkSession", request: ScoringRequest,
+                  model: ScoringModel) -> tuple[int, "tables.TableIdentity", dict]:
+    """(input version, the input's Delta identity, casts): the pinned or latest version, checked against the
+    signature; the identity (table id, properties) is read once per run."""
     input_version = request.pinned_version
     if input_version is None:
         input_version = tables.version(spark, request.input_path)
@@ -269,7 +271,7 @@ def resolve_input(spark: "SparkSession", request: ScoringRequest, model: Scoring
         raise UsageError(f"version {input_version} of {request.input_path} cannot be read (removed by VACUUM or log "
                          "retention, or never written): pin a version that exists") from None
     casts = check_input(schema, model.inputs, request.keys)
-    return input_version, tables.identity(spark, request.input_path).id, casts
+    return input_version, tables.identity(spark, request.input_path), casts
 
 
 def score(spark: "SparkSession", settings: Settings, model_ref: str, input: str, output: str,
@@ -289,19 +291,19 @@ def score(spark: "SparkSession", settings: Settings, model_ref: str, input: str,
     request = make_request(input, output, keys, run_id=run_id, full=full, include_features=include_features,
                            replace_output=replace_output, auto_full=auto_full)
     model = load_scoring_model(settings, model_ref)
-    input_version, input_id, casts = resolve_input(spark, request, model)
+    input_version, identity, casts = resolve_input(spark, request, model)
     state = ScoringState(request.state_path)
     # A first plan before the lease, so that bad input fails before anything (the lease included) is written;
     # the plan that counts is made again under the lease (reusing the first one's rows when the range is the same).
     scored_at = datetime.now(timezone.utc)
-    first = plan_run(spark, request, model, state, input_version, casts, input_id)
+    first = plan_run(spark, request, model, state, input_version, casts, identity)
     frames = None if first.nothing_new else build_frames(spark, request, model, first, scored_at=scored_at)
     if frames is not None:
         check_targets(spark, request, first, frames)
     lease = RunLease(request.lease_path, request.run_id,
                      ended=lambda holder: state.committed_since(holder.run_id, holder.at))  # type: ignore[arg-type]
     with lease.hold(wait_s):
-        plan = plan_run(spark, request, model, state, input_version, casts, input_id, previous=first)
+        plan = plan_run(spark, request, model, state, input_version, casts, identity, previous=first)
         if plan.nothing_new:
             log.info("%s has no versions after %d: nothing to score", request.input_path, plan.from_version)
             return _result(request, model, plan, Written(

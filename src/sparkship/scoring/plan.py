@@ -124,7 +124,7 @@ def _check_history(request: ScoringRequest, last: StateRow, input_version: int, 
 
 
 def plan_run(spark: "SparkSession", request: ScoringRequest, model: ScoringModel, state: ScoringState,
-             input_version: int, casts: dict[str, str], input_id: str,
+             input_version: int, casts: dict[str, str], identity: tables.TableIdentity,
              previous: ScoringPlan | None = None) -> ScoringPlan:
     """Decide the range and the kind of run from the state table and the tables' versions; write nothing.
 
@@ -138,7 +138,7 @@ def plan_run(spark: "SparkSession", request: ScoringRequest, model: ScoringModel
         check_owner(request, name, latest.owner, output_start is not None)
     last, unfinished = latest.committed, latest.unfinished
     plan = ScoringPlan(
-        mode=WHOLE, input_version=input_version, input_id=input_id, from_version=-1, casts=casts,
+        mode=WHOLE, input_version=input_version, input_id=identity.id, from_version=-1, casts=casts,
         healed=unfinished is not None, dead_run=unfinished.run_id if unfinished is not None else None,
         previous_model_version=last.model_version if last is not None else None,
         output_start=-1 if output_start is None else output_start,
@@ -151,21 +151,21 @@ def plan_run(spark: "SparkSession", request: ScoringRequest, model: ScoringModel
         log.warning("%s was last written by a stream that records no input version: rescoring in full",
                     request.output_path)
         return plan
-    _check_history(request, last, input_version, input_id, output_start is not None)
+    _check_history(request, last, input_version, identity.id, output_start is not None)
     plan = replace(plan, from_version=last.input_version)
     if plan.from_version == input_version and unfinished is None:
         return replace(plan, mode=NOTHING, rows_in=0)
     if previous is not None and previous.same_range(replace(plan, mode=previous.mode)) and previous.mode != WHOLE:
         return replace(plan, mode=previous.mode, source=previous.source, rows_in=previous.rows_in,
                        deleted=previous.deleted)
-    return _incremental(spark, request, model, plan)
+    return _incremental(spark, request, model, plan, identity.change_feed)
 
 
-def _incremental(spark: "SparkSession", request: ScoringRequest, model: ScoringModel,
-                 plan: ScoringPlan) -> ScoringPlan:
+def _incremental(spark: "SparkSession", request: ScoringRequest, model: ScoringModel, plan: ScoringPlan,
+                 change_feed: bool) -> ScoringPlan:
     """The range's rows: the Change Data Feed where the input has it, else appends judged commit by commit."""
     path, first, last = request.input_path, plan.from_version, plan.input_version
-    if tables.identity(spark, path).change_feed:
+    if change_feed:
         try:
             feed = tables.change_feed(spark, path, first, last)
         except tables.ChangeFeedUnavailableError as exc:

@@ -222,8 +222,8 @@ def score_stream(spark: "SparkSession", settings: Settings, model_ref: str, inpu
     if tables.engine(spark).name != "native":
         raise UsageError("--stream needs the native engine (delta-spark: Databricks, or `make jars` locally)")
     model = load_scoring_model(settings, model_ref)
-    _, input_id, casts = resolve_input(spark, request, model)
-    change_feed = tables.identity(spark, request.input_path).change_feed
+    _, identity, casts = resolve_input(spark, request, model)
+    input_id, change_feed = identity.id, identity.change_feed
     state = ScoringState(request.state_path)
     starting = _starting_version(request, model, state, input_id)
     mv = model.version
