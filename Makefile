@@ -52,9 +52,9 @@ $(JARS35_STAMP): jars/pom.xml | $(JARS_STAMP)
 venv35: $(STAMP35) $(JARS35_STAMP)
 
 # A class-data-sharing archive for the suite's short-lived JVMs (every CLI call in the tests is a process with its
-# own SparkSession): classes mapped from it instead of loaded again, about 40% less CPU for a short CLI process on
-# two cores. Dumped from the class list in scripts/ (about 40 s; it needs the venv only), again when the venv or
-# the list changes. Best effort: without it the tests run, slower.
+# own SparkSession): classes mapped from it instead of loaded, parsed and verified again in every process, which
+# saves much of a short CLI process's CPU. Dumped from the class list in scripts/ (it needs the venv only), again
+# when the venv or the list changes. Best effort: without it the tests run, slower.
 CLASS_ARCHIVE := $(VENV)/jvm-classes.jsa
 $(CLASS_ARCHIVE): $(STAMP) scripts/jvm_class_archive.py scripts/jvm-classes.lst.gz
 	$(BIN)/python scripts/jvm_class_archive.py $@ || echo "no JVM class archive: the tests run without it"
@@ -74,7 +74,7 @@ demo: jars
 
 # Two pytest workers (pytest-xdist), a test module each at a time: much of a test's time is a JVM or a CLI
 # process starting, which leaves a core free for the other worker.
-# Three workers were slower (32.5 against 30 min on 2 cores, 3 December 2026): the suite is CPU-bound.
+# More workers than cores do not help: the suite is CPU-bound.
 # Modules go out longest first (conftest.MODULE_SECONDS), not by their number of tests.
 PYTEST_WORKERS ?= 2
 # A test past its timeout ends its worker (the thread method: stacks dumped, the worker replaced, the test

@@ -4,7 +4,7 @@ A port from ``bind(0)`` comes out of the ephemeral range, which every outgoing c
 JVMs, py4j, HTTP clients, the other pytest worker) draws from too. Between the probe and the server's own bind
 another socket can take it; CI saw exactly that (mlflow's uvicorn: "[Errno 98] ... address already in use").
 Below the ephemeral range only a process that asks for a fixed port binds, and each worker draws from its own
-slice, so the tests no longer race each other or the machine's clients.
+slice, so the tests do not race each other or the machine's clients.
 
     >>> port = free_port()                                                              # doctest: +SKIP
     >>> 20000 <= port < 32768                                                        # doctest: +SKIP

@@ -22,8 +22,8 @@ pytestmark = pytest.mark.skipif(
 
 
 # The steps run one after another by the CLI of one Spark 3.5 process, each step's exit code and JSON line coming
-# back: 78 s on two cores in `make test` against 146 s with a process per step (this environment has no class
-# archive, so each JVM start is paid in full).
+# back: one JVM start instead of one per step, which matters here because this environment has no class archive,
+# so each JVM start is paid in full.
 _FLOW = """
 import contextlib, io, json, sys
 from sparkship.cli import main

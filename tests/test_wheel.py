@@ -3,7 +3,7 @@
 scores in subprocesses, no sparkship module imports a dev-only package, and a command that needs an extra
 says which in one line.
 
-The runtime environment (dependencies only; ~2-3 minutes to install) is cached between runs under
+The runtime environment (dependencies only; slow to install) is cached between runs under
 ``~/.cache/sparkship-tests`` (``SPARKSHIP_TEST_VENV_CACHE``), keyed by the requirements; sparkship's freshly
 built wheel is reinstalled into it on every run, and the test checks that no dev package is installed there.
 """

@@ -1,19 +1,10 @@
 """Held-out metrics of a fitted model, with the definitions of Spark's evaluators, in as few Spark jobs as possible.
 
-A classifier's predictions are grouped once, by (label, prediction) and, for two classes, by the score
-(``rawPrediction[1]``, what ``BinaryClassificationEvaluator`` ranks by), with row counts and summed log loss.
-Everything comes from that one grouping:
-
-* accuracy, weighted F1 and log loss (``MulticlassClassificationEvaluator``'s definitions; log loss clips the
-  probability at ``1e-15``);
-* the areas under the ROC and precision-recall curves, computed exactly over every distinct score.
-  ``BinaryClassificationEvaluator`` down-samples its curves to about 1,000 points once there are 2,000 distinct
-  scores or more, so above that its areas are approximations of these; below it the two agree. Its curves
-  cost about five Spark jobs per area; the grouping is one pass over the predictions for everything;
-* the row count per predicted class, which the reference profile's prediction distribution needs.
-
-When the grouping has more than ``max_score_groups`` rows (a model with millions of distinct scores), the
-areas come from ``BinaryClassificationEvaluator`` instead, and the rest from a grouping without the score.
+A classifier's predictions are grouped once, by (label, prediction) and, for two classes, by the score; accuracy,
+weighted F1, log loss, the areas under the ROC and precision-recall curves and the row count per predicted class
+all come from that one grouping. Above ``max_score_groups`` groups the areas come from
+``BinaryClassificationEvaluator`` instead. The definitions, and how the areas compare with Spark's:
+docs/DESIGN.md.
 
     >>> evaluation = evaluate_predictions(model.transform(test_df), "classification", "label", 2)  # doctest: +SKIP
     >>> sorted(evaluation.metrics)                                                            # doctest: +SKIP

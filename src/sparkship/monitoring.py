@@ -1,26 +1,10 @@
 """Drift monitoring: compare scored batches with the reference profile recorded at training, per time window.
 
-The reference (``manifest["reference_profile"]``, made by :mod:`sparkship.profiles`) holds, per feature, the
-bins of the training data: quantile ``edges`` + ``fractions`` for numeric columns, ``categories`` shares for
-categorical ones, and ``prediction``: the distribution of the model's predictions on the test split.
-
-:func:`compute_metrics` buckets a scores table the same way (numeric values by the reference edges, categories
-by the reference categories with anything unseen under ``"__other__"``), per tumbling window of ``scored_at``:
-Spark aggregates the rows into counts per (window, feature, bin) in one grouped pass, and the shares, means and
-PSI are computed from those few counts (windows x features x bins rows), never from the rows. For each window
-and feature it gives
-
-* a profile row: ``count``, ``null_rate``, ``mean``/``min``/``max`` (numeric), ``bins`` + ``fractions``;
-* a drift row: the population stability index against the reference, ``null_rate`` beside
-  ``reference_null_rate``, and ``flagged`` when ``psi > threshold``.
-
-PSI = sum over bins of ``(a - e) * ln(a / e)``, ``a``/``e`` the current/reference share of non-missing values;
-a share of 0 is raised to :data:`EPSILON` (1e-4) first, so an empty bin adds a large but finite term instead
-of an infinite one. Missing values (null, or NaN for numeric columns) are left out of the shares and reported
-as null rates.
-
-:func:`monitor` writes both to ``<scores>_profile_metrics`` and ``<scores>_drift_metrics``, replacing the rows
-of the windows it recomputed (so a re-run is idempotent), and records a ``monitored`` registry event.
+:func:`compute_metrics` buckets a scores table by the reference's bins (:mod:`sparkship.profiles`), per tumbling
+window of ``scored_at``, in one grouped Spark pass, and gives per window and feature a profile row and a drift
+row (the population stability index against the reference, null rates, ``flagged`` when ``psi > threshold``).
+:func:`monitor` writes both to ``<scores>_profile_metrics`` and ``<scores>_drift_metrics``, replacing the rows of
+the windows it recomputed, and records a ``monitored`` registry event. Bins and PSI: docs/DESIGN.md.
 
     >>> result = monitor(spark, Registry(settings), "churn@champion", "/data/churn_scores")   # doctest: +SKIP
     >>> result.flagged                                                                       # doctest: +SKIP

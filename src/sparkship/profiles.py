@@ -1,16 +1,9 @@
 """Distribution profiles of DataFrame columns, for drift monitoring.
 
-A profile describes each column so that a later batch can be compared with it bin for bin:
-
-* numeric: ``edges`` (``bins + 1`` approximate quantiles of the non-missing values, from Spark's
-  ``approxQuantile``), ``fractions`` (share of non-missing values per bin) and ``null_rate`` (null or NaN);
-  bin ``j`` holds ``edges[j] < x <= edges[j+1]``, except that the first bin takes everything ``<= edges[1]``
-  and the last everything ``> edges[-2]``, so values outside the training range still land in a bin;
-* categorical: ``categories`` (share of non-null values per category, the ``top_k`` most frequent, the rest
-  under ``"__other__"``) and ``null_rate``.
-
-Pass ``reference=`` to profile new data with a reference profile's edges and categories, so both are
-directly comparable (e.g. by a population stability index).
+A profile describes each column so that a later batch can be compared with it bin for bin: numeric columns by
+approximate quantile ``edges`` and ``fractions``, categorical ones by ``categories`` shares, both with a
+``null_rate`` (the bin rules: docs/DESIGN.md). Pass ``reference=`` to profile new data with a reference profile's
+edges and categories, so both are directly comparable (e.g. by a population stability index).
 
     >>> ref = compute_profile(train_df, numeric=["age"], categorical=["plan"])           # doctest: +SKIP
     >>> now = compute_profile(scored_df, numeric=["age"], categorical=["plan"], reference=ref)  # doctest: +SKIP

@@ -1,14 +1,8 @@
 """A model report: one self-contained HTML page with its plots embedded as PNG data URIs.
 
-Sections: the model (lineage), metrics (recorded at training, and recomputed on the evaluation data), ROC and
-precision-recall curves + confusion matrix (classification) or residuals (regression), feature importances
-(trees) or coefficients (linear models) named after the input features, the validation history, the alias
-history, and drift charts when a scores table is given.
-
-The evaluation data is the test split of the training snapshot recorded in the manifest (``training.table`` at
-``training.table_version``, split with the spec's ``split.test_fraction`` and ``split.seed`` as training split
-it), or every labelled row of another table (``table=``). Curves come from Spark aggregations (scores bucketed
-into 1000 bins), never from collecting the rows; the residual scatter plots a bounded sample.
+It covers the model's lineage, metrics, curves or residuals, feature importances or coefficients, the validation
+and alias histories, and drift when a scores table is given, evaluated on the training snapshot's test split or
+on ``table=``. Curves come from Spark aggregations, never from collecting the rows (details: docs/DESIGN.md).
 
     >>> summary = write_report(spark, Registry(settings), "churn@champion", "report.html")   # doctest: +SKIP
     >>> summary["sections"]                                                                # doctest: +SKIP

@@ -1,14 +1,9 @@
 """The scoring run lease: one run at a time per output table, across hosts whose clocks disagree.
 
-A run holds the output's lease (``<output>_lease``, a small Delta table read and written with Arrow) from before
-it reads the scoring state until its ``committed`` state row. Each row names its owner (run id, host, process id
-and the process's start time); a background thread appends a renewal every ``duration_s / 3`` seconds.
-
-Hosts' wall clocks are never compared: a taker decides a holder on another host is dead only after it has seen the
-holder's newest row (its ``seq`` and run id) unchanged for ``duration_s`` on its own monotonic clock, which a live
-holder's renewals never allow. Free at once: a released lease, one whose run ended (the ``ended`` callback: its
-``committed`` state row), and - on the same host - one whose owner process is gone (a killed run is healed by the
-next run without waiting). The ``expires_at`` column is for people reading the table, never for decisions.
+A run holds the output's lease (``<output>_lease``, a small Delta table) from before it reads the scoring state
+until its ``committed`` state row, appending a renewal every ``duration_s / 3`` seconds. Hosts' wall clocks are
+never compared: a holder on another host is taken for dead only once its newest row was seen unchanged for
+``duration_s`` on the taker's own monotonic clock. When a lease is free at once: docs/DESIGN.md.
 
     >>> with RunLease("/tmp/scores_lease", "run-1").hold(wait_s=0):           # doctest: +SKIP
     ...     pass

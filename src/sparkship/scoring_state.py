@@ -1,19 +1,9 @@
 """The scoring state table: which input versions a (model, input, output) triple has scored.
 
-A small Delta table (``<output>_state``) read and written with Arrow through delta-rs (no Spark job). Each
-scoring run appends two rows for its (model name, input, output):
-
-* ``pending`` before it writes anything: the range it is about to score (``from_version`` exclusive, -1 for the
-  whole snapshot, to ``input_version`` inclusive) and whether it replaces the whole output (``full``);
-* ``committed`` after the output commit: the same range, the output version and the row counts.
-
-The latest ``committed`` row says where the next incremental run starts. A ``pending`` row newer than it
-means the previous run died somewhere between the two: its output commit may or may not have landed. An
-incremental run heals that by re-scoring the same range into the same ``scoring_batch`` partition (see
-:mod:`sparkship.scoring`); a dead full run is redone in full.
-
-A run reads and writes this table under the output's lease (:mod:`sparkship.scoring_lease`), so a manual run
-started during the scheduled one never mistakes the scheduled run's ``pending`` row for a dead run's.
+A small Delta table (``<output>_state``) read and written with Arrow. Each run appends a ``pending`` row before it
+writes anything and a ``committed`` row after its output commit: the latest ``committed`` row says where the next
+incremental run starts, and a newer ``pending`` row marks a run that died, which the next run redoes. Read and
+written under the output's lease (:mod:`sparkship.scoring_lease`); the rows and the healing: docs/DESIGN.md.
 
     >>> state = ScoringState("/tmp/scores_state")                            # doctest: +SKIP
     >>> state.latest("churn", "/data/events", "/tmp/scores").committed        # doctest: +SKIP

@@ -1,25 +1,10 @@
 """Offline checks of the Databricks asset bundle (``databricks.yml`` + ``resources/*.yml``), before a deploy.
 
-Each section of the bundle is checked by the module named after it, in every target (overrides merged), each
-problem naming the file and where in it:
-
-- :mod:`~sparkship.bundle.loader`: the YAML, ``include``, known top-level keys and resource kinds;
-- :mod:`~sparkship.bundle.targets`: ``bundle`` and ``targets`` (known keys, modes, exactly one default);
-- :mod:`~sparkship.bundle.variables`: definitions, and every ``${...}`` reference in every file;
-- :mod:`~sparkship.bundle.artifacts`: ``artifacts``, and the wheel they build;
-- :mod:`~sparkship.bundle.jobs`: every job parses with ``databricks-bundles`` (``Job.from_dict`` refuses
-  unknown fields), its task graph, and every ``python_wheel_task`` against the *built* wheel: declared and
-  defined entry point, parameters accepted by ``sparkship``'s own parser, ``--model`` references and shipped
-  training specs;
-- :mod:`~sparkship.bundle.environments`: each task's compute, classic (job cluster + libraries) or serverless
-  (``environment_key`` + the job's ``environments``);
-- :mod:`~sparkship.bundle.triggers`: a job's ``table_update`` trigger (Unity Catalog table names, condition,
-  waits, and the score task's input among the watched tables);
-- :mod:`~sparkship.bundle.score_tasks`: ``sparkship score`` tasks: a stream's ``--checkpoint`` and ``--trigger``,
-  and no output written both by a stream and by batch runs;
-- :mod:`~sparkship.bundle.monitors`: ``quality_monitors`` on the scores table.
-
-Checking needs the ``bundle`` extra (``databricks-bundles``); reading a bundle (``sparkship jobs run``) does not.
+Each section of the bundle is checked by the module named after it (:mod:`~sparkship.bundle.loader`, ``targets``,
+``variables``, ``artifacts``, ``jobs``, ``environments``, ``triggers``, ``score_tasks``, ``monitors``), in every
+target (overrides merged), each problem naming the file and where in it; what each one checks is listed in
+docs/DESIGN.md. Checking needs the ``bundle`` extra (``databricks-bundles``); reading a bundle
+(``sparkship jobs run``) does not.
 
     >>> [str(p) for p in check(".")]                                   # doctest: +SKIP
     []

@@ -1,18 +1,9 @@
 """Write a sparkship artifact as an MLflow model directory: a JVM-free ``python_function`` flavor plus the
 ``spark`` flavor, both reading the same Spark files. No SparkSession is started.
 
-Layout of ``out``::
-
-    MLmodel                      flavors python_function (loader sparkship.interop.mlflow_pyfunc) and spark
-    data/sparkship/manifest.json the artifact's manifest (sha256 of every Spark file)
-    data/sparkship/model/        the PipelineModel as Spark wrote it (spark flavor: model_data)
-    code/sparkship/              sparkship's pure-Python package, put on sys.path by MLflow at load
-    requirements.txt ...         mlflow, numpy, pandas, pyarrow - no pyspark, nothing that needs Java
-    input_example.json           one record built from the manifest's signature and reference profile
-
-sparkship travels as code (``code_paths``), not as a pip requirement: a serving container (Databricks Model
-Serving, ``mlflow models serve``) installs only the requirements above, needs no private package index, and
-scores with exactly the sparkship that exported the model.
+``out`` gets ``MLmodel``, the artifact under ``data/sparkship/``, sparkship's pure-Python package under
+``code/sparkship/`` and requirements without pyspark or anything that needs Java; the layout, and why sparkship
+travels as code: docs/DESIGN.md.
 
     >>> export_model("/home/me/.sparkship/models/churn/3", "/tmp/churn-mlflow")       # doctest: +SKIP
     {'path': '/tmp/churn-mlflow', 'flavors': ['python_function', 'spark'], ...}

@@ -1,17 +1,9 @@
 """Planning a scoring run: which input versions it scores, how, and every check that can refuse it; nothing written.
 
-A run is one of four kinds (:attr:`ScoringPlan.mode`):
-
-* ``whole``: the first run, ``--full``, ``--replace-output``, a dead full run, or ``--auto-full`` on an input
-  changed by more than appends: the input snapshot replaces the output;
-* ``changes``: the input records its Change Data Feed over the range: the last change of each key is upserted
-  into the output (deleted keys are deleted) in one MERGE commit;
-* ``appends``: no Change Data Feed, but every commit in the range appended or changed no row (OPTIMIZE...): the
-  appended rows are written to the run's own ``scoring_batch`` partition;
-* ``nothing``: no version after the last run.
-
-The range's rows are read once here (a count, or the change totals), so that versions whose files VACUUM removed,
-a re-created input and keys that do not identify a row are refused before any state row is written.
+A run is one of four kinds (:attr:`ScoringPlan.mode`): ``whole``, ``changes`` (from the input's Change Data Feed),
+``appends`` (into the run's own ``scoring_batch`` partition) or ``nothing``; when each applies: docs/DESIGN.md
+(Scoring). The range's rows are read once here, so that vacuumed versions, a re-created input and keys that do
+not identify a row are refused before any state row is written.
 """
 from __future__ import annotations
 

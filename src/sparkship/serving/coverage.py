@@ -1,15 +1,9 @@
 """Which ``pyspark.ml`` classes the JVM-free scorer serves, and why the others are refused.
 
-The classes that can appear in a saved model are those of ``pyspark.ml``'s ``feature``, ``classification``,
-``regression``, ``clustering``, ``recommendation``, ``fpm`` and ``tuning`` modules, plus ``Pipeline`` and
-``PipelineModel``. ``evaluation`` (Evaluators are never a stage; a CrossValidatorModel's evaluator is not
-used to score), ``stat`` (test functions, no stages), ``linalg``, ``param``, ``image`` and ``util`` are not.
-
-A class is *supported* when its saved class is in :data:`sparkship.serving.catalog.STAGES` (or is a container
-the loader opens: PipelineModel, CrossValidatorModel, TrainValidationSplitModel). An Estimator is never saved
-inside a fitted pipeline: it stands for the Model it fits (:data:`FITS_TO`). Everything else is in
-:data:`REFUSED` with the reason. ``scripts/scorer_coverage.py`` prints the table; a test fails when a class of
-those modules is in neither list.
+A class is *supported* when its saved class is in :data:`sparkship.serving.catalog.STAGES` (or is a container the
+loader opens); an Estimator stands for the Model it fits (:data:`FITS_TO`); everything else is in :data:`REFUSED`
+with the reason. ``scripts/scorer_coverage.py`` prints the table; which ``pyspark.ml`` modules count:
+docs/DESIGN.md.
 
     >>> status("ALSModel", supported_classes(), set())[0]
     'refused'

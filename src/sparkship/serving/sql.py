@@ -1,24 +1,10 @@
 """SQLTransformer for a documented subset of Spark SQL, parsed with sqlglot and evaluated with numpy.
 
 Supported statement: ``SELECT <items> FROM __THIS__ [WHERE <predicate>]`` where an item is ``*``, a column, or
-``<expression> AS <name>``. Expressions, over ``int``, ``bigint``, ``double``, ``boolean`` and ``string`` columns:
-
-- literals (integers, ``1e3`` and ``2.5D`` doubles, ``'text'``, ``TRUE``/``FALSE``, ``NULL``); a decimal literal
-  such as ``2.5`` only next to a double (Spark's decimal arithmetic is refused);
-- ``+ - * / % div``, unary ``-``; comparisons ``= == <> != < <= > >= <=>``, ``AND OR NOT``, ``IS [NOT] NULL``,
-  ``IN (literals)``, ``BETWEEN``;
-- ``CASE WHEN ... THEN ... ELSE ... END``, ``IF``, ``COALESCE``/``IFNULL``/``NVL``, ``NULLIF``, ``CAST`` and
-  ``TRY_CAST`` to ``double``, ``int``, ``bigint``, ``string``, ``boolean`` (not from strings);
-- ``abs sqrt exp ln log log10 log2 pow power round isnan nanvl greatest least upper lower length concat trim``.
-
-Semantics are Spark 4.0's defaults, ANSI mode on: nulls propagate; ``/`` of integers gives a double; integer
-overflow, division (``/ % div``) by zero and casts that overflow fail the row (:class:`InvalidRecordError`), as
-Spark fails the job; ``TRY_CAST`` gives null instead; NaN equals NaN and sorts above every number; logarithms
-of values <= 0 are null; ``round`` rounds half up. ``AND``, ``OR``, ``CASE``, ``IF`` and ``COALESCE`` only
-evaluate (and only fail on) the rows that reach a branch, as Spark's short-circuiting does. A WHERE drops the
-rows whose predicate is false or null. Anything else (joins, aggregates, GROUP BY, ORDER BY, LIMIT, DISTINCT,
-subqueries, window functions, other functions, float/tinyint/smallint/decimal columns) is refused when the
-model is loaded, naming the construct.
+``<expression> AS <name>``, over ``int``, ``bigint``, ``double``, ``boolean`` and ``string`` columns, with Spark
+4.0's default semantics (ANSI mode on: where Spark fails the job, the row fails with :class:`InvalidRecordError`).
+Anything else is refused when the model is loaded, naming the construct. The supported expressions and their
+semantics: docs/DESIGN.md.
 
     >>> t = SQLTransformer.from_statement("SELECT *, x / 2 AS half FROM __THIS__ WHERE x IS NOT NULL")
     >>> t.plan({"x": ("bigint", None)})

@@ -1,13 +1,10 @@
 """Delta tables by path: the only module that knows which Delta engine runs.
 
-Two engines sit behind the same functions:
-
-* ``native``  - ``format("delta")`` and the delta-spark API (Databricks, or a JVM with Delta's jars);
-* ``deltars`` - a Spark Python Data Source over ``deltalake`` (delta-rs), for machines without the jars.
-
-The engine is detected once per session; ``SPARKSHIP_DELTA_ENGINE=native|deltars`` overrides it.
-Small metadata tables (the registry, scoring state) are read and written with Arrow through delta-rs
-directly (:func:`read_arrow`, :func:`append_arrow`): no Spark job, and usable from a JVM-free server.
+Two engines sit behind the same functions: ``native`` (``format("delta")`` and the delta-spark API: Databricks, or
+a JVM with Delta's jars) and ``deltars`` (a Spark Python Data Source over delta-rs, for machines without the
+jars). The engine is detected once per session; ``SPARKSHIP_DELTA_ENGINE=native|deltars`` overrides it. Small
+metadata tables (the registry, scoring state) are read and written with Arrow (:func:`read_arrow`,
+:func:`append_arrow`).
 
 Example::
 
