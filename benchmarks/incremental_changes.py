@@ -1,15 +1,17 @@
 """Incremental `sparkship score` after a small change against a full rescore, each beside the same work by hand.
 
-1. A ``--rows`` input (deletion vectors on, as on Databricks; the Change Data Feed on, as on every table
-   sparkship creates) is scored in full into four outputs: two by `sparkship score`, two by hand (the raw
-   transform, written with the properties sparkship's output has). Then 1% of its rows are UPDATEd, 0.5% DELETEd
-   and 1% appended, and the changed input is scored four ways, each into its own output:
-   sparkship incremental (Change Data Feed, one MERGE), sparkship full (``full=True``), by hand incremental (the
+1. New tables get deletion vectors, as Databricks creates them by default (``DV_DEFAULT``). A ``--rows`` input
+   (the Change Data Feed on, as on every table sparkship creates) is scored in full into five outputs: two by
+   `sparkship score`, three by hand (the raw transform, written with the properties sparkship's output has:
+   Change Data Feed, deletion vectors). Then 1% of its rows are UPDATEd, 0.5% DELETEd and 1% appended, and the
+   changed input is scored five ways, each into its own output: sparkship incremental (Change Data Feed, one MERGE), sparkship full (``full=True``), by hand incremental (the
    Change Data Feed read with plain Spark, each key's last change, the transform of the upserted rows, one bare
-   ``MERGE INTO``) and by hand full (the transform of the whole input, one Delta overwrite). Ratios: sparkship
-   incremental / full (goal <= 0.15x), by hand incremental / full (what the required MERGE costs) and sparkship
-   incremental / by hand incremental (what sparkship adds). Both sparkship outputs and the by-hand incremental
-   one must then hold the same (id, prediction) rows.
+   ``MERGE INTO``), by hand full (the transform of the whole input, one Delta overwrite) and the floor (the same
+   bare MERGE timed alone, its source read and scored beforehand). Ratios:
+   sparkship incremental / full (goal <= 0.15x), by hand incremental / full (what the required MERGE costs),
+   sparkship incremental / by hand incremental (what sparkship adds) and floor / sparkship full (the least a
+   MERGE-based run can take). All outputs but the full rewrite by hand must then hold the same (id, prediction)
+   rows as sparkship's incremental one.
 2. `sparkship score` in full into a fresh output against ``PipelineModel.load().transform()`` + a plain Delta
    write of the same data, at each of ``--sizes`` rows.
 
@@ -45,9 +47,11 @@ MODELS = {"lr": "tests/test_scoring.py's pipeline: feature stages + LogisticRegr
           "rf": "tests/test_scoring.py's feature stages + RandomForestClassifier(numTrees=50, maxDepth=6), 2,000 rows"}
 SP_INC, SP_FULL = "sparkship, incremental (Change Data Feed, MERGE)", "sparkship, full rescore (full=True)"
 HAND_INC, HAND_FULL = "by hand, incremental (Change Data Feed, MERGE)", "by hand, full (transform + overwrite)"
-# The properties sparkship's output has (every table sparkship creates has the Change Data Feed), so that the
-# by-hand MERGE writes the same kind of commit as sparkship's.
-HAND_PROPERTIES = {"delta.enableChangeDataFeed": "true"}
+FLOOR = "floor: the MERGE alone (changes read and scored beforehand, untimed)"
+DV_DEFAULT = "spark.databricks.delta.properties.defaults.enableDeletionVectors"
+# The properties sparkship's output has (every table sparkship creates has the Change Data Feed; deletion vectors
+# come from DV_DEFAULT, set below): the by-hand MERGEs write the same kind of commit as sparkship's.
+HAND_PROPERTIES = {"delta.enableChangeDataFeed": "true", "delta.enableDeletionVectors": "true"}
 HAND_MERGE = ("MERGE INTO delta.`{out}` AS t USING hand_changes AS s ON t.id = s.id "
               "WHEN MATCHED AND s.deleted THEN DELETE "
               "WHEN MATCHED THEN UPDATE SET t.prediction = s.prediction, t.probability = s.probability "
@@ -88,7 +92,7 @@ def machine_lines(spark: Any) -> list[str]:
         f"date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
         f"machine: {os.cpu_count()} cores, {cpu}, {mem} memory; Spark master {spark.sparkContext.master}",
         f"pyspark {metadata.version('pyspark')}, delta-spark {metadata.version('delta-spark')}, "
-        f"engine {tables.engine_for(spark)}",
+        f"engine {tables.engine_for(spark)}; {DV_DEFAULT}={spark.conf.get(DV_DEFAULT, 'false')}",
     ]
 
 
@@ -205,10 +209,9 @@ def last_changes(spark: Any, src: str, first: int, last: int) -> Any:
             .drop("_n", "_change_type", "_commit_version", "_commit_timestamp"))
 
 
-def hand_incremental(spark: Any, model_dir: str, src: str, out: str, scored_to: int) -> tuple[int, dict[str, int]]:
-    """By hand, incremental: the changes since input version ``scored_to``, transformed, in one bare MERGE.
-
-    Returns the input version now scored and the MERGE's row counts (what Delta's MERGE returns)."""
+def scored_changes(spark: Any, model_dir: str, src: str, scored_to: int) -> tuple[int, Any]:
+    """The changes since input version ``scored_to``, each key's last, transformed (deleted keys with nulls), as
+    the source of one MERGE. Returns the input's head version and the source."""
     from pyspark.ml import PipelineModel
     from pyspark.sql import functions as F
 
@@ -219,12 +222,35 @@ def hand_incremental(spark: Any, model_dir: str, src: str, out: str, scored_to: 
     deletes = changes.where(F.col("deleted")).select(
         "id", F.lit(None).cast("double").alias("prediction"), F.lit(None).cast("array<double>").alias("probability"),
         "deleted")
+    return head, upserts.unionByName(deletes)
+
+
+def merge_by_hand(spark: Any, source: Any, out: str) -> dict[str, int]:
+    """One bare MERGE of ``source`` into ``out``; returns its row counts (what Delta's MERGE returns)."""
     # Broadcast the few changed rows, as sparkship does: without the hint Spark may estimate the target under the
     # broadcast threshold and run out of driver memory building it (a 2M-row run failed so before sparkship hinted).
-    upserts.unionByName(deletes).hint("broadcast").createOrReplaceTempView("hand_changes")
+    source.hint("broadcast").createOrReplaceTempView("hand_changes")
     merged = spark.sql(HAND_MERGE.format(out=out)).first().asDict()
     spark.catalog.dropTempView("hand_changes")
-    return head, {k: int(v) for k, v in merged.items()}
+    return {k: int(v) for k, v in merged.items()}
+
+
+def hand_incremental(spark: Any, model_dir: str, src: str, out: str, scored_to: int) -> tuple[int, dict[str, int]]:
+    """By hand, incremental: the changes since input version ``scored_to``, transformed, in one bare MERGE.
+
+    Returns the input version now scored and the MERGE's row counts."""
+    head, source = scored_changes(spark, model_dir, src, scored_to)
+    return head, merge_by_hand(spark, source, out)
+
+
+def floor_merge(spark: Any, model_dir: str, src: str, out: str, scored_to: int) -> tuple[int, dict[str, int], float]:
+    """The floor: the scored changes computed and cached first (untimed), then the MERGE alone, timed.
+
+    Returns the input version now scored, the MERGE's row counts and the MERGE's seconds."""
+    head, source = scored_changes(spark, model_dir, src, scored_to)
+    source = source.localCheckpoint()  # eager: reads the feed and transforms here, outside the timed MERGE
+    seconds, counts = timed(lambda: merge_by_hand(spark, source, out))
+    return head, counts, seconds
 
 
 def first_runs(spark: Any, settings: Any, model_dir: str, src: str, outs: dict[str, str]) -> dict[str, float]:
@@ -244,32 +270,40 @@ def first_runs(spark: Any, settings: Any, model_dir: str, src: str, outs: dict[s
 
 
 def change_paths(spark: Any, settings: Any, model_dir: str, src: str, outs: dict[str, str]) -> dict[str, Callable]:
-    """The four paths over the changed input, in the table's order; each returns its row counts or None."""
+    """The five paths over the changed input, in the table's order; each returns its row counts or None, and the
+    floor also the seconds of its MERGE alone."""
     from sparkship import scoring, tables
     from test_scoring import MODEL
 
-    scored_to = {"version": tables.version(spark, src)}  # the input version the by-hand MERGE has scored
+    start = tables.version(spark, src)
+    scored_to = {HAND_INC: start, FLOOR: start}  # the input version each by-hand MERGE has scored
 
     def ours(out: str, full: bool) -> tuple[str, int, int, int]:
         res = scoring.score(spark, settings, MODEL, src, out, KEYS, full=full)
         return res.mode, res.rows_in, res.scored, res.deleted
 
     def by_hand_incremental() -> tuple[str, int, int, int]:
-        scored_to["version"], m = hand_incremental(spark, model_dir, src, outs[HAND_INC], scored_to["version"])
+        scored_to[HAND_INC], m = hand_incremental(spark, model_dir, src, outs[HAND_INC], scored_to[HAND_INC])
         upserted = m["num_updated_rows"] + m["num_inserted_rows"]
         return "MERGE", upserted, upserted, m["num_deleted_rows"]
 
+    def floor() -> tuple[str, int, int, int, float]:
+        scored_to[FLOOR], m, seconds = floor_merge(spark, model_dir, src, outs[FLOOR], scored_to[FLOOR])
+        upserted = m["num_updated_rows"] + m["num_inserted_rows"]
+        return "MERGE", upserted, upserted, m["num_deleted_rows"], seconds
+
     return {SP_INC: lambda: ours(outs[SP_INC], False), SP_FULL: lambda: ours(outs[SP_FULL], True),
-            HAND_INC: by_hand_incremental, HAND_FULL: lambda: hand_full(spark, model_dir, src, outs[HAND_FULL])}
+            HAND_INC: by_hand_incremental, HAND_FULL: lambda: hand_full(spark, model_dir, src, outs[HAND_FULL]),
+            FLOOR: floor}
 
 
 def part_changes(spark: Any, settings: Any, model_dir: str, work: str, args: argparse.Namespace) -> None:
-    """Part 1: the four paths over the same changed input, side by side, each into its own output."""
+    """Part 1: the five paths over the same changed input, side by side, each into its own output."""
     from sparkship import tables
 
     src = os.path.join(work, "events")
     outs = {name: os.path.join(work, folder, "scores") for name, folder in
-            ((SP_INC, "inc"), (SP_FULL, "full"), (HAND_INC, "hand-inc"), (HAND_FULL, "hand-full"))}
+            ((SP_INC, "inc"), (SP_FULL, "full"), (HAND_INC, "hand-inc"), (HAND_FULL, "hand-full"), (FLOOR, "floor"))}
     log.info("part 1: writing the %s-row input", f"{args.rows:,}")
     write_input(spark, src, args.rows)
     first = first_runs(spark, settings, model_dir, src, outs)
@@ -283,15 +317,18 @@ def part_changes(spark: Any, settings: Any, model_dir: str, work: str, args: arg
         for name in list(paths) if r % 2 == 0 else list(paths)[::-1]:
             log.info("part 1, round %d: %s", r + 1, name)
             seconds, counts = timed(paths[name])
+            if counts is not None and len(counts) == 5:  # the floor times its MERGE alone
+                seconds, counts = counts[4], counts[:4]
             times[name].append(seconds)
             if counts is not None:
                 results.append((r + 1, name, changes, counts))
     log.info("part 1: comparing the outputs")
     checks = {"sparkship full": differing_rows(spark, outs[SP_INC], outs[SP_FULL]),
-              "by hand, incremental": differing_rows(spark, outs[SP_INC], outs[HAND_INC])}
+              "by hand, incremental": differing_rows(spark, outs[SP_INC], outs[HAND_INC]),
+              "the floor": differing_rows(spark, outs[SP_INC], outs[FLOOR])}
     report_changes(args, first, times, results, checks, tables.read(spark, src).count())
     # The ratios compare like with like only if both MERGE targets mark rows the same way.
-    for name in (SP_INC, HAND_INC):
+    for name in (SP_INC, HAND_INC, FLOOR):
         props = tables.identity(spark, outs[name]).properties
         print(f"Table properties of the output of {name}: " + ", ".join(f"{k}={props.get(k)}" for k in HAND_PROPERTIES))
 
@@ -299,7 +336,7 @@ def part_changes(spark: Any, settings: Any, model_dir: str, work: str, args: arg
 def report_changes(args: argparse.Namespace, first: dict[str, float], times: dict[str, list[float]],
                    results: list[tuple[int, str, dict[str, int], tuple[str, int, int, int]]],
                    checks: dict[str, tuple[int, int, int, int]], input_rows: int) -> None:
-    """Part 1's tables: the four paths' medians, the three ratios, each round's row counts, the output checks."""
+    """Part 1's tables: the five paths' medians, the four ratios, each round's row counts, the output checks."""
     def ratio(a: str, b: str) -> float:
         return statistics.median(times[a]) / statistics.median(times[b])
 
@@ -315,6 +352,8 @@ def report_changes(args: argparse.Namespace, first: dict[str, float], times: dic
           "costs against a plain rewrite |")
     print(f"| sparkship incremental / by hand incremental | {ratio(SP_INC, HAND_INC):.3f}x | what sparkship adds "
           "to the same MERGE |")
+    print(f"| floor / sparkship full | {ratio(FLOOR, SP_FULL):.3f}x | the least any MERGE-based incremental run "
+          "takes: above 0.15x, the goal cannot be met by applying the changes with Delta's MERGE |")
     print("\n| round | path | changes (updated / deleted / appended) | mode | rows_in | scored | deleted keys |")
     print("| ---: | --- | --- | --- | ---: | ---: | ---: |")
     for r, name, ch, (mode, rows_in, scored, deleted) in results:
@@ -366,6 +405,9 @@ def main() -> None:
     work = tempfile.mkdtemp(prefix="incremental-bench-")
     home = os.path.join(work, "home")
     spark = get_spark(home=home)
+    # New tables get deletion vectors, as Databricks workspaces create them by default: the input, and the outputs
+    # (sparkship's and the by-hand ones alike), whose MERGEs then mark replaced rows instead of rewriting files.
+    spark.conf.set(DV_DEFAULT, "true")
     settings = Settings.resolve(home=home)
     log.info("fitting and registering the model: %s", MODELS[args.model])
     model_dir = register_model(spark, settings, args.model)

@@ -2,6 +2,8 @@
 the output equals a full scoring of the input's current rows (keys and predictions; run columns aside)."""
 from __future__ import annotations
 
+import os
+
 import pytest
 from sparkship import scoring, tables
 from sparkship.cli import main
@@ -140,6 +142,35 @@ def test_deletion_vectors_on_the_native_engine(spark, fitted, settings, tmp_path
     assert "deletionVectors" in (tables.engine(spark).name and _reader_features(src))
     scoring.score(spark, settings, MODEL, src, out, ["id"])
     assert_output_is_full_scoring(spark, fitted, src, out)
+
+
+def test_with_deletion_vectors_on_by_default_outputs_have_them_and_metadata_tables_do_not(
+        spark, fitted, tmp_path, home):
+    """As on Databricks, where new tables get deletion vectors: the output's MERGEs mark rows instead of
+    rewriting files, while the registry, state and lease tables (read with delta-rs) are created without them."""
+    from sparkship.tables import use_engine
+
+    use_engine(spark, "native")
+    default = "spark.databricks.delta.properties.defaults.enableDeletionVectors"
+    spark.conf.set(default, "true")
+    try:
+        settings = Settings.resolve(home=home)
+        register(spark, fitted, settings)
+        src, out = str(tmp_path / "events"), str(tmp_path / "scores")
+        first = make_input(spark, src, "native")
+        scoring.score(spark, settings, MODEL, src, out, ["id"])
+        apply_change(spark, src, "native", "update", first)
+        assert scoring.score(spark, settings, MODEL, src, out, ["id"]).mode == "changes"
+    finally:
+        spark.conf.unset(default)
+    assert_output_is_full_scoring(spark, fitted, src, out)
+    assert "deletionVectors" in _reader_features(out)
+    merges = [c["metrics"] for c in tables.history(spark, out) if c["operation"] == "MERGE"]
+    assert any(int(v) > 0 for m in merges for k, v in m.items() if "DeletionVectorsAdded" in k), merges
+    registry = [e.path for e in os.scandir(settings.registry_root) if os.path.isdir(os.path.join(e.path, "_delta_log"))]
+    assert registry
+    for meta in (out + "_state", out + "_lease", *registry):
+        assert "deletionVectors" not in _reader_features(meta), meta
 
 
 def _reader_features(path: str) -> list[str]:

@@ -20,6 +20,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 # Every table sparkship creates records its changes, so that whatever reads it downstream can do so incrementally.
 CREATED_TABLE_PROPERTIES = {"delta.enableChangeDataFeed": "true"}
+# Metadata tables (registry, scoring state, lease) are read with delta-rs, which cannot read deletion vectors: they
+# are created without them, whatever the session's defaults say (Databricks turns them on for new tables).
+METADATA_TABLE_PROPERTIES = {**CREATED_TABLE_PROPERTIES, "delta.enableDeletionVectors": "false"}
 
 _IDENT = r"(?:`(?:[^`]|``)+`|[A-Za-z_][A-Za-z0-9_]*)"
 _TABLE_NAME = re.compile(rf"{_IDENT}(?:\.{_IDENT}){{1,2}}")

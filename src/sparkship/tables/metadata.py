@@ -1,16 +1,10 @@
 """Small metadata tables (registry, aliases, events, scoring state) as Delta tables, read and written with Arrow.
 
-Two stores sit behind :func:`table_version`, :func:`read_arrow` and :func:`append_arrow`
-(:class:`MetadataStore`):
-
-* :class:`SparkStore` whenever a Spark session with the native engine is active (Databricks, or a local session
-  with Delta's jars): commits go through delta-spark, so they work where delta-rs cannot commit (Unity
-  Catalog volumes) and the compare-and-set comes from Delta's own optimistic concurrency;
-* :class:`DeltaRsStore` otherwise: no Spark job and no JVM, for plain local disks and the JVM-free server.
-
-Writes are single commits; ``expected_version`` makes one a compare-and-set on the whole table, which is
-how the registry hands out version numbers without gaps or duplicates across processes. Local tables are read
-with delta-rs in both stores (milliseconds, no Spark job).
+Two stores sit behind :func:`table_version`, :func:`read_arrow` and :func:`append_arrow` (:class:`MetadataStore`):
+:class:`SparkStore` (commits through delta-spark) whenever a Spark session with the native engine is active, and
+:class:`DeltaRsStore` (no Spark job, no JVM) otherwise; why: docs/DESIGN.md. Writes are single commits;
+``expected_version`` makes one a compare-and-set on the whole table. Local tables are read with delta-rs in both
+stores (no Spark job).
 
     >>> import pyarrow as pa
     >>> from sparkship.tables import append_arrow, read_arrow
@@ -29,7 +23,12 @@ import pyarrow as pa
 
 from sparkship.errors import ConcurrentWriteError, IntegrityError, NotFoundError, SchemaMismatchError, UsageError
 from sparkship.tables import files as delta_files
-from sparkship.tables.engine import CREATED_TABLE_PROPERTIES, check_readable, is_local_path
+from sparkship.tables.engine import (
+    CREATED_TABLE_PROPERTIES,
+    METADATA_TABLE_PROPERTIES,
+    check_readable,
+    is_local_path,
+)
 from sparkship.tables.files import table_exists
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -137,7 +136,7 @@ class SparkStore:
         # appends retry it. An append-only log nobody compare-and-sets takes a blind append instead: Delta lets
         # it run beside concurrent appends (only two creators of a new table conflict), and it skips the CAS's
         # lookup of the table's transaction ids, for which delta-spark 4.0.1 rebuilds the table's state (three
-        # Spark jobs, about 0.5 s of a 0.75 s commit on two cores).
+        # Spark jobs, most of a small commit's cost; benchmarks/metadata_commit.py).
         for _ in range(APPEND_ATTEMPTS):
             current = None if blind else self.version(path)
             try:
@@ -167,7 +166,7 @@ class SparkStore:
             if committed is not None:
                 return committed
         return tables.write(arrow_to_spark(self.spark, table), path, mode, partition_by=partition_by,
-                            expected_version=expected_version)
+                            expected_version=expected_version, properties=METADATA_TABLE_PROPERTIES)
 
 
 def arrow_to_spark(spark: "SparkSession", table: pa.Table):  # noqa: ANN202 - a pyspark DataFrame
@@ -262,7 +261,7 @@ def _check_contiguous_log(path: str) -> None:
         return
     names = os.listdir(log_dir)
     commits = delta_files.commit_versions(path)
-    checkpoints = [int(n.split(".")[0]) for n in names if ".checkpoint" in n and n.split(".")[0].isdigit()]
+    checkpoints = [int(n.split(".")[0]) for n in names if ".checkpoint" in n and n.split(".")[0].isascii() and n.split(".")[0].isdigit()]
     if not commits:
         return
     start = max((c for c in checkpoints if c <= commits[-1]), default=-1) + 1

@@ -1,30 +1,11 @@
 """Compare-and-set writes in a delta-spark transaction of their own (classic sessions, open-source Delta).
 
-The native engine's portable compare-and-set is Delta's idempotent-write options (``txnAppId`` /
-``txnVersion``, see :mod:`sparkship.tables.native`). delta-spark 4.0.1 looks that transaction id up by
-rebuilding the table's state: three Spark jobs, about 0.7 s of a one-row commit's 1 s on two cores
-(``benchmarks/metadata_commit.py``). Where the session has a JVM handle and open-source delta-spark's classes
-(local sessions, open-source clusters), a write with ``expected_version`` to an existing table that keeps its
-schema (an append, an overwrite, or an overwrite of some partitions) runs in an ``OptimisticTransaction``
-instead, in two steps:
-
-1. :func:`prepare_write` starts the transaction, refuses unless its snapshot is at ``expected_version``,
-   records a read of the whole table and of sparkship's transaction id, picks the files an overwrite removes
-   (Delta's own partition filter, for ``replace_where``), and writes the new data files, with
-   ``replace_where`` as a constraint on every row, as Delta's ``replaceWhere`` option does;
-2. :func:`commit_write` commits the removals and the new files with the transaction id
-   ``(sparkship, expected_version + 1)``, the same one the options path records.
-
-Delta's conflict check at commit makes it a true compare-and-set without the state rebuild: any commit that
-landed after the snapshot and added data (every compare-and-set commit does), or that carries sparkship's
-transaction id (a commit made through the options path, from a Spark Connect client say), fails this one with
-one of Delta's concurrent-modification exceptions, raised here as :class:`ConcurrentWriteError`. Spark Connect
-sessions, and Databricks (whose Delta is not these classes), keep the options path.
-
-:func:`append_arrow` appends a few Arrow rows (a metadata table's: registry, aliases, events, scoring state,
-lease) the same way without any Spark job: pyarrow writes the parquet file, as the deltars engine does, and the
-transaction commits it. Writing one row through Spark costs a job whose plan is compiled anew (about 0.6 s on two
-cores); the commit itself about 0.1 s.
+Where the session has a JVM handle and open-source delta-spark's classes, a write with ``expected_version`` to an
+existing table that keeps its schema runs in an ``OptimisticTransaction``: :func:`prepare_write` checks that the
+snapshot is at ``expected_version`` and writes the data files, :func:`commit_write` commits them with the
+transaction id ``(sparkship, expected_version + 1)``; a lost race raises :class:`ConcurrentWriteError`.
+:func:`append_arrow` commits a few Arrow rows the same way, without a Spark job. Why, and how the conflict check
+works: docs/DESIGN.md.
 
     >>> from sparkship.tables import transactions
     >>> prepared = transactions.prepare_write(df, "/tmp/doc_cas", expected_version=3, write_id="w1")  # doctest: +SKIP
@@ -41,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from sparkship.errors import ConcurrentWriteError, SchemaMismatchError
 from sparkship.spark import is_connect
 from sparkship.tables import files as delta_files
-from sparkship.tables.engine import CREATED_TABLE_PROPERTIES
+from sparkship.tables.engine import METADATA_TABLE_PROPERTIES
 from sparkship.tables.files import CAS_APP_ID, WRITE_ID_KEY
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -150,7 +131,7 @@ def _describe_new_table(spark: "SparkSession", transaction: Any, given: "pa.Sche
     schema = StructType([StructField(f.name, f.dataType, True) for f in columns.fields])
     metadata = _java(spark.sparkContext._jvm, f"{_DELTA}.actions.Action").fromJson(json.dumps({"metaData": {
         "id": str(uuid.uuid4()), "format": {"provider": "parquet", "options": {}}, "schemaString": schema.json(),
-        "partitionColumns": [], "configuration": dict(CREATED_TABLE_PROPERTIES), "createdTime": _now_ms(),
+        "partitionColumns": [], "configuration": dict(METADATA_TABLE_PROPERTIES), "createdTime": _now_ms(),
     }}))
     transaction.updateMetadataForNewTable(metadata)
     return True
