@@ -90,3 +90,29 @@ def test_a_remote_root_is_refused_at_start(home, root):
     if root.startswith("dbfs:"):
         assert "/dbfs/sparkship/registry" in message
     assert not os.path.exists(root.split(":")[0])  # no local folder named after the URI
+
+
+def test_a_table_under_a_regular_file_is_refused_before_anything_is_written(home, tmp_path, csv_file):
+    # A file where a folder of the table's path should be: one line naming it, not a writer's trace.
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a folder")
+    out = _sparkship("tables", "import", "--source", csv_file, "--table", str(blocker / "t"))
+    _assert_clean_failure(out, str(blocker), "is a file, not a folder", code=2)
+    out = _sparkship("score", "--model", "churn", "--input", str(tmp_path / "in"), "--output",
+                     str(blocker / "scores"), "--keys", "id")
+    _assert_clean_failure(out, "--output", str(blocker), "is a file, not a folder", code=2)
+    assert blocker.read_text() == "not a folder"
+
+
+def test_a_pinned_version_removed_by_vacuum(home, tmp_path, csv_file):
+    from deltalake import DeltaTable
+
+    table = str(tmp_path / "t")
+    for _ in range(2):
+        assert _sparkship("tables", "import", "--source", csv_file, "--table", table, "--mode",
+                          "overwrite").returncode == 0
+    removed = DeltaTable(table).vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
+    assert removed  # version 0's files
+    _assert_clean_failure(_sparkship("tables", "show", table, "--version", "0"), "version 0", "VACUUM",
+                          "pin a version", code=1)
+    assert _sparkship("tables", "show", table, "--version", "1").returncode == 0

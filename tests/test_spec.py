@@ -116,6 +116,13 @@ def test_table_refs():
     assert parse_table_ref("/a@b/t", base_dir="/") == ("/a@b/t", None)
 
 
+@pytest.mark.parametrize("pin", ["²", "٣", "-1", "1.0", "", "x"])
+def test_a_version_pin_takes_ascii_digits_only(pin):
+    # str.isdigit takes "²" (then int() fails) and "٣" (then int() reads 3): neither may pin a version.
+    with pytest.raises(UsageError, match="version after '@' must be a number"):
+        parse_table_ref(f"/a/t@{pin}")
+
+
 def test_with_table_overrides_the_table_and_version(tmp_path):
     spec = parse_spec(BASE).with_table("other@1", base_dir=str(tmp_path))
     assert (spec.table, spec.table_version) == (str(tmp_path / "other"), 1)

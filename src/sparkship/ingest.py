@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from sparkship import tables
 from sparkship.errors import SchemaMismatchError, UsageError
 from sparkship.spark import cached, uncached
+from sparkship.tables.names import check_writable_location
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -124,6 +125,7 @@ def import_file(
     fmt = fmt or detect_format(source)
     if fmt not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    check_writable_location(table, "--table")
     if mode == "append" and fmt in UNTYPED and tables.exists(spark, table):
         text = _read_as_text(spark, source, fmt)
         if not text.columns:

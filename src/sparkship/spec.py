@@ -220,7 +220,7 @@ def parse_table_ref(value: str, base_dir: str | None = None, key: str = "table")
     match = re.fullmatch(r"(.+)@([^@/]*)", path)
     if match:
         path, raw = match.group(1), match.group(2)
-        if not raw.isdigit():
+        if not re.fullmatch(r"[0-9]+", raw):  # ASCII only: str.isdigit takes "²" and "٣"
             raise _key_error(key, f"version after '@' must be a number >= 0, got {raw!r}")
         version = int(raw)
     from sparkship.config import is_uri

@@ -52,8 +52,11 @@ def score_command(ctx: Context, args: argparse.Namespace) -> CommandResult:
     from sparkship import scoring
     from sparkship.errors import UsageError
     from sparkship.names import parse_ref
+    from sparkship.scoring.request import make_request
 
-    parse_ref(args.model)  # a bad reference is refused before Spark starts
+    parse_ref(args.model)  # a bad reference, table or key list is refused before Spark starts
+    make_request(args.input, args.output, args.keys, run_id=args.run_id, full=args.full,
+                 include_features=args.include_features, replace_output=args.replace_output)
     if args.stream:
         if not args.checkpoint:
             raise UsageError("--stream needs --checkpoint PATH: where the stream keeps its progress")

@@ -11,7 +11,7 @@ from sparkship import artifacts
 from sparkship.config import Settings
 from sparkship.errors import IntegrityError, UsageError
 from sparkship.registry import ModelVersion, Registry
-from sparkship.tables.names import sibling
+from sparkship.tables.names import check_writable_location, sibling
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.ml import PipelineModel
@@ -93,6 +93,7 @@ def make_request(input: str, output: str, keys: Sequence[str] | str, *, run_id: 
         raise UsageError(f"--output {output!r}: an output table cannot be pinned to a version")
     if output_path == input_path:
         raise UsageError("--output must be another table than --input")
+    check_writable_location(output_path, "--output")
     return ScoringRequest(
         input_path=input_path, pinned_version=pinned, output_path=output_path, keys=_parse_keys(keys),
         run_id=run_id or uuid.uuid4().hex[:16], full=full, include_features=include_features,

@@ -2,13 +2,10 @@
 row (``row``) or a batch (``batch``). The predictors are in :mod:`sparkship.serving.predictors`.
 
 Every class reproduces its Spark counterpart's ``transform()``: the same outputs, the same rows dropped in
-``skip`` modes, and an :class:`InvalidRecordError` where Spark would fail the job (unseen label with
-``handleInvalid='error'``, NaN into a VectorAssembler, ...). A stage or an explicitly set param this module does
-not know is refused when the model is loaded (:class:`UnsupportedModelError`), never scored approximately.
-
-Row path: ``row(r)`` reads and writes plain Python values in the dict ``r`` (vectors are lists of floats) and
-returns False when Spark would drop the row. Batch path: ``batch(b)`` works on a :class:`Batch` in place and
-returns the input positions of dropped rows.
+``skip`` modes, and an :class:`InvalidRecordError` where Spark would fail the job. A stage or an explicitly set
+param this module does not know is refused when the model is loaded (:class:`UnsupportedModelError`). ``row(r)``
+updates the dict ``r`` of plain Python values and returns False when Spark would drop the row; ``batch(b)``
+updates a :class:`Batch` in place and returns the input positions of dropped rows.
 
     >>> stage = catalog.build_stage(read_metadata("/tmp/model/stages/0_Imputer_ec0820bdcd6e"))   # doctest: +SKIP
     >>> stage.plan({"a": ("double", None)})                                               # doctest: +SKIP
@@ -181,7 +178,7 @@ class StringIndexerModel(Stage):
         # A saved model does not record its input types; the labels Spark's cast wrote tell them apart:
         # "1.0", "2.5", "NaN" come from a double column, "3" from a string or an integer one.
         labels = self.labels[self.input_cols.index(col)]
-        if labels and all(s.lstrip("-").isdigit() and str(int(s)) == s for s in labels):
+        if labels and all(s.lstrip("-").isascii() and s.lstrip("-").isdigit() and str(int(s)) == s for s in labels):
             return "integral"
         if labels and all(_is_java_double(s) for s in labels):
             return "double"

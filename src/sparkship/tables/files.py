@@ -1,23 +1,8 @@
 """Delta table files and commits with pyarrow + ``deltalake`` (delta-rs); no Spark, no JVM.
 
 Used by the Spark data source (:mod:`sparkship.tables.datasource`) in its tasks and on its driver, and by the
-small metadata tables (:mod:`sparkship.tables.metadata`).
-
-The Spark data source built on these helpers:
-
-Write tasks write parquet files with pyarrow into the table folder and return what they wrote; the driver then
-makes ONE Delta commit with delta-rs' transaction API, so a write is atomic: a failed or killed job leaves only
-unreferenced files, never a half-visible table. Reads list the data files of one table version and yield Arrow
-record batches.
-
-Options (all strings, as Spark passes them):
-    path               table folder (``.load(path)`` / ``.save(path)`` set it)
-    versionAsOf        read: the table version to read
-    partitionBy        write: JSON list of partition columns (Spark rejects ``.partitionBy`` for Python sources)
-    replacePartitions  write, overwrite mode: JSON ``{column: value}``; only those partitions are replaced
-    expectedVersion    write: commit only if the table is still at this version (-1: must not exist yet)
-    writeId            write: recorded in the commit's metadata so the caller can find its version
-    overwriteSchema    write, overwrite mode: "true" to replace the table's schema
+small metadata tables (:mod:`sparkship.tables.metadata`). A data source write is atomic: the tasks write parquet
+files and the driver makes ONE Delta commit. The data source's options: docs/DESIGN.md.
 """
 from __future__ import annotations
 
@@ -34,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from sparkship.errors import ConcurrentWriteError, IntegrityError, SchemaMismatchError
+from sparkship.errors import ConcurrentWriteError, IntegrityError, NotFoundError, SchemaMismatchError
 
 SOURCE_NAME = "sparkship_delta"
 CAS_APP_ID = "sparkship"  # Delta transaction identifier of compare-and-set commits (both engines)
@@ -94,6 +79,16 @@ def list_files(path: str, version: int | None) -> list[tuple[str, int, dict[str,
         (a["path"], a["size_bytes"], {c: a.get(f"partition.{c}") for c in partition_columns})
         for a in actions
     ]
+
+
+def refuse_removed_files(path: str, version: int, listed: list[tuple[str, int, dict[str, str | None]]]) -> None:
+    """:class:`NotFoundError` if a data file of ``version`` (as :func:`list_files` gives them) is gone: a pinned
+    version whose files VACUUM removed, said in one line before a Spark task fails on it."""
+    gone = [rel for rel, _, _ in listed if not os.path.exists(inside_table(path, rel))]
+    if gone:
+        raise NotFoundError(
+            f"version {version} of {path} cannot be read: {len(gone)} of its {len(listed)} data files were removed "
+            "(VACUUM); pin a version that is still kept (sparkship tables history) or read the latest")
 
 
 _URI_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
@@ -500,7 +495,7 @@ def commit_versions(table: str) -> list[int]:
         names = os.listdir(os.path.join(table, "_delta_log"))
     except OSError:
         return []
-    return sorted(int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit())
+    return sorted(int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isascii() and n[:-5].isdigit())
 
 
 def commit_info(table: str, version: int) -> dict[str, Any]:

@@ -1,24 +1,10 @@
 """Catalog table names: parsing, sibling names, and the local catalog that persists across processes.
 
 A table argument is a *name* (``catalog.schema.table`` or ``schema.table``, parts optionally backquoted) or a
-*path*; :func:`~sparkship.tables.engine.is_table_name` tells them apart.
-
-On Databricks a name goes to Unity Catalog (or the workspace's Hive metastore) unchanged.
-
-Locally Spark's session catalog is in memory, so each process would start with no tables. sparkship makes it
-persistent with the warehouse folder as the source of truth:
-
-* a table ``s.t`` lives at ``<home>/spark-warehouse/s.db/t`` (Spark's own layout for managed tables);
-* before a process first uses a name, it registers that table (``CREATE SCHEMA IF NOT EXISTS``,
-  ``CREATE TABLE IF NOT EXISTS ... USING delta LOCATION ...``: one SQL statement each, no Spark job), so every
-  process sees the tables the others created; :func:`register_tables` registers the whole warehouse at once;
-* a new table is created by writing its warehouse folder (Delta's own optimistic concurrency: of two processes
-  creating it at once, one wins and the other gets ``ConcurrentWriteError``), then registered.
-
-No metastore process or lock file is involved, so any number of processes can use the same names at once.
-The local catalog accepts 3-part names whose catalog is ``spark_catalog`` or the one named by
-``SPARKSHIP_CATALOG`` (default ``main``): locally ``main.sales.churn`` and ``sales.churn`` are one table, as on a
-Databricks workspace whose current catalog is ``main`` (:func:`local_parts`).
+*path*; :func:`~sparkship.tables.engine.is_table_name` tells them apart. On Databricks a name goes to Unity
+Catalog (or the workspace's Hive metastore) unchanged. Locally a table ``s.t`` lives at
+``<home>/spark-warehouse/s.db/t`` and each process registers it before its first use (:func:`register_tables`,
+:func:`local_parts`); how that stays consistent across processes: docs/DESIGN.md.
 
     >>> str(parse_name("`main`.sales.`churn-v2`")), sibling("main.sales.`churn-v2`", "_state")
     ('main.sales.`churn-v2`', 'main.sales.`churn-v2_state`')
@@ -115,6 +101,23 @@ def check_table_argument(text: str, what: str = "table") -> None:
             "with other characters and doubling a backquote inside one); a local folder is written ./NAME"
         )
 
+
+def check_writable_location(path: str, what: str = "table") -> None:
+    """Refuse a local table folder that cannot be created: a file on its way, or a folder without write access.
+
+    Said before anything is written, so that a bad ``--output`` fails in one line, not in a Spark writer's trace.
+    Catalog names and URIs are the catalog's and the object store's to refuse.
+    """
+    if is_table_name(path) or "://" in path or path.startswith("dbfs:"):
+        return
+    existing = os.path.abspath(path)
+    while not os.path.lexists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UsageError(f"{what} {path!r}: {existing} is a file, not a folder; choose a path under a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{what} {path!r}: the folder {existing} is not writable; choose a writable folder "
+                         "or grant write access to it")
 
 def canonical(text: str) -> str:
     """A name written one way (backquotes only where needed); anything else unchanged."""

@@ -1,17 +1,11 @@
 """The ``native`` engine: delta-spark (Databricks, and local sessions with Delta's jars).
 
-Everything goes through Spark SQL and the DataFrame API (``DESCRIBE HISTORY``, ``DESCRIBE DETAIL``,
-``format("delta")``), so it runs on classic and Spark Connect sessions alike and needs no JVM handle.
-
-Compare-and-set: a write with ``expected_version=e`` records Delta's transaction identifier
-``(app "sparkship", version e+1)`` in its commit (the ``txnAppId``/``txnVersion`` write options). Delta's
-optimistic concurrency then makes it a true CAS among sparkship's writers: a commit that lands first makes
-Delta skip ours (its identifier is already at e+1) or reject it (``ConcurrentTransactionException``); either
-way the caller gets :class:`~sparkship.errors.ConcurrentWriteError` and the table holds one commit, not two.
-On a classic session with open-source delta-spark, a compare-and-set write to an existing local table that keeps
-its schema (append, overwrite, replaced partitions) takes the same compare-and-set in a Delta transaction of its
-own instead (:mod:`sparkship.tables.transactions`): the options' transaction-id lookup costs delta-spark 4.0.1 a
-rebuild of the table's state.
+Everything goes through Spark SQL and the DataFrame API, so it runs on classic and Spark Connect sessions alike
+and needs no JVM handle. A write with ``expected_version=e`` is a compare-and-set: it records Delta's transaction
+identifier ``(app "sparkship", version e+1)``, and when another writer commits first the caller gets
+:class:`~sparkship.errors.ConcurrentWriteError`. On a classic session with open-source delta-spark, such a write
+to an existing local table that keeps its schema goes through :mod:`sparkship.tables.transactions` instead (why:
+docs/DESIGN.md).
 """
 from __future__ import annotations
 
@@ -143,7 +137,7 @@ class NativeEngine:
 
     def history(self, spark: "SparkSession", table: str, limit: int | None) -> list[Commit]:
         folder = _local_folder(spark, table)
-        # The commit files say what DESCRIBE HISTORY says, without the Spark job it runs (~1 s a call).
+        # The commit files say what DESCRIBE HISTORY says, without the Spark job it runs on every call.
         local = _local_history(folder, limit) if folder else []
         if local:
             return local
@@ -362,7 +356,7 @@ class NativeEngine:
     def count_rows(self, spark: "SparkSession", table: str, version: int) -> int:
         folder = _local_folder(spark, table)
         local = _local_row_count(folder, version) if folder else None
-        # Delta answers read().count() from the log's statistics too, but with a Spark job (~0.2 s).
+        # Delta answers read().count() from the log's statistics too, but only through a Spark job.
         return local if local is not None else self.read(spark, table, version).count()
 
     def rows_committed(self, spark: "SparkSession", table: str, version: int) -> int | None:
@@ -421,9 +415,12 @@ def _cas_version_keeping_schema(request: WriteRequest) -> int | None:
 
 def _check_data_paths(folder: str | None, version: int | None) -> None:
     """An untrusted log must not make Spark read files outside the table (absolute paths, ``../``): the same
-    check as the deltars engine's, on the file list delta-rs reads from the log (local tables)."""
+    check as the deltars engine's, on the file list delta-rs reads from the log (local tables). A pinned version
+    whose files VACUUM removed is refused here in one line, not by a failed Spark task later."""
     if folder is not None and os.path.isdir(os.path.join(folder, "_delta_log")):
-        delta_files.list_files(folder, version)
+        listed = delta_files.list_files(folder, version)
+        if version is not None:
+            delta_files.refuse_removed_files(folder, version, listed)
 
 
 def _local_row_count(folder: str, version: int) -> int | None:
