@@ -96,7 +96,8 @@ class Flow:
             [*g, "tables", "import", "--source", self.train_file, "--table", self.table],
             [*g, "tables", "import", "--source", self.batch_file, "--table", self.batch],
             [*g, "train", "--spec", str(self.spec), "--run-id", "flow"],
-            [*g, "validate", "--model", "churn/1", "--table", self.table, "--run-id", "flow"],
+            [*g, "validate", "--model", "churn/1", "--table", self.table, "--run-id", "flow",
+             "--policy", "areaUnderROC>=0.5"],
             [*g, "promote", "--model", "churn/1", "--run-id", "flow"],
             [*g, "score", "--model", "churn@champion", "--input", self.batch, "--output", self.scores,
              "--keys", datasets.KEY, "--include-features", "--run-id", "flow"],
@@ -217,7 +218,7 @@ def test_the_flow_on_spark_connect_equals_classic_mode(spark, tmp_path, data_fil
     _same(trained[0]["metrics"], trained[1]["metrics"])
     assert trained[0]["version"] == trained[1]["version"] == 1
     assert validated[0]["passed"] and validated[1]["passed"]
-    _same(_without(validated[0], "table"), _without(validated[1], "table"))
+    _same(_without(validated[0], "table", "policy"), _without(validated[1], "table", "policy"))
     _same(_without(promoted[0], "validation"), _without(promoted[1], "validation"))
     paths = ("input", "output", "quarantine")
     _same(_without(scored[0], *paths), _without(scored[1], *paths))

@@ -44,6 +44,7 @@ def env(spark, tmp_path_factory) -> dict[str, Any]:
     from sparkship.scoring import score
     from sparkship.spec import parse_spec
     from sparkship.training import register_result, train
+    from sparkship.policy import Rules
     from sparkship.validation import validate
 
     root = tmp_path_factory.mktemp("report")
@@ -60,7 +61,7 @@ def env(spark, tmp_path_factory) -> dict[str, Any]:
                            "split": {"test_fraction": 0.3, "seed": 11}})
         register_result(settings, train(spark, spec))
     registry = Registry(settings)
-    validate(spark, settings, "churn/1", table)
+    validate(spark, settings, "churn/1", table, rules=Rules(permissive=True))
     registry.set_alias("churn", "champion", 1, reason="first model")
     incoming = str(root / "incoming")
     tables.write(spark.createDataFrame(_rows(500, seed=2, age_shift=15.0), SCHEMA), incoming, mode="overwrite")

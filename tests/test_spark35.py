@@ -81,7 +81,7 @@ def test_import_train_validate_promote_score_monitor_on_spark35(tmp_path):
         "import": ["tables", "import", "--source", train_file, "--table", table],
         "import batch": ["tables", "import", "--source", batch_file, "--table", batch],
         "train": ["train", "--spec", str(spec), "--run-id", "35"],
-        "validate": ["validate", "--model", "churn/1", "--table", table],
+        "validate": ["validate", "--model", "churn/1", "--table", table, "--policy", "areaUnderROC>=0.6"],
         "promote": ["promote", "--model", "churn/1"],
         "score": ["score", "--model", "churn@champion", "--input", batch, "--output", scores,
                   "--keys", datasets.KEY],

@@ -1,8 +1,16 @@
-"""The validation gate, promotion and rollback, on real Spark models, Delta tables and registry tables."""
+"""The validation gate, its policies, promotion and rollback, on real Spark models, Delta tables and registry
+tables."""
 from __future__ import annotations
 
 import json
 import math
+import os
+import re
+import subprocess
+import sys
+import threading
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,10 +20,15 @@ import pytest
 from sparkship import artifacts, tables
 from sparkship.cli import main
 from sparkship.config import Settings
-from sparkship.errors import NotFoundError, SchemaMismatchError, UsageError
+from sparkship.errors import NotFoundError, SchemaMismatchError, SparkshipError, UsageError
+from sparkship.policy import NoPolicyError, Rules, parse_rules, set_policy
+from sparkship.policy import current as current_policy
+from sparkship.policy import history as policy_history
 from sparkship.promotion import PromotionRefusedError, promote, rollback
 from sparkship.registry import Registry
-from sparkship.validation import check_rules, primary_metric, validate
+from sparkship.validation import check_rules, effective_rules, primary_metric, validate
+
+SPARKSHIP = os.path.join(os.path.dirname(sys.executable), "sparkship")
 
 
 @pytest.fixture(autouse=True)
@@ -82,6 +95,11 @@ def _manifest(name: str, task: str, label: str, inputs: list[str], thresholds: d
 def _register(settings: Settings, model: Any, manifest: dict[str, Any], run_id: str | None = None) -> int:
     staged = artifacts.stage(model, manifest, settings.models_root)
     return Registry(settings).register(manifest["name"], staged, run_id=run_id).version
+
+
+def _policy(settings: Settings, name: str, rules: str) -> int:
+    """Set ``name``'s gate policy from the rules' text; its version."""
+    return set_policy(settings, name, parse_rules(rules), source="test")[0].version
 
 
 def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any]]:
@@ -174,12 +192,16 @@ def test_rules_bounds_are_inclusive_and_regression_direction_follows_the_metric(
 
 def test_pass_on_a_pinned_snapshot_with_metrics_computed_over_all_its_rows(spark, home, table, models) -> None:
     settings = Settings.resolve(home=home)
-    v = _register(settings, models["good"], _manifest("churn", "classification", "y", ["x1", "x2"],
-                                                       {"areaUnderROC": {"min": 0.8}}, 0.02))
+    _policy(settings, "churn", "areaUnderROC>=0.8, max_regression=0.02")
+    v = _register(settings, models["good"], _manifest("churn", "classification", "y", ["x1", "x2"]))
     result = validate(spark, settings, f"churn/{v}", f"{table}@0", run_id="r-1")
 
     assert result.passed and result.reasons == []
-    assert (result.table, result.table_version, result.rows) == (table, 0, 300)
+    # a table the model was not trained on is used whole
+    assert (result.table, result.table_version, result.rows) == (table, 0, tables.read(spark, table, 0).count())
+    assert (result.rows_kind, result.held_out_by) == ("all", [])
+    assert (result.thresholds, result.max_regression) == ({"areaUnderROC": {"min": 0.8}}, 0.02)
+    assert result.policy["version"] == 1 and result.spec_rules is None
     assert result.champion_metrics is None and result.champion_version is None
     expected = _scored(spark, models["good"], table, 0)
     want = _classification_metrics(expected["y"].to_numpy(), expected["prediction"].to_numpy(),
@@ -191,21 +213,28 @@ def test_pass_on_a_pinned_snapshot_with_metrics_computed_over_all_its_rows(spark
     (event,) = Registry(settings).events("churn", event="validated")
     assert event["version"] == v and event["run_id"] == "r-1"
     assert event["details"]["passed"] is True and event["details"]["status"] == "PASS"
-    assert event["details"]["table_version"] == 0
+    assert event["details"]["table_version"] == 0 and event["details"]["rows_kind"] == "all"
+    assert event["details"]["policy"]["rules"] == "areaUnderROC>=0.8, max_regression=0.02"
     assert event["details"]["candidate_metrics"] == pytest.approx(result.candidate_metrics)
 
 
 def test_cli_validates_and_promotes_the_version_a_job_run_registered(spark, home, table, models, capsys) -> None:
     settings = Settings.resolve(home=home)
     _register(settings, models["weak"], _manifest("churn", "classification", "y", ["x2"]))
-    v = _register(settings, models["good"], _manifest("churn", "classification", "y", ["x1", "x2"],
-                                                       {"accuracy": {"min": 0.7}}), run_id="987")
+    v = _register(settings, models["good"], _manifest("churn", "classification", "y", ["x1", "x2"]), run_id="987")
     assert v == 2
 
-    code, out = _cli(capsys, "validate", "--model", "churn/run:987", "--table", table, "--run-id", "987")
+    # the bundle's way: validate --policy records the model's policy, then judges by it
+    code, out = _cli(capsys, "validate", "--model", "churn/run:987", "--table", table, "--run-id", "987",
+                     "--policy", "accuracy>=0.7")
     assert code == 0 and out["status"] == "PASS" and out["version"] == v
     assert out["table_version"] == tables.version(spark, table) == 1  # the latest version, pinned at start
-    assert out["rows"] == 400
+    assert out["rows"] == tables.read(spark, table, 1).count() and out["rows_kind"] == "all"
+    assert out["thresholds"] == {"accuracy": {"min": 0.7}}
+    recorded = out["policy"]
+    assert (recorded["version"], recorded["source"], recorded["run_id"]) == (1, "validate --policy", "987")
+    code, shown = _cli(capsys, "policy", "show", "churn")
+    assert code == 0 and shown["rules"] == "accuracy>=0.7" and shown["version"] == 1
 
     code, out = _cli(capsys, "promote", "--model", "churn/run:987", "--run-id", "987")
     assert code == 0
@@ -224,9 +253,9 @@ def test_fail_on_threshold_refuses_promotion_then_force_and_rollback_are_recorde
     spark, home, table, models, capsys
 ) -> None:
     settings = Settings.resolve(home=home)
-    gate = {"areaUnderROC": {"min": 0.8}}
-    good = _register(settings, models["good"], _manifest("churn", "classification", "y", ["x1", "x2"], gate))
-    weak = _register(settings, models["weak"], _manifest("churn", "classification", "y", ["x2"], gate))
+    _policy(settings, "churn", "areaUnderROC>=0.8")
+    good = _register(settings, models["good"], _manifest("churn", "classification", "y", ["x1", "x2"]))
+    weak = _register(settings, models["weak"], _manifest("churn", "classification", "y", ["x2"]))
     assert validate(spark, settings, f"churn/{good}", table).passed
     assert promote(settings, f"churn/{good}").previous_version is None
 
@@ -274,9 +303,9 @@ def test_fail_on_regression_against_the_champion_and_stale_validation(spark, hom
     reg = Registry(settings)
     champion = _register(settings, models["good"], _manifest("churn", "classification", "y", ["x1", "x2"]))
     reg.set_alias("churn", "champion", champion)
-    # weak clears its own (low) bar but is far more than 0.02 worse than the champion
-    weak = _register(settings, models["weak"], _manifest("churn", "classification", "y", ["x2"],
-                                                         {"areaUnderROC": {"min": 0.55}}, 0.02))
+    # weak clears the policy's (low) bar but is far more than 0.02 worse than the champion
+    _policy(settings, "churn", "areaUnderROC>=0.55, max_regression=0.02")
+    weak = _register(settings, models["weak"], _manifest("churn", "classification", "y", ["x2"]))
     result = validate(spark, settings, f"churn/{weak}", table)
     assert not result.passed
     assert result.candidate_metrics["areaUnderROC"] >= 0.55  # the threshold alone would pass
@@ -288,11 +317,13 @@ def test_fail_on_regression_against_the_champion_and_stale_validation(spark, hom
     details = reg.events("churn", event="validated", version=weak)[-1]["details"]
     assert set(details["champion_metrics"]) == set(details["candidate_metrics"]) >= {"areaUnderROC", "logLoss"}
 
-    # the same model as a new version is not worse than the champion: PASS
+    # the same model as a new version is not worse than the champion: PASS (its spec tightens the bar to 0.8)
     same = _register(settings, models["good"], _manifest("churn", "classification", "y", ["x1", "x2"],
-                                                         {"areaUnderROC": {"min": 0.8}}, 0.02))
+                                                         {"areaUnderROC": {"min": 0.8}}, 0.05))
     result = validate(spark, settings, f"churn/{same}", table)
     assert result.passed
+    assert (result.thresholds, result.max_regression) == ({"areaUnderROC": {"min": 0.8}}, 0.02)
+    assert result.spec_rules == {"thresholds": {"areaUnderROC": {"min": 0.8}}, "max_regression": 0.05}
     assert result.candidate_metrics == pytest.approx(result.champion_metrics, abs=1e-12)
 
     # once the champion moves, that PASS no longer says anything about the new champion
@@ -321,8 +352,8 @@ def test_promote_refused_without_validation_and_force_needs_a_reason(home, model
 
 def test_regression_model_metrics_and_a_max_threshold(spark, home, table, models) -> None:
     settings = Settings.resolve(home=home)
-    v = _register(settings, models["linear"], _manifest("price", "regression", "t", ["x1", "x2"],
-                                                         {"r2": {"min": 0.5}, "rmse": {"max": 0.0}}))
+    _policy(settings, "price", "r2>=0.5, rmse<=0")
+    v = _register(settings, models["linear"], _manifest("price", "regression", "t", ["x1", "x2"]))
     result = validate(spark, settings, f"price/{v}", table)
 
     scored = _scored(spark, models["linear"], table, None)
@@ -340,6 +371,7 @@ def test_string_labels_map_through_the_manifest_labels(spark, home, table, model
     # Training indexes string labels outside the PipelineModel, sorted: "no" is class 0, "yes" class 1 - the
     # same classes as the numeric y the good model was fitted on.
     settings = Settings.resolve(home=home)
+    _policy(settings, "churn", "accuracy>=0.5")
     v = _register(settings, models["good"], _manifest("churn", "classification", "y_str", ["x1", "x2"],
                                                       labels=["no", "yes"]))
     result = validate(spark, settings, f"churn/{v}", f"{table}@0")
@@ -362,6 +394,16 @@ def test_bad_input_is_refused_before_anything_is_recorded(spark, home, table, mo
     v = _register(settings, models["good"], _manifest("churn", "classification", "y", ["x1", "x2"]))
     narrow = str(tmp_path / "narrow")
     tables.write(spark.createDataFrame([(0.5, 1.0)], "x1 double, y double"), narrow, mode="overwrite")
+    # rules given with a bad table are not recorded: the table is checked first
+    with pytest.raises(SchemaMismatchError, match=r"lacks columns \['x2'\]"):
+        validate(spark, settings, f"churn/{v}", narrow, rules=parse_rules("f1>=0.5"))
+    with pytest.raises(UsageError, match=r"--policy bounds rmse, which a classification model does not report"):
+        validate(spark, settings, f"churn/{v}", table, rules=parse_rules("rmse<=1"))
+    assert current_policy(settings, "churn") is None
+    _policy(settings, "churn", "rmse<=1")
+    with pytest.raises(UsageError, match=r"policy of churn \(version 1\) bounds rmse.*`sparkship policy set churn`"):
+        validate(spark, settings, f"churn/{v}", table)
+    _policy(settings, "churn", "f1>=0.5")
     with pytest.raises(SchemaMismatchError, match=r"lacks columns \['x2'\]"):
         validate(spark, settings, f"churn/{v}", narrow)
     with pytest.raises(NotFoundError, match="no version 9"):
@@ -375,10 +417,10 @@ def test_bad_input_is_refused_before_anything_is_recorded(spark, home, table, mo
     assert Registry(settings).events("churn", event="validated") == []
 
 
-@pytest.mark.parametrize("command", ["validate", "promote", "rollback"])
+@pytest.mark.parametrize("command", ["validate", "promote", "rollback", "policy set", "policy show"])
 def test_every_command_has_help(command: str, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        main([command, "--help"])
+        main([*command.split(), "--help"])
     assert exit_info.value.code == 0
     assert "--json" in capsys.readouterr().out
 
@@ -390,3 +432,276 @@ def test_a_manifest_with_bad_validation_rules_is_refused_naming_the_key(spark, h
     with pytest.raises(UsageError, match=r"validation\.thresholds\.rmse"):
         validate(spark, settings, f"churn/{v}", table)
     assert Registry(settings).events("churn", event="validated") == []
+
+
+# --- the rows judged ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(spark, tmp_path_factory) -> dict[str, Any]:
+    """Three models trained by sparkship on one table (version 0), two sharing a split; then rows are appended."""
+    from sparkship.spec import parse_spec
+    from sparkship.training import train
+
+    path = str(tmp_path_factory.mktemp("trained") / "customers")
+    tables.write(spark.createDataFrame(_rows(600, seed=3), SCHEMA), path, mode="overwrite")
+
+    def spec(algorithm: str, params: dict[str, Any], seed: int):  # noqa: ANN202
+        return parse_spec({"name": "churn", "task": "classification", "table": path, "label": "y",
+                           "features": {"numeric": ["x1", "x2"]}, "model": {"algorithm": algorithm, "params": params},
+                           "split": {"test_fraction": 0.3, "seed": seed}})
+
+    results = {
+        "a": train(spark, spec("logistic_regression", {"maxIter": 20}, 11)),
+        "b": train(spark, spec("logistic_regression", {"regParam": 0.3}, 11)),
+        "c": train(spark, spec("decision_tree", {"maxDepth": 3, "seed": 1}, 99)),
+    }
+    tables.write(spark.createDataFrame(_rows(200, seed=4), SCHEMA), path, mode="append")
+    return {"table": path, **results}
+
+
+def _held_out(spark, path: str, version: int, *results: Any) -> int:
+    """Labelled rows of ``path@version`` that every one of ``results``' training splits holds out."""
+    from pyspark.sql import functions as F
+
+    from sparkship.training import split_flag
+
+    df = tables.read(spark, path, version=version).where(F.col("y").isNotNull())
+    for result in results:
+        df = df.where(split_flag(result.spec))
+    return df.count()
+
+
+def test_on_its_training_table_a_candidate_is_judged_on_its_held_out_rows_only(spark, home, trained, tmp_path):
+    from sparkship.training import register_result
+
+    settings = Settings.resolve(home=home)
+    _policy(settings, "churn", "areaUnderROC>=0.5")
+    a, path = trained["a"], trained["table"]
+    v = register_result(settings, a)["version"]
+
+    result = validate(spark, settings, f"churn/{v}", f"{path}@0")
+    assert (result.rows_kind, result.held_out_by, result.rows) == ("held-out", [f"churn/{v}"], a.rows_test)
+    assert a.rows_test < tables.read(spark, path, 0).count()  # the training rows were left out
+    # exactly the rows training measured itself on: the same metrics
+    assert result.candidate_metrics == pytest.approx(a.metrics, abs=1e-9)
+    details = Registry(settings).events("churn", event="validated")[-1]["details"]
+    assert (details["rows_kind"], details["rows"], details["held_out_by"]) == ("held-out", a.rows_test, [f"churn/{v}"])
+
+    # a later version, through another path to the same folder: still only rows the split holds out, new ones too
+    link = str(tmp_path / "same-table")
+    os.symlink(path, link)
+    later = validate(spark, settings, f"churn/{v}", link)
+    assert (later.rows_kind, later.table_version) == ("held-out", 1)
+    assert a.rows_test < later.rows == _held_out(spark, path, 1, a) < tables.read(spark, path, 1).count()
+
+
+def test_the_champion_is_judged_on_the_same_rows_as_the_candidate(spark, home, trained, tmp_path) -> None:
+    from sparkship.training import register_result
+
+    settings = Settings.resolve(home=home)
+    reg = Registry(settings)
+    _policy(settings, "churn", "areaUnderROC>=0.5, max_regression=1")
+    a, b, c, path = trained["a"], trained["b"], trained["c"], trained["table"]
+    vb = register_result(settings, b)["version"]
+    vc = register_result(settings, c)["version"]
+    va = register_result(settings, a)["version"]
+
+    # a champion with the same split: both judged on the rows both held out, each metric its own held-out one
+    reg.set_alias("churn", "champion", vb)
+    result = validate(spark, settings, f"churn/{va}", f"{path}@0")
+    assert result.held_out_by == [f"churn/{va}", f"churn/{vb}"] and result.rows == a.rows_test == b.rows_test
+    assert result.candidate_metrics == pytest.approx(a.metrics, abs=1e-9)
+    assert result.champion_metrics == pytest.approx(b.metrics, abs=1e-9)
+    assert result.candidate_metrics != pytest.approx(result.champion_metrics, abs=1e-6)  # two different models
+
+    # a champion split another way: neither model is judged on rows it was fitted on, and both on the same ones
+    reg.set_alias("churn", "champion", vc)
+    result = validate(spark, settings, f"churn/{va}", f"{path}@0")
+    assert result.held_out_by == [f"churn/{va}", f"churn/{vc}"]
+    assert 0 < result.rows == _held_out(spark, path, 0, a, c) < min(a.rows_test, c.rows_test)
+    champion_alone = validate(spark, settings, f"churn/{vc}", f"{path}@0")  # the champion against itself
+    assert champion_alone.rows == c.rows_test and champion_alone.candidate_metrics == pytest.approx(c.metrics, abs=1e-9)
+
+    # a separate table is used whole, for both
+    holdout = str(tmp_path / "holdout")
+    tables.write(spark.createDataFrame(_rows(250, seed=5), SCHEMA), holdout, mode="overwrite")
+    result = validate(spark, settings, f"churn/{va}", holdout)
+    assert (result.rows_kind, result.held_out_by, result.rows) == ("all", [], 250)
+    assert result.champion_version == vc and result.champion_metrics is not None
+
+
+def test_no_held_out_row_is_an_error_naming_a_separate_table(spark, home, trained, tmp_path) -> None:
+    from dataclasses import replace
+
+    from sparkship.training import register_result, split_flag
+
+    settings = Settings.resolve(home=home)
+    a = trained["a"]
+    # a model whose training table holds only the rows its split trains on
+    only_train = str(tmp_path / "only-train")
+    tables.write(tables.read(spark, trained["table"], 0).where(~split_flag(a.spec)), only_train, mode="overwrite")
+    v = register_result(settings, replace(a, table=only_train))["version"]
+    with pytest.raises(UsageError, match=re.escape(f"{only_train}@0 has no labelled rows that the training of "
+                                                   f"churn/{v} held out: validate on a separate table")):
+        validate(spark, settings, f"churn/{v}", only_train, rules=parse_rules("f1>=0.1"))
+    assert current_policy(settings, "churn") is None  # refused before the rules were recorded
+    assert Registry(settings).events("churn", event="validated") == []
+
+
+# --- the policy ----------------------------------------------------------------------------------------------
+
+
+def test_without_a_policy_the_gate_fails_in_one_line_and_the_spec_alone_is_not_one(
+    spark, home, table, models, capsys
+) -> None:
+    settings = Settings.resolve(home=home)
+    # the candidate's own rules are not a policy: it would otherwise choose its own gate
+    v = _register(settings, models["good"], _manifest("churn", "classification", "y", ["x1", "x2"],
+                                                       {"areaUnderROC": {"min": 0.5}}, 0.02))
+    with pytest.raises(NoPolicyError, match="churn has no gate policy"):
+        validate(spark, settings, f"churn/{v}", table)
+    capsys.readouterr()
+    code = main(["validate", "--model", f"churn/{v}", "--table", table, "-q"])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1 and len(lines) == 1, err
+    assert lines[0].startswith("sparkship: error: churn has no gate policy")
+    assert "`sparkship policy set churn" in lines[0]
+    assert Registry(settings).events("churn", event="validated") == []
+    with pytest.raises(PromotionRefusedError, match="has not been validated"):
+        promote(settings, f"churn/{v}")
+
+
+def test_a_permissive_policy_is_only_ever_chosen_explicitly_and_is_recorded(spark, home, table, models, capsys):
+    settings = Settings.resolve(home=home)
+    code, out = _cli(capsys, "policy", "set", "churn")
+    assert code == 2 and "no rules given" in out["error"] and "permissive" in out["error"]
+    code, out = _cli(capsys, "policy", "set", "churn", "--permissive", "--min", "f1=0.5")
+    assert code == 2 and "'permissive' gates nothing" in out["error"]
+    assert current_policy(settings, "churn") is None
+
+    code, out = _cli(capsys, "policy", "set", "churn", "--permissive", "--reason", "exploration phase")
+    assert code == 0
+    assert (out["version"], out["permissive"], out["rules"], out["changed"]) == (1, True, "permissive", True)
+    assert (out["reason"], out["source"]) == ("exploration phase", "cli")
+    weak = _register(settings, models["weak"], _manifest("churn", "classification", "y", ["x2"]))
+    result = validate(spark, settings, f"churn/{weak}", table)
+    assert result.passed and result.checks == [] and (result.thresholds, result.max_regression) == ({}, None)
+    details = Registry(settings).events("churn", event="validated")[-1]["details"]
+    assert details["policy"]["permissive"] is True and details["policy"]["reason"] == "exploration phase"
+    # a permissive policy adds no rules, but the candidate's own still hold
+    strict = _register(settings, models["weak"], _manifest("churn", "classification", "y", ["x2"],
+                                                          {"areaUnderROC": {"min": 0.8}}))
+    assert not validate(spark, settings, f"churn/{strict}", table).passed
+
+
+def test_the_real_cli_sets_and_shows_the_policy_that_the_gate_applies(spark, home, table, models) -> None:
+    settings = Settings.resolve(home=home)
+    v = _register(settings, models["weak"], _manifest("churn", "classification", "y", ["x2"]))
+
+    def sparkship(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([SPARKSHIP, *args], capture_output=True, text=True, timeout=300)
+
+    refused = sparkship("validate", "--model", f"churn/{v}", "--table", table)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("sparkship: error:")]
+    assert len(errors) == 1 and "sparkship policy set churn" in errors[0], refused.stderr[-2000:]
+
+    done = sparkship("policy", "set", "churn", "--min", "areaUnderROC=0.8", "--max-regression", "0.02", "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["rules"] == "areaUnderROC>=0.8, max_regression=0.02"
+    shown = sparkship("policy", "show", "churn")
+    assert shown.returncode == 0
+    assert "churn: gate policy version 1: areaUnderROC>=0.8, max_regression=0.02" in shown.stdout
+    bad = sparkship("policy", "set", "churn", "--min", "areaUnderRoc=0.8")
+    assert bad.returncode == 2 and "did you mean 'areaUnderROC'" in bad.stderr and "Traceback" not in bad.stderr
+
+    result = validate(spark, settings, f"churn/{v}", table)  # the weak model, under the policy the CLI set
+    assert not result.passed and result.policy["version"] == 1 and result.policy["source"] == "cli"
+    assert "areaUnderROC" in result.reasons[0] and "0.8" in result.reasons[0]
+
+
+def test_policy_changes_are_compare_and_set_versioned_and_ordered_by_commit(home) -> None:
+    from sparkship import policy as policies
+    from sparkship.tables import metadata
+
+    settings = Settings.resolve(home=home)
+    first, changed = set_policy(settings, "churn", parse_rules("f1>=0.7"), source="test")
+    assert (first.version, changed) == (1, True)
+    again, changed = set_policy(settings, "churn", parse_rules("f1 >= 0.7"), source="test")
+    assert (again.version, changed) == (1, False)  # the rules in force: nothing committed
+    with pytest.raises(SparkshipError, match="at version 1, not the expected 0; nothing changed"):
+        set_policy(settings, "churn", parse_rules("f1>=0.9"), expect_version=0)
+    assert set_policy(settings, "churn", parse_rules("f1>=0.8"), expect_version=1)[0].version == 2
+    set_policy(settings, "other", Rules(permissive=True))
+
+    # Concurrent writers each land once, numbered in commit order; none overwrites another.
+    rules = [parse_rules(f"accuracy>=0.{n}") for n in range(1, 5)]
+    threads = [threading.Thread(target=set_policy, args=(settings, "churn", r)) for r in rules]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    found = policy_history(settings, "churn")
+    assert [p.version for p in found] == [1, 2, 3, 4, 5, 6]
+    assert sorted(p.rules.to_text() for p in found[2:]) == sorted(r.to_text() for r in rules)
+    assert [p.seq for p in found] == sorted(p.seq for p in found)
+
+    # A writer whose clock runs an hour behind: its change is still the latest, because it committed last.
+    path = policies.policies_path(settings)
+    version = metadata.table_version(path)
+    last_seq = max(p.seq for name in ("churn", "other") for p in policy_history(settings, name))
+    row = {"seq": last_seq + 1, "name": "churn", "version": 7,
+           "thresholds_json": json.dumps({"f1": {"min": 0.1}}), "max_regression": None, "permissive": False,
+           "set_at": datetime.now(timezone.utc) - timedelta(hours=1), "source": "skewed", "reason": None,
+           "run_id": None}
+    import pyarrow as pa
+
+    metadata.append_arrow(path, pa.Table.from_pylist([row], schema=policies.SCHEMA), expected_version=version)
+    latest = current_policy(settings, "churn")
+    assert (latest.version, latest.source, latest.rules.to_text()) == (7, "skewed", "f1>=0.1")
+    assert latest.set_at < found[-1].set_at
+
+
+def test_a_pass_under_a_superseded_policy_does_not_promote(spark, home, table, models) -> None:
+    settings = Settings.resolve(home=home)
+    v = _register(settings, models["good"], _manifest("churn", "classification", "y", ["x1", "x2"]))
+    _policy(settings, "churn", "areaUnderROC>=0.6")
+    assert validate(spark, settings, f"churn/{v}", table).passed
+    _policy(settings, "churn", "areaUnderROC>=0.99")  # raised after the PASS
+    with pytest.raises(PromotionRefusedError, match=r"validated under gate policy version 1, but the gate policy of "
+                                                    r"churn is now version 2: validate it again"):
+        promote(settings, f"churn/{v}")
+    assert Registry(settings).alias_version("churn", "champion") is None
+    assert not validate(spark, settings, f"churn/{v}", table).passed  # judged again, by the new bar
+
+
+def test_the_bundle_passes_its_gate_policy_variable_to_the_validate_task() -> None:
+    from sparkship.bundle import load_bundle
+    from sparkship.cli import build_parser
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    bundle = load_bundle(Path(root))
+    task = {t["task_key"]: t for t in bundle.jobs["training"].config["tasks"]}["validate"]
+    params = task["python_wheel_task"]["parameters"]
+    assert params[params.index("--policy") + 1] == "${var.gate_policy}"
+    for target in ("dev", "staging", "prod"):
+        resolved = [bundle.resolve(p, target) for p in params]
+        args = build_parser().parse_args(["validate", *resolved])
+        assert args.policy == parse_rules(bundle.resolve("${var.gate_policy}", target)) != Rules()
+    assert build_parser().parse_args(["validate", "--model", "m", "--table", "t", "--policy", ""]).policy is None
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["validate", "--model", "m", "--table", "t", "--policy", "auc>0.8"])
+
+
+def test_the_spec_can_only_tighten_the_policy() -> None:
+    from sparkship.spec import ValidationSpec
+
+    policy_rules = Rules({"f1": {"min": 0.7, "max": 0.99}, "accuracy": {"min": 0.6}}, 0.02)
+    looser = ValidationSpec({"f1": {"min": 0.5, "max": 1.0}}, 0.5)
+    assert effective_rules(policy_rules, looser) == (policy_rules.thresholds, 0.02)
+    tighter = ValidationSpec({"f1": {"min": 0.8}, "logLoss": {"max": 0.4}}, 0.01)
+    assert effective_rules(policy_rules, tighter) == (
+        {"f1": {"min": 0.8, "max": 0.99}, "accuracy": {"min": 0.6}, "logLoss": {"max": 0.4}}, 0.01)
+    assert effective_rules(Rules(permissive=True), ValidationSpec()) == ({}, None)

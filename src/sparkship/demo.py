@@ -109,6 +109,7 @@ def run_demo(spark: "SparkSession", workdir: str, train_rows: int = TRAIN_ROWS, 
     """Run every step in ``workdir`` (emptied first) and return the timed summary."""
     from sparkship import ingest
     from sparkship.monitoring import monitor
+    from sparkship.policy import Rules, set_policy
     from sparkship.promotion import promote
     from sparkship.registry import Registry
     from sparkship.report import write_report
@@ -159,6 +160,7 @@ def run_demo(spark: "SparkSession", workdir: str, train_rows: int = TRAIN_ROWS, 
     validations: dict[str, Any] = {}
 
     def validate_both() -> str:
+        set_policy(settings, MODEL, Rules({"areaUnderROC": {"min": 0.7}}, max_regression=0.02), source="demo")
         for algorithm, out in trained.items():
             validations[algorithm] = validate(spark, settings, f"{MODEL}/{out['version']}", holdout, run_id="demo")
         return "; ".join(

@@ -1,18 +1,8 @@
 """Promotion and rollback: moving an alias (``champion`` by default) under the validation gate.
 
-Rules of :func:`promote`:
-
-* the version's LATEST ``validated`` event must be a PASS; no validation, or a latest FAIL, refuses;
-* when promoting to ``champion``, that validation must have compared against the version that holds
-  ``champion`` now (the regression check is only meaningful against the current champion); if the champion
-  moved since, the validation is stale and the promotion is refused: validate again;
-* ``force=True`` skips both checks but needs a ``reason``; the alias move and the ``promoted`` event record
-  ``forced`` and the reason;
-* promoting the version the alias already points at changes nothing and records nothing;
-* the move is compare-and-set against the holder read at the start, so a concurrent move is not overwritten.
-
-:func:`rollback` moves the alias back to the holder before its latest move (a second rollback undoes the
-first), recorded as an alias move with ``action="rollback"`` and a ``rolled_back`` event.
+:func:`promote` needs the version's latest ``validated`` event to be a PASS (for ``champion``, against the version
+that holds it now), or ``force=True`` with a ``reason``, which is recorded; the move is a compare-and-set.
+:func:`rollback` moves the alias back to the holder before its latest move. The full rules: docs/DESIGN.md.
 
     >>> promote(settings, "churn/run:1234")                                    # doctest: +SKIP
     AliasChange(name='churn', alias='champion', version=3, previous_version=2, ...)
@@ -25,6 +15,7 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from sparkship import policy
 from sparkship.config import Settings
 from sparkship.errors import SparkshipError, UsageError
 from sparkship.names import validate_alias, validate_name
@@ -70,7 +61,20 @@ def _summary(event: dict[str, Any] | None) -> dict[str, Any] | None:
     d = event["details"]
     return {"at": event["at"], "run_id": event["run_id"], "passed": d.get("passed"), "table": d.get("table"),
             "table_version": d.get("table_version"), "champion_version": d.get("champion_version"),
-            "reasons": d.get("reasons", [])}
+            "policy_version": (d.get("policy") or {}).get("version"), "reasons": d.get("reasons", [])}
+
+
+def _check_policy(settings: Settings, ref: str, name: str, summary: dict[str, Any]) -> None:
+    """A PASS counts only under the gate policy in force now: a policy set since then re-opens the question."""
+    in_force = policy.current(settings, name)
+    if in_force is None:
+        raise PromotionRefusedError(f"{name} has no gate policy: set one with `sparkship policy set {name}` and "
+                                    f"validate {ref} again (or --force --reason TEXT)")
+    judged = summary["policy_version"]
+    if judged != in_force.version:
+        under = f"gate policy version {judged}" if judged is not None else "no gate policy"
+        raise PromotionRefusedError(f"{ref} was validated under {under}, but the gate policy of {name} is now "
+                                    f"version {in_force.version}: validate it again")
 
 
 def promote(
@@ -120,6 +124,7 @@ def promote(
                 f"{compared if compared is not None else '(none)'}, but {mv.name}@{alias} is now "
                 f"{current if current is not None else '(unset)'}: validate it again"
             )
+        _check_policy(settings, mv.ref, mv.name, summary)
     move = reg.set_alias(mv.name, alias, mv.version, expect_version=current or 0, reason=reason, forced=force,
                          action="promote", run_id=run_id)
     change = AliasChange(mv.name, alias, mv.version, move.previous_version, "promote", True, force, reason, summary)

@@ -1,26 +1,11 @@
-"""The validation gate: a candidate version against its thresholds and against the current champion.
+"""The validation gate: a candidate version against its model's gate policy and against the current champion.
 
-Both models are evaluated in Spark by :func:`sparkship.training.evaluate` (with the spec and class ``labels``
-stored in each one's manifest), over every labelled row of ONE pinned snapshot of the validation table (the
-version given as ``PATH@V``, else the latest version when validation starts), so a concurrent append cannot
-make the two sets of metrics disagree about the data they saw.
-
-The rules, read from the candidate's manifest (``spec.validation``):
-
-* ``thresholds``: ``{metric: {min: x, max: y}}``; both bounds are inclusive (``value >= min``,
-  ``value <= max``). A thresholded metric that cannot be computed (areaUnderROC of a multiclass model, a NaN)
-  fails.
-* ``max_regression``: an absolute amount, in the metric's own units. The candidate fails when, on any
-  thresholded metric (or on the primary metric when there are no thresholds: areaUnderROC for binary
-  classification, f1 for multiclass, rmse for regression), it is worse than the champion by MORE than
-  ``max_regression``. Worse means lower for areaUnderROC, areaUnderPR, accuracy, f1 and r2, and higher for
-  rmse, mae and logLoss (a difference within 1e-12 of the limit counts as equal). It is checked only when
-  there is a champion (``NAME@champion``) that is not the candidate itself.
-* No thresholds and no ``max_regression``: the candidate passes once its metrics are computed (a warning is
-  logged: nothing was gated).
-
-The outcome (PASS/FAIL, every metric of both models, the snapshot version, the reasons) is recorded as a
-``validated`` event of the candidate version.
+Both models are evaluated by :func:`sparkship.training.evaluate` over the labelled rows of ONE pinned snapshot of
+the validation table (``PATH@V``, else the latest version when validation starts). On the table a model was
+trained on, only the rows its training held out (:func:`sparkship.training.split_flag`) are judged, and both models
+are judged on the same rows. The rules come from the model's policy in the registry (:mod:`sparkship.policy`),
+which the candidate's ``spec.validation`` can only tighten; a model without a policy is refused. The outcome is
+recorded as a ``validated`` event of the candidate version. The full rules: docs/DESIGN.md.
 
     >>> result = validate(spark, settings, "churn/run:1234", "/data/churn_holdout")     # doctest: +SKIP
     >>> result.passed, result.table_version, result.reasons                              # doctest: +SKIP
@@ -30,14 +15,15 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping
 
-from sparkship import artifacts, tables
+from sparkship import artifacts, policy, tables
 from sparkship.config import Settings
-from sparkship.errors import NotFoundError, SchemaMismatchError, UsageError
+from sparkship.errors import NotFoundError, SchemaMismatchError, SparkshipError, UsageError
 from sparkship.registry import ModelVersion, Registry
-from sparkship.spec import SMALLER_IS_BETTER, TrainingSpec, parse_spec, parse_table_ref
+from sparkship.spec import SMALLER_IS_BETTER, TrainingSpec, ValidationSpec, parse_spec, parse_table_ref
 from sparkship.spark import cached, uncached
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -50,7 +36,7 @@ EVENT = "validated"
 # Differences of two metrics carry float noise (0.9 - 0.875 > 0.025): a regression of exactly max_regression passes.
 _ROUNDING = 1e-12
 
-__all__ = ["CHAMPION", "Check", "ValidationResult", "check_rules", "primary_metric", "validate"]
+__all__ = ["CHAMPION", "Check", "ValidationResult", "check_rules", "effective_rules", "primary_metric", "validate"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +70,10 @@ class ValidationResult:
     thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
     max_regression: float | None = None
     run_id: str | None = None
+    rows_kind: str = "all"  # "held-out": only rows that the training of held_out_by left out
+    held_out_by: list[str] = field(default_factory=list)
+    policy: dict[str, Any] | None = None  # the model's gate policy applied (policy.Policy.to_dict())
+    spec_rules: dict[str, Any] | None = None  # what the candidate's spec.validation added to it
 
     @property
     def status(self) -> str:
@@ -192,6 +182,22 @@ def _model(mv: ModelVersion, manifest: Mapping[str, Any], who: str) -> _Model:
     return _Model(mv, spec, manifest.get("labels"), who)
 
 
+def _champion(reg: Registry, candidate: _Model) -> tuple[_Model | None, int | None]:
+    """The champion to compare with (None when there is none, or it is the candidate) and the version holding it."""
+    mv, task = candidate.mv, candidate.spec.task
+    holder = reg.alias_version(mv.name, CHAMPION)
+    if holder is None or holder == mv.version:
+        return None, holder
+    champion_mv, champion_manifest = reg.manifest(f"{mv.name}/{holder}")
+    champion = _model(champion_mv, champion_manifest, f"champion {champion_mv.ref}")
+    if champion.spec.task != task:
+        raise UsageError(
+            f"champion {champion_mv.ref} is a {champion.spec.task} model and {mv.ref} a {task} model: "
+            "their metrics cannot be compared"
+        )
+    return champion, holder
+
+
 def _check_columns(df: "DataFrame", model: _Model, where: str) -> None:
     """Refuse a table the model cannot be evaluated on, before any Spark job runs."""
     needed = [*model.spec.features.columns, model.spec.label]
@@ -226,62 +232,144 @@ def _evaluate(model: _Model, df: "DataFrame", where: str) -> dict[str, float | N
     return metrics
 
 
+# --- which rows are judged -------------------------------------------------------------------------------
+
+
+def _same_table(spark: "SparkSession", trained: str | None, path: str) -> bool:
+    """Whether ``path`` is the table a model was trained on: the same path or name, or the same Delta table id.
+
+    Erring towards 'same' only costs rows (the split is then applied to a table it did not come from); erring the
+    other way would judge a model on rows it was fitted on, so any doubt that can be checked is checked.
+    """
+    if not trained:
+        return False
+    if trained == path or (os.path.isabs(trained) and os.path.isabs(path)
+                           and os.path.realpath(trained) == os.path.realpath(path)):
+        return True
+    try:
+        if not tables.exists(spark, trained):
+            return False
+        return tables.identity(spark, trained).id == tables.identity(spark, path).id
+    except SparkshipError:
+        return False
+
+
+def _judged_rows(spark: "SparkSession", df: "DataFrame", path: str,
+                 models: list[_Model]) -> tuple["DataFrame", list[str]]:
+    """``df`` less the rows any of ``models`` was trained on (when ``path`` is its training table), and the refs
+    whose held-out split was applied. The split is training's own :func:`~sparkship.training.split_flag`: a hash of
+    each row's values, so it picks the same rows at any version of the table."""
+    from sparkship.training import split_flag
+
+    held_out_by = []
+    for model in models:
+        if _same_table(spark, model.mv.table or model.spec.table, path):
+            df = df.where(split_flag(model.spec))
+            held_out_by.append(model.mv.ref)
+    return df, held_out_by
+
+
+def _count(df: "DataFrame", model: _Model, where: str, held_out_by: list[str]) -> int:
+    from pyspark.sql import functions as F
+
+    rows = df.where(F.col(f"`{model.spec.label}`").isNotNull()).count()
+    if rows == 0:
+        if held_out_by:
+            raise UsageError(f"{where} has no labelled rows that the training of {' and '.join(held_out_by)} held out: "
+                             "validate on a separate table")
+        raise UsageError(f"{where} has no labelled rows to validate on")
+    return rows
+
+
+# --- the rules -------------------------------------------------------------------------------------------
+
+
+def _spec_rules(spec: ValidationSpec) -> dict[str, Any] | None:
+    if not spec.thresholds and spec.max_regression is None:
+        return None
+    return {"thresholds": {m: dict(b) for m, b in spec.thresholds.items()}, "max_regression": spec.max_regression}
+
+
+def effective_rules(rules: policy.Rules, spec: ValidationSpec) -> tuple[dict[str, dict[str, float]], float | None]:
+    """The policy's rules, tightened by the candidate's own ``spec.validation`` (which can never loosen them).
+
+        >>> effective_rules(policy.Rules({"f1": {"min": 0.7}}, 0.05), ValidationSpec({"f1": {"min": 0.8}}, 0.1))
+        ({'f1': {'min': 0.8}}, 0.05)
+    """
+    thresholds = {m: dict(b) for m, b in rules.thresholds.items()}
+    for metric, bounds in spec.thresholds.items():
+        mine = thresholds.setdefault(metric, {})
+        if "min" in bounds:
+            mine["min"] = max(mine.get("min", -math.inf), float(bounds["min"]))
+        if "max" in bounds:
+            mine["max"] = min(mine.get("max", math.inf), float(bounds["max"]))
+    limits = [x for x in (rules.max_regression, spec.max_regression) if x is not None]
+    return thresholds, (min(limits) if limits else None)
+
+
+def _policy_in_force(settings: Settings, candidate: _Model, rules: policy.Rules | None) -> policy.Policy | None:
+    """The model's policy, checked against its task before any Spark job: None when ``rules`` will replace it."""
+    name, task = candidate.mv.name, candidate.spec.task
+    if rules is not None:
+        policy.check_task(rules, task, "--policy", "give rules for its metrics")
+        return None
+    in_force = policy.require(settings, name)
+    policy.check_task(in_force.rules, task, f"the gate policy of {name} (version {in_force.version})",
+                      f"set it again with `sparkship policy set {name}`")
+    return in_force
+
+
 def validate(
-    spark: "SparkSession", settings: Settings, ref: str, table: str, run_id: str | None = None
+    spark: "SparkSession", settings: Settings, ref: str, table: str, run_id: str | None = None,
+    rules: policy.Rules | None = None,
 ) -> ValidationResult:
     """Evaluate ``ref`` (and the champion) on one snapshot of ``table`` (``PATH[@V]``); record the outcome.
 
-        >>> result = validate(spark, settings, "churn/3", "/data/holdout@2")            # doctest: +SKIP
-        >>> result.status, result.candidate_metrics["areaUnderROC"]                      # doctest: +SKIP
-        ('PASS', 0.93)
-    """
-    from pyspark.sql import functions as F
+    ``rules``: made the model's gate policy first (what a bundle's ``gate_policy`` passes); None judges by the
+    policy in the registry, and a model without one is refused (:class:`sparkship.policy.NoPolicyError`).
 
+        >>> result = validate(spark, settings, "churn/3", "/data/holdout@2")            # doctest: +SKIP
+        >>> result.status, result.rows_kind, result.rows                                # doctest: +SKIP
+        ('PASS', 'all', 2000)
+    """
     reg = Registry(settings)
     mv, manifest = reg.manifest(ref)
     candidate = _model(mv, manifest, mv.ref)
-    task = candidate.spec.task
-    # parse_spec checked them: known metrics for the task, min/max only, max_regression >= 0.
-    thresholds = {m: dict(b) for m, b in candidate.spec.validation.thresholds.items()}
-    max_regression = candidate.spec.validation.max_regression
-
-    champion: _Model | None = None
-    holder = reg.alias_version(mv.name, CHAMPION)
-    if holder is not None and holder != mv.version:
-        champion_mv, champion_manifest = reg.manifest(f"{mv.name}/{holder}")
-        champion = _model(champion_mv, champion_manifest, f"champion {champion_mv.ref}")
-        if champion.spec.task != task:
-            raise UsageError(
-                f"champion {champion_mv.ref} is a {champion.spec.task} model and {mv.ref} a {task} model: "
-                "their metrics cannot be compared"
-            )
+    champion, holder = _champion(reg, candidate)
+    in_force = _policy_in_force(settings, candidate, rules)
 
     path, version = _pin(spark, table)
     where = f"{path}@{version}"
     df = tables.read(spark, path, version=version)
-    for model in (candidate, champion):
-        if model is not None:
-            _check_columns(df, model, where)
+    models = [m for m in (candidate, champion) if m is not None]
+    for model in models:
+        _check_columns(df, model, where)
+    df, held_out_by = _judged_rows(spark, df, path, models)
 
-    # Both models read the same snapshot: cache it once instead of reading the Delta table twice.
+    # Both models read the same rows: cache them once instead of reading the Delta table twice.
     df = cached(df)
     try:
-        rows = df.where(F.col(f"`{candidate.spec.label}`").isNotNull()).count()
+        rows = _count(df, candidate, where, held_out_by)
+        if rules is not None:  # the table checked out: now the policy may be recorded
+            in_force, _ = policy.set_policy(settings, mv.name, rules, source="validate --policy", run_id=run_id)
         candidate_metrics = _evaluate(candidate, df, where)
         champion_metrics = _evaluate(champion, df, where) if champion is not None else None
     finally:
         uncached(df)
 
+    assert in_force is not None
+    thresholds, max_regression = effective_rules(in_force.rules, candidate.spec.validation)
     if not thresholds and max_regression is None:
-        log.warning("%s: its spec sets no validation thresholds and no max_regression: nothing is gated", mv.ref)
+        log.warning("%s: the gate policy of %s is permissive: nothing is gated", mv.ref, mv.name)
     checks = check_rules(candidate_metrics, thresholds, champion_metrics, max_regression,
-                         primary_metric(task, candidate_metrics))
+                         primary_metric(candidate.spec.task, candidate_metrics))
     reasons = [c.reason for c in checks if not c.passed and c.reason]
     result = ValidationResult(
         name=mv.name, version=mv.version, passed=not reasons, reasons=reasons,
         candidate_metrics=candidate_metrics, champion_metrics=champion_metrics, champion_version=holder,
         table=path, table_version=version, rows=rows, checks=checks, thresholds=thresholds,
-        max_regression=max_regression, run_id=run_id,
+        max_regression=max_regression, run_id=run_id, rows_kind="held-out" if held_out_by else "all",
+        held_out_by=held_out_by, policy=in_force.to_dict(), spec_rules=_spec_rules(candidate.spec.validation),
     )
     reg.record_event(mv.name, mv.version, EVENT, result.to_dict(), run_id)
     log.info("%s: %s%s", mv.ref, result.status, f" ({'; '.join(reasons)})" if reasons else "")

@@ -9,6 +9,7 @@ import argparse
 from typing import Any
 
 from sparkship.commands import CommandResult, Context, add_command, render_text
+from sparkship.commands import policy as policy_commands
 
 REF_HELP = "NAME/VERSION, NAME/run:RUN_ID (the version a job run registered), NAME@ALIAS or NAME (latest)"
 
@@ -18,15 +19,21 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         subparsers, common, "validate", validate_model,
         "evaluate a model version and the champion on one snapshot of a table; exit 0 PASS, 1 FAIL",
         description=(
-            "Evaluate the candidate and NAME@champion on the same pinned version of the validation table, check "
-            "the thresholds and max_regression of the candidate's spec, record the outcome; exit 0 on PASS, 1 on "
-            "FAIL. max_regression is absolute, in the metric's units, on every thresholded metric (else the "
-            "primary one); worse = lower for areaUnderROC/areaUnderPR/accuracy/f1/r2, higher for rmse/mae/logLoss."
+            "Evaluate the candidate and NAME@champion on the same rows of one pinned version of the validation "
+            "table (on a model's training table, only the rows its training held out), check the model's gate "
+            "policy (`sparkship policy set`; the candidate's spec.validation can only tighten it), record the "
+            "outcome; exit 0 on PASS, 1 on FAIL or when the model has no policy. max_regression is absolute, in "
+            "the metric's units, on every bounded metric (else the primary one); worse = lower for "
+            "areaUnderROC/areaUnderPR/accuracy/f1/r2, higher for rmse/mae/logLoss."
         ),
     )
     p.add_argument("--model", required=True, help=REF_HELP)
     p.add_argument("--table", required=True, help="validation Delta table, PATH or PATH@VERSION (default: latest)")
     p.add_argument("--run-id", default=None, help="job run id recorded with the result")
+    p.add_argument("--policy", type=policy_commands.policy_argument, default=None, metavar="RULES",
+                   help="make these rules the model's gate policy first (recorded), e.g. 'areaUnderROC>=0.8, "
+                        "max_regression=0.02' or 'permissive'; empty: the policy in the registry (a bundle's "
+                        "gate_policy)")
 
     p = add_command(
         subparsers, common, "promote", promote_model,
@@ -45,11 +52,17 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--reason", default=None, help="why (recorded)")
     p.add_argument("--run-id", default=None, help="job run id recorded with the move")
 
+    policy_commands.register(subparsers, common)
+
 
 def validate_model(ctx: Context, args: argparse.Namespace) -> CommandResult:
-    from sparkship import validation
+    from sparkship import policy, validation
+    from sparkship.registry import Registry
 
-    result = validation.validate(ctx.spark, ctx.settings, args.model, args.table, run_id=args.run_id)
+    if args.policy is None:  # refused before Spark starts: the registry is read without it
+        policy.require(ctx.settings, Registry(ctx.settings).get(args.model).name)
+    result = validation.validate(ctx.spark, ctx.settings, args.model, args.table, run_id=args.run_id,
+                                 rules=args.policy)
     payload = result.to_dict()
     names = list(dict.fromkeys([*result.candidate_metrics, *(result.champion_metrics or {})]))
     rows = [{"metric": m, "candidate": result.candidate_metrics.get(m),
@@ -57,7 +70,8 @@ def validate_model(ctx: Context, args: argparse.Namespace) -> CommandResult:
     champion = result.champion_version if result.champion_version is not None else "(none)"
     lines = [
         f"{result.status}: {result.name}/{result.version} on {result.table}@{result.table_version} "
-        f"({result.rows} rows); champion: {champion}",
+        f"({result.rows} {'held-out ' if result.rows_kind == 'held-out' else ''}rows); champion: {champion}; "
+        f"gate policy version {(result.policy or {}).get('version')}: {(result.policy or {}).get('rules')}",
         render_text(rows),
         *(f"- {r}" for r in result.reasons),
     ]
