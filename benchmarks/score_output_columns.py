@@ -19,7 +19,7 @@ outputs keep Delta's default (statistics on every column).
 With ``--by-kind``, three more ways split the run columns by type (``+ strings``: ``model_name``,
 ``model_version``, ``run_id``; ``+ timestamp``: ``scored_at``; ``+ longs``: ``input_version``,
 ``scoring_batch``), and one writes all six as partition values (``+ run columns as partition values``: nothing
-of them in the data files, the layout the README discusses).
+of them in the data files, the layout benchmarks/README.md discusses).
 
 Prints median seconds and the ratio to ``raw``. ``--format parquet`` writes plain parquet instead of Delta.
 """

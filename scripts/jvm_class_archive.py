@@ -2,14 +2,13 @@
 
 The suite starts about a hundred JVMs: every CLI call is a process with its own local SparkSession, and so are
 the concurrent writers. Each one loads, parses and verifies the same ~20,000 classes of Spark. Java's class-data
-sharing maps them from an archive instead: a short `sparkship tables import` process then cost 7.2 to 7.5 CPU
-seconds instead of 12.6 on two cores (4 December, a fast hour).
+sharing maps them from an archive instead, which saves a short CLI process much of its CPU time
+(benchmarks/README.md, make_env.sh).
 
 The archive is dumped (``java -Xshare:dump``) from a list of classes kept in the repository,
 ``scripts/jvm-classes.lst.gz``: the classes one small ``sparkship demo`` run (import, train, validate, promote,
-score, monitor, report) loaded, so it holds the classes of every command. Dumping from the list takes about 40 to
-60 s and needs only the venv; dumping at the exit of a demo run took about 80 s and needed Delta's jars too, on the
-path of every fresh ``make test``. The dump uses the class path and module flags of the JVM that pyspark starts
+score, monitor, report) loaded, so it holds the classes of every command. Dumping from the list needs only the
+venv, so it runs beside the download of Delta's jars in a fresh ``make test``. The dump uses the class path and module flags of the JVM that pyspark starts
 (asked of a gateway JVM), which a later JVM must match to map the archive. A JVM whose class path or Java
 version does not match (the Spark 3.5 environment, another JDK) runs without it. A class that the list names
 and the class path lacks (another pyspark patch release) is skipped.
@@ -32,7 +31,7 @@ import tempfile
 import time
 
 # For JVMs that live a few seconds: the C1 compiler alone and the serial collector start and run their first
-# queries about a fifth faster on two cores. A long-lived JVM is better off with the defaults.
+# queries faster on two cores. A long-lived JVM is better off with the defaults.
 SHORT_LIVED_JVM = "-XX:TieredStopAtLevel=1 -XX:CICompilerCount=1 -XX:+UseSerialGC"
 # JVM warnings go to stdout by default, where they would mix with the CLI's JSON (a JVM that cannot use the
 # archive warns so): errors only, on stderr.

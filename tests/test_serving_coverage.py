@@ -1,6 +1,6 @@
 """Every class of pyspark.ml's feature/classification/regression/clustering/recommendation/fpm/tuning modules
 (and Pipeline/PipelineModel) is either served by the JVM-free scorer (serving.catalog.STAGES) or refused with a
-reason (serving.coverage.REFUSED); the README's table is generated from the same lists."""
+reason (serving.coverage.REFUSED); docs/SCORER_COVERAGE.md's table is generated from the same lists."""
 from __future__ import annotations
 
 import os
