@@ -2,7 +2,9 @@
 
 Layout (see docs/DESIGN.md): ``<models_root>/<name>/<version>/{model/, manifest.json}``. The manifest holds a
 sha256 for every file under ``model/``; :func:`load` and :func:`verify` refuse an artifact whose files were
-changed, truncated, removed or added, naming the file.
+changed, truncated, removed or added, naming the file. The manifest cannot vouch for itself: the registry keeps
+its sha256 (:func:`manifest_digest`) in the version's row and passes it in, so that an edited manifest (its
+``labels``, ``signature``, ``task`` or file list) is refused too.
 
     >>> staged = stage(pipeline_model, {"name": "churn"}, "/tmp/models")        # doctest: +SKIP
     >>> manifest = verify(final_dir)                                            # doctest: +SKIP
@@ -65,22 +67,40 @@ def stage(model: "PipelineModel", manifest: dict[str, Any], models_root: str) ->
     return staged
 
 
-def read_manifest(artifact_dir: str) -> dict[str, Any]:
-    path = os.path.join(artifact_dir, MANIFEST)
+def _manifest_bytes(artifact_dir: str) -> bytes:
     if not os.path.isdir(artifact_dir):
         raise NotFoundError(f"model artifact {artifact_dir} does not exist")
     try:
-        with open(path) as fh:
-            return json.load(fh)
+        with open(os.path.join(artifact_dir, MANIFEST), "rb") as fh:
+            return fh.read()
     except FileNotFoundError:
         raise IntegrityError(f"model artifact {artifact_dir}: {MANIFEST} is missing") from None
-    except json.JSONDecodeError as exc:
+
+
+def manifest_digest(artifact_dir: str) -> str:
+    """The sha256 of the artifact's ``manifest.json``, which the registry records when it registers the artifact."""
+    return hashlib.sha256(_manifest_bytes(artifact_dir)).hexdigest()
+
+
+def read_manifest(artifact_dir: str, expected_sha256: str | None = None) -> dict[str, Any]:
+    """The artifact's manifest; with ``expected_sha256`` (the registry's record), :class:`IntegrityError` when the
+    file is not the one registered. The digest is taken of the very bytes that are parsed."""
+    data = _manifest_bytes(artifact_dir)
+    if expected_sha256 is not None and hashlib.sha256(data).hexdigest() != expected_sha256:
+        raise IntegrityError(
+            f"model artifact {artifact_dir}: file {MANIFEST} was changed after registration (its sha256 is not the "
+            "one the registry recorded): refused; restore the registered file or register the model again"
+        )
+    try:
+        return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise IntegrityError(f"model artifact {artifact_dir}: {MANIFEST} is not valid JSON ({exc})") from None
 
 
-def verify(artifact_dir: str) -> dict[str, Any]:
-    """Check every file against the manifest; return the manifest or raise :class:`IntegrityError`."""
-    manifest = read_manifest(artifact_dir)
+def verify(artifact_dir: str, manifest_sha256: str | None = None) -> dict[str, Any]:
+    """Check every file against the manifest (and the manifest against ``manifest_sha256``, the registry's record,
+    when given); return the manifest or raise :class:`IntegrityError`."""
+    manifest = read_manifest(artifact_dir, manifest_sha256)
     expected: dict[str, str] = manifest.get("files") or {}
     if not expected:
         raise IntegrityError(f"model artifact {artifact_dir}: the manifest lists no files")
@@ -96,9 +116,9 @@ def verify(artifact_dir: str) -> dict[str, Any]:
     return manifest
 
 
-def load(artifact_dir: str) -> "PipelineModel":
-    """The verified PipelineModel of an artifact folder."""
+def load(artifact_dir: str, manifest_sha256: str | None = None) -> "PipelineModel":
+    """The verified PipelineModel of an artifact folder (see :func:`verify` for ``manifest_sha256``)."""
     from pyspark.ml import PipelineModel
 
-    verify(artifact_dir)
+    verify(artifact_dir, manifest_sha256)
     return PipelineModel.load(os.path.join(artifact_dir, MODEL_DIR))

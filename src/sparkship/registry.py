@@ -1,24 +1,12 @@
 """The model registry: Delta tables under ``<registry_root>`` for model versions, aliases and events.
 
-* ``model_versions`` - one row per registered version; numbers per model are 1, 2, 3... with no gaps or
-  duplicates, because each registration commits with ``expected_version`` (a compare-and-set on the table)
-  and retries on conflict;
-
-Registration order. A version becomes visible only once its artifact is complete: the staged folder is
-verified, renamed to ``<models_root>/<name>/<N>`` and verified again, and only then is the row of version N
-committed; a ``REGISTERED`` marker is written into the folder after the commit. Registrations of one model
-hold a lock (``<models_root>/.locks/<name>.lock``, ``flock``: released by the kernel when a process dies), so
-a folder ``N`` without a row seen under the lock belongs to a registration that was killed before its commit:
-an orphan. The next registration moves it aside to ``<models_root>/.orphaned/`` (kept for inspection, safe to
-delete) and takes number N itself, so visible versions stay 1..N without gaps. A folder beyond the latest row
-that carries the ``REGISTERED`` marker means the table lost a commit: an :class:`IntegrityError`.
-
-* ``aliases`` - one row per alias move (``seq`` 1, 2, ... per table), so the current holder and the whole
-  history are both readable; moves are compare-and-set too, and may require the holder the caller saw;
-* ``events`` - append-only: registered, alias moved, validated, promoted, rolled back...
-
-The tables are small and read/written with Arrow through delta-rs (no Spark job), so the JVM-free server can
-follow aliases too.
+``model_versions`` holds one row per registered version, numbered 1, 2, 3... per model with no gaps or
+duplicates (each registration commits as a compare-and-set, retried on conflict), visible only once its artifact
+is complete; ``aliases`` one row per alias move (compare-and-set too); ``events`` is append-only, each row
+numbered from the table's commit versions (``seq``), which alone orders events. The tables are small and read and
+written with Arrow, so the JVM-free server can follow aliases too. Registration order, locks and leftover
+folders: :mod:`sparkship.registration` and docs/DESIGN.md; columns added since the first release:
+:mod:`sparkship.registry_tables`.
 
     >>> from sparkship.config import Settings
     >>> reg = Registry(Settings.resolve(home="/tmp/sh"))                    # doctest: +SKIP
@@ -28,100 +16,32 @@ follow aliases too.
 """
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import logging
 import os
-import uuid
-import random
-import time
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from sparkship import artifacts, killpoints
+from sparkship import artifacts, killpoints, registration
 from sparkship.config import Settings
-from sparkship.errors import ConcurrentWriteError, IntegrityError, NotFoundError, SparkshipError, UsageError
+from sparkship.errors import ConcurrentWriteError, NotFoundError, SparkshipError, UsageError
 from sparkship.names import ModelRef, parse_ref, validate_alias, validate_name
+from sparkship.registry_tables import (
+    ALIASES_SCHEMA, EVENTS_SCHEMA, MAX_ATTEMPTS, ModelVersion, now as _now, read_rows,
+    retry_on_conflict as _retry_on_conflict, to_version, upgrade,
+)
 from sparkship.tables import metadata
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.ml import PipelineModel
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
-VERSIONS_SCHEMA = pa.schema(
-    [
-        ("name", pa.string()),
-        ("version", pa.int64()),
-        ("artifact", pa.string()),
-        ("created_at", pa.timestamp("us", tz="UTC")),
-        ("run_id", pa.string()),
-        ("task", pa.string()),
-        ("algorithm", pa.string()),
-        ("table", pa.string()),
-        ("table_version", pa.int64()),
-        ("metrics_json", pa.string()),
-    ]
-)
-ALIASES_SCHEMA = pa.schema(
-    [
-        ("seq", pa.int64()),
-        ("name", pa.string()),
-        ("alias", pa.string()),
-        ("version", pa.int64()),
-        ("previous_version", pa.int64()),
-        ("moved_at", pa.timestamp("us", tz="UTC")),
-        ("action", pa.string()),
-        ("reason", pa.string()),
-        ("forced", pa.bool_()),
-        ("run_id", pa.string()),
-    ]
-)
-EVENTS_SCHEMA = pa.schema(
-    [
-        ("name", pa.string()),
-        ("version", pa.int64()),
-        ("event", pa.string()),
-        ("at", pa.timestamp("us", tz="UTC")),
-        ("run_id", pa.string()),
-        ("details_json", pa.string()),
-    ]
-)
-MAX_ATTEMPTS = 200
-REGISTERED_MARKER = "REGISTERED"  # written into a version's folder once its row is committed
-LOCKS_DIR = ".locks"
-ORPHANED_DIR = ".orphaned"
-
-
-@dataclass(frozen=True)
-class ModelVersion:
-    """One registered version of a model."""
-
-    name: str
-    version: int
-    artifact: str
-    created_at: datetime
-    run_id: str | None = None
-    task: str | None = None
-    algorithm: str | None = None
-    table: str | None = None
-    table_version: int | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def ref(self) -> str:
-        return f"{self.name}/{self.version}"
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["created_at"] = self.created_at.isoformat()
-        return out
+# Events that a decision reads the latest of (the gate reads a version's latest verdict): appended by a
+# compare-and-set so that their order is exactly their commits' (see Registry.record_event).
+ORDERED_EVENTS = frozenset({"validated"})
 
 
 @dataclass(frozen=True)
@@ -131,38 +51,6 @@ class AliasMove:
     version: int
     previous_version: int | None
     seq: int
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _retry_on_conflict(what: str, attempt: Callable[[], T]) -> T:
-    """Run ``attempt`` until its compare-and-set commit wins; back off a little between tries."""
-    for n in range(MAX_ATTEMPTS):
-        try:
-            return attempt()
-        except ConcurrentWriteError:
-            time.sleep(random.uniform(0.005, 0.05) * min(n + 1, 10))
-    raise ConcurrentWriteError(f"{what}: gave up after {MAX_ATTEMPTS} conflicting attempts")
-
-
-class _Placement:
-    """Where a registration's artifact folder is now; moved back to its staging path if the registration fails."""
-
-    def __init__(self, staged: str) -> None:
-        self.staged = staged
-        self.path = staged
-
-    def move_to(self, target: str) -> None:
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        os.rename(self.path, target)
-        self.path = target
-
-    def undo(self) -> None:
-        if self.path != self.staged and os.path.isdir(self.path):
-            os.rename(self.path, self.staged)
-            self.path = self.staged
 
 
 class Registry:
@@ -181,10 +69,7 @@ class Registry:
     @staticmethod
     def _rows(path: str) -> tuple[int, list[dict[str, Any]]]:
         """(table version or -1, rows) of one registry table."""
-        v = metadata.table_version(path)
-        if v is None:
-            return -1, []
-        return v, metadata.read_arrow(path, version=v).to_pylist()
+        return read_rows(path)
 
     def _version_rows(self, name: str | None = None) -> list[dict[str, Any]]:
         for _ in range(MAX_ATTEMPTS):
@@ -193,49 +78,16 @@ class Registry:
                               key=lambda r: (r["name"], r["version"]))
             try:
                 if name is not None:
-                    self._check_no_lost_versions(name, selected, table_version)
+                    registration.check_no_lost_versions(self.models_root, self.versions_path, name, selected,
+                                                        table_version)
                 return selected
             except ConcurrentWriteError:
                 continue  # a registration landed while we read: read again
         raise ConcurrentWriteError(f"{self.versions_path} kept changing while it was read")
 
-    def _check_no_lost_versions(self, name: str, rows: list[dict[str, Any]], table_version: int) -> None:
-        """A registered folder (one with the ``REGISTERED`` marker) beyond the latest row means a lost commit.
-
-        (The marker is written after the row is committed, so such a folder is either a registration that
-        landed after our read - the table moved: read again - or a commit the table lost. A folder without the
-        marker is a registration in progress or a killed one's orphan: not a version, and not an error.)
-        """
-        latest = max((r["version"] for r in rows), default=0)
-        folder = os.path.join(self.models_root, name)
-        beyond = sorted(
-            int(d) for d in (os.listdir(folder) if os.path.isdir(folder) else [])
-            if d.isdigit() and int(d) > latest and os.path.exists(os.path.join(folder, d, REGISTERED_MARKER))
-        )
-        if not beyond:
-            return
-        current = metadata.table_version(self.versions_path)
-        if (current if current is not None else -1) != table_version:
-            raise ConcurrentWriteError(f"{self.versions_path} moved past version {table_version}")
-        raise IntegrityError(
-            f"the registry lists {name} up to version {latest}, but {folder}/{beyond[0]} was registered: "
-            f"{self.versions_path} may have lost a commit; nothing is read or registered until it is repaired"
-        )
-
     @staticmethod
     def _to_version(row: dict[str, Any]) -> ModelVersion:
-        return ModelVersion(
-            name=row["name"],
-            version=int(row["version"]),
-            artifact=row["artifact"],
-            created_at=row["created_at"],
-            run_id=row["run_id"],
-            task=row["task"],
-            algorithm=row["algorithm"],
-            table=row["table"],
-            table_version=row["table_version"],
-            metrics=json.loads(row["metrics_json"] or "{}"),
-        )
+        return to_version(row)
 
     def versions(self, name: str) -> list[ModelVersion]:
         """Every version of ``name``, oldest first."""
@@ -278,17 +130,21 @@ class Registry:
                 raise NotFoundError(f"model '{parsed.name}' has no version registered by run {parsed.run_id}")
         else:
             matches = rows
-        return self._to_version(matches[-1])
+        mv = self._to_version(matches[-1])
+        if mv.manifest_sha256 is not None and os.path.isfile(os.path.join(mv.artifact, artifacts.MANIFEST)):
+            # Every loader gets its version here: an edited manifest is refused before anyone reads it.
+            artifacts.read_manifest(mv.artifact, mv.manifest_sha256)
+        return mv
 
     def load_model(self, ref: str | ModelRef) -> tuple[ModelVersion, "PipelineModel"]:
-        """The version ``ref`` resolves to and its PipelineModel, checksums verified."""
+        """The version ``ref`` resolves to and its PipelineModel, checksums (the manifest's own too) verified."""
         mv = self.get(ref)
-        return mv, artifacts.load(mv.artifact)
+        return mv, artifacts.load(mv.artifact, mv.manifest_sha256)
 
     def manifest(self, ref: str | ModelRef) -> tuple[ModelVersion, dict[str, Any]]:
-        """The version ``ref`` resolves to and its verified manifest."""
+        """The version ``ref`` resolves to and its verified manifest (checked against the registry's sha256)."""
         mv = self.get(ref)
-        return mv, artifacts.verify(mv.artifact)
+        return mv, artifacts.verify(mv.artifact, mv.manifest_sha256)
 
     # --- registering --------------------------------------------------------------------------------------
 
@@ -298,93 +154,26 @@ class Registry:
         """Give ``staged_dir`` (from :func:`sparkship.artifacts.stage`) the next version number of ``name``.
 
         The artifact is verified, renamed to ``<models_root>/<name>/<version>`` and verified again before the
-        version row is committed (compare-and-set, retried on conflict): a crash at any point leaves either no
-        new version or a complete one (see the module docstring for the orphaned folder a crash leaves).
+        version row is committed (compare-and-set, retried on conflict): a crash or an error at any point leaves
+        either no new version or a complete one; how each failure is handled: :mod:`sparkship.registration`.
         """
         validate_name(name)
         if not os.path.isdir(staged_dir):
             raise NotFoundError(f"staged artifact {staged_dir} does not exist")
         manifest = manifest if manifest is not None else artifacts.read_manifest(staged_dir)
         artifacts.verify(staged_dir)  # a damaged artifact is refused before anything moves
-        with self._registration_lock(name) as locked:
-            placed = _Placement(staged_dir)
-            try:
-                mv = _retry_on_conflict(
-                    f"registering {name}", lambda: self._commit_next_version(name, manifest, run_id, placed, locked)
-                )
-            except BaseException:
-                placed.undo()
-                raise
-            killpoints.reached("register:committed")
-            with open(os.path.join(mv.artifact, REGISTERED_MARKER), "w") as fh:
-                fh.write(f"{mv.ref}\n")
+        mv = registration.register(self.models_root, self.versions_path, name, staged_dir, manifest, run_id)
         log.info("registered %s (artifact %s)", mv.ref, mv.artifact)
-        self.record_event(name, mv.version, "registered", {"artifact": mv.artifact, "metrics": mv.metrics}, run_id)
+        try:
+            self.record_event(name, mv.version, "registered", {"artifact": mv.artifact, "metrics": mv.metrics},
+                              run_id)
+            killpoints.reached("register:recorded")
+        except BaseException as exc:  # noqa: BLE001 - the version is registered: an error now invites a duplicate
+            log.warning("%s is registered (artifact %s), though the registration then failed (its 'registered' "
+                        "event may be missing): %s: %s", mv.ref, mv.artifact, type(exc).__name__, exc)
+            if not isinstance(exc, Exception):
+                raise  # an interrupt still stops the process
         return mv
-
-    def _commit_next_version(
-        self, name: str, manifest: dict[str, Any], run_id: str | None, placed: "_Placement", locked: bool
-    ) -> ModelVersion:
-        """One compare-and-set attempt: place the artifact at the next number, verify it, commit its row."""
-        table_version, rows = self._rows(self.versions_path)
-        mine = [r for r in rows if r["name"] == name]
-        self._check_no_lost_versions(name, mine, table_version)
-        version = max((r["version"] for r in mine), default=0) + 1
-        target = os.path.join(self.models_root, name, str(version))
-        if placed.path != target:
-            self._clear_orphan(name, target, locked)
-            placed.move_to(target)
-            killpoints.reached("register:renamed")
-            artifacts.verify(target)
-        training = manifest.get("training") or {}
-        mv = ModelVersion(
-            name=name,
-            version=version,
-            artifact=target,
-            created_at=_now(),
-            run_id=run_id,
-            task=manifest.get("task"),
-            algorithm=manifest.get("algorithm"),
-            table=training.get("table"),
-            table_version=training.get("table_version"),
-            metrics={k: float(v) for k, v in (manifest.get("metrics") or {}).items()},
-        )
-        row = {**asdict(mv), "metrics_json": json.dumps(mv.metrics, sort_keys=True)}
-        del row["metrics"]
-        metadata.append_arrow(
-            self.versions_path, pa.Table.from_pylist([row], schema=VERSIONS_SCHEMA), expected_version=table_version
-        )
-        return mv
-
-    def _clear_orphan(self, name: str, target: str, locked: bool) -> None:
-        """Move aside a folder left at ``target`` by a registration killed before its commit."""
-        if not os.path.exists(target):
-            return
-        if not locked:  # without the lock it may be a live registration's: never touch it
-            raise ConcurrentWriteError(f"{target} exists without a registry row (a registration in progress?)")
-        aside = os.path.join(self.models_root, ORPHANED_DIR, f"{name}-{os.path.basename(target)}-{uuid.uuid4().hex[:8]}")
-        os.makedirs(os.path.dirname(aside), exist_ok=True)
-        os.rename(target, aside)
-        log.warning("%s was left by a registration that did not commit: moved to %s", target, aside)
-
-    @contextmanager
-    def _registration_lock(self, name: str) -> Iterator[bool]:
-        """Hold the registration lock of ``name`` (True), or yield False where the file system has no flock."""
-        path = os.path.join(self.models_root, LOCKS_DIR, f"{name}.lock")
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "a") as fh:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            except OSError as exc:
-                if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-                    raise
-                log.warning("%s: no file locks here (%s); orphaned folders are not cleared", path, exc)
-                yield False
-                return
-            try:
-                yield True
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     # --- aliases ------------------------------------------------------------------------------------------
 
@@ -479,25 +268,51 @@ class Registry:
     def record_event(
         self, name: str, version: int | None, event: str, details: dict[str, Any] | None = None,
         run_id: str | None = None,
-    ) -> None:
-        """Append one event (registered, alias_moved, validated, promoted, ...)."""
-        row = {
-            "name": name, "version": version, "event": event, "at": _now(), "run_id": run_id,
-            "details_json": json.dumps(details or {}, sort_keys=True, default=str),
-        }
-        events = pa.Table.from_pylist([row], schema=EVENTS_SCHEMA)
-        metadata.append_arrow(self.events_path, events, append_only=True)
+    ) -> int:
+        """Append one event (registered, alias_moved, validated, promoted, ...); return its ``seq``.
+
+        Events are ordered by ``seq``, taken from the events table's commit versions, never by the writers' clocks
+        (``at`` is informative only). A verdict (:data:`ORDERED_EVENTS`) is appended by a compare-and-set, so its
+        ``seq`` is the exact version of its commit. Other events stay blind appends (no transaction id for
+        delta-spark to look up; concurrent appends all land), numbered by the table version their writer read plus
+        one: exact unless another append landed in between, and always above every event committed before.
+        """
+        upgrade(self.events_path, EVENTS_SCHEMA)
+        details_json = json.dumps(details or {}, sort_keys=True, default=str)
+
+        def append(compare_and_set: bool) -> int:
+            current = metadata.table_version(self.events_path)
+            seq = (-1 if current is None else current) + 1
+            row = {"name": name, "version": version, "event": event, "at": _now(), "run_id": run_id,
+                   "details_json": details_json, "seq": seq}
+            metadata.append_arrow(self.events_path, pa.Table.from_pylist([row], schema=EVENTS_SCHEMA),
+                                  expected_version=seq - 1 if compare_and_set else None,
+                                  append_only=not compare_and_set)
+            return seq
+
+        if event not in ORDERED_EVENTS:
+            return append(False)
+        return _retry_on_conflict(f"recording the {event} event of {name}", lambda: append(True))
 
     def events(self, name: str, event: str | None = None, version: int | None = None) -> list[dict[str, Any]]:
-        """Events of ``name``, oldest first, with ``details`` decoded."""
-        rows = self._rows(self.events_path)[1]
-        out = [
-            {
-                "name": r["name"], "version": r["version"], "event": r["event"], "at": r["at"].isoformat(),
-                "run_id": r["run_id"], "details": json.loads(r["details_json"] or "{}"),
-            }
-            for r in rows
+        """Events of ``name`` in commit order (``seq``; see :meth:`record_event`), with ``details`` decoded.
+
+        Events of a registry older than ``seq`` come first, in the order of their ``at`` clocks: nothing else
+        orders them.
+        """
+        rows = [
+            r for r in self._rows(self.events_path)[1]
             if r["name"] == name and (event is None or r["event"] == event)
             and (version is None or r["version"] == version)
         ]
-        return sorted(out, key=lambda e: e["at"])
+        legacy = sorted((r for r in rows if r.get("seq") is None), key=lambda r: r["at"])
+        # On a tie, the verdict's seq is its own commit, so the blind append that shares it committed later.
+        ordered = sorted((r for r in rows if r.get("seq") is not None),
+                         key=lambda r: (r["seq"], r["event"] not in ORDERED_EVENTS))
+        return [
+            {
+                "name": r["name"], "version": r["version"], "event": r["event"], "at": r["at"].isoformat(),
+                "run_id": r["run_id"], "details": json.loads(r["details_json"] or "{}"), "seq": r.get("seq"),
+            }
+            for r in legacy + ordered
+        ]

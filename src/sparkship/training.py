@@ -1,14 +1,9 @@
 """Training: a :class:`~sparkship.spec.TrainingSpec` becomes a fitted Spark ML ``PipelineModel`` with metrics.
 
-The Pipeline's stages: ``Imputer`` (numeric nulls/NaN -> ``<col>__imputed``), ``StringIndexer`` with
-``handleInvalid="keep"`` (``<col>__idx``) + ``OneHotEncoder`` (``<col>__ohe``) for categoricals,
-``VectorAssembler`` (``features``; ``features__raw`` then ``StandardScaler`` for the linear algorithms), and the
-estimator (outputs ``prediction``, ``probability``, ``rawPrediction``).
-
-String class labels are indexed outside the PipelineModel (labels sorted alphabetically: ``labels[i]`` is class
-``i``), so scoring and serving never need a label column; :func:`evaluate` takes the same ``labels``.
-
-Nothing is written by :func:`train`; :func:`train_and_register` stages the artifact and registers it.
+The Pipeline imputes numeric columns, indexes and one-hot encodes categoricals, assembles ``features`` and ends in
+the estimator (``prediction``, ``probability``, ``rawPrediction``); the stages: docs/DESIGN.md. String class
+labels are indexed outside the PipelineModel (``labels[i]`` is class ``i``); :func:`evaluate` takes the same
+``labels``. Nothing is written by :func:`train`; :func:`train_and_register` stages the artifact and registers it.
 
     >>> from sparkship.spec import load_spec
     >>> result = train(spark, load_spec("specs/churn.yml"))                         # doctest: +SKIP
@@ -605,6 +600,8 @@ def register_result(settings: "Settings", result: TrainingResult, run_id: str | 
     except IntegrityError:
         raise  # the version row exists: keep the staged files for the operator
     except BaseException:
+        # register() hands the folder back at `staged` only where no commit call can have used it; after one it
+        # stays at its versioned path (registered, or a leftover that the next registration moves aside).
         shutil.rmtree(staged, ignore_errors=True)
         raise
     return {

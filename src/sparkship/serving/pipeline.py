@@ -14,7 +14,6 @@ from the stages (see :func:`derive_signature`).
 """
 from __future__ import annotations
 
-import glob
 import logging
 import os
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from sparkship.errors import NotFoundError, SparkshipError
+from sparkship.errors import IntegrityError, NotFoundError, SparkshipError
 from sparkship.serving import batch as batches
 from sparkship.serving.batch import Batch
 from sparkship.serving.reader import StageMetadata, read_metadata
@@ -39,14 +38,32 @@ PIPELINE_CLASSES = frozenset({"org.apache.spark.ml.PipelineModel", "pyspark.ml.p
 
 
 def _stage_dirs(pipeline_dir: str, meta: StageMetadata) -> list[str]:
-    dirs = []
-    for uid in meta.params.get("stageUids", []):
-        # Spark names stage folders "<index>_<uid>", zero-padding the index when there are 10+ stages.
-        found = glob.glob(os.path.join(pipeline_dir, "stages", f"*_{uid}"))
-        if len(found) != 1:
-            raise NotFoundError(f"{pipeline_dir}: stage {uid} has no single folder under stages/")
-        dirs.append(found[0])
-    return dirs
+    stages_dir = os.path.join(pipeline_dir, "stages")
+    entries = sorted(os.listdir(stages_dir)) if os.path.isdir(stages_dir) else []
+    return [_stage_dir(pipeline_dir, stages_dir, entries, uid) for uid in meta.params.get("stageUids", [])]
+
+
+def _stage_dir(pipeline_dir: str, stages_dir: str, entries: list[str], uid: Any) -> str:
+    """The folder of stage ``uid``: the one entry of ``stages/`` named ``<index>_<uid>``, resolved inside it.
+
+    The uid comes from the model's own metadata, never from a glob: one that names a path (``..``, a separator),
+    or a folder that resolves outside ``stages/`` (a link), is a corrupt model: :class:`IntegrityError`.
+    """
+    if not isinstance(uid, str) or uid in ("", ".", "..") or any(c in uid for c in ("/", "\\", "\x00", os.sep)):
+        raise IntegrityError(f"{pipeline_dir}: its metadata names stage uid {uid!r}, which is not a plain name: "
+                             "the model is corrupt, refused")
+    # Spark names stage folders "<index>_<uid>", zero-padding the index when there are 10+ stages.
+    found = [e for e in entries if e.endswith(f"_{uid}") and e[:-len(uid) - 1].isascii()
+             and e[:-len(uid) - 1].isdigit()]
+    if len(found) != 1:
+        raise NotFoundError(f"{pipeline_dir}: stage {uid} has no single folder under stages/")
+    path = os.path.join(stages_dir, found[0])
+    root = os.path.realpath(stages_dir)
+    resolved = os.path.realpath(path)
+    if resolved == root or os.path.commonpath([resolved, root]) != root:
+        raise IntegrityError(f"{pipeline_dir}: the folder of stage {uid} resolves to {resolved}, outside the model: "
+                             "the model is corrupt, refused")
+    return path
 
 
 def load_stages(path: str) -> list[Stage]:
