@@ -1,4 +1,4 @@
-"""One SparkSession for the whole test run (starting one costs ~10 s)."""
+"""One SparkSession for the whole test run, so that its JVM starts once."""
 from __future__ import annotations
 
 import os
@@ -14,13 +14,7 @@ os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 # alike run queries over a few hundred or thousand rows, for which compiling Java code costs more CPU than running
 # it interpreted (same results; Spark tests both ways). As system properties, so that the JVM's class path, and
 # with it the class archive, stays as it is (a SPARK_CONF_DIR goes on the class path and the archive then fails
-# to map). Measured side by side, each module alone (`make test` on two workers is CPU-bound):
-# - the CLI processes interpreted: `make test` 26 min 34 s of pytest with, 30 min 47 s without (clean clones,
-#   3 December);
-# - the workers' sessions interpreted, 4 December: test_tables 154 -> 136 s, test_registry 55 -> 47 s,
-#   test_training 71 -> 61 s; the modules that mostly fit models the same;
-# - then the workers' sessions with these flags too (C1 only, the serial collector, the archive), 4 December:
-#   test_serving_models 112 -> 84 CPU seconds (75 -> 67 s), test_tables 196 -> 173 (111 -> 103 s).
+# to map). `make test` on two workers is CPU-bound, so CPU saved in every JVM shortens the whole run.
 from scripts.jvm_class_archive import short_lived_jvm_options  # noqa: E402
 
 CLASS_ARCHIVE = os.path.join(sys.prefix, "jvm-classes.jsa")
@@ -71,7 +65,7 @@ QUICK_MODULES = {
 
 
 # Within those modules, the slowest tests (four writer processes with a JVM each; runs of several scoring jobs
-# in a row): 30 s to 3 min each on two cores, so they run in `make test` only.
+# in a row), so they run in `make test` only.
 NOT_QUICK = {
     "test_concurrent_appends_from_separate_processes", "test_incremental_rerun_model_change_and_full",
     "test_another_models_scores_are_never_replaced_without_the_flag",
@@ -79,20 +73,22 @@ NOT_QUICK = {
 }
 
 
-# Summed seconds of each module's tests in `make test` on 4 December 2026 (--junitxml, 2 cores). pytest-xdist hands
-# a worker one module at a time in collection order; by default it orders them by their number of tests, which
-# left the long modules with few tests (a real cluster, kill -9 trials, fresh venvs) for the end, one worker
-# running them while the other idled. Longest first instead (the Makefile passes --no-loadscope-reorder); a
+# Approximate seconds of each module's tests in `make test` (from --junitxml), used only to hand modules out
+# longest first. pytest-xdist hands a worker one module at a time in collection order; ordered by number of tests
+# (its default), the long modules with few tests (a real cluster, kill -9 trials, fresh venvs) would come last, one
+# worker running them while the other idles. The Makefile passes --no-loadscope-reorder so this order holds; a
 # module not listed here comes last.
 MODULE_SECONDS = {
     "test_scoring_kill": 600, "test_scoring_changes": 480, "test_scoring": 253, "test_serving_models": 153, "test_reliability": 143,
     "test_tables": 143, "test_serving_parity": 136, "test_table_names": 112, "test_distributed": 97,
     "test_interop_mlflow": 83, "test_training": 63, "test_wheel": 57, "test_native_cas": 47, "test_connect": 46,
-    "test_tables_untrusted": 46, "test_cli_errors": 44, "test_validation": 42, "test_registry": 41,
+    "test_tables_untrusted": 46, "test_cli_errors": 70, "test_cli_bad_inputs": 110, "test_validation": 230, "test_registry": 41,
     "test_monitoring": 40, "test_reliability_server": 39, "test_report": 36, "test_spark35": 36,
     "test_serving_vectors": 34, "test_serving_sql": 32, "test_demo": 28, "test_serving_features": 26,
     "test_fuse_refusals": 20, "test_server": 19, "test_ingest": 18, "test_serving_text": 16, "test_metrics": 8,
     "test_bundle": 6, "test_scoring_lease": 15,
+    "test_server_concurrency": 22,
+    "test_registry_safety": 100, "test_artifact_integrity": 25,
 }
 
 

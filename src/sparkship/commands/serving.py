@@ -12,6 +12,7 @@ from sparkship.errors import UsageError
 
 log = logging.getLogger(__name__)
 TOKEN_ENV = "SPARKSHIP_SERVE_TOKEN"  # the same name as sparkship.serving.server.TOKEN_ENV (not imported: FastAPI)
+MAX_ROWS = 10_000  # sparkship.serving.server.DEFAULT_MAX_ROWS (not imported: FastAPI), where the choice is explained
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet",
            ".pq": "parquet"}
 
@@ -34,6 +35,9 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--poll-seconds", type=float, default=5.0,
                    help="how often to check whether NAME@ALIAS moved (default 5)")
     p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="larger request bodies get 413 (1 MiB)")
+    p.add_argument("--max-rows", type=int, default=MAX_ROWS, metavar="N",
+                   help=f"a request with more records gets 413 naming the limit (default {MAX_ROWS:,}; larger "
+                        "batches: `sparkship predict`)")
     p.add_argument("--token-file", default=None, metavar="FILE",
                    help=f"file whose first line is the bearer token clients must send (default: ${TOKEN_ENV})")
     p.add_argument("--allow-unauthenticated", action="store_true",
@@ -72,9 +76,12 @@ def serve_model(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"--port {args.port} is not a TCP port")
     if args.poll_seconds <= 0:
         raise UsageError("--poll-seconds must be positive")
+    if args.max_rows < 1:
+        raise UsageError(f"--max-rows {args.max_rows}: allow at least one record per request")
     token = read_token(args.token_file)
     serve(args.model, ctx.settings, path=args.path, host=args.host, port=args.port, poll_seconds=args.poll_seconds,
-          max_body_bytes=args.max_body_bytes, token=token, allow_unauthenticated=args.allow_unauthenticated)
+          max_body_bytes=args.max_body_bytes, max_rows=args.max_rows, token=token,
+          allow_unauthenticated=args.allow_unauthenticated)
     return {"model": args.model or args.path, "stopped": True}
 
 
