@@ -63,7 +63,7 @@ INLINE_MAX_BODY = 2 << 10
 PARSE_PIECE_CHARS = 64 << 10
 # How long a thread may keep the GIL while another waits for it (CPython's default: 5 ms). The event loop waits
 # that long, often more than once, for each step of a /health request while the pool scores.
-SWITCH_INTERVAL_S = 0.001
+SWITCH_INTERVAL_S = 0.0005
 TOKEN_ENV = "SPARKSHIP_SERVE_TOKEN"
 OPEN_PATHS = frozenset({"/health"})  # liveness probes carry no credentials
 
