@@ -27,19 +27,18 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import platform
 import shutil
 import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from importlib import metadata
 from typing import Any, Callable
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
 from ratio_table import print_ratio_table  # noqa: E402 - this folder's own module
+from run_info import header_lines  # noqa: E402 - this folder's own module
 
 log = logging.getLogger("bench")
 KEYS = ["id"]
@@ -77,20 +76,7 @@ def machine_lines(spark: Any) -> list[str]:
     """Where and when the numbers were taken, for the README."""
     from sparkship import tables
 
-    cpu = platform.processor() or "?"
-    mem = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-        with open("/proc/meminfo") as f:
-            mem = f"{int(next(line for line in f if line.startswith('MemTotal')).split()[1]) / 2**20:.1f} GiB"
-    except OSError:  # not Linux: keep platform's answer
-        pass
-    python = os.path.relpath(sys.executable) if not os.path.relpath(sys.executable).startswith("..") else "python"
-    return [
-        f"command: {python} {' '.join(sys.argv)}",
-        f"date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"machine: {os.cpu_count()} cores, {cpu}, {mem} memory; Spark master {spark.sparkContext.master}",
+    return header_lines(f"Spark master {spark.sparkContext.master}") + [
         f"pyspark {metadata.version('pyspark')}, delta-spark {metadata.version('delta-spark')}, "
         f"engine {tables.engine_for(spark)}; {DV_DEFAULT}={spark.conf.get(DV_DEFAULT, 'false')}",
     ]

@@ -23,7 +23,8 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from run_info import REPO, checkout_src  # noqa: E402 - this folder's own module
 
 # Runs in a fresh interpreter on one code version: loads each saved pipeline, times it, prints JSON.
 WORKER = r"""
@@ -74,15 +75,6 @@ def _save_pipelines(work: str, rows: int) -> tuple[str, dict[str, str]]:
     return batch_path, paths
 
 
-def _checkout(revision: str, work: str) -> str:
-    """``src`` of ``revision``, extracted from git (the working tree is left alone)."""
-    target = os.path.join(work, "baseline")
-    os.makedirs(target)
-    archive = subprocess.run(["git", "-C", REPO, "archive", revision, "src"], check=True, capture_output=True)
-    subprocess.run(["tar", "-x", "-C", target], input=archive.stdout, check=True)
-    return os.path.join(target, "src")
-
-
 def _run(src: str, batch_path: str, paths: dict[str, str]) -> dict:
     env = dict(os.environ, PYTHONPATH=src)
     done = subprocess.run([sys.executable, "-c", WORKER, batch_path, json.dumps(paths)],
@@ -103,7 +95,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="sparkship-versions-") as work:
         batch_path, paths = _save_pipelines(work, args.rows)
         versions = {"this tree": os.path.join(REPO, "src"),
-                    f"baseline {args.baseline}": _checkout(args.baseline, work)}
+                    f"baseline {args.baseline}": checkout_src(args.baseline, work)}
         runs: dict[str, list[dict]] = {v: [] for v in versions}
         for round_no in range(args.rounds):
             order = list(versions) if round_no % 2 == 0 else list(reversed(versions))

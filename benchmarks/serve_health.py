@@ -33,14 +33,15 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
 from importlib import metadata
 from typing import Any
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from run_info import REPO, checkout_src, header_lines  # noqa: E402 - this folder's own module
+
 WINDOWS = ("idle", "one", "three")
 
 
@@ -71,15 +72,6 @@ def _prober(conn: Any) -> None:
 
 
 # --- servers --------------------------------------------------------------------------------------------------
-
-
-def _checkout(revision: str, work: str) -> str:
-    """``src`` of ``revision``, extracted from git (the working tree is left alone)."""
-    target = os.path.join(work, "baseline")
-    os.makedirs(target)
-    archive = subprocess.run(["git", "-C", REPO, "archive", revision, "src"], check=True, capture_output=True)
-    subprocess.run(["tar", "-x", "-C", target], input=archive.stdout, check=True)
-    return os.path.join(target, "src")
 
 
 def _start_server(src: str, model_dir: str, log_path: str) -> tuple[subprocess.Popen, int]:
@@ -205,7 +197,7 @@ def main() -> None:
         paths, body, spark_version = _fit(work, args.pipelines.split(","), args.rows)
         sources = {"this tree": os.path.join(REPO, "src")}
         if args.baseline != "none":
-            sources[f"{args.baseline} (scores on the event loop)"] = _checkout(args.baseline, work)
+            sources[f"{args.baseline} (scores on the event loop)"] = checkout_src(args.baseline, work)
         parent, child = multiprocessing.get_context("spawn").Pipe()
         prober = multiprocessing.get_context("spawn").Process(target=_prober, args=(child,), daemon=True)
         prober.start()
@@ -232,22 +224,8 @@ def main() -> None:
 
 
 def _machine_lines(spark_version: str) -> list[str]:
-    cpu, mem = platform.processor() or "?", "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-        with open("/proc/meminfo") as f:
-            mem = f"{int(next(line for line in f if line.startswith('MemTotal')).split()[1]) / 2**20:.1f} GiB"
-    except OSError:  # not Linux: keep platform's answer
-        pass
-    python = os.path.relpath(sys.executable) if not os.path.relpath(sys.executable).startswith("..") else "python"
-    return [
-        f"command: {python} {' '.join(sys.argv)}",
-        f"date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"machine: {os.cpu_count()} cores, {cpu}, {mem} memory; Python {platform.python_version()}, "
-        f"uvicorn {metadata.version('uvicorn')}, fastapi {metadata.version('fastapi')}; models fitted with "
-        f"Spark {spark_version}",
-    ]
+    return header_lines(f"Python {platform.python_version()}, uvicorn {metadata.version('uvicorn')}, "
+                        f"fastapi {metadata.version('fastapi')}; models fitted with Spark {spark_version}")
 
 
 def _ms(values: list[float], q: float) -> str:

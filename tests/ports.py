@@ -16,6 +16,7 @@ import itertools
 import os
 import re
 import socket
+import subprocess
 
 FIRST_PORT = 20000
 SLICE = 400  # ports per pytest worker
@@ -58,3 +59,23 @@ def free_port() -> int:
     with socket.socket() as fallback:  # the slice is full or outside the range: the kernel's choice
         fallback.bind(("127.0.0.1", 0))
         return int(fallback.getsockname()[1])
+
+
+def wait_for_health(proc: "subprocess.Popen", url: str, log_path: "os.PathLike[str] | str",
+                    timeout_s: float = 90.0) -> None:
+    """Return once the server process ``proc`` answers ``GET <url>/health`` with 200; fail with its log if it
+    exits or does not answer within ``timeout_s``."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert proc.poll() is None, open(log_path).read()
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "the server did not start:\n" + open(log_path).read()
+        time.sleep(0.2)

@@ -149,3 +149,14 @@ def kill_paused(proc: subprocess.Popen) -> None:
     kill_tree(proc.pid)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.returncode
+
+
+def start_registration_paused(home: str, staged: str, point: str, work: str) -> subprocess.Popen:
+    """A process registering ``staged`` as model ``churn`` (run id ``killed``) under ``home``, held at kill point
+    ``point`` (see :func:`start_paused`); its output goes to ``<work>/register.log``."""
+    code = ("import sys; from reliability_helpers import register_staged; "
+            "print(register_staged(sys.argv[1], 'churn', sys.argv[2], 'killed'))")
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = {"PYTHONPATH": os.pathsep.join([here, os.environ.get("PYTHONPATH", "")])}
+    return start_paused([sys.executable, "-c", code, home, staged], point, os.path.join(work, "flag"), env=env,
+                        log_path=os.path.join(work, "register.log"))

@@ -185,20 +185,13 @@ REGISTER_POINTS = ["register:renamed", "register:committed"]
 @pytest.mark.parametrize("point", REGISTER_POINTS)
 def test_kill_9_during_a_registration_never_exposes_a_version_without_its_artifact(settings, tiny_model, tmp_path,
                                                                                     point):
-    import subprocess
-    import sys
-
-    from reliability_helpers import kill_paused, start_paused  # noqa: E402 - tests/ helper
+    from reliability_helpers import kill_paused, start_registration_paused  # noqa: E402 - tests/ helper
 
     model, _ = tiny_model
     reg = Registry(settings)
     _register(settings, model, run_id="first")
     staged = artifacts.stage(model, _manifest("churn"), settings.models_root)
-    code = ("import sys; from reliability_helpers import register_staged; "
-            "print(register_staged(sys.argv[1], 'churn', sys.argv[2], 'killed'))")
-    env = {"PYTHONPATH": os.pathsep.join([os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")])}
-    proc = start_paused([sys.executable, "-c", code, settings.home, staged], point, str(tmp_path / "flag"), env=env,
-                        log_path=str(tmp_path / "register.log"))
+    proc = start_registration_paused(settings.home, staged, point, str(tmp_path))
     kill_paused(proc)
 
     # Whatever the point, NAME resolves to a version whose artifact is complete and verified.

@@ -167,15 +167,11 @@ def test_a_fault_at_every_step_never_leaves_a_version_without_its_artifact(engin
 
 @pytest.mark.parametrize("point", POINTS)
 def test_kill_9_at_every_step_never_leaves_a_version_without_its_artifact(settings, result, tmp_path, point):
-    from reliability_helpers import kill_paused, start_paused  # noqa: E402 - tests/ helper
+    from reliability_helpers import kill_paused, start_registration_paused  # noqa: E402 - tests/ helper
 
     _register(settings, result, "first")
     staged = artifacts.stage(result.model, manifest_for(result, "killed"), settings.models_root)
-    code = ("import sys; from reliability_helpers import register_staged; "
-            "print(register_staged(sys.argv[1], 'churn', sys.argv[2], 'killed'))")
-    env = {"PYTHONPATH": os.pathsep.join([os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")])}
-    proc = start_paused([sys.executable, "-c", code, settings.home, staged], point, str(tmp_path / "flag"), env=env,
-                        log_path=str(tmp_path / "register.log"))
+    proc = start_registration_paused(settings.home, staged, point, str(tmp_path))
     kill_paused(proc)
 
     committed = point != "register:renamed"

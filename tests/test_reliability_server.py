@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ports import free_port
+from ports import free_port, wait_for_health
 from sparkship.serving.server import DEFAULT_MAX_ROWS
 from test_server import GOOD, NAME, SIGNATURE, registry_setup  # noqa: F401,E402 - sibling test module
 
@@ -48,16 +48,7 @@ def server(registry_setup, tmp_path_factory) -> Iterator[tuple[str, Path]]:  # n
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, log_path.read_text()
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the server did not start:\n" + log_path.read_text()
-            time.sleep(0.2)
+        wait_for_health(proc, url, log_path)
         yield url, log_path
     finally:
         proc.terminate()

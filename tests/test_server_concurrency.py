@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ports import free_port
+from ports import free_port, wait_for_health
 from test_server import GOOD, NAME, _uvicorn, registry_setup  # noqa: F401 - sibling test module and its fixture
 
 from sparkship import killpoints
@@ -229,16 +229,7 @@ def test_serve_command_max_rows_flag_and_request_id_in_its_log(served, tmp_path,
                                 stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, log_path.read_text()
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the server did not start:\n" + log_path.read_text()
-            time.sleep(0.2)
+        wait_for_health(proc, url, log_path)
         over = httpx.post(f"{url}/predict", content=json.dumps(GOOD * 13), headers={"X-Request-ID": "too-many-9"})
         ok = httpx.post(f"{url}/predict", content=json.dumps(GOOD * 12))
     finally:

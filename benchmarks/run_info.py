@@ -1,0 +1,38 @@
+"""What the benchmarks print about a run (the command, the date, the machine) and how they get an earlier
+revision's source to compare against. This folder's own module, not a benchmark."""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def header_lines(machine_extra: str) -> list[str]:
+    """``command:``, ``date:`` and ``machine:`` lines; ``machine_extra`` ends the machine line (versions...)."""
+    cpu, mem = platform.processor() or "?", "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+        with open("/proc/meminfo") as f:
+            mem = f"{int(next(line for line in f if line.startswith('MemTotal')).split()[1]) / 2**20:.1f} GiB"
+    except OSError:  # not Linux: keep platform's answer
+        pass
+    python = os.path.relpath(sys.executable) if not os.path.relpath(sys.executable).startswith("..") else "python"
+    return [
+        f"command: {python} {' '.join(sys.argv)}",
+        f"date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"machine: {os.cpu_count()} cores, {cpu}, {mem} memory; {machine_extra}",
+    ]
+
+
+def checkout_src(revision: str, work: str) -> str:
+    """``src`` of ``revision``, extracted from git into ``work`` (the working tree is left alone)."""
+    target = os.path.join(work, "baseline")
+    os.makedirs(target)
+    archive = subprocess.run(["git", "-C", REPO, "archive", revision, "src"], check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", target], input=archive.stdout, check=True)
+    return os.path.join(target, "src")
