@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import pytest
 
@@ -108,3 +109,41 @@ def pytest_collection_modifyitems(config, items) -> None:
         module = _module_name(item)
         if module in QUICK_MODULES and engine in (None, "native") and item.originalname not in NOT_QUICK:
             item.add_marker(pytest.mark.quick)
+
+
+# A worker that dies mid-test (killed, or ended by pytest-timeout's thread method, whose stack dump a worker's
+# output does not show) leaves only "node down". These say what the machine looked like then.
+_STARTED: dict[str, float] = {}
+
+
+def pytest_runtest_logstart(nodeid, location) -> None:
+    _STARTED[nodeid] = time.monotonic()
+
+
+def _biggest_processes(count: int = 8) -> list[str]:
+    rows = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/status") as fh:
+                rss = next((int(line.split()[1]) for line in fh if line.startswith("VmRSS:")), 0)
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                cmd = fh.read().replace(b"\0", b" ").decode(errors="replace")[:140]
+        except (OSError, ValueError):
+            continue
+        rows.append((rss, f"{rss // 1024:>7} MiB  pid {pid}  {cmd}"))
+    return [text for _, text in sorted(rows, reverse=True)[:count]]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    if not error:
+        return
+    reporter = node.config.pluginmanager.get_plugin("terminalreporter")
+    running = [(n, time.monotonic() - t) for n, t in _STARTED.items()]
+    with open("/proc/meminfo") as fh:
+        available = next((line.split()[1] for line in fh if line.startswith("MemAvailable:")), "?")
+    lines = [f"[{node.gateway.id}] down ({error}); MemAvailable {int(available) // 1024} MiB; load {os.getloadavg()}"]
+    lines += [f"  last test started: {n} ({s:.0f} s ago)" for n, s in sorted(running, key=lambda x: x[1])[:2]]
+    lines += ["  " + row for row in _biggest_processes()]
+    for line in lines:
+        reporter.write_line(line)

@@ -16,7 +16,11 @@ SPARK35 = ["pyspark==3.5.*", "delta-spark==3.3.2", "pandas>=2.0,<3"]
 BUNDLE = ["databricks-bundles>=1.20", "build"]
 # export/publish to MLflow; the exported pyfunc itself needs only mlflow, numpy, pandas and pyarrow.
 MLFLOW = ["mlflow>=2.16"]
-DEV = LOCAL + BUNDLE + MLFLOW + [
+# `sparkship export --format onnx` (onnxmltools' Spark converter; ONNX Runtime checks the exported graph).
+ONNX = ["onnx>=1.16", "onnxmltools>=1.12", "onnxruntime>=1.18"]
+# An optional compiled kernel for tree ensembles in the JVM-free scorer (numpy is the fallback).
+FAST = ["numba>=0.60"]
+DEV = LOCAL + BUNDLE + MLFLOW + ONNX + FAST + [
     "pytest>=8",
     "pytest-timeout",
     "pytest-xdist>=3.6",  # `make test` runs the modules on two workers
@@ -53,7 +57,8 @@ setup(
         "sqlglot>=25",  # SQLTransformer statements in the JVM-free scorer (pure Python)
     ],
     # bench: benchmarks/serve_latency.py compares with MLflow's spark flavor (never a runtime dependency)
-    extras_require={"local": LOCAL, "spark35": SPARK35, "bundle": BUNDLE, "mlflow": MLFLOW, "dev": DEV,
+    extras_require={"local": LOCAL, "spark35": SPARK35, "bundle": BUNDLE, "mlflow": MLFLOW, "onnx": ONNX, "fast": FAST,
+                    "dev": DEV,
                     "bench": LOCAL + ["mlflow-skinny", "httpx"]},
     entry_points={
         "console_scripts": [
