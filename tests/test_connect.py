@@ -256,6 +256,39 @@ def test_the_flow_on_spark_connect_equals_classic_mode(spark, tmp_path, data_fil
     assert read(connect.scores).where(F.col("run_id") != "flow").count() == 0
 
 
+def test_a_model_trained_on_a_classic_session_validates_and_scores_on_spark_connect(spark, tmp_path, data_files,
+                                                                                    capsys, monkeypatch):
+    """A training job on a classic cluster, a scoring job on serverless: the model pyspark's classic writer saved
+    (a pipeline of JVM stages) loads and scores on Connect, with the classic session's scores."""
+    from chispa import assert_df_equality
+
+    from sparkship import tables
+    from sparkship.cli import main
+
+    flow = Flow(tmp_path / "flow", *data_files)
+    imported, batch, train, validate, promote, score, _ = flow.commands()
+    for name in ("SPARK_REMOTE", "SPARK_MASTER", "SPARKSHIP_DELTA_ENGINE"):
+        monkeypatch.delenv(name, raising=False)
+    before = tables.engine_for(spark)
+    tables.use_engine(spark, "native")
+    try:
+        for argv in (imported, batch, train, validate, promote, score):
+            assert main(argv) == 0, (argv, capsys.readouterr().err[-4000:])
+    finally:
+        tables.use_engine(spark, before)
+    capsys.readouterr()
+    on_connect = str(tmp_path / "scores_connect")
+    remote = [c[:3] + ["--remote", REMOTE] + c[3:] for c in (validate, score)]
+    remote[1][remote[1].index(flow.scores)] = on_connect
+    process = subprocess.Popen([sys.executable, "-c", DRIVER, json.dumps(remote)], env={**_env(), "SPARK_REMOTE": REMOTE},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    validated, scored = _connect_results(process)
+    assert validated["passed"], validated
+    assert scored["scored"] == 150, scored
+    assert_df_equality(_rounded(tables.read(spark, on_connect)), _rounded(tables.read(spark, flow.scores)),
+                       ignore_row_order=True, allow_nan_equality=True, ignore_columns=["scored_at"])
+
+
 def test_remote_and_master_together_are_refused_before_spark_starts(tmp_path):
     out = subprocess.run(
         [SPARKSHIP, "--home", str(tmp_path / "home"), "--master", "local[1]", "--remote", REMOTE,

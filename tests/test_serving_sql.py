@@ -94,8 +94,39 @@ def test_sql_transformer_matches_spark(spark, data, signature, tmp_path):
     assert 0 < len(batch.dropped) < len(records)  # the WHERE dropped the n >= 1000 rows, as Spark did
 
 
+# Literals with a point are decimals in Spark: types, exact values and rounding follow Spark's decimal rules.
+DECIMAL_STATEMENT = (
+    "SELECT *, CASE WHEN x > 1 THEN 1.0 ELSE 0.0 END AS d1, n * 2.5 AS d2, n / 3.0 AS d3, 1.5 / nullif(n, 0) AS d4, "
+    "0.1 + 0.2 AS d5, n + 0.05 - 1 AS d6, x * 0.3 AS d7, coalesce(n, 0.125) AS d8, -0.5 * abs(n) AS d9, "
+    "CAST(n * 1.75 AS INT) AS d10, CASE WHEN n > 2 THEN n ELSE 0.5 END AS d11, n > 2.5 AS d12, "
+    "n IN (1.0, 2.50) AS d13, big * 0.001 AS d14, 2 / 3.000 AS d15, sqrt(n * 0.5) AS d16 "
+    "FROM __THIS__ WHERE n IS NULL OR n < 1000"
+)
+
+
+def test_decimal_literals_follow_spark(spark, data, signature, tmp_path):
+    from pyspark.ml.feature import SQLTransformer
+    from pyspark.sql import functions as F
+
+    model = _save([SQLTransformer(statement=DECIMAL_STATEMENT)], str(tmp_path / "sql"))
+    scorer = load(str(tmp_path / "sql"), signature=signature)
+    theirs = model.transform(data)
+    columns = [c for c in theirs.columns if c.startswith("d")]
+    spark_types = {f.name: f.dataType.simpleString() for f in theirs.schema.fields if f.name in columns}
+    assert "decimal(2,1)" == spark_types["d1"] and spark_types["d3"].startswith("decimal")
+    stage = scorer.stages[0]
+    assert {c: stage.item_types[c] for c in columns} == spark_types
+    # Compared as doubles: the scorer hands decimals on as doubles (Spark's cast of the exact decimal).
+    expected = theirs.select("id", *[F.col(c).cast("double" if spark_types[c].startswith("decimal") else
+                                                   spark_types[c]).alias(c) for c in columns]).orderBy("id")
+    records = [r.asDict() for r in data.collect()]
+    for ours in _ours_as_spark(spark, expected, scorer, records, columns)[:2]:
+        assert_approx_df_equality(ours, expected, 0.0, ignore_nullable=True, allow_nan_equality=True)
+
+
 @pytest.mark.parametrize("statement, bad", [
     ("SELECT *, 1 / n AS r FROM __THIS__", {"n": 0}),
+    ("SELECT *, 1.5 / n AS r FROM __THIS__", {"n": 0}),
     ("SELECT *, x / (x - 1.0D) AS r FROM __THIS__", {"x": 1.0}),
     ("SELECT *, n % n AS r FROM __THIS__", {"n": 0}),
     ("SELECT *, n * n AS r FROM __THIS__", {"n": 2**31 - 1}),
@@ -129,7 +160,7 @@ def test_ansi_errors_fail_like_spark(spark, signature, tmp_path, statement, bad)
     ("SELECT *, (SELECT max(x) FROM __THIS__) AS m FROM __THIS__", "subquer"),
     ("SELECT *, soundex(s) AS m FROM __THIS__", "SOUNDEX"),
     ("SELECT *, CAST(s AS DOUBLE) AS m FROM __THIS__", "CAST from string"),
-    ("SELECT *, n * 2.5 AS m FROM __THIS__", "decimal"),
+    ("SELECT *, n % 2.5 AS m FROM __THIS__", "decimal"),
     ("SELECT * FROM __THIS__ ORDER BY x", "ORDER"),
     ("SELECT *, x + 1 FROM __THIS__", "alias"),
 ])

@@ -18,6 +18,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from sparkship.errors import IntegrityError, NotFoundError, UsageError
+from sparkship.spark_models import load_pipeline
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.ml import PipelineModel
@@ -52,6 +53,13 @@ def stage(model: "PipelineModel", manifest: dict[str, Any], models_root: str) ->
 
     The registry then moves the folder to its versioned path in one rename.
     """
+    staged = save_staged(model, models_root)
+    seal(staged, manifest)
+    return staged
+
+
+def save_staged(model: "PipelineModel", models_root: str) -> str:
+    """Save ``model`` under ``model/`` of a fresh staging folder (no manifest yet: :func:`seal` adds it)."""
     staged = os.path.join(models_root, STAGING_DIR, uuid.uuid4().hex)
     model.write().save(os.path.join(staged, MODEL_DIR))
     if not os.path.isdir(os.path.join(staged, MODEL_DIR)):
@@ -61,10 +69,14 @@ def stage(model: "PipelineModel", manifest: dict[str, Any], models_root: str) ->
             "with a Spark Connect server elsewhere, --models-root must be a folder that both this machine and the "
             "server mount (a Unity Catalog volume, /Volumes/...)"
         )
+    return staged
+
+
+def seal(staged: str, manifest: dict[str, Any]) -> None:
+    """Write ``manifest.json`` into a staged folder, with ``format`` and the sha256 of every file under ``model/``."""
     full = {"format": FORMAT, **manifest, "files": checksums(staged)}
     with open(os.path.join(staged, MANIFEST), "w") as fh:
         json.dump(full, fh, indent=2, sort_keys=True, default=str)
-    return staged
 
 
 def _manifest_bytes(artifact_dir: str) -> bytes:
@@ -117,8 +129,7 @@ def verify(artifact_dir: str, manifest_sha256: str | None = None) -> dict[str, A
 
 
 def load(artifact_dir: str, manifest_sha256: str | None = None) -> "PipelineModel":
-    """The verified PipelineModel of an artifact folder (see :func:`verify` for ``manifest_sha256``)."""
-    from pyspark.ml import PipelineModel
-
+    """The verified PipelineModel of an artifact folder (see :func:`verify` for ``manifest_sha256``), loaded for
+    the active session (classic or Spark Connect, whichever saved it)."""
     verify(artifact_dir, manifest_sha256)
-    return PipelineModel.load(os.path.join(artifact_dir, MODEL_DIR))
+    return load_pipeline(os.path.join(artifact_dir, MODEL_DIR))
