@@ -206,3 +206,40 @@ def test_regex_patterns_python_reads_differently_are_refused(spark, pattern, con
     with pytest.raises(UnsupportedModelError, match="pattern") as err:
         load(path)
     assert construct in str(err.value)
+
+
+def test_feature_hasher_of_a_model_saved_without_a_signature_takes_types_from_the_data(spark, tmp_path):
+    """A plain-pyspark model (no manifest) hashing string, integer, double and boolean columns: the scorer
+    cannot know those types from the saved files, so it takes them from each request's data."""
+    import pyarrow as pa
+    from pyspark.ml import Pipeline
+    from pyspark.ml.feature import FeatureHasher
+    from pyspark.ml.functions import vector_to_array
+
+    rows = [(i, ["a", "b", None, "zz"][i % 4], i % 5 if i % 7 else None, i * 0.25, bool(i % 2)) for i in range(40)]
+    df = spark.createDataFrame(rows, "id long, cat string, n int, x double, flag boolean")
+    stages = [FeatureHasher(inputCols=["cat", "n", "x", "flag"], outputCol="fh", numFeatures=64, categoricalCols=["n"])]
+    path = str(tmp_path / "fh")
+    Pipeline(stages=stages).fit(df).write().save(path)
+    scorer = load(path)  # no signature: the types are not in the files
+    assert {f.name: f.type for f in scorer.signature.inputs} == dict.fromkeys(["cat", "n", "x", "flag"], "any")
+    theirs = {r["id"]: r["fh"] for r in spark_fitted_transform(path, df).select("id", vector_to_array("fh").alias(
+        "fh")).collect()}
+    table = df.toArrow()
+    # pandas: integers with nulls kept as integers (a float64 column would be hashed as doubles, "n=1.0").
+    for data in (table, table.to_pandas(integer_object_nulls=True), table.to_pylist()):
+        got = scorer.score(data)
+        assert len(got.dropped) == 0
+        ids = table["id"].to_pylist()
+        assert all(list(got.columns["fh"][j]) == theirs[ids[j]] for j in range(len(ids))), type(data)
+    for record in table.to_pylist()[:8]:
+        assert scorer.score_one(record)["fh"] == theirs[record["id"]]
+    # An integer column hashed as categorical keeps its digits whether it comes as int64 or int32.
+    narrow = table.set_column(2, "n", table["n"].cast(pa.int32()))
+    assert scorer.score(narrow).columns["fh"].tolist() == scorer.score(table).columns["fh"].tolist()
+
+
+def spark_fitted_transform(path, df):
+    from pyspark.ml import PipelineModel
+
+    return PipelineModel.load(path).transform(df)

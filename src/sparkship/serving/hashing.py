@@ -19,7 +19,7 @@ import numpy as np
 
 from sparkship.serving.batch import Batch
 from sparkship.serving.reader import StageMetadata
-from sparkship.serving.signature import FLOATING, INTEGRAL, java_double_str, java_float_str
+from sparkship.serving.signature import ANY, FLOATING, INTEGRAL, java_double_str, java_float_str
 from sparkship.serving.stages import Schema, Stage
 from sparkship.serving.text import _MapStage
 
@@ -130,7 +130,7 @@ class FeatureHasher(Stage):
         self.categorical = set(self.p("categoricalCols") or [])
 
     def input_type(self, col: str) -> str:
-        return "string" if col in self.categorical else "double"
+        return ANY  # numeric, boolean or string, hashed differently: only the data can say
 
     def plan(self, schema: Schema) -> None:
         self.plan_cols: list[tuple[str, str, bool, int]] = []

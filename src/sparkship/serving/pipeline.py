@@ -25,7 +25,7 @@ from sparkship.errors import IntegrityError, NotFoundError, SparkshipError
 from sparkship.serving import batch as batches
 from sparkship.serving.batch import Batch
 from sparkship.serving.reader import StageMetadata, read_metadata
-from sparkship.serving.signature import Field, InvalidRecordError, Signature, normalise_type
+from sparkship.serving.signature import ANY, Field, InvalidRecordError, Signature, normalise_type, types_from_data
 from sparkship.serving.catalog import build_stage, inner_model_dir
 from sparkship.serving.fused import FusedLinear
 from sparkship.serving.predictors import ClassificationModel, Model
@@ -156,6 +156,9 @@ def _assembled_input_sizes(va: VectorAssembler, later: Sequence[Stage], schema: 
 
 
 def _merge_hints(hints: set[str]) -> str:
+    if hints == {ANY}:
+        return ANY
+    hints = hints - {ANY}
     if "vector" in hints:
         return "vector"
     if "array<string>" in hints:
@@ -223,8 +226,13 @@ class PipelineScorer:
         self.signature = signature
         self.path = path
         self.manifest = manifest
-        sizes = vector_input_sizes(self.stages, signature)
-        self.schema: Schema = {f.name: (signature.types[f.name], sizes.get(f.name)) for f in signature.inputs}
+        # Inputs typed by each request's data (ANY); the stages are planned with a stand-in type for the
+        # outputs' sake and scoring goes to a scorer planned for the data's types (see :meth:`_typed`).
+        self.late = [f.name for f in signature.inputs if signature.types[f.name] == ANY]
+        self._typed_scorers: dict[tuple[str, ...], PipelineScorer] = {}
+        planned = Signature([Field(f.name, "string" if f.name in self.late else f.type) for f in signature.inputs])
+        sizes = vector_input_sizes(self.stages, planned)
+        self.schema: Schema = {f.name: (planned.types[f.name], sizes.get(f.name)) for f in planned.inputs}
         for i, st in enumerate(self.stages):
             st.upstream = self.stages[:i]  # stages needing ML attributes re-derive them (serving.attributes)
             st.plan(self.schema)
@@ -258,6 +266,8 @@ class PipelineScorer:
         ``checked=True`` skips the signature check for a record already coerced by
         :meth:`Signature.coerce_record`. Raises :class:`InvalidRecordError` where Spark's transform would fail.
         """
+        if self.late:
+            return self._typed(record).score_one(record, columns or self.outputs, checked)
         r = dict(record) if checked else self.signature.coerce_record(record)
         for step in self._row_stages:
             if not step(r):
@@ -266,6 +276,8 @@ class PipelineScorer:
 
     def dropped_by_one(self, record: Mapping[str, Any]) -> str | None:
         """The uid of the stage that drops ``record``, or None if it is scored."""
+        if self.late:
+            return self._typed(record).dropped_by_one(record)
         r = self.signature.coerce_record(record)
         for step, uid in zip(self._row_stages, self._uids):
             if not step(r):
@@ -274,6 +286,8 @@ class PipelineScorer:
 
     def score(self, data: Any, columns: Sequence[str] | None = None) -> ScoreResult:
         """Score a list of dicts, a pandas DataFrame or a pyarrow Table/RecordBatch column-wise."""
+        if self.late and not isinstance(data, Batch):
+            return self._typed(data).score(data, columns or self.outputs)
         b = self.to_batch(data)
         n = b.n
         dropped_parts: list[np.ndarray] = []
@@ -294,6 +308,16 @@ class PipelineScorer:
         cols = {c: b.cols[c] for c in (columns or self.outputs)}
         nulls = {c: b.nulls[c] for c in cols if c in b.nulls and b.cols[c].ndim == 1}
         return ScoreResult(cols, b.rows, dropped, n, dropped_by, nulls)
+
+    def _typed(self, data: Any) -> "PipelineScorer":
+        """This pipeline planned for the types ``data`` gives its ANY inputs (one scorer per combination)."""
+        types = types_from_data(data, self.late)
+        if types not in self._typed_scorers:
+            given = dict(zip(self.late, types))
+            sig = Signature([Field(f.name, given.get(f.name, f.type)) for f in self.signature.inputs])
+            stages = load_stages(os.path.join(self.path, "model") if self.manifest is not None else self.path)
+            self._typed_scorers[types] = PipelineScorer(stages, sig, self.outputs, self.path, self.manifest)
+        return self._typed_scorers[types]
 
     def to_batch(self, data: Any) -> Batch:
         if isinstance(data, Batch):

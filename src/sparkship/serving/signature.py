@@ -22,7 +22,10 @@ from sparkship.errors import SchemaMismatchError
 
 INTEGRAL = frozenset({"tinyint", "smallint", "int", "bigint", "byte", "short", "integer", "long"})
 FLOATING = frozenset({"double", "float"})
-SUPPORTED = INTEGRAL | FLOATING | {"boolean", "string", "vector", "array<string>"}
+# ANY: an input whose type only the data can say (a FeatureHasher column of a model saved without a signature);
+# the scorer takes it from each request (:func:`types_from_data`) and plans the pipeline for it.
+ANY = "any"
+SUPPORTED = INTEGRAL | FLOATING | {"boolean", "string", "vector", "array<string>", ANY}
 _INT_BOUNDS = {"tinyint": 2**7, "byte": 2**7, "smallint": 2**15, "short": 2**15, "int": 2**31, "integer": 2**31,
                "bigint": 2**63, "long": 2**63}
 
@@ -119,6 +122,8 @@ class Signature:
                 js = {"type": ["array", "null"], "items": {"type": "number"}}
             elif t == "array<string>":
                 js = {"type": ["array", "null"], "items": {"type": ["string", "null"]}}
+            elif t == ANY:
+                js = {"type": ["string", "number", "boolean", "null"]}
             else:
                 js = {"type": ["number", "null"]}
             props[f.name] = {**js, "description": f"Spark type {f.type}"}
@@ -194,7 +199,63 @@ def _to_string_array(v: Any) -> list[str | None]:
     return out
 
 
+def _scalar(v: Any) -> Any:
+    if isinstance(v, (str, bool, int, float, np.integer, np.floating, np.bool_)):
+        return v.item() if isinstance(v, np.generic) else v
+    raise TypeError("not a string, number or boolean")
+
+
+_ARROW_TYPES = (("string", "string"), ("large_string", "string"), ("bool", "boolean"), ("float", "float"),
+                ("halffloat", "float"), ("double", "double"), ("null", "double"))
+
+
+def _arrow_type(name: str, atype: Any) -> str:
+    import pyarrow as pa
+
+    if pa.types.is_integer(atype):
+        return "bigint"
+    if pa.types.is_decimal(atype):
+        return "double"
+    for arrow_name, spark_type in _ARROW_TYPES:
+        if str(atype) == arrow_name:
+            return spark_type
+    raise InvalidRecordError(name, f"expected a string, number or boolean column, got {atype}")
+
+
+def _value_type(name: str, values: Iterable[Any]) -> str:
+    for v in values:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            continue
+        if isinstance(v, (bool, np.bool_)):
+            return "boolean"
+        if isinstance(v, (int, np.integer)):
+            return "bigint"
+        if isinstance(v, (float, np.floating)):
+            return "double"
+        if isinstance(v, str):
+            return "string"
+        raise InvalidRecordError(name, f"expected a string, number or boolean, got {_describe(v)}")
+    return "double"  # only nulls: a null adds nothing whatever its type
+
+
+def types_from_data(data: Any, names: Sequence[str]) -> tuple[str, ...]:
+    """The Spark types of columns ``names`` as the data holds them: an Arrow table or batch's schema, a pandas
+    frame's (through Arrow), or the first non-null value of each field of records (a dict or a list of dicts)."""
+    mod = type(data).__module__
+    if mod.startswith("pandas"):
+        import pyarrow as pa
+
+        data = pa.Table.from_pandas(data[[n for n in names if n in data.columns]], preserve_index=False)
+        mod = "pyarrow"
+    if mod.startswith("pyarrow"):
+        schema = data.schema
+        return tuple(_arrow_type(n, schema.field(n).type) if n in schema.names else "double" for n in names)
+    records = [data] if isinstance(data, Mapping) else list(data)
+    return tuple(_value_type(n, (r.get(n) if isinstance(r, Mapping) else None for r in records)) for n in names)
+
+
 _CONVERTERS = {
+    ANY: _scalar,
     "double": _to_double,
     "float": _to_float32,
     "boolean": _to_bool,
