@@ -60,7 +60,7 @@ class DeltaRsEngine:
 
     def read(self, spark: "SparkSession", table: str, version: int | None) -> "DataFrame":
         if version is not None:
-            delta_files.refuse_removed_files(table, version, delta_files.list_files(table, version))
+            delta_files.refuse_removed_files(table, version)
         return self._reader(spark, table, version).load()
 
     def _reader(self, spark: "SparkSession", table: str, version: int | None):  # noqa: ANN202

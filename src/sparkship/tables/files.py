@@ -81,9 +81,15 @@ def list_files(path: str, version: int | None) -> list[tuple[str, int, dict[str,
     ]
 
 
-def refuse_removed_files(path: str, version: int, listed: list[tuple[str, int, dict[str, str | None]]]) -> None:
-    """:class:`NotFoundError` if a data file of ``version`` (as :func:`list_files` gives them) is gone: a pinned
-    version whose files VACUUM removed, said in one line before a Spark task fails on it."""
+def refuse_removed_files(path: str, version: int,
+                         listed: list[tuple[str, int, dict[str, str | None]]] | None = None) -> None:
+    """:class:`NotFoundError` if a data file of ``version`` (``listed`` as :func:`list_files` gives them, listed
+    here when not given) is gone: a pinned version whose files VACUUM removed, said in one line before a Spark
+    task fails on it. The latest version is not checked: VACUUM never removes its files."""
+    versions = commit_versions(path)
+    if versions and version >= versions[-1]:
+        return
+    listed = list_files(path, version) if listed is None else listed
     gone = [rel for rel, _, _ in listed if not os.path.exists(inside_table(path, rel))]
     if gone:
         raise NotFoundError(
