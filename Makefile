@@ -19,7 +19,7 @@ JARS35_STAMP := $(JARS35)/.fetched
 MVN_COPY = mvn -q -B -f jars/pom.xml dependency:copy-dependencies -DincludeScope=runtime \
 	-DexcludeArtifactIds=scala-library
 
-.PHONY: demo test test-quick venv jars venv35 class-archive browser bench clean
+.PHONY: demo test test-quick venv jars venv35 class-archive browser databricks-cli actionlint bench clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,27 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } \
 	  || echo "chromium could not be installed: the report screenshot test will fail"
 
+# The real Databricks CLI, for tests/test_bundle_cli.py (`bundle validate --strict`, `-o json`, `bundle plan`
+# against a fake workspace): `databricks` on PATH if there is one, else the project's shared build, unpacked into
+# the venv. Without either the tests that need it fail under `make test` (SPARKSHIP_REQUIRE_DATABRICKS_CLI=1).
+DATABRICKS_XZ := ../shared/tools/databricks-cli/databricks.xz
+databricks-cli: $(STAMP)
+	@if command -v databricks >/dev/null 2>&1; then echo "databricks CLI: $$(command -v databricks)"; \
+	elif [ -x $(BIN)/databricks ] && [ ! $(DATABRICKS_XZ) -nt $(BIN)/databricks ]; then :; \
+	elif [ -f $(DATABRICKS_XZ) ]; then \
+	  xz -dc $(DATABRICKS_XZ) > $(BIN)/databricks.tmp && chmod +x $(BIN)/databricks.tmp && \
+	  mv $(BIN)/databricks.tmp $(BIN)/databricks && $(BIN)/databricks --version; \
+	else echo "no databricks CLI (not on PATH, no $(DATABRICKS_XZ)): the bundle CLI tests will fail"; fi
+
+# actionlint checks .github/workflows/ (tests/test_workflows.py), built from its Go module into the venv.
+ACTIONLINT_VERSION := v1.7.12
+GO ?= $(shell command -v go 2>/dev/null || ls /usr/local/go/bin/go 2>/dev/null)
+actionlint: $(STAMP)
+	@if command -v actionlint >/dev/null 2>&1 || [ -x $(BIN)/actionlint ]; then :; \
+	elif [ -n "$(GO)" ]; then \
+	  GOBIN=$(abspath $(BIN)) $(GO) install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION); \
+	else echo "no Go toolchain: actionlint is not built and the workflow test will fail"; fi
+
 demo: jars
 	$(BIN)/sparkship demo
 
@@ -83,10 +104,12 @@ PYTEST = $(BIN)/python -m pytest -q -ra -n $(PYTEST_WORKERS) --dist loadfile --n
 	--timeout-method=thread
 
 # Independent steps side by side (downloads from three registries, the archive's dump): the venv, Delta's jars and
-# Chromium first; once the venv is there, the class archive and the Spark 3.5 environment.
+# Chromium first; once the venv is there, the class archive, the Spark 3.5 environment, the Databricks CLI and
+# actionlint.
 test:
-	$(MAKE) -j4 jars browser venv35 class-archive
+	$(MAKE) -j4 jars browser venv35 class-archive databricks-cli actionlint
 	SPARKSHIP_REQUIRE_BROWSER=1 SPARKSHIP_VENV35=$(abspath $(VENV35)) \
+	  SPARKSHIP_REQUIRE_DATABRICKS_CLI=1 SPARKSHIP_REQUIRE_ACTIONLINT=1 \
 	  $(PYTEST) --timeout=900 --durations=20 tests
 
 # A quick subset (conftest.QUICK_MODULES, on the native engine): a few minutes.

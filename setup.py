@@ -42,7 +42,7 @@ setup(
     long_description_content_type="text/markdown",
     package_dir={"": "src"},
     packages=find_packages("src"),
-    package_data={"sparkship": ["py.typed"]},
+    package_data={"sparkship": ["py.typed", "bundle/cli_schema.json"]},
     python_requires=">=3.10",
     # Nothing here may replace the pyspark / pandas that a Databricks cluster ships.
     install_requires=[
@@ -55,6 +55,7 @@ setup(
         "matplotlib>=3.7",
         "databricks-sdk>=0.30",
         "sqlglot>=25",  # SQLTransformer statements in the JVM-free scorer (pure Python)
+        "jsonschema>=4.18",  # `sparkship bundle check`: the Databricks CLI's bundle schema (pure Python)
     ],
     # bench: benchmarks/serve_latency.py compares with MLflow's spark flavor (never a runtime dependency)
     extras_require={"local": LOCAL, "spark35": SPARK35, "bundle": BUNDLE, "mlflow": MLFLOW, "onnx": ONNX, "fast": FAST,
@@ -69,6 +70,7 @@ setup(
             "sparkship-promote=sparkship.entrypoints:promote",
             "sparkship-score=sparkship.entrypoints:score",
             "sparkship-monitor=sparkship.entrypoints:monitor",
+            "sparkship-retrain=sparkship.entrypoints:retrain",
             "sparkship-publish=sparkship.entrypoints:publish",
         ],
     },

@@ -5,8 +5,15 @@
 - ``POST /api/2.2/jobs/run-now``                   ``{"job_id": N}`` -> ``{"run_id": R}``
 - ``GET  /api/2.2/jobs/runs/get?run_id=R``         each call moves the run one step: PENDING, RUNNING, TERMINATED
 - ``GET  /api/2.2/jobs/runs/get-output?run_id=T``  a task run's ``error`` when it failed
-- ``GET  /api/2.0/preview/scim/v2/Me``             the current user
+- ``GET  /api/2.0/preview/scim/v2/Me``             the current user (member of ``users``)
 - ``GET  /.well-known/databricks-config``          404 (the SDK probes it at start-up and carries on)
+
+and the few that the Databricks CLI's ``bundle validate`` and ``bundle plan`` call (found the same way, by
+running the CLI against this server and reading the 404s it logged):
+
+- ``GET  /api/2.0/workspace/get-status?path=P``    a folder for every path, 404 for files (none exist yet)
+- ``POST /api/2.0/workspace/mkdirs``               ``{}``
+- ``GET  /api/2.0/permissions/directories/ID``     the bundle folder's access list: its creator manages it
 
 Every API call needs ``Authorization: Bearer <token>``; anything else gets the service's 401 error body.
 This is the only fake in the test suite: the Databricks service cannot exist here.
@@ -15,10 +22,19 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass
@@ -49,7 +65,10 @@ class Request:
 
 @dataclass
 class FakeDatabricks:
-    """Start with ``with FakeDatabricks(token=...) as ws:``; ``ws.host`` is the URL to point the SDK at."""
+    """Start with ``with FakeDatabricks(token=...) as ws:``; ``ws.host`` is the URL to point the SDK at.
+
+    ``user_name`` is the caller: a person's e-mail, or a service principal's application ID (a UUID).
+    """
 
     token: str = "dapi-test-token"
     user_name: str = "first.last@example.com"
@@ -90,7 +109,7 @@ class FakeDatabricks:
                 self.end_headers()
                 self.wfile.write(data)
 
-            do_GET = do_POST = _handle
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
             def log_message(self, *args: Any) -> None:  # keep test output quiet
                 pass
@@ -120,7 +139,19 @@ class FakeDatabricks:
             return 401, {"error_code": "UNAUTHENTICATED", "message": "Invalid access token."}
         route = (method, path)
         if route == ("GET", "/api/2.0/preview/scim/v2/Me"):
-            return 200, {"id": "42", "userName": self.user_name, "displayName": "First Last", "active": True}
+            return 200, {"id": "42", "userName": self.user_name, "displayName": "First Last", "active": True,
+                         "groups": [{"display": "users", "value": "1"}]}
+        if route == ("GET", "/api/2.0/workspace/get-status"):
+            return self._workspace_status((query.get("path") or [""])[0])
+        if route == ("POST", "/api/2.0/workspace/mkdirs"):
+            return 200, {}
+        if method == "GET" and path.startswith("/api/2.0/permissions/directories/"):
+            object_id = path.rsplit("/", 1)[-1]
+            # A service principal's user name is its application ID (a UUID), the key its permissions use.
+            who = "service_principal_name" if _is_uuid(self.user_name) else "user_name"
+            return 200, {"object_id": f"/directories/{object_id}", "object_type": "directory",
+                         "access_control_list": [{who: self.user_name, "all_permissions": [
+                             {"permission_level": "CAN_MANAGE", "inherited": False}]}]}
         if route == ("GET", "/api/2.2/jobs/list"):
             name = (query.get("name") or [None])[0]
             jobs = [j for j in self.jobs.values() if name is None or j.name.lower() == name.lower()]
@@ -151,6 +182,14 @@ class FakeDatabricks:
                                         if failed else {})}
             return 400, {"error_code": "INVALID_PARAMETER_VALUE", "message": "Run does not exist."}
         return 404, {"error_code": "ENDPOINT_NOT_FOUND", "message": f"No API found for '{method} {path}'"}
+
+    @staticmethod
+    def _workspace_status(path: str) -> tuple[int, dict[str, Any]]:
+        # An empty workspace: the bundle's folders "exist" (so the CLI can check and create them), its files
+        # (the deployment state, the lock) do not.
+        if "." in path.rsplit("/", 1)[-1]:
+            return 404, {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": f"Path ({path}) doesn't exist."}
+        return 200, {"object_type": "DIRECTORY", "path": path, "object_id": abs(hash(path)) % 10**9}
 
     def _run_json(self, run: FakeRun) -> dict[str, Any]:
         # Poll 1: pending; poll 2: running (the first task); poll 3 on: terminated with the outcome.

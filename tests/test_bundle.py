@@ -14,7 +14,9 @@ from sparkship.scoring import OUTPUT_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY_POINTS = ["sparkship", "sparkship-train", "sparkship-validate", "sparkship-promote", "sparkship-score",
-                "sparkship-monitor", "sparkship-publish"]
+                "sparkship-monitor", "sparkship-retrain", "sparkship-publish"]
+# sparkship's own command parsers, as `sparkship bundle check` hands them to the checker.
+COMMANDS = build_parser().parse_args(["bundle", "check"]).sparkship_commands
 HAS_PUBLISH = "publish" in build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
 # Until the publish command (issue 15, another branch) is merged, the bundle has exactly this one problem.
 PUBLISH_PENDING = ("resources/training.yml: resources.jobs.training.tasks[publish].python_wheel_task.entry_point: "
@@ -60,7 +62,7 @@ def test_built_wheel_declares_the_package_and_entry_points(wheel):
 
 
 def test_the_bundle_passes_every_offline_check(wheel):
-    report = check_bundle(ROOT, wheel=wheel)
+    report = check_bundle(ROOT, wheel=wheel, commands=COMMANDS)
     problems = [str(p) for p in report.problems]
     assert len(expected_problems(problems)) == (0 if HAS_PUBLISH else 1), problems
     assert problems == expected_problems(problems), "\n".join(problems)
@@ -149,7 +151,8 @@ def test_top_level_sections_follow_the_bundle_conventions():
     assert config["include"] == ["resources/*.yml"]
     assert config["artifacts"]["default"]["type"] == "whl"
     assert config["artifacts"]["default"]["path"] == "."
-    assert config["targets"]["dev"] == {"mode": "development", "default": True}
+    assert config["targets"]["dev"] == {"mode": "development", "default": True,
+                                        "variables": {"schema": "sparkship_${workspace.current_user.short_name}"}}
     assert config["targets"]["prod"]["mode"] == "production"
     bundle = load_bundle(ROOT)
     assert bundle.resolve("${var.registry_root}", "prod") == "/Volumes/main/sparkship_prod/sparkship/registry"
@@ -158,21 +161,27 @@ def test_top_level_sections_follow_the_bundle_conventions():
 
 def test_tables_are_unity_catalog_names_and_the_volume_keeps_models_and_the_registry():
     bundle = load_bundle(ROOT)
-    for target, schema in (("dev", "sparkship"), ("staging", "sparkship_staging"), ("prod", "sparkship_prod")):
-        tables = [bundle.resolve(f"${{var.{v}}}", target)
+    user = {"workspace.current_user.short_name": "first_last"}  # dev: a schema per developer
+    for target, schema in (("dev", "sparkship_first_last"), ("staging", "sparkship_staging"),
+                           ("prod", "sparkship_prod")):
+        tables = [bundle.resolve(f"${{var.{v}}}", target, user)
                   for v in ("training_table", "validation_table", "scoring_input", "scoring_output",
                             "scoring_stream_output")]
         assert all(t.startswith(f"main.{schema}.") and t.count(".") == 2 for t in tables), tables
         volume = f"/Volumes/main/{schema}/sparkship/"
-        assert [bundle.resolve(f"${{var.{v}}}", target).startswith(volume) for v in ("registry_root", "models_root")] \
-            == [True, True]
-    # Every table a task reads or writes is passed as one of those variables, never as a volume path.
+        assert [bundle.resolve(f"${{var.{v}}}", target, user).startswith(volume)
+                for v in ("registry_root", "models_root")] == [True, True]
+    # Every table a task reads or writes is passed as one of those variables, never as a volume path (train's
+    # through the job parameter training_table, which defaults to the variable).
+    assert bundle.jobs["training"].config["parameters"] == [{"name": "training_table",
+                                                             "default": "${var.training_table}"}]
     for key, job in bundle.jobs.items():
         for task in _wheel_tasks(job.config):
             params = task["python_wheel_task"]["parameters"]
             for flag in ("--table", "--input", "--output", "--scores"):
                 if flag in params:
-                    assert params[params.index(flag) + 1] in {"${var.training_table}", "${var.validation_table}",
+                    assert params[params.index(flag) + 1] in {"{{job.parameters.training_table}}",
+                                                               "${var.training_table}", "${var.validation_table}",
                                                                "${var.scoring_input}", "${var.scoring_output}",
                                                                "${var.scoring_stream_output}"}
 
@@ -222,9 +231,10 @@ def test_the_on_change_job_streams_the_nightly_jobs_input_into_a_table_of_its_ow
 # One broken thing per case: (file, text in it, replacement, fragments the problem must name).
 BROKEN = {
     "misspelt field": ("resources/training.yml", "depends_on:", "depend_on:",
-                       ["resources/training.yml", "tasks[validate]", "Unexpected field 'depend_on'"]),
+                       ["resources/training.yml", "tasks[validate].depend_on",
+                        "unknown field (did you mean 'depends_on'?)"]),
     "misspelt job field": ("resources/scoring.yml", "max_concurrent_runs", "max_concurent_runs",
-                           ["resources/scoring.yml", "resources.jobs.scoring", "'max_concurent_runs'"]),
+                           ["resources/scoring.yml", "resources.jobs.scoring.max_concurent_runs: unknown field"]),
     "undefined variable": ("resources/scoring.yml", "${var.scoring_output}", "${var.scoring_outptu}",
                            ["resources/scoring.yml", "undefined variable ${var.scoring_outptu}",
                             "did you mean 'scoring_output'"]),
@@ -235,7 +245,7 @@ BROKEN = {
     "unknown target key": ("databricks.yml", "    workspace:\n", "    workspce:\n",
                            ["databricks.yml", "targets.staging.workspce", "did you mean 'workspace'"]),
     "two default targets": ("databricks.yml", "    mode: production\n", "    mode: production\n    default: true\n",
-                            ["databricks.yml", "exactly one target must have default: true, found dev, prod"]),
+                            ["databricks.yml", "more than one default target (dev, prod)"]),
     "target sets an undefined variable": ("databricks.yml", "      num_workers: 2", "      num_worker: 2",
                                           ["databricks.yml", "targets.prod.variables.num_worker", "not defined"]),
     "unknown entry point": ("resources/monitoring.yml", "entry_point: sparkship-monitor", "entry_point: sparkship-monitr",
@@ -246,8 +256,8 @@ BROKEN = {
                           ["resources/training.yml", "tasks[train].python_wheel_task.parameters",
                            "sparkship-train (sparkship train) rejects its parameters", "unrecognized arguments: --epochs 3"]),
     "missing package name": ("resources/scoring.yml", "            package_name: sparkship\n", "",
-                             ["resources/scoring.yml", "tasks[score]", "PythonWheelTask is missing required field(s) "
-                              "'package_name'"]),
+                             ["resources/scoring.yml", "tasks[score].python_wheel_task",
+                              'required field "package_name" is not set']),
     "wrong package name": ("resources/training.yml", "package_name: sparkship", "package_name: sparkshp",
                            ["resources/training.yml", "tasks[train].python_wheel_task.package_name",
                             "'sparkshp' is not the bundle's wheel package 'sparkship'"]),
@@ -282,8 +292,9 @@ BROKEN = {
                                                   "names no environment version"]),
     "misspelt environment field": ("resources/compute_serverless.yml", "              spec: &sparkship_environment",
                                    "              specs: &sparkship_environment",
-                                   ["resources/compute_serverless.yml", "resources.jobs.training", "'specs'",
-                                    "(target staging)"]),
+                                   ["resources/compute_serverless.yml",
+                                    "targets.staging.resources.jobs.training.environments[sparkship].specs",
+                                    "unknown field (did you mean 'spec'?)"]),
     "serverless task with libraries": ("resources/compute_serverless.yml", "              environment_key: publish\n",
                                        "              environment_key: publish\n              libraries:\n"
                                        "                - whl: ../dist/*.whl\n",
@@ -294,8 +305,8 @@ BROKEN = {
                                      ["resources/training.yml", "tasks[publish].python_wheel_task.entry_point",
                                       "did you mean 'sparkship-publish'"]),
     "publish condition operator": ("resources/training.yml", "op: NOT_EQUAL", "op: NOT_EQUALS",
-                                   ["resources/training.yml", "tasks[publish_enabled]",
-                                    "'NOT_EQUALS' is not a valid ConditionTaskOp"]),
+                                   ["resources/training.yml", "tasks[publish_enabled].condition_task.op",
+                                    "invalid value 'NOT_EQUALS'", "did you mean 'NOT_EQUAL'"]),
     "publish outcome": ("resources/training.yml", 'outcome: "true"', 'outcome: "yes"',
                         ["resources/training.yml", "tasks[publish].depends_on", "outcome must be 'true' or 'false'"]),
     "outcome on a task that is no condition": ("resources/training.yml", "- task_key: publish_enabled\n              outcome",
@@ -322,10 +333,11 @@ BROKEN = {
                                                    "sparkship score task", "main.sparkship_prod.churn_scores"]),
     "monitor without assets_dir": ("resources/quality_monitors.yml",
                                    "          assets_dir: ${workspace.root_path}/monitoring/${var.model_name}_scores\n",
-                                   "", ["resources/quality_monitors.yml", "resources.quality_monitors.scores",
-                                        "QualityMonitor is missing required field(s) 'assets_dir'"]),
+                                   "", ["resources/quality_monitors.yml", "targets.prod.resources.quality_monitors.scores",
+                                        'required field "assets_dir" is not set']),
     "monitor misspelt field": ("resources/quality_monitors.yml", "granularities:", "granularity:",
-                               ["resources/quality_monitors.yml", "Unexpected field 'granularity'"]),
+                               ["resources/quality_monitors.yml", "inference_log.granularity",
+                                "unknown field (did you mean 'granularities'?)"]),
     "monitor problem type": ("resources/quality_monitors.yml", "PROBLEM_TYPE_CLASSIFICATION",
                              "PROBLEM_TYPE_REGRESSION",
                              ["resources/quality_monitors.yml", "inference_log.problem_type",
@@ -360,7 +372,7 @@ BROKEN = {
                      ["resources/training.yml", "tasks[train]", "--spec resources/specs/churn.yml",
                       "model.algorithm", "unknown algorithm 'random_forrest'"]),
     "unknown top-level key": ("databricks.yml", "include:", "includes:",
-                              ["databricks.yml", "includes", "unknown top-level key (did you mean 'include'?)"]),
+                              ["databricks.yml", "includes", "unknown field (did you mean 'include'?)"]),
     "auto-full flag misspelt": ("databricks.yml", "default: --no-auto-full", "default: --no_auto_full",
                                 ["resources/scoring.yml", "tasks[score].python_wheel_task.parameters",
                                  "unrecognized arguments: --no_auto_full"]),
@@ -374,12 +386,12 @@ BROKEN = {
     "trigger condition from a variable": ("resources/scoring_on_change.yml", "condition: ANY_UPDATED",
                                           "condition: ${var.model_name}",
                                           ["resources/scoring_on_change.yml", "trigger.table_update.condition",
-                                           "'churn' (from ${var.model_name}) is not a table_update condition: "
-                                           "expected ANY_UPDATED or ALL_UPDATED"]),
+                                           "invalid value 'churn'", "(from ${var.model_name})"]),
     "trigger misspelt field": ("resources/scoring_on_change.yml", "wait_after_last_change_seconds:",
                                "wait_after_last_change_secs:",
-                               ["resources/scoring_on_change.yml", "resources.jobs.scoring_on_change.trigger:",
-                                "Unexpected field 'wait_after_last_change_secs'"]),
+                               ["resources/scoring_on_change.yml",
+                                "scoring_on_change.trigger.table_update.wait_after_last_change_secs",
+                                "unknown field (did you mean 'wait_after_last_change_seconds'?)"]),
     "trigger wait under a minute": ("resources/scoring_on_change.yml", "min_time_between_triggers_seconds: 300",
                                     "min_time_between_triggers_seconds: 30",
                                     ["resources/scoring_on_change.yml", "min_time_between_triggers_seconds",
@@ -388,8 +400,8 @@ BROKEN = {
                                       "            - ${var.scoring_input}\n          condition",
                                       "            - ${var.training_table}\n          condition",
                                       ["resources/scoring_on_change.yml", "trigger.table_update.table_names",
-                                       "watches main.sparkship.churn_training, but task score scores --input "
-                                       "main.sparkship.churn_customers", "(target dev)"]),
+                                       "watches main.sparkship_prod.churn_training, but task score scores --input "
+                                       "main.sparkship_prod.churn_customers", "(target prod)"]),
     "stream and batch write one output": ("databricks.yml", "default: ${var.catalog}.${var.schema}.churn_scores_stream",
                                           "default: ${var.scoring_output}",
                                           ["resources/scoring_on_change.yml", "tasks[score].python_wheel_task."
@@ -418,7 +430,7 @@ def test_a_broken_bundle_fails_with_a_message_naming_the_file_and_problem(case, 
     file, old, new, fragments = BROKEN[case]
     root = copy_bundle(file, old, new)
 
-    report = check_bundle(root, wheel=wheel)
+    report = check_bundle(root, wheel=wheel, commands=COMMANDS)
 
     assert not report.ok
     messages = [str(p) for p in report.problems]
@@ -428,9 +440,9 @@ def test_a_broken_bundle_fails_with_a_message_naming_the_file_and_problem(case, 
 # Broken on-change jobs that must each give exactly one problem line: (file, text, replacement, the line).
 ONE_LINE = {
     "unknown trigger condition": ("resources/scoring_on_change.yml", "condition: ANY_UPDATED", "condition: ANY_UPDATE",
-                                  "resources/scoring_on_change.yml: resources.jobs.scoring_on_change.trigger: "
-                                  "'ANY_UPDATE' is not a valid Condition: expected one of ANY_UPDATED, ALL_UPDATED "
-                                  "(did you mean 'ANY_UPDATED'?)"),
+                                  "resources/scoring_on_change.yml: resources.jobs.scoring_on_change.trigger."
+                                  "table_update.condition: invalid value 'ANY_UPDATE': expected one of ANY_UPDATED, "
+                                  "ALL_UPDATED (did you mean 'ANY_UPDATED'?)"),
     "a path instead of a table name": ("resources/scoring_on_change.yml",
                                        "            - ${var.scoring_input}\n          condition",
                                        "            - /Volumes/main/sparkship/landing/churn_customers\n          "
@@ -452,7 +464,7 @@ def test_a_broken_on_change_job_gives_one_clear_problem(case, copy_bundle, wheel
     file, old, new, line = ONE_LINE[case]
     root = copy_bundle(file, old, new)
 
-    problems = [str(p) for p in check_bundle(root, wheel=wheel).problems]
+    problems = [str(p) for p in check_bundle(root, wheel=wheel, commands=COMMANDS).problems]
 
     assert problems == [line]
 
@@ -462,19 +474,19 @@ def test_pausing_one_scoring_job_in_a_target_is_clean_and_its_problems_name_that
     pause = "      num_workers: 2\n    resources:\n      jobs:\n        scoring_on_change:\n          trigger:\n" \
             "            pause_status: PAUSED\n"
     root = copy_bundle("databricks.yml", "      num_workers: 2\n", pause)
-    assert [str(p) for p in check_bundle(root, wheel=wheel).problems] == []
+    assert [str(p) for p in check_bundle(root, wheel=wheel, commands=COMMANDS).problems] == []
     assert load_bundle(root).job_config("scoring_on_change", "prod")["trigger"]["table_update"]["table_names"] \
         == ["${var.scoring_input}"]
 
-    root = copy_bundle("databricks.yml", "pause_status: PAUSED", "pause_status: PAUSD")
-    assert [str(p) for p in check_bundle(root, wheel=wheel).problems] == [
-        "databricks.yml: resources.jobs.scoring_on_change.trigger: 'PAUSD' is not a valid PauseStatus: expected one "
-        "of UNPAUSED, PAUSED (did you mean 'PAUSED'?) (target prod)"]
+    root = copy_bundle("databricks.yml", "            pause_status: PAUSED\n", "            pause_status: PAUSD\n")
+    assert [str(p) for p in check_bundle(root, wheel=wheel, commands=COMMANDS).problems] == [
+        "databricks.yml: targets.prod.resources.jobs.scoring_on_change.trigger.pause_status: invalid value 'PAUSD': "
+        "expected one of UNPAUSED, PAUSED (did you mean 'PAUSED'?)"]
 
 
 def test_a_problem_in_one_target_only_says_which(copy_bundle, wheel):
     root = copy_bundle("databricks.yml", "      num_workers: 2\n", "      num_workers: 2\n      model_name: Churn\n")
-    messages = [str(p) for p in check_bundle(root, wheel=wheel).problems]
+    messages = [str(p) for p in check_bundle(root, wheel=wheel, commands=COMMANDS).problems]
     scoring = [m for m in messages if m.startswith("resources/scoring.yml")]
     # Only prod sets the bad name: the one problem says so; dev and staging are fine.
     assert len(scoring) == 1, messages

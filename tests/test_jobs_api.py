@@ -164,4 +164,4 @@ def test_deployed_names_read_from_the_bundle():
     bundle = load_bundle(ROOT)
     assert deployed_job_name(bundle, "training", "dev", "first_last") == DEV_TRAINING
     assert deployed_job_name(bundle, "scoring", "prod") == PROD_SCORING
-    assert deployed_job_name(bundle, "monitoring", "staging") == "sparkship-churn-monitoring"
+    assert deployed_job_name(bundle, "monitoring", "staging") == "[staging] sparkship-churn-monitoring"

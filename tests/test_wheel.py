@@ -160,7 +160,7 @@ def test_a_command_that_needs_an_extra_says_which_in_one_line(venv, tmp_path):
     assert proc.returncode == 1
     assert proc.stdout == ""
     assert proc.stderr.strip().splitlines() == [
-        "sparkship: error: sparkship bundle check needs the 'bundle' extra (no module databricks.bundles): "
+        "sparkship: error: sparkship bundle check needs the 'bundle' extra (no module build): "
         "pip install 'sparkship[bundle]'"
     ]
     as_json = run(venv, "sparkship", "bundle", "check", "--root", str(ROOT), "--json", cwd=tmp_path)

@@ -34,6 +34,11 @@ def monitor() -> None:
     _run("monitor")
 
 
+def retrain() -> None:
+    """``sparkship retrain``: the monitoring job's guard, e.g. ``["--model", "churn", "--window", "7d"]``."""
+    _run("retrain")
+
+
 def publish() -> None:
     """``sparkship publish``: e.g. ``["--model", "churn@champion", "--registered-model", "main.ml.churn"]``."""
     _run("publish")

@@ -20,7 +20,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import pyarrow as pa
 
@@ -294,14 +294,41 @@ class Registry:
             return append(False)
         return _retry_on_conflict(f"recording the {event} event of {name}", lambda: append(True))
 
+    def record_decision(self, name: str, decide: Callable[[list[dict[str, Any]]], tuple[str, dict[str, Any]]],
+                        run_id: str | None = None) -> tuple[str, dict[str, Any], int]:
+        """Decide from the events of ``name`` and record the decision as one event, atomically.
+
+        ``decide(events)`` returns ``(event, details)``; the event is appended by a compare-and-set on the events
+        table's version the decision read, so two deciders never both act on the same history (the loser decides
+        again on the new one). Returns ``(event, details, seq)``.
+        """
+        upgrade(self.events_path, EVENTS_SCHEMA)
+
+        def attempt() -> tuple[str, dict[str, Any], int]:
+            read_version, rows = self._rows(self.events_path)
+            event, details = decide(self._decoded_events(rows, name))
+            seq = read_version + 1
+            row = {"name": name, "version": None, "event": event, "at": _now(), "run_id": run_id,
+                   "details_json": json.dumps(details, sort_keys=True, default=str), "seq": seq}
+            metadata.append_arrow(self.events_path, pa.Table.from_pylist([row], schema=EVENTS_SCHEMA),
+                                  expected_version=read_version)
+            return event, details, seq
+
+        return _retry_on_conflict(f"recording a decision for {name}", attempt)
+
     def events(self, name: str, event: str | None = None, version: int | None = None) -> list[dict[str, Any]]:
         """Events of ``name`` in commit order (``seq``; see :meth:`record_event`), with ``details`` decoded.
 
         Events of a registry older than ``seq`` come first, in the order of their ``at`` clocks: nothing else
         orders them.
         """
+        return self._decoded_events(self._rows(self.events_path)[1], name, event, version)
+
+    @staticmethod
+    def _decoded_events(all_rows: list[dict[str, Any]], name: str, event: str | None = None,
+                        version: int | None = None) -> list[dict[str, Any]]:
         rows = [
-            r for r in self._rows(self.events_path)[1]
+            r for r in all_rows
             if r["name"] == name and (event is None or r["event"] == event)
             and (version is None or r["version"] == version)
         ]

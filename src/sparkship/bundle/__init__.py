@@ -1,25 +1,32 @@
 """Offline checks of the Databricks asset bundle (``databricks.yml`` + ``resources/*.yml``), before a deploy.
 
-Each section of the bundle is checked by the module named after it (:mod:`~sparkship.bundle.loader`, ``targets``,
-``variables``, ``artifacts``, ``jobs``, ``environments``, ``triggers``, ``score_tasks``, ``monitors``), in every
-target (overrides merged), each problem naming the file and where in it; what each one checks is listed in
-docs/DESIGN.md. Checking needs the ``bundle`` extra (``databricks-bundles``); reading a bundle
-(``sparkship jobs run``) does not.
+Every file is first checked against the Databricks CLI's own JSON schema (:mod:`~sparkship.bundle.schema`, the
+schema vendored at a pinned CLI version), with each variable's value checked where it is used; then each section
+is checked by the module named after it (``targets``, ``variables``, ``artifacts``, ``jobs``, ``environments``,
+``triggers``, ``score_tasks``, ``monitors``), in every target (overrides merged), each problem naming the file
+and where in it; what each one checks is listed in docs/DESIGN.md. A resource the schema finds a fault in is not
+checked further, so that one mistake is one problem. Building the wheel needs the ``bundle`` extra (``build``).
 
-    >>> [str(p) for p in check(".")]                                   # doctest: +SKIP
+    >>> [str(p) for p in check(".", commands=None)]                    # doctest: +SKIP
     []
 """
 from __future__ import annotations
 
+import argparse
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
+from sparkship.bundle import jobs as job_checks
+from sparkship.bundle import monitors as monitor_checks
 from sparkship.bundle.artifacts import WheelInfo, build_artifact, build_wheel, check_artifacts, read_wheel
+from sparkship.bundle.environments import compute_of
 from sparkship.bundle.loader import BUNDLE_FILE, Bundle, BundleError, JobSource, ResourceSource, load_bundle
 from sparkship.bundle.problems import Problem, Problems
+from sparkship.bundle.schema import check_cli_rules, check_structure, cli_version
+from sparkship.bundle.score_tasks import check_score_tasks
 from sparkship.bundle.targets import (
     check_bundle_section,
     check_targets,
@@ -27,6 +34,7 @@ from sparkship.bundle.targets import (
     needs_short_name,
     short_user_name,
 )
+from sparkship.bundle.triggers import check_triggers
 from sparkship.bundle.variables import check_variables
 from sparkship.errors import SparkshipError
 
@@ -43,6 +51,7 @@ class BundleReport:
     compute: dict[str, str]  # target -> classic / serverless / mixed
     wheel: str | None
     problems: list[Problem]
+    schema: str = ""  # the CLI whose bundle schema the structure was checked against
 
     @property
     def ok(self) -> bool:
@@ -51,44 +60,48 @@ class BundleReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok, "root": self.root, "bundle": self.bundle, "targets": self.targets, "jobs": self.jobs,
-            "monitors": self.monitors, "compute": self.compute, "wheel": self.wheel,
+            "monitors": self.monitors, "compute": self.compute, "wheel": self.wheel, "schema": self.schema,
             "problems": [str(p) for p in self.problems],
         }
 
 
-def check(bundle_dir: str | os.PathLike[str] = ".", wheel: str | os.PathLike[str] | None = None) -> list[Problem]:
+Commands = Mapping[str, argparse.ArgumentParser]
+
+
+def check(bundle_dir: str | os.PathLike[str] = ".", wheel: str | os.PathLike[str] | None = None,
+          commands: Commands | None = None) -> list[Problem]:
     """The problems :func:`check_bundle` finds (an empty list when the bundle is fine)."""
-    return check_bundle(bundle_dir, wheel=wheel).problems
+    return check_bundle(bundle_dir, wheel=wheel, commands=commands).problems
 
 
-def check_bundle(root: str | os.PathLike[str] = ".", wheel: str | os.PathLike[str] | None = None) -> BundleReport:
+def check_bundle(root: str | os.PathLike[str] = ".", wheel: str | os.PathLike[str] | None = None,
+                 commands: Commands | None = None) -> BundleReport:
     """Check the bundle in ``root`` offline; ``wheel`` skips the build and checks that wheel instead.
 
-    Raises :class:`BundleError` only when the YAML cannot be read, and
-    :class:`~sparkship.extras.MissingExtraError` without ``databricks-bundles``; everything else is a
-    :class:`Problem` in the report.
+    ``commands`` (command name -> its ``argparse`` parser: the ``sparkship`` CLI's, passed in by
+    ``sparkship bundle check``) parses each ``python_wheel_task``'s parameters; without it they are not checked.
+    Raises :class:`BundleError` only when the YAML cannot be read; everything else is a :class:`Problem` in
+    the report.
     """
-    from sparkship.bundle import jobs as job_checks
-    from sparkship.bundle import monitors as monitor_checks
-    from sparkship.bundle.score_tasks import check_score_tasks
-    from sparkship.bundle.triggers import check_triggers
-    from sparkship.extras import require
-
-    require("databricks.bundles", extra="bundle", command="sparkship bundle check")  # before reading anything
     bundle = load_bundle(root)
     problems = Problems(list(bundle.targets))
     problems.extend(bundle.problems)
+    broken = check_structure(bundle, problems)
+    check_cli_rules(bundle, problems)
     check_bundle_section(bundle, problems)
     check_artifacts(bundle, problems)
     check_variables(bundle, problems)
-    check_targets(bundle, problems)
-    parsed = job_checks.parse_jobs(bundle, problems)
-    monitors = monitor_checks.parse_monitors(bundle, problems)
+    check_targets(bundle, problems, broken)
+    parsed = job_checks.parse_jobs(bundle, problems, broken)
+    monitors = monitor_checks.parse_monitors(bundle, broken)
 
-    wheel_info = _wheel(bundle, wheel, problems) if job_checks.has_wheel_tasks(parsed) else None
-    runs = job_checks.check_wheel_tasks(bundle, parsed, wheel_info, problems) if wheel_info else []
-    check_triggers(bundle, parsed, runs, problems)
-    check_score_tasks(parsed, runs, problems)
+    has_wheel = job_checks.has_wheel_tasks(parsed)
+    wheel_info = _wheel(bundle, wheel, problems) if has_wheel else None
+    runs = job_checks.check_wheel_tasks(bundle, parsed, wheel_info, problems, commands) if wheel_info else None
+    if not has_wheel or any(len(jobs) != len(bundle.target_resources("jobs", t)) for t, jobs in parsed.items()):
+        runs = [] if not has_wheel else None  # None: a job left out, so what its score tasks write is not known
+    check_triggers(bundle, parsed, runs or [], problems)
+    check_score_tasks(parsed, runs or [], problems)
     monitor_checks.check_monitors(bundle, monitors, parsed, runs, problems)
     return BundleReport(
         root=str(bundle.root),
@@ -100,6 +113,7 @@ def check_bundle(root: str | os.PathLike[str] = ".", wheel: str | os.PathLike[st
         compute={t: _compute(jobs) for t, jobs in parsed.items()},
         wheel=Path(wheel_info.path).name if wheel_info else None,
         problems=problems.result(),
+        schema=cli_version(),
     )
 
 
@@ -121,8 +135,6 @@ def _monitor_targets(monitors: dict[str, dict[str, Any]]) -> dict[str, list[str]
 
 
 def _compute(jobs: dict[str, tuple[str, dict[str, Any]]]) -> str:
-    from sparkship.bundle.environments import compute_of
-
     kinds = {compute_of(t) for _, job in jobs.values() for t in job.get("tasks") or [] if isinstance(t, dict)}
     kinds.discard("none")
     return kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else "none")

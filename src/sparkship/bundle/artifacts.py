@@ -17,13 +17,11 @@ from pathlib import Path
 from typing import Iterable
 
 from sparkship.bundle.loader import BUNDLE_FILE, Bundle
-from sparkship.bundle.problems import Problems, unknown_keys
+from sparkship.bundle.problems import Problems
 from sparkship.errors import NotFoundError, SparkshipError, UsageError
 
 log = logging.getLogger(__name__)
 
-ARTIFACT_KEYS = frozenset({"build", "dynamic_version", "executable", "files", "path", "type"})
-ARTIFACT_TYPES = ("whl", "jar")
 # Not part of the wheel and possibly large (virtual environments, data, build leftovers).
 _BUILD_IGNORE = shutil.ignore_patterns(
     ".*", "__pycache__", "*.pyc", "*.egg-info", "build", "dist", "tests", "benchmarks", "spark-warehouse",
@@ -32,23 +30,15 @@ _BUILD_IGNORE = shutil.ignore_patterns(
 
 
 def check_artifacts(bundle: Bundle, problems: Problems) -> None:
-    """Known keys, a known ``type``, and a ``path`` that is a folder of the bundle."""
-    artifacts = bundle.config.get("artifacts") or {}
-    if not isinstance(artifacts, dict):
-        problems.add(BUNDLE_FILE, "artifacts", "expected a mapping of artifact name -> settings")
-        return
-    for name, artifact in artifacts.items():
-        where = f"artifacts.{name}"
+    """Each artifact's ``path`` is a folder of the bundle (its keys and ``type`` are the schema's to check)."""
+    artifacts = bundle.config.get("artifacts")
+    for name, artifact in (artifacts if isinstance(artifacts, dict) else {}).items():
         if not isinstance(artifact, dict):
-            problems.add(BUNDLE_FILE, where, "expected a mapping with type, build and path")
             continue
-        problems.extend(unknown_keys(BUNDLE_FILE, where, artifact, ARTIFACT_KEYS))
-        if artifact.get("type") not in ARTIFACT_TYPES:
-            problems.add(BUNDLE_FILE, f"{where}.type",
-                         f"expected one of {', '.join(ARTIFACT_TYPES)}, got {artifact.get('type')!r}")
         path = bundle.root / str(artifact.get("path", "."))
         if not path.is_dir():
-            problems.add(BUNDLE_FILE, f"{where}.path", f"{artifact.get('path')!r} is not a folder under {bundle.root}")
+            problems.add(BUNDLE_FILE, f"artifacts.{name}.path",
+                         f"{artifact.get('path')!r} is not a folder under {bundle.root}")
 
 
 def artifact_dist_dirs(bundle: Bundle) -> set[Path]:

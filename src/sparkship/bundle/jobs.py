@@ -1,22 +1,23 @@
-"""``resources.jobs``: each job parsed with the ``databricks-bundles`` dataclasses, in every target (overrides
-merged), its task graph and compute, and every ``python_wheel_task`` against the built wheel: the entry point is
-declared and defined, and its parameters parse with ``sparkship``'s own argument parser.
+"""``resources.jobs``: each job in every target (overrides merged) that passed the CLI's schema
+(:mod:`sparkship.bundle.schema`), its task graph and compute, and every ``python_wheel_task`` against the built
+wheel: the entry point is declared and defined, and its parameters parse with the ``sparkship`` command-line
+parser its caller passes in (``commands``: command name -> that command's parser).
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from sparkship.bundle.artifacts import WheelInfo, artifact_dist_dirs
 from sparkship.bundle.environments import check_compute, wheels_installed
 from sparkship.bundle.loader import Bundle
-from sparkship.bundle.problems import Problems, dataclass_error, did_you_mean, item_label
-from sparkship.bundle.triggers import trigger_error, trigger_file
+from sparkship.bundle.problems import Problems, did_you_mean, item_label
 from sparkship.errors import UsageError
 
 SAMPLE_RUN_ID = "123456789"
@@ -42,52 +43,21 @@ class WheelTaskRun:
     args: Any
 
 
-def parse_jobs(bundle: Bundle, problems: Problems) -> ParsedJobs:
-    """Parse each job in each target with ``Job.from_dict`` (unknown fields refused); check its task graph."""
-    from sparkship.extras import require
-
-    require("databricks.bundles.jobs", extra="bundle", command="sparkship bundle check")
+def parse_jobs(bundle: Bundle, problems: Problems, broken: set[tuple[str | None, str, str]]) -> ParsedJobs:
+    """The jobs of each target that the schema check found no fault in (``broken``), their task graph and compute
+    checked; a broken job is left out, so nothing is reported again through it."""
     parsed: ParsedJobs = {}
     for target in bundle.targets or {"": {}}:
         parsed[target] = {}
         for key, (file, config) in bundle.target_resources("jobs", target).items():
             _check_override_tasks(bundle, problems, key, target)
-            if _parses(bundle, problems, key, target, file, config):
-                parsed[target][key] = (file, config)
-                _check_graph(problems, file, f"resources.jobs.{key}", config, target or None)
-                check_compute(problems, _compute_file(bundle, key, target, file), f"resources.jobs.{key}", config,
-                              target or None)
+            if (None, "jobs", key) in broken or (target, "jobs", key) in broken:
+                continue
+            parsed[target][key] = (file, config)
+            _check_graph(problems, file, f"resources.jobs.{key}", config, target or None)
+            check_compute(problems, _compute_file(bundle, key, target, file), f"resources.jobs.{key}", config,
+                          target or None)
     return parsed
-
-
-def _parses(bundle: Bundle, problems: Problems, key: str, target: str, file: str, config: dict[str, Any]) -> bool:
-    from databricks.bundles.jobs import Job, Task
-
-    try:
-        Job.from_dict(config)  # type: ignore[arg-type]
-        return True
-    except (TypeError, ValueError) as exc:
-        where, error, job_file = f"resources.jobs.{key}", exc, file
-        base = bundle.jobs.get(key)
-        if base is not None and base.config is not config and _job_parses(base.config):
-            file = _compute_file(bundle, key, target, file)  # the job parses without the target's override
-        base_tasks = {t.get("task_key"): t for t in (base.config.get("tasks") or []) if isinstance(t, dict)} if base else {}
-        # Narrow the message down to the task (or the trigger) at fault, and to the file at fault (the base or
-        # the override).
-        for i, task in enumerate(config.get("tasks") or []):
-            try:
-                Task.from_dict(task)
-            except (TypeError, ValueError) as task_exc:
-                where, error = f"resources.jobs.{key}.tasks[{item_label(task, i)}]", task_exc
-                file = _task_file(bundle, key, target, file, base_tasks.get(task.get("task_key")))
-                break
-        else:
-            if (trigger_exc := trigger_error(config)) is not None:
-                where, error = f"resources.jobs.{key}.trigger", trigger_exc
-                base_ok = base is not None and base.config is not config and trigger_error(base.config) is None
-                file = trigger_file(bundle, key, target, job_file) if base_ok else job_file
-        problems.add(file, where, dataclass_error(error), target or None)
-        return False
 
 
 def _check_override_tasks(bundle: Bundle, problems: Problems, key: str, target: str) -> None:
@@ -102,29 +72,6 @@ def _check_override_tasks(bundle: Bundle, problems: Problems, key: str, target: 
             problems.add(_compute_file(bundle, key, target, base.file), f"resources.jobs.{key}.tasks[{item_label(task, i)}]",
                          f"target override of task {task.get('task_key')!r}, which {base.file} does not define "
                          f"(its tasks: {', '.join(map(str, defined))})", target)
-
-
-def _job_parses(config: dict[str, Any]) -> bool:
-    from databricks.bundles.jobs import Job
-
-    try:
-        Job.from_dict(config)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
-def _task_file(bundle: Bundle, key: str, target: str, file: str, base_task: dict[str, Any] | None) -> str:
-    """The base file when the task as defined there is already wrong, else the target override's file."""
-    from databricks.bundles.jobs import Task
-
-    if base_task is None:
-        return _compute_file(bundle, key, target, file)
-    try:
-        Task.from_dict(base_task)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return file
-    return _compute_file(bundle, key, target, file)
 
 
 def _compute_file(bundle: Bundle, key: str, target: str, file: str) -> str:
@@ -185,9 +132,12 @@ def _normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def check_wheel_tasks(bundle: Bundle, parsed: ParsedJobs, wheel: WheelInfo, problems: Problems) -> list[WheelTaskRun]:
-    """Check every wheel task of every target against ``wheel``; return the runs whose parameters parse."""
-    parser = CliParser()
+def check_wheel_tasks(bundle: Bundle, parsed: ParsedJobs, wheel: WheelInfo, problems: Problems,
+                      commands: Mapping[str, argparse.ArgumentParser] | None) -> list[WheelTaskRun] | None:
+    """Check every wheel task of every target against ``wheel``; return the runs whose parameters parse, or None
+    when some task's run is not known (its parameters do not parse, or no ``commands`` to parse them with)."""
+    parser = CliParser(commands) if commands is not None else None
+    complete = parser is not None
     runs: list[WheelTaskRun] = []
     for target, jobs in parsed.items():
         for key, (file, job) in jobs.items():
@@ -195,13 +145,14 @@ def check_wheel_tasks(bundle: Bundle, parsed: ParsedJobs, wheel: WheelInfo, prob
                 where = f"resources.jobs.{key}.tasks[{item_label(task, i)}]"
                 command = _check_entry_point(bundle, problems, file, _compute_file(bundle, key, target, file), where,
                                              job, task, wheel, target)
-                if command is None:
+                args = None if command is None or parser is None else \
+                    _parse_parameters(bundle, problems, parser, file, where, task, command, target)
+                if args is None:
+                    complete = False
                     continue
-                args = _parse_parameters(bundle, problems, parser, file, where, task, command, target)
-                if args is not None:
-                    runs.append(WheelTaskRun(target, key, str(task.get("task_key")), file, where, command, args))
-                    _check_values(bundle, problems, file, key, where, job, args, target)
-    return runs
+                runs.append(WheelTaskRun(target, key, str(task.get("task_key")), file, where, command, args))
+                _check_values(bundle, problems, file, key, where, job, args, target)
+    return runs if complete else None
 
 
 def _check_entry_point(
@@ -323,7 +274,15 @@ def load_shipped_specs(bundle: Bundle, problems: Problems, file: str, key: str, 
         if not local.exists():
             continue  # reported with the parameters
         try:
-            specs.append(load_spec(str(local)))
+            if str(local) not in bundle.specs:  # each job of each target ships the same few specs: read each once
+                try:
+                    bundle.specs[str(local)] = load_spec(str(local))
+                except UsageError as exc:
+                    bundle.specs[str(local)] = exc
+            loaded = bundle.specs[str(local)]
+            if isinstance(loaded, UsageError):
+                raise loaded
+            specs.append(loaded)
         except UsageError as exc:
             message = str(exc).removeprefix(f"{local}: ")  # load_spec names the file; so do we, shorter
             problems.add(file, f"resources.jobs.{key}.tasks[{item_label(task, i)}].python_wheel_task.parameters",
@@ -332,22 +291,20 @@ def load_shipped_specs(bundle: Bundle, problems: Problems, file: str, key: str, 
 
 
 class CliParser:
-    """``sparkship``'s own argument parser, turning argparse's exit into an error message."""
+    """``sparkship``'s own command parsers (name -> parser, from the caller), turning argparse's exit into an
+    error message."""
 
-    def __init__(self) -> None:
-        import argparse
-
-        from sparkship.cli import build_parser
-
-        self._parser = build_parser()
-        actions = [a for a in self._parser._actions if isinstance(a, argparse._SubParsersAction)]
-        self.commands = set(actions[0].choices) if actions else set()
+    def __init__(self, commands: Mapping[str, argparse.ArgumentParser]) -> None:
+        self._commands = commands
+        self.commands = set(commands)
 
     def parse(self, argv: list[str]) -> tuple[Any, str | None]:
+        if not argv or argv[0] not in self._commands:
+            return None, f"no command {argv[0] if argv else ''!r} (commands: {', '.join(sorted(self.commands))})"
         err, out = io.StringIO(), io.StringIO()
         try:
             with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
-                return self._parser.parse_args(argv), None
+                return self._commands[argv[0]].parse_args(argv[1:]), None
         except SystemExit:
             lines = [line for line in err.getvalue().strip().splitlines() if line.strip()]
             message = lines[-1] if lines else "rejected"

@@ -14,24 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sparkship.bundle.problems import Problem, unknown_keys
+from sparkship.bundle.problems import Problem
 from sparkship.errors import NotFoundError, UsageError
 
 BUNDLE_FILE = "databricks.yml"
-# Keys the Databricks CLI accepts (bundle config schema); anything else is a typo.
-TOP_KEYS = frozenset({
-    "artifacts", "bundle", "environments", "experimental", "include", "permissions", "presets", "python",
-    "resources", "run_as", "scripts", "sync", "targets", "variables", "workspace",
-})
-INCLUDED_FILE_KEYS = TOP_KEYS - {"bundle", "include"}
-# Resource kinds of the bundle schema; sparkship checks jobs and quality_monitors in depth.
-RESOURCE_KINDS = (
-    "alerts", "apps", "clusters", "dashboards", "database_catalogs", "database_instances", "experiments", "jobs",
-    "model_serving_endpoints", "models", "pipelines", "quality_monitors", "registered_models", "schemas",
-    "secret_scopes", "sql_warehouses", "synced_database_tables", "volumes",
-)
-
 REFERENCE = re.compile(r"\$\{([^}]*)\}")
+
+
+def env_variable(name: str) -> str:
+    """The environment variable that sets bundle variable ``name`` at deploy time (as ``--var`` does)."""
+    return f"BUNDLE_VAR_{name}"
 
 
 class BundleError(UsageError):
@@ -66,7 +58,9 @@ class Bundle:
     resources: dict[str, dict[str, ResourceSource]] = field(default_factory=dict)  # kind -> key -> source
     files: dict[str, Any] = field(default_factory=dict)  # relative path -> parsed YAML
     target_files: dict[str, list[str]] = field(default_factory=dict)  # target -> files that set it
-    problems: list[Problem] = field(default_factory=list)  # found while loading (unknown keys, duplicates)
+    problems: list[Problem] = field(default_factory=list)  # found while loading (duplicate definitions)
+    specs: dict[str, Any] = field(default_factory=dict)  # training spec path -> spec (or why it cannot be read)
+    _values: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)  # target -> variable_values
 
     @property
     def name(self) -> str:
@@ -95,7 +89,10 @@ class Bundle:
         return name, self.targets[name] or {}
 
     def variable_values(self, target: str) -> dict[str, Any]:
-        """Variable values for a target: defaults, then the target's overrides (a lookup stays unresolved)."""
+        """Variable values for a target: defaults, then the target's overrides, then ``BUNDLE_VAR_<name>`` from
+        the environment, as the CLI takes them (a lookup stays unresolved)."""
+        if target in self._values:
+            return dict(self._values[target])
         values: dict[str, Any] = {}
         for name, (_, definition) in self.variables.items():
             values[name] = definition.get("default") if isinstance(definition, dict) else definition
@@ -104,7 +101,11 @@ class Bundle:
             if isinstance(value, dict) and "default" in value:
                 value = value["default"]
             values[name] = value
-        return values
+        for name in self.variables:
+            if env_variable(name) in os.environ:
+                values[name] = os.environ[env_variable(name)]
+        self._values[target] = values
+        return dict(values)
 
     def resolve(self, value: str, target: str, extra: dict[str, str] | None = None) -> str:
         """Substitute ``${var.x}``, ``${bundle.target}``, ``${bundle.name}`` and any ``extra`` references.
@@ -190,7 +191,7 @@ def load_bundle(root: str | os.PathLike[str] = ".") -> Bundle:
         raise BundleError(f"{BUNDLE_FILE}: expected a mapping at the top level")
     bundle = Bundle(root=root_path, config=config)
     bundle.files[BUNDLE_FILE] = config
-    _absorb(bundle, BUNDLE_FILE, config, TOP_KEYS)
+    _absorb(bundle, BUNDLE_FILE, config)
     for rel in _included_files(bundle):
         data = read_yaml(root_path / rel, rel)
         bundle.files[rel] = data
@@ -199,7 +200,7 @@ def load_bundle(root: str | os.PathLike[str] = ".") -> Bundle:
         if not isinstance(data, dict):
             bundle.problems.append(Problem(rel, "", "expected a mapping at the top level"))
             continue
-        _absorb(bundle, rel, data, INCLUDED_FILE_KEYS)
+        _absorb(bundle, rel, data)
     return bundle
 
 
@@ -225,16 +226,17 @@ def read_yaml(path: Path, rel: str) -> Any:
     import yaml
 
     try:
-        return yaml.safe_load(path.read_text())
+        # libyaml's loader where PyYAML has it (several times faster), else the pure-Python one
+        return yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
         raise BundleError(f"{rel}: not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
 
 
-def _absorb(bundle: Bundle, rel: str, data: dict[str, Any], allowed: frozenset[str]) -> None:
-    """Merge one file's sections into the bundle, recording unknown keys and duplicate definitions."""
-    bundle.problems.extend(unknown_keys(rel, "", data, sorted(allowed), what="top-level key"))
+def _absorb(bundle: Bundle, rel: str, data: dict[str, Any]) -> None:
+    """Merge one file's sections into the bundle, recording duplicate definitions (the CLI's schema checks the
+    keys and types: :mod:`sparkship.bundle.schema`)."""
     _absorb_variables(bundle, rel, data.get("variables") or {})
     targets = data.get("targets") or {}
     if not isinstance(targets, dict):
@@ -243,18 +245,12 @@ def _absorb(bundle: Bundle, rel: str, data: dict[str, Any], allowed: frozenset[s
     for name, target in targets.items():
         bundle.targets[str(name)] = merge(bundle.targets.get(str(name)) or {}, target or {})
         bundle.target_files.setdefault(str(name), []).append(rel)
-        overrides = target.get("resources") if isinstance(target, dict) else None
-        if isinstance(overrides, dict):
-            bundle.problems.extend(unknown_keys(rel, f"targets.{name}.resources", overrides, RESOURCE_KINDS,
-                                                what="resource kind"))
     resources = data.get("resources") or {}
     if not isinstance(resources, dict):
         bundle.problems.append(Problem(rel, "resources", "expected a mapping of resource kind -> resources"))
         return
-    bundle.problems.extend(unknown_keys(rel, "resources", resources, RESOURCE_KINDS, what="resource kind"))
     for kind, items in resources.items():
-        if kind in RESOURCE_KINDS:
-            _absorb_resources(bundle, rel, str(kind), items)
+        _absorb_resources(bundle, rel, str(kind), items)
 
 
 def _absorb_variables(bundle: Bundle, rel: str, variables: Any) -> None:

@@ -1,6 +1,6 @@
 """``resources.quality_monitors``: Lakehouse Monitoring of the scores table as an inference table.
 
-Each monitor is parsed with the ``databricks-bundles`` dataclasses, in every target that deploys it, and then
+Each monitor that passed the CLI's schema (:mod:`sparkship.bundle.schema`), in every target that deploys it, is
 checked against what the bundle's own jobs do: the monitored table is a Unity Catalog ``catalog.schema.table``
 that a ``sparkship score`` task writes (its ``--output``), the ``inference_log`` columns are columns that
 scoring writes (:data:`sparkship.scoring.OUTPUT_COLUMNS` plus the task's ``--keys``), and ``problem_type``
@@ -13,7 +13,7 @@ from typing import Any
 
 from sparkship.bundle.jobs import ParsedJobs, WheelTaskRun, load_shipped_specs
 from sparkship.bundle.loader import Bundle
-from sparkship.bundle.problems import UC_TABLE, Problems, dataclass_error, did_you_mean
+from sparkship.bundle.problems import UC_TABLE, Problems, did_you_mean
 
 UC_SCHEMA = re.compile(r"[^.\s/`]+\.[^.\s/`]+")
 PROBLEM_TYPES = {"classification": "PROBLEM_TYPE_CLASSIFICATION", "regression": "PROBLEM_TYPE_REGRESSION"}
@@ -21,37 +21,30 @@ GRANULARITY = re.compile(r"5 minutes|30 minutes|1 hour|1 day|[1-4] weeks?|1 mont
 COLUMN_FIELDS = ("model_id_col", "prediction_col", "timestamp_col", "label_col", "prediction_proba_col")
 
 
-def parse_monitors(bundle: Bundle, problems: Problems) -> dict[str, dict[str, tuple[str, dict[str, Any]]]]:
-    """Parse each monitor in each target with ``QualityMonitor.from_dict``; return target -> key -> (file, cfg)."""
-    from sparkship.extras import require
-
-    require("databricks.bundles.quality_monitors", extra="bundle", command="sparkship bundle check")
-    from databricks.bundles.quality_monitors import QualityMonitor
-
-    parsed: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {}
-    for target in bundle.targets:
-        parsed[target] = {}
-        for key, (file, config) in bundle.target_resources("quality_monitors", target).items():
-            try:
-                QualityMonitor.from_dict(config)  # type: ignore[arg-type]
-            except (TypeError, ValueError) as exc:
-                problems.add(file, f"resources.quality_monitors.{key}", dataclass_error(exc), target)
-                continue
-            parsed[target][key] = (file, config)
-    return parsed
+def parse_monitors(bundle: Bundle,
+                   broken: set[tuple[str | None, str, str]]) -> dict[str, dict[str, tuple[str, dict[str, Any]]]]:
+    """target -> key -> (file, settings) of each monitor the schema check found no fault in (``broken``)."""
+    return {target: {key: source for key, source in bundle.target_resources("quality_monitors", target).items()
+                     if (None, "quality_monitors", key) not in broken
+                     and (target, "quality_monitors", key) not in broken}
+            for target in bundle.targets}
 
 
 def check_monitors(
     bundle: Bundle, monitors: dict[str, dict[str, tuple[str, dict[str, Any]]]], jobs: ParsedJobs,
-    runs: list[WheelTaskRun], problems: Problems,
+    runs: list[WheelTaskRun] | None, problems: Problems,
 ) -> None:
-    """Check each parsed monitor against the scoring tasks and training specs of its target."""
+    """Check each parsed monitor against the scoring tasks and training specs of its target.
+
+    ``runs`` is None when some job or task could not be followed (already reported): whether a score task writes
+    the monitored table is then not known, and not reported.
+    """
     for target, items in monitors.items():
-        scoring = [r for r in runs if r.target == target and r.command == ["score"]]
+        scoring = [r for r in runs or [] if r.target == target and r.command == ["score"]]
         tasks = _spec_tasks(bundle, jobs.get(target, {}), target)
         for key, (file, config) in items.items():
             where = f"resources.quality_monitors.{key}"
-            _check_names(bundle, problems, file, where, config, target)
+            table_ok = _check_names(bundle, problems, file, where, config, target)
             log = config.get("inference_log")
             if not isinstance(log, dict):
                 problems.add(file, f"{where}.inference_log", "missing: the scores table is an inference table; "
@@ -59,6 +52,8 @@ def check_monitors(
                 continue
             table = bundle.resolve(str(config.get("table_name")), target)
             writer = next((r for r in scoring if r.args.output == table), None)
+            if writer is None and (runs is None or not table_ok):
+                continue  # not known who writes it, or its name is already reported
             if writer is None:
                 written = ", ".join(sorted({r.args.output for r in scoring})) or "none"
                 problems.add(file, f"{where}.table_name", f"{table!r} is not written by any sparkship score task "
@@ -69,14 +64,17 @@ def check_monitors(
 
 
 def _check_names(bundle: Bundle, problems: Problems, file: str, where: str, config: dict[str, Any],
-                 target: str) -> None:
+                 target: str) -> bool:
+    """Report a table or schema name that is not one; return whether the table name is fine."""
     table = bundle.resolve(str(config.get("table_name")), target)
-    if "${" not in table and not UC_TABLE.fullmatch(table):
+    table_ok = "${" in table or bool(UC_TABLE.fullmatch(table))
+    if not table_ok:
         problems.add(file, f"{where}.table_name", f"{table!r} is not a Unity Catalog table name "
                      "(catalog.schema.table): Lakehouse Monitoring monitors UC tables only", target)
     schema = bundle.resolve(str(config.get("output_schema_name")), target)
     if "${" not in schema and not UC_SCHEMA.fullmatch(schema):
         problems.add(file, f"{where}.output_schema_name", f"{schema!r} is not a schema name (catalog.schema)", target)
+    return table_ok
 
 
 def written_columns(run: WheelTaskRun) -> list[str]:

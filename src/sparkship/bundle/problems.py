@@ -72,50 +72,6 @@ def did_you_mean(word: Any, choices: Iterable[Any]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def unknown_keys(file: str, where: str, mapping: dict[str, Any], known: Iterable[str],
-                 what: str = "key") -> list[Problem]:
-    """A problem for every key of ``mapping`` not in ``known`` (the one unknown-key check of every section).
-
-    >>> [str(p) for p in unknown_keys("databricks.yml", "targets.dev", {"mode": 1, "workspce": 2}, ["mode", "workspace"])]
-    ["databricks.yml: targets.dev.workspce: unknown key (did you mean 'workspace'?)"]
-    """
-    known = list(known)
-    return [Problem(file, f"{where}.{key}" if where else str(key), f"unknown {what}{did_you_mean(key, known)}")
-            for key in mapping if key not in known]
-
-
-def dataclass_error(exc: Exception) -> str:
-    """A ``databricks-bundles`` ``from_dict`` error, with a missing required field said plainly and the values
-    of an enum listed.
-
-    >>> print(dataclass_error(ValueError("'ANY_UPDATE' is not a valid Condition")))
-    'ANY_UPDATE' is not a valid Condition: expected one of ANY_UPDATED, ALL_UPDATED (did you mean 'ANY_UPDATED'?)
-    """
-    missing = re.search(r"(\w+)\.__init__\(\) missing \d+ required keyword-only arguments?: (.+)", str(exc))
-    if missing:
-        return f"{missing.group(1)} is missing required field(s) {missing.group(2)}"
-    return str(exc) + _enum_values(str(exc))
-
-
-def _enum_values(message: str) -> str:
-    """``: expected one of ...`` for an ``'X' is not a valid <Enum>`` error of a ``databricks-bundles`` enum."""
-    import enum
-    import importlib
-
-    bad = re.search(r"'([^']*)' is not a valid (\w+)", message)
-    if bad is None:
-        return ""
-    for module in ("databricks.bundles.jobs", "databricks.bundles.quality_monitors"):
-        try:
-            cls = getattr(importlib.import_module(module), bad.group(2), None)
-        except ImportError:
-            continue
-        if isinstance(cls, type) and issubclass(cls, enum.Enum):
-            values = [str(member.value) for member in cls]
-            return f": expected one of {', '.join(values)}{did_you_mean(bad.group(1), values)}"
-    return ""
-
-
 def walk(value: Any, where: str = "") -> Iterator[tuple[str, str]]:
     """Every string in a parsed YAML value, with its dotted path (list items named by their ``*_key``).
 

@@ -1,31 +1,27 @@
 """The ``bundle`` and ``targets`` sections, and the names a target gives the jobs it deploys."""
 from __future__ import annotations
 
+import os
 import re
 
-from sparkship.bundle.loader import BUNDLE_FILE, Bundle
-from sparkship.bundle.problems import Problems, did_you_mean, unknown_keys
+from sparkship.bundle.loader import BUNDLE_FILE, Bundle, env_variable
+from sparkship.bundle.problems import Problems, did_you_mean
 from sparkship.errors import UsageError
 
-BUNDLE_KEYS = frozenset({"name", "cluster_id", "compute_id", "databricks_cli_version", "deployment", "git", "uuid"})
-TARGET_KEYS = frozenset({
-    "artifacts", "bundle", "cluster_id", "compute_id", "default", "git", "mode", "permissions", "presets",
-    "resources", "run_as", "sync", "variables", "workspace",
-})
 TARGET_MODES = ("development", "production")
 
 
 def check_bundle_section(bundle: Bundle, problems: Problems) -> None:
-    """``bundle:`` has a name and only known keys."""
+    """``bundle:`` has a name (the schema checks its other keys)."""
     section = bundle.config.get("bundle")
     if not isinstance(section, dict) or not section.get("name"):
         problems.add(BUNDLE_FILE, "bundle.name", "missing: every bundle needs a name")
-        return
-    problems.extend(unknown_keys(BUNDLE_FILE, "bundle", section, BUNDLE_KEYS))
 
 
-def check_targets(bundle: Bundle, problems: Problems) -> None:
-    """Known keys and modes, exactly one default target, and variables that exist and get a value."""
+def check_targets(bundle: Bundle, problems: Problems,
+                  broken: set[tuple[str | None, str, str]] | None = None) -> None:
+    """Known modes (also through a variable), at most one default target, and variables that exist and get a
+    value (the schema checks the keys and types)."""
     if not bundle.targets:
         problems.add(BUNDLE_FILE, "targets", "no targets: define at least dev (mode: development, default: true)")
         return
@@ -35,21 +31,22 @@ def check_targets(bundle: Bundle, problems: Problems) -> None:
         if not isinstance(target, dict):
             problems.add(file, where, "expected a mapping of target settings")
             continue
-        problems.extend(unknown_keys(file, where, target, TARGET_KEYS))
-        if "mode" in target and target["mode"] not in TARGET_MODES:
+        mode = bundle.resolve(str(target["mode"]), name) if "mode" in target else None
+        if mode is not None and mode not in TARGET_MODES:
             problems.add(bundle.target_file(name, "mode"), f"{where}.mode",
-                         f"invalid mode {target['mode']!r}: expected one of {', '.join(TARGET_MODES)}")
-        if "default" in target and not isinstance(target["default"], bool):
-            problems.add(file, f"{where}.default", f"expected true or false, got {target['default']!r}")
+                         f"invalid mode {mode!r}: expected one of {', '.join(TARGET_MODES)}")
         if target.get("default") is True:
             defaults.append(name)
-        _check_target_variables(bundle, problems, name, target)
-    if len(defaults) != 1:
-        problems.add(BUNDLE_FILE, "targets", "exactly one target must have default: true, found "
-                     + (", ".join(defaults) if defaults else "none"))
+        _check_target_variables(bundle, problems, name, target, broken or set())
+    if len(defaults) > 1:
+        problems.add(BUNDLE_FILE, "targets", f"more than one default target ({', '.join(defaults)}): mark one "
+                     "with default: true")
 
 
-def _check_target_variables(bundle: Bundle, problems: Problems, name: str, target: dict) -> None:
+def _check_target_variables(bundle: Bundle, problems: Problems, name: str, target: dict,
+                            broken: set[tuple[str | None, str, str]]) -> None:
+    """Variables a target sets are defined; each one without a default gets a value (unless its definition is
+    already reported broken)."""
     where = f"targets.{name}.variables"
     overrides = target.get("variables") or {}
     if not isinstance(overrides, dict):
@@ -61,7 +58,8 @@ def _check_target_variables(bundle: Bundle, problems: Problems, name: str, targe
                          f"sets a variable that is not defined{did_you_mean(var, bundle.variables)}")
     for var, (file, definition) in bundle.variables.items():
         if isinstance(definition, dict) and "default" not in definition and "lookup" not in definition \
-                and var not in overrides:
+                and var not in overrides and (None, "variables", var) not in broken \
+                and env_variable(var) not in os.environ:
             problems.add(file, f"variables.{var}", f"has no default and target {name!r} does not set it")
 
 

@@ -1,9 +1,9 @@
 """A job's ``trigger``: ``table_update`` (Databricks starts the job when Unity Catalog tables are committed to).
 
-``Job.from_dict`` already refuses unknown fields and a literal condition it does not know (reported at the
-job's ``trigger``); this checks the values as they resolve in each target: the watched tables are
-``catalog.schema.table`` names, the condition is ``ANY_UPDATED`` or ``ALL_UPDATED``, the waits are at least the
-60 s Databricks allows, and a ``sparkship score`` task of the job reads a table the trigger watches.
+The CLI's schema (:mod:`sparkship.bundle.schema`) already refuses unknown fields and a condition it does not
+know; this checks the values as they resolve in each target: the watched tables are ``catalog.schema.table``
+names, the condition is ``ANY_UPDATED`` or ``ALL_UPDATED``, the waits are at least the 60 s Databricks allows,
+and a ``sparkship score`` task of the job reads a table the trigger watches.
 """
 from __future__ import annotations
 
@@ -18,20 +18,6 @@ if TYPE_CHECKING:
 TABLE_UPDATE_CONDITIONS = ("ANY_UPDATED", "ALL_UPDATED")
 MIN_WAIT_SECONDS = 60  # the least Databricks accepts for both waits (bundle schema)
 WAIT_FIELDS = ("min_time_between_triggers_seconds", "wait_after_last_change_seconds")
-
-
-def trigger_error(job: dict[str, Any]) -> Exception | None:
-    """Why ``TriggerSettings.from_dict`` refuses the job's trigger, or None (no trigger, or a valid one)."""
-    from databricks.bundles.jobs import TriggerSettings
-
-    trigger = job.get("trigger")
-    if not isinstance(trigger, dict):
-        return None
-    try:
-        TriggerSettings.from_dict(trigger)  # type: ignore[arg-type]
-    except (TypeError, ValueError) as exc:
-        return exc
-    return None
 
 
 def trigger_file(bundle: Bundle, key: str, target: str, job_file: str, part: str = "trigger") -> str:

@@ -2,22 +2,13 @@
 from __future__ import annotations
 
 from sparkship.bundle.loader import BUNDLE_FILE, REFERENCE, Bundle
-from sparkship.bundle.problems import Problems, did_you_mean, unknown_keys, walk
+from sparkship.bundle.problems import Problems, did_you_mean, walk
 
-VARIABLE_KEYS = frozenset({"default", "description", "lookup", "type"})
-VARIABLE_TYPES = ("complex",)
 REFERENCE_ROOTS = ("var", "bundle", "workspace", "resources", "artifacts")
 
 
 def check_variables(bundle: Bundle, problems: Problems) -> None:
-    """Each definition has known keys; each ``${var.x}`` is defined; each ``${...}`` has a known root."""
-    for name, (file, definition) in bundle.variables.items():
-        if not isinstance(definition, dict):
-            problems.add(file, f"variables.{name}", "expected a mapping with 'default' and/or 'description', 'lookup'")
-            continue
-        problems.extend(unknown_keys(file, f"variables.{name}", definition, VARIABLE_KEYS))
-        if "type" in definition and definition["type"] not in VARIABLE_TYPES:
-            problems.add(file, f"variables.{name}.type", f"expected {', '.join(VARIABLE_TYPES)}, got {definition['type']!r}")
+    """Each ``${var.x}`` is defined; each ``${...}`` has a known root (the schema checks the definitions)."""
     for file, data in bundle.files.items():
         for where, text in walk(data):
             for match in REFERENCE.finditer(text):

@@ -1,4 +1,8 @@
-"""``sparkship bundle check`` (offline checks of databricks.yml + resources/) and ``sparkship jobs run``."""
+"""``sparkship bundle check`` (offline checks of databricks.yml + resources/) and ``sparkship jobs run``.
+
+``check`` hands the bundle checker the parsers of sparkship's own commands (``subparsers.choices``, filled in as
+every command registers), so that each ``python_wheel_task``'s parameters are parsed the way the task will run.
+"""
 from __future__ import annotations
 
 import argparse
@@ -12,10 +16,13 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     sub = group.add_subparsers(dest="bundle_command", metavar="ACTION")
     sub.required = True
     p = add_command(
-        sub, common, "check", check, "check databricks.yml and resources/ offline, in every target: job fields, "
-        "variables, targets, classic and serverless compute, quality monitors, and that each python_wheel_task's "
-        "entry point and parameters are accepted by the built wheel (needs the 'bundle' extra)",
+        sub, common, "check", check, "check databricks.yml and resources/ offline, in every target: the structure "
+        "against the Databricks CLI's bundle schema (vendored; variables checked where they are used), then "
+        "variables, targets, task graphs, classic and serverless compute, quality monitors, and that each "
+        "python_wheel_task's entry point and parameters are accepted by the built wheel (building it needs the "
+        "'bundle' extra)",
     )
+    p.set_defaults(sparkship_commands=subparsers.choices)
     p.add_argument("--root", default=".", help="folder holding databricks.yml (default: the current folder)")
     p.add_argument("--wheel", default=None, help="check this built wheel instead of building one")
 
@@ -37,13 +44,17 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
 
 def check(ctx: Context, args: argparse.Namespace) -> CommandResult:
     from sparkship.bundle import check_bundle
+    from sparkship.extras import require
 
-    report = check_bundle(args.root, wheel=args.wheel)
+    if args.wheel is None:  # building the bundle's wheel needs `build` (the 'bundle' extra), before anything is read
+        require("build", extra="bundle", command="sparkship bundle check")
+    report = check_bundle(args.root, wheel=args.wheel, commands=args.sparkship_commands)
     if report.ok:
         jobs = ", ".join(f"{k} ({len(t)} task{'s' if len(t) != 1 else ''})" for k, t in report.jobs.items())
         targets = ", ".join(f"{t} ({report.compute.get(t, 'no jobs')})" for t in report.targets)
         monitors = ", ".join(f"{k} ({', '.join(t)})" for k, t in report.monitors.items()) or "none"
-        text = (f"bundle {report.bundle}: OK\ntargets: {targets}\njobs: {jobs}\nquality monitors: {monitors}"
+        text = (f"bundle {report.bundle}: OK ({report.schema})\ntargets: {targets}\njobs: {jobs}\n"
+                f"quality monitors: {monitors}"
                 + (f"\nwheel: {report.wheel}" if report.wheel else ""))
     else:
         text = f"bundle {report.bundle or report.root}: {len(report.problems)} problem(s)\n" + "\n".join(

@@ -1,12 +1,15 @@
-"""``sparkship monitor`` (drift tables; exit 2 when drift is flagged) and ``sparkship report`` (HTML page)."""
+"""``sparkship monitor`` (drift tables; exit 2 when drift is flagged), ``sparkship retrain`` (the guard that allows
+at most one retraining per window) and ``sparkship report`` (HTML page)."""
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
+from sparkship import retrain
 from sparkship.commands import CommandResult, Context, add_command, render_text
 
 DRIFT_EXIT_CODE = 2
+REFUSED_EXIT_CODE = 2
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
@@ -17,7 +20,9 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
             "Compute, per time window of scored_at and per feature, the population stability index (PSI) against "
             "the reference profile stored with the model, and null rates; write <scores>_profile_metrics and "
             "<scores>_drift_metrics (re-runs replace the same windows). Exit codes: 0 no drift, 2 drift flagged "
-            "(PSI above --threshold; bad usage also exits 2 and prints an error), 1 other errors."
+            "(PSI above --threshold; bad usage also exits 2 and prints an error), 1 other errors. In a Databricks "
+            "job it also sets the task value drift (true/false); with --on-drift report, drift exits 0 so that "
+            "a later task can act on that value (resources/monitoring.yml retrains)."
         ),
     )
     p.add_argument("--model", required=True, help="NAME, NAME/VERSION, NAME@ALIAS or NAME/run:RUN_ID")
@@ -29,6 +34,23 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
                         "use --include-features")
     p.add_argument("--run-id", default=None, help="job run id recorded with the metrics (lineage)")
     p.add_argument("--no-write", action="store_true", help="compute and print only; write no table")
+    p.add_argument("--on-drift", choices=("fail", "report"), default="fail",
+                   help="fail: exit 2 when drift is flagged (default); report: exit 0, drift is in the output "
+                        "and the task value")
+
+    p = add_command(
+        subparsers, common, "retrain", retrain_command,
+        "decide whether a model may be retrained now: at most once per window, recorded as a registry event",
+        description=(
+            "The guard of the monitoring job's retraining: records retrain_requested and exits 0 when no "
+            "retraining of the model was requested within --window, else records retrain_refused and exits 2. "
+            "In a Databricks job it also sets the task value retrain (true/false)."
+        ),
+    )
+    p.add_argument("--model", required=True, help="registered model NAME")
+    p.add_argument("--window", default="7d", help="at most one retraining per window: 30m, 12h, 7d, 2w (default 7d)")
+    p.add_argument("--reason", default="drift", help="why, recorded with the event (default drift)")
+    p.add_argument("--run-id", default=None, help="job run id recorded with the event (lineage)")
 
     p = add_command(
         subparsers, common, "report", report_command,
@@ -64,7 +86,19 @@ def monitor_command(ctx: Context, args: argparse.Namespace) -> CommandResult:
     if result.drift_table:
         summary.append(f"wrote {result.drift_table} and {result.profile_table}")
     text = render_text(rows) + "\n" + "\n".join(summary)
-    return CommandResult(payload, text=text, exit_code=DRIFT_EXIT_CODE if result.flagged else 0)
+    retrain.set_task_value("drift", "true" if result.flagged else "false")
+    fail = result.flagged and args.on_drift == "fail"
+    return CommandResult(payload, text=text, exit_code=DRIFT_EXIT_CODE if fail else 0)
+
+
+def retrain_command(ctx: Context, args: argparse.Namespace) -> CommandResult:
+    from sparkship.registry import Registry
+
+    decision = retrain.request_retrain(Registry(ctx.settings), args.model, args.window, reason=args.reason,
+                                       run_id=args.run_id)
+    retrain.set_task_value("retrain", "true" if decision.allowed else "false")
+    return CommandResult(decision.to_dict(), text=decision.message,
+                         exit_code=0 if decision.allowed else REFUSED_EXIT_CODE)
 
 
 def report_command(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
