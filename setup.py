@@ -13,7 +13,7 @@ LOCAL = ["pyspark==4.0.*", "delta-spark==4.0.*", "pandas>=2.2,<3",
 # The 15.4 / 16.4 LTS line (Spark 3.5 + Delta 3.3), for the compatibility smoke flow.
 SPARK35 = ["pyspark==3.5.*", "delta-spark==3.3.2", "pandas>=2.0,<3"]
 # `sparkship bundle check` (and building the bundle's wheel); a command that needs an extra names it.
-BUNDLE = ["databricks-bundles>=1.20", "build"]
+BUNDLE = ["build"]
 # export/publish to MLflow; the exported pyfunc itself needs only mlflow, numpy, pandas and pyarrow.
 MLFLOW = ["mlflow>=2.16"]
 # `sparkship export --format onnx` (onnxmltools' Spark converter; ONNX Runtime checks the exported graph).

@@ -1,7 +1,8 @@
 """Optional dependencies: a command that needs an extra imports it through :func:`require`.
 
-The wheel's ``install_requires`` is what jobs need at run time; tools for deploying (``databricks-bundles``,
-``build``) live in extras. A command that needs one and does not find it fails with one line naming the extra.
+The wheel's ``install_requires`` is what jobs need at run time; tools for deploying (``build``, which builds the
+bundle's wheel) live in extras. A command that needs one and does not find it fails with one line naming the
+extra.
 
     >>> require("json", extra="bundle", command="sparkship bundle check").__name__
     'json'
