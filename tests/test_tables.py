@@ -269,3 +269,23 @@ def test_cli_import_show_history_json(spark, tmp_path, capsys, home):
     assert tables.version(spark, table) == 1
     assert main(["tables", "show", str(tmp_path / "missing"), "--json"]) == 1
     assert "no Delta table" in json.loads(capsys.readouterr().out)["error"]
+
+
+def test_a_table_with_spark_ml_vectors_reads_on_the_native_engine(spark, tmp_path):
+    """delta-rs cannot open a schema with Spark ML's vector type (a UDT); the native engine still writes, reads
+    (also pinned to a version) and versions such a table."""
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.ml.linalg import Vectors
+
+    before = tables.engine_for(spark)
+    tables.use_engine(spark, "native")
+    try:
+        path = str(tmp_path / "vectors")
+        df = spark.createDataFrame([(1, Vectors.dense([1.0, 2.0])), (2, Vectors.sparse(2, [1], [3.0]))], ["id", "v"])
+        v0 = tables.write(df, path, mode="overwrite")
+        tables.write(df.limit(1), path, mode="append")
+        as_arrays = functools.partial(lambda d: d.select("id", vector_to_array("v").alias("v")))
+        assert_df_equality(as_arrays(tables.read(spark, path, version=v0)), as_arrays(df), ignore_row_order=True)
+        assert tables.read(spark, path).count() == 3 and tables.version(spark, path) == v0 + 1
+    finally:
+        tables.use_engine(spark, before)

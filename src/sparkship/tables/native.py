@@ -10,6 +10,7 @@ docs/DESIGN.md).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,8 @@ from sparkship.tables.engine import (
     is_local_path,
     is_table_name,
 )
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -418,7 +421,15 @@ def _check_data_paths(folder: str | None, version: int | None) -> None:
     check as the deltars engine's, on the file list delta-rs reads from the log (local tables). A pinned version
     whose files VACUUM removed is refused here in one line, not by a failed Spark task later."""
     if folder is not None and os.path.isdir(os.path.join(folder, "_delta_log")):
-        listed = delta_files.list_files(folder, version)
+        try:
+            listed = delta_files.list_files(folder, version)
+        except Exception as exc:  # noqa: BLE001 - delta-rs' own error type; the check is one delta-rs can make
+            if "Unsupported Delta table type" not in str(exc):
+                raise
+            # delta-rs cannot open a table with a column type it lacks (Spark ML's vectors, a UDT): Spark
+            # reads it; the log's paths go unchecked.
+            log.debug("%s: delta-rs cannot read its schema (%s): file paths not checked", folder, exc)
+            return
         if version is not None:
             delta_files.refuse_removed_files(folder, version, listed)
 
