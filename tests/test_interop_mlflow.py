@@ -207,6 +207,32 @@ def test_export_refuses_a_non_empty_out_dir_and_unknown_models(setup, tmp_path):
     assert not (tmp_path / "new").exists()
 
 
+def test_export_of_a_model_with_integer_inputs(spark, tmp_path):
+    """int (MLflow "integer", int32) and float inputs: the input example carries their dtypes, so MLflow's schema
+    check takes it, and the exported pyfunc scores rows typed as the signature says."""
+    import mlflow
+    from pyspark.ml import Pipeline
+    from pyspark.ml.classification import LogisticRegression
+    from pyspark.ml.feature import VectorAssembler
+
+    from sparkship.interop.mlflow_export import export_model
+
+    rows = [(float(i % 7), i % 3, float(i % 5) / 2, float(i % 2)) for i in range(60)]
+    train = spark.createDataFrame(rows, "x double, n int, f float, label double")
+    model = Pipeline(stages=[VectorAssembler(inputCols=["x", "n", "f"], outputCol="features"),
+                             LogisticRegression(maxIter=10)]).fit(train)
+    signature = {"inputs": [{"name": "x", "type": "double"}, {"name": "n", "type": "int"},
+                            {"name": "f", "type": "float"}]}
+    staged = artifacts.stage(model, {"name": "ints", "task": "classification", "signature": signature},
+                             str(tmp_path / "models"))
+    out = str(tmp_path / "ints-mlflow")
+    export_model(staged, out)
+    frame = train.drop("label").toPandas().astype({"n": "int32", "f": "float32"})
+    got = mlflow.pyfunc.load_model(out).predict(frame)
+    expected = model.transform(train).select("prediction").toPandas()["prediction"]
+    assert list(got["prediction"]) == list(expected)
+
+
 def test_missing_mlflow_names_the_extra(setup, tmp_path):
     """With mlflow unimportable, both commands say which extra to install - one line, no traceback."""
     settings = setup[0]

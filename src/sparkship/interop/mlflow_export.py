@@ -136,6 +136,9 @@ def export_model(artifact_dir: str, out: str) -> dict[str, Any]:
 
     check_out_dir(out)
     manifest = artifacts.verify(artifact_dir)
+    if manifest.get("servable") is False:  # recorded by `sparkship register`: the export serves without a JVM
+        raise UsageError(f"{manifest.get('name')} cannot be exported: the JVM-free scorer cannot serve it "
+                         f"({manifest.get('unservable_reason')})")
     signature = model_signature(manifest)
     example = input_example(manifest)
     with tempfile.TemporaryDirectory(prefix="sparkship-export-") as tmp:
@@ -144,7 +147,7 @@ def export_model(artifact_dir: str, out: str) -> dict[str, Any]:
         artifacts.verify(data)  # the copy is what gets shipped
         mlflow.pyfunc.save_model(
             out, loader_module=LOADER_MODULE, data_path=data, code_paths=[code], signature=signature,
-            input_example=_example_frame(example), pip_requirements=serving_requirements(),
+            input_example=_example_frame(example, manifest), pip_requirements=serving_requirements(),
         )
     model = Model.load(out)
     model.add_flavor("spark", pyspark_version=(manifest.get("versions") or {}).get("spark"),
@@ -155,10 +158,22 @@ def export_model(artifact_dir: str, out: str) -> dict[str, Any]:
             "requirements": _read_lines(os.path.join(out, "requirements.txt"))}
 
 
-def _example_frame(example: dict[str, list[Any]]) -> Any:
+# pandas makes every Python int an int64: a column MLflow types "integer" (int32) or "float" needs its own dtype,
+# or MLflow's schema check refuses the example.
+_PANDAS_DTYPES = {"integer": "int32", "float": "float32"}
+
+
+def _example_frame(example: dict[str, list[Any]], manifest: Mapping[str, Any]) -> Any:
     import pandas as pd
 
-    return pd.DataFrame(example)
+    from sparkship.serving.signature import normalise_type
+
+    frame = pd.DataFrame(example)
+    for f in (manifest.get("signature") or {}).get("inputs") or []:
+        dtype = _PANDAS_DTYPES.get(_MLFLOW_TYPES.get(normalise_type(str(f["type"])), ""))
+        if dtype and f["name"] in frame and frame[f["name"]].notna().all():
+            frame[f["name"]] = frame[f["name"]].astype(dtype)
+    return frame
 
 
 def _lineage(manifest: Mapping[str, Any]) -> dict[str, Any]:
