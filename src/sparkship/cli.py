@@ -21,6 +21,7 @@ from sparkship.errors import SparkshipError
 COMMAND_MODULES = [
     "sparkship.commands.tables",
     "sparkship.commands.training",
+    "sparkship.commands.register",
     "sparkship.commands.models",
     "sparkship.commands.validation",
     "sparkship.commands.scoring",

@@ -66,9 +66,10 @@ def evaluation(
 ) -> Evaluation:
     """Predictions and metrics on the training snapshot's test split, or on every labelled row of ``table``."""
     from sparkship import training
-    from sparkship.spec import parse_spec, parse_table_ref
+    from sparkship.registering import spec_of
+    from sparkship.spec import parse_table_ref
 
-    spec = parse_spec(manifest["spec"])
+    spec = spec_of(manifest, str(manifest.get("name")))
     labels = manifest.get("labels")
     if table is not None:
         path, version = parse_table_ref(table, key="--table")

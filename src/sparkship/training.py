@@ -13,8 +13,6 @@ labels are indexed outside the PipelineModel (``labels[i]`` is class ``i``); :fu
 from __future__ import annotations
 
 import logging
-import platform
-import shutil
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -24,9 +22,10 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
 
 from sparkship import tables
-from sparkship.errors import IntegrityError, NotFoundError, SchemaMismatchError, UsageError
+from sparkship.errors import NotFoundError, SchemaMismatchError, UsageError
 from sparkship.metrics import PREDICTION, PROBABILITY, RAW_PREDICTION, evaluate_predictions, evaluator, metric_names
-from sparkship.spark import active_session, cached, uncached
+from sparkship.registering import register_staged, runtime_versions
+from sparkship.spark import cached, uncached
 from sparkship.spec import TrainingSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -545,23 +544,12 @@ def train(spark: "SparkSession", spec: TrainingSpec) -> TrainingResult:
 # --- manifest and registration ----------------------------------------------------------------------------------
 
 
-def _spark_version() -> str:
-    active = active_session()
-    if active is not None:
-        return active.version
-    import pyspark
-
-    return pyspark.__version__
-
-
 def manifest_for(result: TrainingResult, run_id: str | None = None) -> dict[str, Any]:
     """The artifact manifest of ``result`` (docs/DESIGN.md), less ``format`` and ``files`` that artifacts adds.
 
     >>> manifest_for(result, run_id="123")["training"]["table_version"]             # doctest: +SKIP
     3
     """
-    from sparkship import __version__
-
     spec = result.spec
     training: dict[str, Any] = {
         "table": result.table,
@@ -583,7 +571,7 @@ def manifest_for(result: TrainingResult, run_id: str | None = None) -> dict[str,
         "metrics": dict(result.metrics),
         "signature": result.signature,
         "training": training,
-        "versions": {"spark": _spark_version(), "sparkship": __version__, "python": platform.python_version()},
+        "versions": runtime_versions(),
         "reference_profile": result.reference_profile,
     }
 
@@ -591,19 +579,10 @@ def manifest_for(result: TrainingResult, run_id: str | None = None) -> dict[str,
 def register_result(settings: "Settings", result: TrainingResult, run_id: str | None = None) -> dict[str, Any]:
     """Stage ``result``'s artifact under the models root and register it as the next version."""
     from sparkship import artifacts
-    from sparkship.registry import Registry
 
     manifest = manifest_for(result, run_id)
     staged = artifacts.stage(result.model, manifest, settings.models_root)
-    try:
-        mv = Registry(settings).register(result.spec.name, staged, manifest, run_id=run_id)
-    except IntegrityError:
-        raise  # the version row exists: keep the staged files for the operator
-    except BaseException:
-        # register() hands the folder back at `staged` only where no commit call can have used it; after one it
-        # stays at its versioned path (registered, or a leftover that the next registration moves aside).
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
+    mv = register_staged(settings, result.spec.name, staged, manifest, run_id=run_id)
     return {
         "name": mv.name,
         "version": mv.version,

@@ -23,7 +23,8 @@ from sparkship import artifacts, policy, tables
 from sparkship.config import Settings
 from sparkship.errors import NotFoundError, SchemaMismatchError, SparkshipError, UsageError
 from sparkship.registry import ModelVersion, Registry
-from sparkship.spec import SMALLER_IS_BETTER, TrainingSpec, ValidationSpec, parse_spec, parse_table_ref
+from sparkship.registering import spec_of
+from sparkship.spec import SMALLER_IS_BETTER, TrainingSpec, ValidationSpec, parse_table_ref
 from sparkship.spark import cached, uncached
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -172,14 +173,7 @@ class _Model:
 
 
 def _model(mv: ModelVersion, manifest: Mapping[str, Any], who: str) -> _Model:
-    raw = manifest.get("spec")
-    if not isinstance(raw, Mapping):
-        raise UsageError(f"{mv.ref}: its manifest has no 'spec' to evaluate it with")
-    try:
-        spec = parse_spec(raw)
-    except UsageError as exc:
-        raise UsageError(f"{mv.ref}: the spec in its manifest is invalid: {exc}") from None
-    return _Model(mv, spec, manifest.get("labels"), who)
+    return _Model(mv, spec_of(manifest, mv.ref), manifest.get("labels"), who)
 
 
 def _champion(reg: Registry, candidate: _Model) -> tuple[_Model | None, int | None]:

@@ -1,0 +1,119 @@
+"""sparkship from a notebook or a job: register a model fitted there, load it back, score tables, serve it.
+
+Every function takes an optional ``settings`` (:class:`~sparkship.config.Settings`; default: resolved from the
+environment, ``SPARKSHIP_HOME`` and friends, as the CLI does). Imports of Spark and of the registry happen inside
+the functions: ``import sparkship`` stays light for the CLI and the JVM-free server, which import it too.
+
+    >>> import sparkship
+    >>> spark = sparkship.session()
+    >>> mv = sparkship.register_model(fitted_model, "doc_churn", table=table, label="y")
+    >>> mv.version, mv.task, round(mv.metrics["accuracy"], 1) >= 0.5
+    (1, 'classification', True)
+    >>> scorer = sparkship.scorer("doc_churn/1")
+    >>> scorer.input_names
+    ['c', 'x']
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Sequence
+
+from sparkship.config import Settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.ml import PipelineModel
+    from pyspark.sql import SparkSession
+
+    from sparkship.registry_tables import ModelVersion
+    from sparkship.scoring import ScoreResult
+    from sparkship.serving import PipelineScorer
+
+
+def _settings(settings: Settings | None) -> Settings:
+    return settings if settings is not None else Settings.resolve()
+
+
+def session() -> "SparkSession":
+    """The active SparkSession (on Databricks, the runtime's), else a local one with Delta Lake.
+
+    >>> session() is spark
+    True
+    """
+    from sparkship.spark import get_spark  # pyspark loads with the session, not with `import sparkship`
+
+    return get_spark()
+
+
+def register_model(model: Any, name: str, *, table: str, label: str | None = None, task: str | None = None,
+                   run_id: str | None = None, settings: Settings | None = None) -> "ModelVersion":
+    """Register a fitted Spark ML model as the next version of ``name``, measured and profiled on ``table``.
+
+    Args:
+        model: a fitted ``PipelineModel``, a single fitted model (``LogisticRegressionModel``...), a
+            ``CrossValidatorModel`` / ``TrainValidationSplitModel``, or the folder of one saved (also an MLflow
+            model directory with the spark flavor).
+        name: the model's name in the registry.
+        table: the Delta table the model reads, ``PATH`` or ``PATH@VERSION``: it types the inputs, and the model
+            is measured (with ``label``) and profiled for monitoring on it.
+        label: the label column (numeric: the class index for a classifier); without it no metrics but
+            clustering's silhouette.
+        task: ``classification``, ``regression`` or ``clustering``: inferred from the model; give it only where
+            the model cannot tell.
+        run_id: a job run id recorded with the version (``NAME/run:ID`` finds it).
+        settings: where the registry and the models are (default: from the environment).
+
+    Returns:
+        The registered version: ``.version``, ``.artifact``, ``.metrics``, ``.task``.
+
+    >>> register_model(fitted_model, "doc_churn", table=table, task="regression")
+    Traceback (most recent call last):
+    ...
+    sparkship.errors.UsageError: --task regression contradicts the model: its LogisticRegressionModel stage makes it a classification model
+    """
+    from sparkship.fitted import register_fitted  # Spark-facing: loaded on first use
+
+    return register_fitted(session(), _settings(settings), model, name, table=table, label=label, task=task,
+                           run_id=run_id)
+
+
+def load_model(ref: str, settings: Settings | None = None) -> "PipelineModel":
+    """The fitted PipelineModel of a registered version (``NAME``, ``NAME/VERSION``, ``NAME@ALIAS``), verified.
+
+    >>> [type(s).__name__ for s in load_model("doc_churn/1").stages]
+    ['StringIndexerModel', 'VectorAssembler', 'LogisticRegressionModel']
+    """
+    from sparkship.registry import Registry  # Spark-facing: loaded on first use
+
+    session()
+    return Registry(_settings(settings)).load_model(ref)[1]
+
+
+def score(model: str, input: str, output: str, keys: Sequence[str] | str, *, settings: Settings | None = None,
+          **options: Any) -> "ScoreResult":
+    """Score the rows of ``input`` (``PATH[@VERSION]``) not scored yet by ``model`` into ``output``, as
+    ``sparkship score`` does; ``options`` are :func:`sparkship.scoring.score`'s (``full``, ``include_features``,
+    ``run_id``, ``replace_output``, ``wait_s``, ``auto_full``).
+
+    >>> score("churn@champion", "/data/events", "/data/scores", "customer_id").scored     # doctest: +SKIP
+    1200
+    """
+    from sparkship.scoring import score as score_table  # Spark-facing: loaded on first use
+
+    return score_table(session(), _settings(settings), model, input, output, keys, **options)
+
+
+def scorer(ref: str, settings: Settings | None = None) -> "PipelineScorer":
+    """The JVM-free scorer of a registered version (no Spark needed to use it).
+
+    Raises :class:`~sparkship.serving.UnsupportedModelError` naming the stage it cannot serve.
+
+    >>> scorer("doc_churn/1").score_one({"x": 1.5, "c": "a"})["prediction"]
+    1.0
+    """
+    from sparkship.registry import Registry  # the registry's tables: loaded on first use
+    from sparkship.serving import load
+
+    mv = Registry(_settings(settings)).get(ref)
+    return load(mv.artifact)
+
+
+__all__ = ["load_model", "register_model", "score", "scorer", "session"]
