@@ -90,6 +90,8 @@ MODULE_SECONDS = {
     "test_bundle": 6, "test_scoring_lease": 15,
     "test_server_concurrency": 22,
     "test_registry_safety": 100, "test_artifact_integrity": 25,
+    "test_register": 175, "test_export_onnx": 160, "test_scoring_jvm_free": 150, "test_serving_trees": 90,
+    "test_retrain": 90, "test_bundle_agreement": 65, "test_bundle_cli": 35, "test_workflows": 5,
 }
 
 
