@@ -34,10 +34,13 @@ class Batch:
         # String columns read from Arrow also keep their dictionary encoding: (codes, distinct values), code -1
         # for null. Stages that look strings up (StringIndexer) then work on the few distinct values.
         self.codes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        # Floating columns known to hold no NaN (the input check already summed them): no stage checks again.
+        self.nan_free: set[str] = set()
 
     def set(self, name: str, values: np.ndarray, spark_type: str, nulls: np.ndarray | None = None) -> None:
         self.cols[name] = values
         self.codes.pop(name, None)
+        self.nan_free.discard(name)
         self.types[name] = spark_type
         if nulls is not None and nulls.any():
             self.nulls[name] = nulls
@@ -242,6 +245,8 @@ def from_pandas(df: Any, signature: Signature) -> Batch:
         b = Batch(len(df))
     for name, (arr, nulls) in numeric.items():
         b.set(name, arr, signature.types[name], nulls)
+        if nulls is None:
+            b.nan_free.add(name)
     return b
 
 

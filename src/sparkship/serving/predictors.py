@@ -16,7 +16,7 @@ from sparkship.serving.reader import StageMetadata, to_double
 from sparkship.serving.signature import InvalidRecordError
 from sparkship.serving.stages import _EMPTY, Schema, Stage
 from sparkship.serving import reader
-from sparkship.serving.trees import Forest
+from sparkship.serving.trees import Forest, LeafSum
 
 
 _PREDICTOR_PARAMS = frozenset({"featuresCol", "labelCol", "predictionCol", "weightCol"})
@@ -403,7 +403,7 @@ class LinearRegressionModel(RegressionModel):
 
 
 class _TreeMixin:
-    """Loads a single tree or an ensemble into a :class:`Forest`."""
+    """Loads a single tree or an ensemble into a :class:`Forest`; ``leaf_sum`` sums the leaves' values."""
 
     meta: StageMetadata
     ensemble: ClassVar[bool] = False
@@ -427,14 +427,17 @@ class DecisionTreeClassificationModel(_TreeMixin, ClassificationModel):
         self.forest, _ = self._load_trees()
         self.num_classes = int(meta.extra.get("numClasses", self.forest.stats.shape[1]))
         self.num_features = meta.extra.get("numFeatures")
-        self._stats = self.forest.stats[:, : self.num_classes]
-        self._stats_l = self._stats.tolist()
+        self.leaf_sum = LeafSum(self.forest, self._leaf_values(self.forest.stats[:, : self.num_classes]),
+                                np.ones(self.forest.num_trees))
+
+    def _leaf_values(self, stats: np.ndarray) -> np.ndarray:
+        return stats
 
     def raw_row(self, x: list[float]) -> list[float]:
-        return list(self._stats_l[self.forest.leaves_row(x)[0]])
+        return self.leaf_sum.row(x)
 
     def raw_batch(self, X: np.ndarray) -> np.ndarray:
-        return self._stats[self.forest.leaves_batch(X)[:, 0]]
+        return self.leaf_sum.batch(X)
 
 
 class RandomForestClassificationModel(DecisionTreeClassificationModel):
@@ -444,27 +447,11 @@ class RandomForestClassificationModel(DecisionTreeClassificationModel):
     known_params = _CLASSIFIER_PARAMS | _TREE_PARAMS | _ENSEMBLE_PARAMS
     ensemble = True
 
-    def __init__(self, meta: StageMetadata) -> None:
-        super().__init__(meta)
-        totals = _seq_sum(self._stats) if self._stats.shape[1] else np.zeros(len(self._stats))
+    def _leaf_values(self, stats: np.ndarray) -> np.ndarray:
+        totals = _seq_sum(stats) if stats.shape[1] else np.zeros(len(stats))
         with np.errstate(invalid="ignore", divide="ignore"):
-            norm = self._stats / totals[:, None]
-        self._norm = np.where(totals[:, None] != 0, norm, 0.0)  # Spark skips trees whose leaf has no weight
-        self._norm_l = self._norm.tolist()
-
-    def raw_row(self, x: list[float]) -> list[float]:
-        votes = [0.0] * self.num_classes
-        norm = self._norm_l
-        for leaf in self.forest.leaves_row(x):
-            votes = [v + n for v, n in zip(votes, norm[leaf])]
-        return votes
-
-    def raw_batch(self, X: np.ndarray) -> np.ndarray:
-        leaves = self.forest.leaves_batch(X)
-        votes = np.zeros((len(X), self.num_classes))
-        for t in range(leaves.shape[1]):
-            votes += self._norm[leaves[:, t]]
-        return votes
+            norm = stats / totals[:, None]
+        return np.where(totals[:, None] != 0, norm, 0.0)  # Spark skips trees whose leaf has no weight
 
 
 class GBTClassificationModel(_TreeMixin, ClassificationModel):
@@ -481,14 +468,14 @@ class GBTClassificationModel(_TreeMixin, ClassificationModel):
         self.forest, self.weights = self._load_trees()
         self.num_classes = 2
         self.num_features = meta.extra.get("numFeatures")
-        self._weighted = _tree_values(self.forest, self.weights)
+        self.leaf_sum = LeafSum(self.forest, self.forest.prediction[:, None], self.weights)
 
     def raw_row(self, x: list[float]) -> list[float]:
-        m = _margin_row(self.forest, self._weighted, x)
+        m = self.leaf_sum.row(x)[0]
         return [-m, m]
 
     def raw_batch(self, X: np.ndarray) -> np.ndarray:
-        m = _margin_batch(self.forest, self._weighted, X)
+        m = self.leaf_sum.batch(X)[:, 0]
         return np.stack([-m, m], axis=1)
 
     def raw2prob_row(self, raw: list[float]) -> list[float]:
@@ -498,25 +485,6 @@ class GBTClassificationModel(_TreeMixin, ClassificationModel):
     def raw2prob_batch(self, raw: np.ndarray) -> np.ndarray:
         p0 = 1.0 / (1.0 + np.exp(-2.0 * raw[:, 0]))
         return np.stack([p0, 1.0 - p0], axis=1)
-
-
-def _tree_values(forest: Forest, weights: list[float]) -> list[tuple[float, list[float]]]:
-    return list(zip(weights, [forest.prediction.tolist()] * len(weights)))
-
-
-def _margin_row(forest: Forest, weighted: list[tuple[float, list[float]]], x: list[float]) -> float:
-    m = 0.0
-    for leaf, (w, pred) in zip(forest.leaves_row(x), weighted):
-        m += pred[leaf] * w
-    return m
-
-
-def _margin_batch(forest: Forest, weighted: list[tuple[float, list[float]]], X: np.ndarray) -> np.ndarray:
-    leaves = forest.leaves_batch(X)
-    m = np.zeros(len(X))
-    for t, (w, _) in enumerate(weighted):
-        m += forest.prediction[leaves[:, t]] * w
-    return m
 
 
 class DecisionTreeRegressionModel(_TreeMixin, RegressionModel):
@@ -529,13 +497,16 @@ class DecisionTreeRegressionModel(_TreeMixin, RegressionModel):
         super().__init__(meta)
         self.forest, self.weights = self._load_trees()
         self.num_features = meta.extra.get("numFeatures")
-        self._pred = self.forest.prediction.tolist()
+        self.leaf_sum = LeafSum(self.forest, self.forest.prediction[:, None], self._tree_weights())
+
+    def _tree_weights(self) -> list[float]:
+        return [1.0] * self.forest.num_trees
 
     def predict_row(self, x: list[float]) -> float:
-        return self._pred[self.forest.leaves_row(x)[0]]
+        return self.leaf_sum.row(x)[0]
 
     def predict_batch(self, X: np.ndarray) -> np.ndarray:
-        return self.forest.prediction[self.forest.leaves_batch(X)[:, 0]]
+        return self.leaf_sum.batch(X)[:, 0]
 
 
 class RandomForestRegressionModel(DecisionTreeRegressionModel):
@@ -546,18 +517,10 @@ class RandomForestRegressionModel(DecisionTreeRegressionModel):
     ensemble = True
 
     def predict_row(self, x: list[float]) -> float:
-        s = 0.0
-        pred = self._pred
-        for leaf in self.forest.leaves_row(x):
-            s += pred[leaf]
-        return s / self.forest.num_trees
+        return self.leaf_sum.row(x)[0] / self.forest.num_trees
 
     def predict_batch(self, X: np.ndarray) -> np.ndarray:
-        leaves = self.forest.leaves_batch(X)
-        s = np.zeros(len(X))
-        for t in range(leaves.shape[1]):
-            s += self.forest.prediction[leaves[:, t]]
-        return s / self.forest.num_trees
+        return self.leaf_sum.batch(X)[:, 0] / self.forest.num_trees
 
 
 class GBTRegressionModel(DecisionTreeRegressionModel):
@@ -567,12 +530,5 @@ class GBTRegressionModel(DecisionTreeRegressionModel):
     known_params = _PREDICTOR_PARAMS | _TREE_PARAMS | _ENSEMBLE_PARAMS
     ensemble = True
 
-    def __init__(self, meta: StageMetadata) -> None:
-        super().__init__(meta)
-        self._weighted = _tree_values(self.forest, self.weights)
-
-    def predict_row(self, x: list[float]) -> float:
-        return _margin_row(self.forest, self._weighted, x)
-
-    def predict_batch(self, X: np.ndarray) -> np.ndarray:
-        return _margin_batch(self.forest, self._weighted, X)
+    def _tree_weights(self) -> list[float]:
+        return self.weights

@@ -504,7 +504,7 @@ class VectorAssembler(Stage):
         dropped = self._skip_invalid(b) if self.handle == "skip" else _EMPTY
         if self.scalar_only and not any(c in b.nulls for c in self.input_cols):
             out = _stack_columns([b.cols[c] for c in self.input_cols], b.n)
-            if self.handle == "error":
+            if self.handle == "error" and not b.nan_free.issuperset(self.input_cols):
                 self._fail_on_nan(b, out)
             b.set(self.output_cols[0], out, "vector")
             return dropped
@@ -532,8 +532,10 @@ class VectorAssembler(Stage):
         return dropped
 
     def _fail_on_nan(self, b: Batch, out: np.ndarray) -> None:
-        nan_rows = np.isnan(out.sum(axis=1)) if out.shape[1] else None
-        if nan_rows is None or not nan_rows.any():
+        if not out.size or not np.isnan(out.sum()):  # any NaN makes the total NaN: one pass finds none
+            return
+        nan_rows = np.isnan(out.sum(axis=1))
+        if not nan_rows.any():
             return
         for j, (c, t, _) in enumerate(self.kinds):  # name the first NaN column of the first such row
             i = int(np.flatnonzero(nan_rows)[0])
@@ -545,11 +547,11 @@ class VectorAssembler(Stage):
 
 
 def _stack_columns(cols: list[np.ndarray], n: int) -> np.ndarray:
-    """Scalar columns as one C-ordered (n, k) float64 matrix, written column by column (one copy)."""
-    out = np.empty((n, len(cols)), dtype=np.float64)
-    for j, x in enumerate(cols):
-        out[:, j] = x
-    return out
+    """Scalar columns as one (n, k) float64 matrix: one contiguous copy per column (a feature-major array seen
+    transposed, so the matrix is Fortran-ordered); the stages that read it take any memory order."""
+    if not cols:
+        return np.zeros((n, 0))
+    return np.stack(cols, dtype=np.float64).T
 
 
 class VectorSizeHint(Stage):
