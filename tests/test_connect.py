@@ -223,6 +223,7 @@ def test_the_flow_on_spark_connect_equals_classic_mode(spark, tmp_path, data_fil
     paths = ("input", "output", "quarantine")
     _same(_without(scored[0], *paths), _without(scored[1], *paths))
     assert scored[0]["scored"] == 150
+    assert scored[0]["scorer"] == "jvm-free"  # the JVM-free scorer ran in mapInArrow on Connect's Python workers
     untimed = ("drift_table", "profile_table", "drift", "windows", "flagged")
     _same(_without(monitored[0], *untimed), _without(monitored[1], *untimed))
     _same([_without(f, "window_start", "window_end") for f in monitored[0]["flagged"]],

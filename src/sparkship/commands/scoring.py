@@ -6,8 +6,8 @@ from typing import Any
 
 from sparkship.commands import CommandResult, Context, add_command, render_text
 
-SUMMARY_KEYS = ("model", "model_version", "mode", "rows_in", "scored", "quarantined", "deleted", "output_version",
-                "input_version")
+SUMMARY_KEYS = ("model", "model_version", "scorer", "mode", "rows_in", "scored", "quarantined", "deleted",
+                "output_version", "input_version")
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
@@ -38,6 +38,9 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--no-auto-full", dest="auto_full", action="store_false",
                    help="refuse (the default) when an input without the Change Data Feed was changed by more than "
                         "appends")
+    p.add_argument("--scorer", choices=("auto", "spark", "jvm-free"), default="auto",
+                   help="what scores the rows: jvm-free (sparkship's scorer inside Spark, via mapInArrow), spark "
+                        "(PipelineModel.transform) or auto (default: jvm-free when it supports every stage)")
     p.add_argument("--stream", action="store_true",
                    help="score with Structured Streaming from the input (its Change Data Feed where it is on), "
                         "upserting each micro-batch into --output; needs --checkpoint")
@@ -66,15 +69,17 @@ def score_command(ctx: Context, args: argparse.Namespace) -> CommandResult:
         streamed = scoring.score_stream(
             ctx.spark, ctx.settings, args.model, args.input, args.output, args.keys, checkpoint=args.checkpoint,
             trigger=args.trigger, include_features=args.include_features, run_id=args.run_id, wait_s=args.wait,
+            scorer=args.scorer,
         ).to_dict()
-        keys = ("model", "model_version", "batches", "rows_in", "scored", "quarantined", "deleted", "output_version")
+        keys = ("model", "model_version", "scorer", "batches", "rows_in", "scored", "quarantined", "deleted",
+                "output_version")
         return CommandResult(streamed, text=render_text({k: streamed[k] for k in keys}))
     if args.checkpoint:
         raise UsageError("--checkpoint is for --stream runs")
     result = scoring.score(
         ctx.spark, ctx.settings, args.model, args.input, args.output, args.keys,
         full=args.full, include_features=args.include_features, run_id=args.run_id,
-        replace_output=args.replace_output, wait_s=args.wait, auto_full=args.auto_full,
+        replace_output=args.replace_output, wait_s=args.wait, auto_full=args.auto_full, scorer=args.scorer,
     ).to_dict()
     payload = {k: result[k] for k in SUMMARY_KEYS} | {k: v for k, v in result.items() if k not in SUMMARY_KEYS}
     return CommandResult(payload, text=render_text({k: payload[k] for k in SUMMARY_KEYS}))

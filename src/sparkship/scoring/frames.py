@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from sparkship import tables
+from sparkship.scoring.arrow_scorer import JVM_FREE, score_frame
 from sparkship.scoring.plan import CHANGES, WHOLE, ScoringPlan
 from sparkship.scoring.request import BATCH_COLUMN, REASON_COLUMN, ScoringModel, ScoringRequest
 from sparkship.scoring.rules import prediction_cols, quarantine_rules
@@ -42,7 +43,6 @@ def _range_rows(spark: "SparkSession", request: ScoringRequest, plan: ScoringPla
 def build_frames(spark: "SparkSession", request: ScoringRequest, model: ScoringModel, plan: ScoringPlan,
                  *, scored_at: datetime | None = None) -> Frames:
     """The scored and quarantined DataFrames of the plan's rows."""
-    from pyspark.ml.functions import vector_to_array
     from pyspark.sql import functions as F
 
     mv = model.version
@@ -61,13 +61,7 @@ def build_frames(spark: "SparkSession", request: ScoringRequest, model: ScoringM
     stamp = [F.lit(mv.name).alias("model_name"), F.lit(str(mv.version)).alias("model_version")]
     tail = [F.lit(request.run_id).alias("run_id"), F.lit(plan.input_version).cast("bigint").alias("input_version"),
             F.lit(plan.batch).cast("bigint").alias(BATCH_COLUMN)]
-    prediction_col, probability_col = prediction_cols(model.pipeline)
-    out_cols: list[Any] = [F.col(k) for k in request.keys]
-    if request.include_features:
-        out_cols += [F.col(c) for c in features if c not in request.keys]
-    out_cols.append(F.col(prediction_col).cast("double").alias("prediction"))
-    if model.classification:
-        out_cols.append(vector_to_array(F.col(probability_col)).alias("probability"))
+    out_cols = _score_cols(request, model, features)
     when = scored_at or datetime.now(timezone.utc)
     out_cols += stamp + [F.lit(when).cast("timestamp").alias("scored_at")] + tail
     quarantine_cols = [
@@ -77,15 +71,39 @@ def build_frames(spark: "SparkSession", request: ScoringRequest, model: ScoringM
         *stamp, *tail,
     ]
     if plan.mode != CHANGES:
-        return Frames(scored=model.pipeline.transform(prepared.where(~bad)).select(*out_cols),
+        return Frames(scored=scored_rows(model, prepared.where(~bad)).select(*out_cols),
                       quarantined=prepared.where(bad).select(*quarantine_cols))
     live = prepared.where(~F.col(DELETED))
-    scored = model.pipeline.transform(live.where(~bad)).select(*out_cols)
+    scored = scored_rows(model, live.where(~bad)).select(*out_cols)
     quarantined = live.where(bad).select(*quarantine_cols)
     gone_from_output = prepared.where(F.col(DELETED) | bad).select(*request.keys)
     gone_from_quarantine = prepared.where(F.col(DELETED) | ~bad).select(*request.keys)
     return Frames(scored=_with_deletes(scored, gone_from_output, request.keys),
                   quarantined=_with_deletes(quarantined, gone_from_quarantine, request.keys))
+
+
+def scored_rows(model: ScoringModel, rows: "DataFrame") -> "DataFrame":
+    """``rows`` with the model's prediction (and probability) columns, by the run's scorer: Spark's transform, or
+    the JVM-free scorer in ``mapInArrow`` (the probability then already an array)."""
+    if model.scorer == JVM_FREE:
+        return score_frame(rows, model.arrow_scoring())
+    return model.pipeline.transform(rows)
+
+
+def _score_cols(request: ScoringRequest, model: ScoringModel, features: list[str]) -> list[Any]:
+    """Keys, the features with ``include_features``, the prediction (double) and the probability (array<double>)."""
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.sql import functions as F
+
+    prediction_col, probability_col = prediction_cols(model.pipeline)
+    out_cols: list[Any] = [F.col(k) for k in request.keys]
+    if request.include_features:
+        out_cols += [F.col(c) for c in features if c not in request.keys]
+    out_cols.append(F.col(prediction_col).cast("double").alias("prediction"))
+    if model.classification:
+        probability = F.col(probability_col) if model.scorer == JVM_FREE else vector_to_array(F.col(probability_col))
+        out_cols.append(probability.alias("probability"))
+    return out_cols
 
 
 def _with_deletes(kept: "DataFrame", deleted_keys: "DataFrame", keys: list[str]) -> "DataFrame":

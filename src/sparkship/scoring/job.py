@@ -52,6 +52,7 @@ class ScoreResult:
     model_version_changed: bool
     previous_model_version: int | None
     healed: bool
+    scorer: str  # what scored the rows: "spark" (PipelineModel.transform) or "jvm-free" (mapInArrow)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -236,7 +237,7 @@ def _result(request: ScoringRequest, model: ScoringModel, plan: ScoringPlan, wri
         quarantined=written.quarantined, deleted=plan.deleted if not plan.nothing_new else 0, mode=plan.mode,
         full=plan.whole, scoring_batch=None if plan.nothing_new else plan.batch,
         model_version_changed=plan.previous_model_version not in (None, mv.version),
-        previous_model_version=plan.previous_model_version, healed=plan.healed,
+        previous_model_version=plan.previous_model_version, healed=plan.healed, scorer=model.scorer,
     )
 
 
@@ -276,13 +277,16 @@ def resolve_input(spark: "SparkSession", request: ScoringRequest,
 
 def score(spark: "SparkSession", settings: Settings, model_ref: str, input: str, output: str,
           keys: Sequence[str] | str, *, full: bool = False, include_features: bool = False, run_id: str | None = None,
-          replace_output: bool = False, wait_s: float = 0.0, auto_full: bool = False) -> ScoreResult:
+          replace_output: bool = False, wait_s: float = 0.0, auto_full: bool = False,
+          scorer: str = "auto") -> ScoreResult:
     """Score the rows of ``input`` (``PATH[@VERSION]``) not scored yet by ``model_ref`` into ``output``.
 
     Plan (what to score, every check), execute (pending row, output and quarantine commits), commit (the
     ``committed`` row), all under the output's lease; ``wait_s``: how long to wait for another run's lease.
     ``replace_output`` scores the whole input and replaces the output whatever model wrote it and whatever its
     columns; ``auto_full`` rescores in full an input without a Change Data Feed that changed by more than appends.
+    ``scorer``: ``auto`` (the JVM-free scorer in ``mapInArrow`` when it supports every stage, else Spark's
+    transform), ``spark`` or ``jvm-free`` (refused, naming the stage, for a model it cannot score).
 
     >>> r = score(spark, settings, "churn@champion", "/data/events@7", "/data/scores", "customer_id")  # doctest: +SKIP
     >>> (r.model_version, r.input_version, r.rows_in)                                                # doctest: +SKIP
@@ -290,7 +294,7 @@ def score(spark: "SparkSession", settings: Settings, model_ref: str, input: str,
     """
     request = make_request(input, output, keys, run_id=run_id, full=full, include_features=include_features,
                            replace_output=replace_output, auto_full=auto_full)
-    model = load_scoring_model(settings, model_ref)
+    model = load_scoring_model(settings, model_ref, scorer)
     input_version, identity, casts = resolve_input(spark, request, model)
     state = ScoringState(request.state_path)
     # A first plan before the lease, so that bad input fails before anything (the lease included) is written;
@@ -316,8 +320,8 @@ def score(spark: "SparkSession", settings: Settings, model_ref: str, input: str,
         pending, pending_version, written = execute(spark, request, model, plan, frames, state, lease)
         commit(state, pending, pending_version, written, lease)
     log.info(
-        "%s: rows_in %d = scored %d + quarantined %d (%d keys deleted); %s is at version %s (input version %d)",
-        model.version.ref, written.rows_in, written.scored, written.quarantined, plan.deleted, request.output_path,
-        written.output_version, plan.input_version,
+        "%s: rows_in %d = scored %d + quarantined %d (%d keys deleted); %s is at version %s (input version %d); "
+        "scorer %s", model.version.ref, written.rows_in, written.scored, written.quarantined, plan.deleted,
+        request.output_path, written.output_version, plan.input_version, model.scorer,
     )
     return _result(request, model, plan, written)

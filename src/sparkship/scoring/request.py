@@ -11,6 +11,9 @@ from sparkship import artifacts
 from sparkship.config import Settings
 from sparkship.errors import IntegrityError, UsageError
 from sparkship.registry import ModelVersion, Registry
+from sparkship.scoring.arrow_scorer import AUTO, SCORERS, ArrowScoring, choose_scorer
+from sparkship.scoring.rules import prediction_cols
+from sparkship.spark_models import load_pipeline
 from sparkship.tables.names import check_writable_location, sibling
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -60,6 +63,14 @@ class ScoringModel:
     pipeline: "PipelineModel"
     inputs: list[dict[str, str]]
     classification: bool
+    scorer: str = "spark"  # what scores the rows: "spark" (PipelineModel.transform) or "jvm-free" (mapInArrow)
+    manifest_sha256: str = ""
+
+    def arrow_scoring(self) -> ArrowScoring:
+        """The ``mapInArrow`` function of the JVM-free path (see :mod:`sparkship.scoring.arrow_scorer`)."""
+        prediction_col, probability_col = prediction_cols(self.pipeline)
+        return ArrowScoring.of(self.version.artifact, self.manifest_sha256, self.inputs, prediction_col,
+                               probability_col if self.classification else None)
 
 
 def _parse_keys(keys: Sequence[str] | str) -> list[str]:
@@ -101,18 +112,28 @@ def make_request(input: str, output: str, keys: Sequence[str] | str, *, run_id: 
     )
 
 
-def load_scoring_model(settings: Settings, model_ref: str) -> ScoringModel:
-    """Resolve ``model_ref`` once (an alias moving later changes nothing in this run) and load it, verified."""
-    from pyspark.ml import PipelineModel
+def load_scoring_model(settings: Settings, model_ref: str, scorer: str = AUTO) -> ScoringModel:
+    """Resolve ``model_ref`` once (an alias moving later changes nothing in this run) and load it, verified.
 
+    ``scorer`` (``auto``, ``spark`` or ``jvm-free``) picks what scores the rows (see
+    :func:`sparkship.scoring.arrow_scorer.choose_scorer`); a ``jvm-free`` the model cannot take is refused here,
+    before anything is written.
+    """
+    if scorer not in SCORERS:
+        raise UsageError(f"--scorer {scorer!r}: expected one of {', '.join(SCORERS)}")
     mv = Registry(settings).get(model_ref)
     manifest = artifacts.verify(mv.artifact)  # once: the checksums are the largest cost outside Spark
-    pipeline = PipelineModel.load(os.path.join(mv.artifact, artifacts.MODEL_DIR))
+    pipeline = load_pipeline(os.path.join(mv.artifact, artifacts.MODEL_DIR))  # classic- or Connect-saved alike
     inputs = (manifest.get("signature") or {}).get("inputs")
     if not inputs:
         raise IntegrityError(f"model {mv.ref}: its manifest has no signature inputs")
-    log.info("scoring with %s (from %s)", mv.ref, model_ref)
-    return ScoringModel(version=mv, pipeline=pipeline, inputs=list(inputs),
-                        classification=manifest.get("task") == "classification")
+    classification = manifest.get("task") == "classification"
+    digest = mv.manifest_sha256 or artifacts.manifest_digest(mv.artifact)
+    prediction_col, probability_col = prediction_cols(pipeline)
+    chosen = choose_scorer(scorer, mv.ref, mv.artifact, digest, inputs, prediction_col,
+                           probability_col if classification else None)
+    log.info("scoring with %s (from %s), scorer %s", mv.ref, model_ref, chosen)
+    return ScoringModel(version=mv, pipeline=pipeline, inputs=list(inputs), classification=classification,
+                        scorer=chosen, manifest_sha256=digest)
 
 

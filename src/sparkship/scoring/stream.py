@@ -60,6 +60,7 @@ class StreamResult:
     output_version: int | None = None
     quarantine_version: int | None = None
     batch_ids: list[int] = field(default_factory=list)
+    scorer: str = "spark"  # what scored the rows: "spark" (PipelineModel.transform) or "jvm-free" (mapInArrow)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -203,11 +204,13 @@ def _translated(exc: BaseException, request: ScoringRequest, writer: _BatchWrite
 
 def score_stream(spark: "SparkSession", settings: Settings, model_ref: str, input: str, output: str,
                  keys: Sequence[str] | str, *, checkpoint: str, trigger: str = "available-now",
-                 include_features: bool = False, run_id: str | None = None, wait_s: float = 0.0) -> StreamResult:
+                 include_features: bool = False, run_id: str | None = None, wait_s: float = 0.0,
+                 scorer: str = "auto") -> StreamResult:
     """Score ``input`` into ``output`` with Structured Streaming, checkpointed at ``checkpoint``.
 
     ``trigger``: ``available-now`` (score what is there, then stop: the serverless default) or
-    ``processing-time=INTERVAL`` (runs until stopped). Returns the totals of the micro-batches this run wrote.
+    ``processing-time=INTERVAL`` (runs until stopped). ``scorer``: as for a batch run (:func:`score`), for every
+    micro-batch. Returns the totals of the micro-batches this run wrote.
 
     >>> r = score_stream(spark, settings, "churn@champion", "main.crm.customers", "main.crm.scores",
     ...                  "customer_id", checkpoint="/Volumes/main/crm/ckpt/scores")            # doctest: +SKIP
@@ -221,18 +224,19 @@ def score_stream(spark: "SparkSession", settings: Settings, model_ref: str, inpu
         raise UsageError(f"--input {input!r}: a stream follows the table's new versions; it cannot be pinned")
     if tables.engine(spark).name != "native":
         raise UsageError("--stream needs the native engine (delta-spark: Databricks, or `make jars` locally)")
-    model = load_scoring_model(settings, model_ref)
+    model = load_scoring_model(settings, model_ref, scorer)
     _, identity, casts = resolve_input(spark, request, model)
     input_id, change_feed = identity.id, identity.change_feed
     state = ScoringState(request.state_path)
     starting = _starting_version(request, model, state, input_id)
     mv = model.version
     result = StreamResult(model=mv.name, model_version=mv.version, run_id=request.run_id, input=request.input_path,
-                          output=request.output_path, checkpoint=checkpoint, trigger=trigger, change_feed=change_feed)
+                          output=request.output_path, checkpoint=checkpoint, trigger=trigger, change_feed=change_feed,
+                          scorer=model.scorer)
     writer = _BatchWriter(request, model, state, result, input_id, casts)
-    log.info("streaming %s (%s) into %s with %s, checkpoint %s, trigger %s", request.input_path,
-             "its Change Data Feed" if change_feed else "appends only", request.output_path, mv.ref, checkpoint,
-             trigger)
+    log.info("streaming %s (%s) into %s with %s (scorer %s), checkpoint %s, trigger %s", request.input_path,
+             "its Change Data Feed" if change_feed else "appends only", request.output_path, mv.ref, model.scorer,
+             checkpoint, trigger)
     lease = RunLease(request.lease_path, request.run_id)
     with lease.hold(wait_s):
         query = (_reader(spark, request, change_feed, starting).writeStream.foreachBatch(writer)
