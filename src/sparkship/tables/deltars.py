@@ -157,6 +157,11 @@ class DeltaRsEngine:
             merger = merger.when_not_matched_by_source_delete(predicate=request.delete_unmatched)
         try:
             merger.execute()
+            if DeltaTable(table).version() == request.expected_version:
+                # delta-rs commits nothing for a MERGE that changes nothing; the run's write still gets its commit
+                # (its write id and transaction version), as delta-spark's MERGE does.
+                target.create_write_transaction([], mode="append", schema=target.schema(),
+                                                commit_properties=properties)
         except Exception as exc:  # noqa: BLE001 - delta-rs raises CommitFailedError on a lost race
             if type(exc).__name__ == "CommitFailedError":
                 raise ConcurrentWriteError(f"merge into {table} moved past version {request.expected_version}") from None
