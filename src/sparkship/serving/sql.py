@@ -19,15 +19,13 @@ import math
 from typing import Any
 
 import numpy as np
-import sqlglot
-from sqlglot import exp
 
 from sparkship.serving.batch import Batch
 from sparkship.serving.reader import StageMetadata
 from sparkship.serving.signature import InvalidRecordError
 from sparkship.serving.sql_decimal import is_decimal
 from sparkship.serving.sql_eval import Col, Evaluator, SqlError, as_type
-from sparkship.serving.sql_types import COLUMN_TYPES, name_of
+from sparkship.serving.sql_types import COLUMN_TYPES, exp, name_of, sqlglot
 from sparkship.serving.stages import Schema, Stage, UnsupportedModelError
 
 _EMPTY = np.empty(0, dtype=np.int64)
@@ -37,6 +35,9 @@ _ALLOWED_SELECT_ARGS = {"expressions", "from", "from_", "where", "kind", "hint",
 
 def parse_statement(statement: str) -> Any:
     """The parsed SELECT, or :class:`UnsupportedModelError` naming the first construct outside the subset."""
+    if sqlglot is None:
+        raise UnsupportedModelError("a SQLTransformer needs the sqlglot package, which is not installed here: "
+                                    "pip install sqlglot")
     try:
         tree = sqlglot.parse_one(statement, read="spark")
     except sqlglot.errors.ParseError as exc:

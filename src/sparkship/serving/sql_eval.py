@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
-from sqlglot import exp
 
 from sparkship.serving.signature import java_double_str
 from sparkship.serving.sql_decimal import (
@@ -28,7 +27,7 @@ from sparkship.serving.sql_decimal import (
     rescale,
     to_doubles,
 )
-from sparkship.serving.sql_types import CAST_TYPES, INT_RANGE, TypeChecker, widen
+from sparkship.serving.sql_types import CAST_TYPES, INT_RANGE, TypeChecker, exp, widen
 from sparkship.serving.stages import UnsupportedModelError
 
 

@@ -11,8 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlglot
-from sqlglot import exp
+# sqlglot is needed only by a model with a SQLTransformer; an exported MLflow pyfunc runs with numpy, pandas and
+# pyarrow (sparkship.interop.mlflow_export) and imports the scorer whatever its stages.
+try:
+    import sqlglot
+    from sqlglot import exp
+except ImportError:  # parse_statement says what is missing
+    sqlglot = exp = None  # type: ignore[assignment]
 
 from sparkship.serving.sql_decimal import arithmetic_type, integer_literal_type, is_decimal, literal_type, wider_type
 from sparkship.serving.stages import UnsupportedModelError
