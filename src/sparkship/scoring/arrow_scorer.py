@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -39,14 +39,18 @@ _LOADED: dict[tuple[str, str], PipelineScorer] = {}
 _LOCK = threading.Lock()
 
 
-def load_checked(artifact: str, manifest_sha256: str, inputs: Sequence[dict[str, str]]) -> PipelineScorer:
+def load_checked(artifact: str, manifest_sha256: str, inputs: Sequence[dict[str, str]],
+                 verified: bool = False) -> PipelineScorer:
     """The JVM-free scorer of ``artifact`` (cached per process), its files checked against the manifest whose
-    sha256 is ``manifest_sha256`` (the driver's): :class:`IntegrityError` if a worker sees other files."""
+    sha256 is ``manifest_sha256`` (the driver's): :class:`IntegrityError` if a worker sees other files.
+    ``verified``: the caller has just checked them against that manifest (the driver), so they are not hashed
+    again."""
     key = (artifact, manifest_sha256)
     with _LOCK:
         scorer = _LOADED.get(key)
         if scorer is None:
-            artifacts.verify(artifact, manifest_sha256)
+            if not verified:
+                artifacts.verify(artifact, manifest_sha256)
             scorer = _LOADED[key] = serving.load(artifact, signature=list(inputs), verify=False)
         return scorer
 
@@ -57,19 +61,26 @@ def _check_outputs(scorer: PipelineScorer, prediction_col: str, probability_col:
         raise UnsupportedModelError(f"the JVM-free scorer does not produce the column(s) {missing} the job writes")
 
 
+def check_choice(choice: str) -> None:
+    """:class:`UsageError` unless ``choice`` is one of :data:`SCORERS`."""
+    if choice not in SCORERS:
+        raise UsageError(f"--scorer {choice!r}: expected one of {', '.join(SCORERS)}")
+
+
 def choose_scorer(choice: str, ref: str, artifact: str, manifest_sha256: str, inputs: Sequence[dict[str, str]],
-                  prediction_col: str, probability_col: str | None) -> str:
+                  prediction_col: str, probability_col: str | None, verified: bool = False) -> str:
     """The scorer a run uses, :data:`SPARK` or :data:`JVM_FREE`, for the user's ``choice`` (one of :data:`SCORERS`).
 
     ``auto`` takes the JVM-free scorer when it loads the model, else Spark; ``jvm-free`` on a model it cannot load
-    raises :class:`UsageError` naming the stage, before anything is written.
+    raises :class:`UsageError` naming the stage, before anything is written. ``verified``: see
+    :func:`load_checked`.
     """
-    if choice not in SCORERS:
-        raise UsageError(f"--scorer {choice!r}: expected one of {', '.join(SCORERS)}")
+    check_choice(choice)
     if choice == SPARK:
         return SPARK
     try:
-        _check_outputs(load_checked(artifact, manifest_sha256, inputs), prediction_col, probability_col)
+        scorer = load_checked(artifact, manifest_sha256, inputs, verified=verified)
+        _check_outputs(scorer, prediction_col, probability_col)
     except UnsupportedModelError as exc:
         if choice == JVM_FREE:
             raise UsageError(f"--scorer jvm-free: model {ref} cannot be scored without Spark ML: {exc}. "
@@ -143,5 +154,6 @@ def score_frame(frame: "DataFrame", fn: ArrowScoring) -> "DataFrame":
     return frame.mapInArrow(fn, fn.schema(frame.schema))
 
 
-__all__ = ["AUTO", "SPARK", "JVM_FREE", "SCORERS", "ArrowScoring", "choose_scorer", "load_checked", "score_frame"]
+__all__ = ["AUTO", "SPARK", "JVM_FREE", "SCORERS", "ArrowScoring", "check_choice", "choose_scorer", "load_checked",
+           "score_frame"]
 

@@ -11,7 +11,7 @@ from sparkship import artifacts
 from sparkship.config import Settings
 from sparkship.errors import IntegrityError, UsageError
 from sparkship.registry import ModelVersion, Registry
-from sparkship.scoring.arrow_scorer import AUTO, SCORERS, ArrowScoring, choose_scorer
+from sparkship.scoring.arrow_scorer import AUTO, ArrowScoring, check_choice, choose_scorer
 from sparkship.scoring.rules import prediction_cols
 from sparkship.spark_models import load_pipeline
 from sparkship.tables.names import check_writable_location, sibling
@@ -119,10 +119,10 @@ def load_scoring_model(settings: Settings, model_ref: str, scorer: str = AUTO) -
     :func:`sparkship.scoring.arrow_scorer.choose_scorer`); a ``jvm-free`` the model cannot take is refused here,
     before anything is written.
     """
-    if scorer not in SCORERS:
-        raise UsageError(f"--scorer {scorer!r}: expected one of {', '.join(SCORERS)}")
+    check_choice(scorer)
     mv = Registry(settings).get(model_ref)
-    manifest = artifacts.verify(mv.artifact)  # once: the checksums are the largest cost outside Spark
+    # Once, against the registry's record of the manifest: the checksums are the largest cost outside Spark.
+    manifest = artifacts.verify(mv.artifact, mv.manifest_sha256)
     pipeline = load_pipeline(os.path.join(mv.artifact, artifacts.MODEL_DIR))  # classic- or Connect-saved alike
     inputs = (manifest.get("signature") or {}).get("inputs")
     if not inputs:
@@ -131,7 +131,7 @@ def load_scoring_model(settings: Settings, model_ref: str, scorer: str = AUTO) -
     digest = mv.manifest_sha256 or artifacts.manifest_digest(mv.artifact)
     prediction_col, probability_col = prediction_cols(pipeline)
     chosen = choose_scorer(scorer, mv.ref, mv.artifact, digest, inputs, prediction_col,
-                           probability_col if classification else None)
+                           probability_col if classification else None, verified=True)
     log.info("scoring with %s (from %s), scorer %s", mv.ref, model_ref, chosen)
     return ScoringModel(version=mv, pipeline=pipeline, inputs=list(inputs), classification=classification,
                         scorer=chosen, manifest_sha256=digest)
