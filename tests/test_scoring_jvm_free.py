@@ -66,22 +66,12 @@ class _Artifacts(_Models):
         super().__init__(preps, root)
         self.inputs = inputs
 
-    def _fit(self, name: str) -> tuple[object, object]:
-        if name not in EXTRA:
-            return super()._fit(name)
-        prep_name, est = _linear_and_trees()[name]
-        prep_model, prepared = self.preps[prep_name]
-        return prep_model, est.fit(prepared)
+    def _estimator(self, name: str) -> tuple[str, object]:
+        return _linear_and_trees()[name] if name in EXTRA else super()._estimator(name)
 
     def _save(self, name: str, prep_model, model) -> tuple[str, object]:
-        from pyspark.ml import PipelineModel
-
         folder = str(self.root / name)
-        pipeline = PipelineModel(stages=[prep_model, model])
-        writer = pipeline.write()
-        if name == "cross_validator":
-            writer = writer.option("persistSubModels", "true")
-        writer.save(os.path.join(folder, artifacts.MODEL_DIR))
+        pipeline = self._write(name, prep_model, model, os.path.join(folder, artifacts.MODEL_DIR))
         artifacts.seal(folder, {"name": name, "signature": {"inputs": self.inputs}})
         return folder, pipeline
 

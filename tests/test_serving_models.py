@@ -203,20 +203,29 @@ class _Models:
                     pipeline = self[base][1]
                     glr = pipeline.stages[-1]
                     return pipeline.stages[0], glr.copy({glr.getParam(param): value})
-        prep_name, est = _estimators()[name]
+        prep_name, est = self._estimator(name)
         prep_model, prepared = self.preps[prep_name]
         return prep_model, est.fit(prepared)
 
+    def _estimator(self, name: str) -> tuple[str, object]:
+        """(the name of the prep the estimator fits on, the unfitted estimator) of case ``name``."""
+        return _estimators()[name]
+
     def _save(self, name: str, prep_model, model) -> tuple[str, object]:
+        path = str(self.root / name)
+        return path, self._write(name, prep_model, model, path)
+
+    @staticmethod
+    def _write(name: str, prep_model, model, path: str):  # noqa: ANN205 - a PipelineModel
+        """PipelineModel([prep, model]) saved at ``path`` (a CrossValidatorModel with its sub-models)."""
         from pyspark.ml import PipelineModel
 
-        path = str(self.root / name)
         pipeline = PipelineModel(stages=[prep_model, model])
         writer = pipeline.write()
         if name == "cross_validator":
             writer = writer.option("persistSubModels", "true")
         writer.save(path)
-        return path, pipeline
+        return pipeline
 
 
 @pytest.fixture(scope="module")
