@@ -278,17 +278,11 @@ class Registry:
         one: exact unless another append landed in between, and always above every event committed before.
         """
         upgrade(self.events_path, EVENTS_SCHEMA)
-        details_json = json.dumps(details or {}, sort_keys=True, default=str)
 
         def append(compare_and_set: bool) -> int:
             current = metadata.table_version(self.events_path)
             seq = (-1 if current is None else current) + 1
-            row = {"name": name, "version": version, "event": event, "at": _now(), "run_id": run_id,
-                   "details_json": details_json, "seq": seq}
-            metadata.append_arrow(self.events_path, pa.Table.from_pylist([row], schema=EVENTS_SCHEMA),
-                                  expected_version=seq - 1 if compare_and_set else None,
-                                  append_only=not compare_and_set)
-            return seq
+            return self._append_event(name, version, event, details, run_id, seq, compare_and_set=compare_and_set)
 
         if event not in ORDERED_EVENTS:
             return append(False)
@@ -307,14 +301,19 @@ class Registry:
         def attempt() -> tuple[str, dict[str, Any], int]:
             read_version, rows = self._rows(self.events_path)
             event, details = decide(self._decoded_events(rows, name))
-            seq = read_version + 1
-            row = {"name": name, "version": None, "event": event, "at": _now(), "run_id": run_id,
-                   "details_json": json.dumps(details, sort_keys=True, default=str), "seq": seq}
-            metadata.append_arrow(self.events_path, pa.Table.from_pylist([row], schema=EVENTS_SCHEMA),
-                                  expected_version=read_version)
+            seq = self._append_event(name, None, event, details, run_id, read_version + 1, compare_and_set=True)
             return event, details, seq
 
         return _retry_on_conflict(f"recording a decision for {name}", attempt)
+
+    def _append_event(self, name: str, version: int | None, event: str, details: dict[str, Any] | None,
+                      run_id: str | None, seq: int, *, compare_and_set: bool) -> int:
+        """Commit one event row numbered ``seq``: a compare-and-set on version ``seq - 1``, or a blind append."""
+        row = {"name": name, "version": version, "event": event, "at": _now(), "run_id": run_id,
+               "details_json": json.dumps(details or {}, sort_keys=True, default=str), "seq": seq}
+        metadata.append_arrow(self.events_path, pa.Table.from_pylist([row], schema=EVENTS_SCHEMA),
+                              expected_version=seq - 1 if compare_and_set else None, append_only=not compare_and_set)
+        return seq
 
     def events(self, name: str, event: str | None = None, version: int | None = None) -> list[dict[str, Any]]:
         """Events of ``name`` in commit order (``seq``; see :meth:`record_event`), with ``details`` decoded.
