@@ -116,6 +116,7 @@ def pytest_collection_modifyitems(config, items) -> None:
 # A worker that dies mid-test (killed, or ended by pytest-timeout's thread method, whose stack dump a worker's
 # output does not show) leaves only "node down". These say what the machine looked like then.
 _STARTED: dict[str, float] = {}
+_NODES_DOWN: list[str] = []
 
 
 def pytest_runtest_logstart(nodeid, location) -> None:
@@ -149,3 +150,12 @@ def pytest_testnodedown(node, error) -> None:
     lines += ["  " + row for row in _biggest_processes()]
     for line in lines:
         reporter.write_line(line)
+    _NODES_DOWN.extend(lines)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The workers that died, again at the end: CI logs keep the tail of a run's output."""
+    if _NODES_DOWN:
+        terminalreporter.section("workers that died")
+        for line in _NODES_DOWN:
+            terminalreporter.write_line(line)
