@@ -21,7 +21,7 @@ import sys
 import warnings
 from typing import TYPE_CHECKING, TypeVar
 
-from sparkship.errors import SparkshipError
+from sparkship.config import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -31,15 +31,8 @@ if TYPE_CHECKING:  # pragma: no cover
 DELTA_JARS_ENV = "SPARKSHIP_DELTA_JARS"
 # Extra JVM flags for a local session's driver (the test suite sets JIT flags that suit short-lived JVMs).
 DRIVER_JAVA_OPTIONS_ENV = "SPARKSHIP_DRIVER_JAVA_OPTIONS"
-ENGINE_ENV = "SPARKSHIP_DELTA_ENGINE"
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
-
-
-class MissingJarsError(SparkshipError):
-    """The native Delta engine was asked for, but Delta Lake's jars are not installed."""
-
-    exit_code = 2
 
 
 def on_databricks() -> bool:
@@ -58,16 +51,7 @@ def delta_jars() -> list[str]:
     return jars if any(os.path.basename(j).startswith("delta-spark_") for j in jars) else []
 
 
-def _check_engine_choice(jars: list[str]) -> None:
-    if os.environ.get(ENGINE_ENV, "").strip().lower() == "native" and not jars:
-        raise MissingJarsError(
-            f"{ENGINE_ENV}=native needs Delta Lake's jars, and {delta_jars_dir()} holds none: run `make jars` "
-            f"(or set {DELTA_JARS_ENV} to a folder with delta-spark, delta-storage and antlr4-runtime jars), "
-            f"or set {ENGINE_ENV}=deltars"
-        )
-
-
-def is_connect(spark: "SparkSession") -> bool:
+def is_connect(spark: SparkSession) -> bool:
     """True for a Spark Connect session (no ``sparkContext``, no JVM handle; ``cache`` may be refused).
 
     Decided by the session's class, so no Connect module (and none of its gRPC dependencies) is imported for a
@@ -76,7 +60,7 @@ def is_connect(spark: "SparkSession") -> bool:
     return type(spark).__module__.startswith("pyspark.sql.connect")
 
 
-def active_session() -> "SparkSession | None":
+def active_session() -> SparkSession | None:
     """The session of this thread, else the process's default one (classic or Connect), else None.
 
     A helper thread (a lease renewal, say) has no active session of its own; ``SparkSession.active()`` falls back
@@ -84,7 +68,7 @@ def active_session() -> "SparkSession | None":
     """
     if "pyspark.sql" not in sys.modules:  # a JVM-free process (the server): never start Spark for this
         return None
-    from pyspark.sql import SparkSession
+    from pyspark.sql import SparkSession  # loaded already (checked above); never imported for a JVM-free process
 
     try:
         return SparkSession.active()
@@ -92,16 +76,18 @@ def active_session() -> "SparkSession | None":
         return None
 
 
-def cached(df: "Frame") -> "Frame":
+def cached(df: Frame) -> Frame:
     """``df.cache()`` on a classic session; ``df`` itself on Connect.
 
     Caching only saves recomputation (every cached frame in sparkship is deterministic), and Connect servers
     may refuse it (Databricks serverless: ``NOT_SUPPORTED_WITH_SERVERLESS``), so Connect skips it.
     """
-    return df if is_connect(df.sparkSession) else df.cache()
+    if not is_connect(df.sparkSession):
+        df.cache()  # marks df itself as cached (it returns df)
+    return df
 
 
-def uncached(df: "DataFrame") -> None:
+def uncached(df: DataFrame) -> None:
     """Release what :func:`cached` cached (nothing on Connect)."""
     if not is_connect(df.sparkSession):
         df.unpersist()
@@ -114,7 +100,7 @@ def is_local_remote(remote: str) -> bool:
 
 def get_spark(
     home: str | None = None, master: str | None = None, app_name: str = "sparkship", remote: str | None = None
-) -> "SparkSession":
+) -> SparkSession:
     """Return the active SparkSession, or build one.
 
     Args:
@@ -124,21 +110,17 @@ def get_spark(
         remote: a Spark Connect URL (``sc://host:port``, or ``local[2]`` for pyspark's local Connect server);
             default ``SPARK_REMOTE``. A Connect session gets no master: the server has one.
     """
-    from pyspark.sql import SparkSession
+    from pyspark.sql import SparkSession  # pyspark loads with the first session, not with `import sparkship`
 
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
     if on_databricks():  # the runtime always has a session; getOrCreate returns it
         return SparkSession.builder.getOrCreate()
-
-    from sparkship.config import Settings
-
     settings = Settings.resolve(home=home, master=master, remote=remote)
     if settings.remote:
         return _connect_session(SparkSession.builder.appName(app_name), settings.home, settings.remote)
     jars = delta_jars()
-    _check_engine_choice(jars)
     _local_environment()
     builder = _builder(SparkSession.builder.appName(app_name), settings.home, jars)
     builder = builder.master(settings.master or "local[*]")
@@ -149,7 +131,7 @@ def get_spark(
     return spark
 
 
-def _connect_session(builder: "SparkSession.Builder", home: str, remote: str) -> "SparkSession":
+def _connect_session(builder: SparkSession.Builder, home: str, remote: str) -> SparkSession:
     """A Spark Connect session for ``remote``; no master is set (pyspark refuses one beside a remote).
 
     ``local[N]`` starts pyspark's Connect server in this process: it gets the local session's configuration,
@@ -158,7 +140,6 @@ def _connect_session(builder: "SparkSession.Builder", home: str, remote: str) ->
     """
     if is_local_remote(remote):
         jars = delta_jars()
-        _check_engine_choice(jars)
         _local_environment()
         builder = _builder(builder, home, jars).config(
             "spark.driver.host", os.environ.get("SPARK_DRIVER_HOST", "127.0.0.1"))
@@ -186,7 +167,7 @@ def _local_environment() -> None:
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
 
-def _session_settings(builder: "SparkSession.Builder") -> "SparkSession.Builder":
+def _session_settings(builder: SparkSession.Builder) -> SparkSession.Builder:
     """Session settings sparkship's results rely on, for every session kind (runtime SQL settings only)."""
     return (
         builder
@@ -195,7 +176,7 @@ def _session_settings(builder: "SparkSession.Builder") -> "SparkSession.Builder"
     )
 
 
-def _builder(builder: "SparkSession.Builder", home: str, jars: list[str]) -> "SparkSession.Builder":
+def _builder(builder: SparkSession.Builder, home: str, jars: list[str]) -> SparkSession.Builder:
     builder = (
         _session_settings(builder)
         # A laptop or CI box has few cores: a few shuffle partitions beat the default 200.

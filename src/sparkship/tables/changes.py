@@ -12,8 +12,9 @@ Two sources, both engine-neutral here (the engines supply the reads):
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from sparkship.tables.engine import Commit, NotAppendOnlyError
 
@@ -128,11 +129,12 @@ def judge_range(table: str, history: Iterable[Commit], after_version: int, up_to
     return runs
 
 
-def net_changes(feed: "DataFrame", keys: Sequence[str]) -> "DataFrame":
+def net_changes(feed: DataFrame, keys: Sequence[str]) -> DataFrame:
     """The last change of each key in a Change Data Feed: its newest post-image, or its deletion.
 
     Pre-images are dropped; within one commit a key's insert or post-image wins over its delete (an overwrite
-    deletes and inserts in one commit). Rows with a null key are kept one by one. The result has the table's columns, :data:`DELETED` and :data:`TIES`.
+    deletes and inserts in one commit). Rows with a null key are kept one by one. The result has the table's
+    columns, :data:`DELETED` and :data:`TIES`.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F

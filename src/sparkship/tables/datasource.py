@@ -7,8 +7,9 @@ The options are described in :mod:`sparkship.tables.files`.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import pyarrow as pa
 from pyspark.sql.datasource import (
@@ -21,20 +22,7 @@ from pyspark.sql.datasource import (
 from pyspark.sql.types import StructType
 
 from sparkship.tables import files as delta_files
-
-
-def spark_schema_of(arrow_schema: pa.Schema) -> StructType:
-    from pyspark.sql.pandas.types import from_arrow_schema
-
-    return from_arrow_schema(arrow_schema, prefer_timestamp_ntz=False)
-
-
-def arrow_schema_of(spark_schema: StructType) -> pa.Schema:
-    from pyspark.sql.pandas.types import to_arrow_schema
-
-    schema = to_arrow_schema(spark_schema, timestamp_utc=True)
-    # Delta tables written through DataFrames hold nullable columns, as delta-spark does.
-    return pa.schema([f.with_nullable(True) for f in schema])
+from sparkship.tables.deltars_io import arrow_schema_of, spark_schema_of
 
 
 @dataclass
@@ -86,7 +74,7 @@ class DeltaRsWriter(DataSourceArrowWriter):
         self.partition_by: list[str] = json.loads(options.get("partitionBy") or "[]")
         self.write_id = options["writeId"]
 
-    def write(self, iterator: Iterator[pa.RecordBatch]) -> WrittenFiles:  # type: ignore[override]
+    def write(self, iterator: Iterator[pa.RecordBatch]) -> WrittenFiles:
         """Runs in each task: write this task's rows as parquet files (not yet part of the table)."""
         return WrittenFiles(delta_files.write_data_files(self.path, iterator, self.arrow_schema, self.partition_by))
 

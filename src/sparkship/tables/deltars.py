@@ -1,7 +1,7 @@
 """The ``deltars`` engine: Spark DataFrames over the ``sparkship_delta`` Python data source (delta-rs).
 
 For machines without Delta's jars, and plain local disks: delta-rs commits with hard links, which FUSE mounts
-(Unity Catalog volumes) refuse; :func:`~sparkship.tables.files.check_commit_support` says so before any data
+(Unity Catalog volumes) refuse; :func:`~sparkship.tables.filesystem.check_commit_support` says so before any data
 is written.
 """
 from __future__ import annotations
@@ -9,9 +9,14 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+import pyarrow as pa
+from deltalake import DeltaTable, Transaction
+from deltalake.transaction import CommitProperties
+
+from sparkship.errors import ConcurrentWriteError, NotFoundError
+from sparkship.tables import deltars_io
 from sparkship.tables import files as delta_files
-from sparkship.tables import metadata
-from sparkship.errors import ConcurrentWriteError
+from sparkship.tables.deltars_io import arrow_schema_of, spark_schema_of
 from sparkship.tables.engine import (
     ChangeFeedUnavailableError,
     Commit,
@@ -20,15 +25,16 @@ from sparkship.tables.engine import (
     WriteRequest,
     check_readable,
 )
+from sparkship.tables.filesystem import check_commit_support
 
 if TYPE_CHECKING:  # pragma: no cover
-    import pyarrow as pa
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import DataFrame, DataFrameReader, SparkSession
     from pyspark.sql.types import StructType
 
 
-def register(spark: "SparkSession") -> None:
+def register_data_source(spark: SparkSession) -> None:
     """Make ``format("sparkship_delta")`` known to ``spark`` (Spark 4's Python data sources)."""
+    # Spark 4's data source API: pyspark 3.5 has none, and the package imports without pyspark at all.
     from sparkship.tables.datasource import DeltaRsDataSource
 
     spark.dataSource.register(DeltaRsDataSource)
@@ -39,41 +45,38 @@ class DeltaRsEngine:
 
     name = "deltars"
 
-    def exists(self, spark: "SparkSession", table: str) -> bool:
+    def exists(self, spark: SparkSession, table: str) -> bool:
         return delta_files.table_exists(table)
 
-    def version(self, spark: "SparkSession", table: str) -> int:
-        return int(metadata.table_version(table))  # type: ignore[arg-type]
+    def version(self, spark: SparkSession, table: str) -> int:
+        found = deltars_io.table_version(table)
+        if found is None:
+            raise NotFoundError(f"no Delta table at {table}")
+        return found
 
-    def history(self, spark: "SparkSession", table: str, limit: int | None) -> list[Commit]:
-        return [Commit(**c) for c in metadata.history(table, limit)]
+    def history(self, spark: SparkSession, table: str, limit: int | None) -> list[Commit]:
+        return [Commit(**c) for c in deltars_io.history(table, limit)]
 
-    def schema(self, spark: "SparkSession", table: str, version: int | None) -> "StructType":
-        from sparkship.tables.datasource import spark_schema_of
-
+    def schema(self, spark: SparkSession, table: str, version: int | None) -> StructType:
         return spark_schema_of(delta_files.table_arrow_schema(table, version))
 
-    def partition_columns(self, spark: "SparkSession", table: str) -> list[str]:
-        from deltalake import DeltaTable
-
+    def partition_columns(self, spark: SparkSession, table: str) -> list[str]:
         return list(DeltaTable(table).metadata().partition_columns)
 
-    def read(self, spark: "SparkSession", table: str, version: int | None) -> "DataFrame":
+    def read(self, spark: SparkSession, table: str, version: int | None) -> DataFrame:
         if version is not None:
             delta_files.refuse_removed_files(table, version)
         return self._reader(spark, table, version).load()
 
-    def _reader(self, spark: "SparkSession", table: str, version: int | None):  # noqa: ANN202
+    def _reader(self, spark: SparkSession, table: str, version: int | None) -> DataFrameReader:
         check_readable(table)  # on the driver: one line, before any task fails on it
         # The schema comes from the log on the driver, which spares Spark a Python worker round trip to ask for it.
         reader = spark.read.format(delta_files.SOURCE_NAME).schema(self.schema(spark, table, version))
         reader = reader.option("path", table)
         return reader.option("versionAsOf", str(version)) if version is not None else reader
 
-    def write(self, df: "DataFrame", table: str, request: WriteRequest) -> int:
-        from sparkship.tables.datasource import arrow_schema_of
-
-        delta_files.check_commit_support(table)
+    def write(self, df: DataFrame, table: str, request: WriteRequest) -> int:
+        check_commit_support(table)
         (
             df.write.format(delta_files.SOURCE_NAME)
             .mode(request.mode)
@@ -100,18 +103,13 @@ class DeltaRsEngine:
         except BaseException:
             delta_files.remove_files(table, written)
             raise
-        return metadata.version_of_write(table, request.write_id)
+        return deltars_io.version_of_write(table, request.write_id)
 
-    def identity(self, spark: "SparkSession", table: str) -> TableIdentity:
-        from deltalake import DeltaTable
-
+    def identity(self, spark: SparkSession, table: str) -> TableIdentity:
         meta = DeltaTable(table).metadata()
         return TableIdentity(str(meta.id), {str(k): str(v) for k, v in meta.configuration.items()})
 
-    def change_feed(self, spark: "SparkSession", table: str, first_version: int, last_version: int) -> "DataFrame":
-        import pyarrow as pa
-        from deltalake import DeltaTable
-
+    def change_feed(self, spark: SparkSession, table: str, first_version: int, last_version: int) -> DataFrame:
         check_readable(table)
         try:
             feed = pa.table(DeltaTable(table).load_cdf(starting_version=first_version,
@@ -122,21 +120,18 @@ class DeltaRsEngine:
                                                  f"{last_version}: {str(exc).splitlines()[0][:200]}") from None
             raise
         schema = self.schema(spark, table, last_version)
-        return metadata.arrow_to_spark(spark, feed.select([*schema.names, *_CDF_NAMES])
+        return deltars_io.arrow_to_spark(spark, feed.select([*schema.names, *_CDF_NAMES])
                                        .cast(_cdf_arrow_schema(schema, feed)))
 
-    def appended_rows(self, spark: "SparkSession", table: str, first_version: int, last_version: int) -> "DataFrame":
+    def appended_rows(self, spark: SparkSession, table: str, first_version: int, last_version: int) -> DataFrame:
         before = delta_files.file_row_counts(table, first_version - 1) if first_version > 0 else {}
         after = delta_files.file_row_counts(table, last_version)
         added = sorted(f for f in after if f not in before)
         return self._reader(spark, table, last_version).option("onlyFiles", json.dumps(added)).load()
 
-    def merge(self, source: "DataFrame", table: str, request: MergeRequest) -> int:
-        from deltalake import DeltaTable, Transaction
-        from deltalake.transaction import CommitProperties
-
-        delta_files.check_commit_support(table)
-        rows = metadata.spark_to_arrow(source)
+    def merge(self, source: DataFrame, table: str, request: MergeRequest) -> int:
+        check_commit_support(table)
+        rows = deltars_io.spark_to_arrow(source)
         target = DeltaTable(table)
         if target.version() != request.expected_version:
             raise ConcurrentWriteError(f"merge into {table}: the table is at version {target.version()}, not "
@@ -164,29 +159,26 @@ class DeltaRsEngine:
                                                 commit_properties=properties)
         except Exception as exc:  # noqa: BLE001 - delta-rs raises CommitFailedError on a lost race
             if type(exc).__name__ == "CommitFailedError":
-                raise ConcurrentWriteError(f"merge into {table} moved past version {request.expected_version}") from None
+                raise ConcurrentWriteError(
+                    f"merge into {table} moved past version {request.expected_version}") from None
             raise
-        return metadata.version_of_write(table, request.write_id)
+        return deltars_io.version_of_write(table, request.write_id)
 
-    def count_rows(self, spark: "SparkSession", table: str, version: int) -> int:
+    def count_rows(self, spark: SparkSession, table: str, version: int) -> int:
         counts = delta_files.file_row_counts(table, version)
         if any(n is None for n in counts.values()):  # a file written without stats: count the rows
             return self._reader(spark, table, version).option("onlyFiles", json.dumps(sorted(counts))).load().count()
         return sum(counts.values())  # type: ignore[arg-type]
 
-    def rows_committed(self, spark: "SparkSession", table: str, version: int) -> int | None:
+    def rows_committed(self, spark: SparkSession, table: str, version: int) -> int | None:
         return delta_files.commit_row_count(table, version)
 
 
 _CDF_NAMES = ["_change_type", "_commit_version", "_commit_timestamp"]
 
 
-def _cdf_arrow_schema(schema: "StructType", feed: "pa.Table") -> "pa.Schema":
+def _cdf_arrow_schema(schema: StructType, feed: pa.Table) -> pa.Schema:
     """The feed's Arrow schema with the table's columns as Spark reads them and the CDF columns typed as Delta's."""
-    import pyarrow as pa
-
-    from sparkship.tables.datasource import arrow_schema_of
-
     table = arrow_schema_of(schema)
     return pa.schema([*table, pa.field("_change_type", pa.string()), pa.field("_commit_version", pa.int64()),
                       pa.field("_commit_timestamp", pa.timestamp("us", tz="UTC"))])

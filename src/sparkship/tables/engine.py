@@ -11,6 +11,9 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from deltalake import DeltaTable
+
+from sparkship.config import is_uri
 from sparkship.errors import SparkshipError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,8 +44,6 @@ def is_table_name(table: str) -> bool:
 
 def is_local_path(table: str) -> bool:
     """A path on a mounted filesystem: neither a catalog name nor a URI (``s3://``, ``dbfs:/``...)."""
-    from sparkship.config import is_uri
-
     return not is_uri(table) and not is_table_name(table)
 
 
@@ -63,8 +64,6 @@ class UnsupportedTableFeatureError(SparkshipError):
 def check_readable(path: str, dt: Any = None) -> None:
     """Raise :class:`UnsupportedTableFeatureError` when the table uses a reader feature that the deltars engine
     (pyarrow over delta-rs' file list) cannot apply, such as deletion vectors."""
-    from deltalake import DeltaTable
-
     protocol = (dt or DeltaTable(path)).protocol()
     unsupported = [f for f in (protocol.reader_features or []) if f not in ("timestampNtz",)]
     if protocol.min_reader_version > 1 and unsupported:
@@ -140,40 +139,40 @@ class DeltaEngine(Protocol):
 
     name: str
 
-    def exists(self, spark: "SparkSession", table: str) -> bool: ...
+    def exists(self, spark: SparkSession, table: str) -> bool: ...
 
-    def version(self, spark: "SparkSession", table: str) -> int: ...
+    def version(self, spark: SparkSession, table: str) -> int: ...
 
-    def history(self, spark: "SparkSession", table: str, limit: int | None) -> list[Commit]: ...
+    def history(self, spark: SparkSession, table: str, limit: int | None) -> list[Commit]: ...
 
-    def schema(self, spark: "SparkSession", table: str, version: int | None) -> "StructType": ...
+    def schema(self, spark: SparkSession, table: str, version: int | None) -> StructType: ...
 
-    def partition_columns(self, spark: "SparkSession", table: str) -> list[str]: ...
+    def partition_columns(self, spark: SparkSession, table: str) -> list[str]: ...
 
-    def read(self, spark: "SparkSession", table: str, version: int | None) -> "DataFrame": ...
+    def read(self, spark: SparkSession, table: str, version: int | None) -> DataFrame: ...
 
-    def write(self, df: "DataFrame", table: str, request: WriteRequest) -> int:
+    def write(self, df: DataFrame, table: str, request: WriteRequest) -> int:
         """Commit ``df`` once as ``request`` says and return the version committed."""
         ...
 
-    def identity(self, spark: "SparkSession", table: str) -> TableIdentity: ...
+    def identity(self, spark: SparkSession, table: str) -> TableIdentity: ...
 
-    def change_feed(self, spark: "SparkSession", table: str, first_version: int, last_version: int) -> "DataFrame":
+    def change_feed(self, spark: SparkSession, table: str, first_version: int, last_version: int) -> DataFrame:
         """The Change Data Feed of versions ``first..last`` (inclusive); :class:`ChangeFeedUnavailableError` when the
         table did not record it over the whole range."""
         ...
 
-    def appended_rows(self, spark: "SparkSession", table: str, first_version: int, last_version: int) -> "DataFrame":
+    def appended_rows(self, spark: SparkSession, table: str, first_version: int, last_version: int) -> DataFrame:
         """Rows that the (append-only) commits ``first..last`` added, read at ``last``."""
         ...
 
-    def merge(self, source: "DataFrame", table: str, request: MergeRequest) -> int:
+    def merge(self, source: DataFrame, table: str, request: MergeRequest) -> int:
         """Upsert ``source`` into ``table`` by keys in one commit (a compare-and-set on ``expected_version``): rows
         whose op is "delete" delete their key, the others replace or insert it. Returns the version committed."""
         ...
 
-    def count_rows(self, spark: "SparkSession", table: str, version: int) -> int:
+    def count_rows(self, spark: SparkSession, table: str, version: int) -> int:
         """Rows in ``version``, from Delta's statistics where possible."""
         ...
 
-    def rows_committed(self, spark: "SparkSession", table: str, version: int) -> int | None: ...
+    def rows_committed(self, spark: SparkSession, table: str, version: int) -> int | None: ...

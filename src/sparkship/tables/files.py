@@ -6,20 +6,24 @@ files and the driver makes ONE Delta commit. The data source's options: docs/DES
 """
 from __future__ import annotations
 
-import contextlib
-import errno
 import json
 import math
 import os
 import re
 import uuid
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
+from urllib.parse import quote, unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from deltalake import DeltaTable, Schema, Transaction
+from deltalake.exceptions import CommitFailedError, DeltaError
+from deltalake.transaction import AddAction, CommitProperties, RemoveAction, create_table_with_add_actions
 
 from sparkship.errors import ConcurrentWriteError, IntegrityError, NotFoundError, SchemaMismatchError
+from sparkship.tables.filesystem import is_unsupported_operation, unsupported_filesystem
 
 SOURCE_NAME = "sparkship_delta"
 CAS_APP_ID = "sparkship"  # Delta transaction identifier of compare-and-set commits (both engines)
@@ -31,8 +35,6 @@ WRITE_ID_KEY = "sparkship.writeId"
 
 
 def table_arrow_schema(path: str, version: int | None = None) -> pa.Schema:
-    from deltalake import DeltaTable
-
     dt = DeltaTable(path, version=version) if version is not None else DeltaTable(path)
     return _normalise_schema(pa.schema(dt.schema().to_arrow()))
 
@@ -68,8 +70,6 @@ def list_files(path: str, version: int | None) -> list[tuple[str, int, dict[str,
     A path in the log that is absolute, a URI, or leads out of the table folder raises :class:`IntegrityError`
     naming the table: a log from elsewhere must not make sparkship read (or later remove) other files.
     """
-    from deltalake import DeltaTable
-
     dt = DeltaTable(path, version=version) if version is not None else DeltaTable(path)
     partition_columns = dt.metadata().partition_columns
     actions = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
@@ -108,13 +108,11 @@ def inside_table(table: str, rel: str) -> str:
     '/data/t/day=2024-01-01/part-0.parquet'
     >>> inside_table("/data/t", "day=a%252Fb/part-0.parquet")   # the value 'a/b', encoded in the folder name
     '/data/t/day=a%2Fb/part-0.parquet'
-    >>> inside_table("/data/t", "%2E%2E/other/part-0.parquet")
+    >>> inside_table("/data/t", "%2E%2E/other/part-0.parquet")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    sparkship.errors.IntegrityError: Delta table /data/t: its log lists data file '%2E%2E/other/part-0.parquet', which is outside the table: refused
+    sparkship.errors.IntegrityError: Delta table /data/t: its log lists data file '%2E%2E/other/part-0.parquet', ...
     """
-    from urllib.parse import unquote
-
     decoded = unquote(rel)
     parts = decoded.replace("\\", "/").split("/")
     escapes = (
@@ -127,14 +125,13 @@ def inside_table(table: str, rel: str) -> str:
     )
     absolute = os.path.normpath(os.path.join(table, decoded))
     if escapes or os.path.commonpath([absolute, os.path.normpath(table)]) != os.path.normpath(table):
-        raise IntegrityError(f"Delta table {table}: its log lists data file {rel!r}, which is outside the table: refused")
+        raise IntegrityError(
+            f"Delta table {table}: its log lists data file {rel!r}, which is outside the table: refused")
     return absolute
 
 
 def file_row_counts(path: str, version: int | None) -> dict[str, int | None]:
     """``numRecords`` from the Delta stats of every data file of one version (None where a file has none)."""
-    from deltalake import DeltaTable
-
     dt = DeltaTable(path, version=version) if version is not None else DeltaTable(path)
     actions = pa.table(dt.get_add_actions(flatten=True)).select(["path", "num_records"]).to_pylist()
     return {a["path"]: a["num_records"] for a in actions}
@@ -164,7 +161,7 @@ DataFile = tuple[str, dict[str, "str | None"], int]  # relative path, partition 
 def plan_splits(files: list[tuple[str, int, dict[str, str | None]]]) -> list[list[DataFile]]:
     """Group data files into lists of about TARGET_SPLIT_BYTES, one per read task."""
     splits: list[list[DataFile]] = []
-    current: list[tuple[str, dict[str, str | None]]] = []
+    current: list[DataFile] = []
     size = 0
     for rel, nbytes, parts in sorted(files):
         if current and size + nbytes > TARGET_SPLIT_BYTES:
@@ -222,8 +219,6 @@ def read_batches(table: str, split: list[DataFile], schema: pa.Schema) -> Iterat
 
 
 def _partition_dir(partition_by: list[str], values: dict[str, str | None]) -> str:
-    from urllib.parse import quote
-
     parts = []
     for col in partition_by:
         v = values[col]
@@ -303,8 +298,9 @@ def _stats_json(meta: pq.FileMetaData, floats: dict[str, _FloatStats]) -> str:
         ):
             continue
         lo, hi = min(s.min for s in with_values), max(s.max for s in with_values)
-        to_json = (lambda v: v.isoformat()) if logical == "Date" else (lambda v: v)
-        stats["minValues"][name], stats["maxValues"][name] = to_json(lo), to_json(hi)
+        date = logical == "Date"
+        stats["minValues"][name] = lo.isoformat() if date else lo
+        stats["maxValues"][name] = hi.isoformat() if date else hi
     return json.dumps(stats)
 
 
@@ -312,7 +308,7 @@ def _partition_string(value: Any) -> str | None:
     if value is None:
         return None
     if hasattr(value, "isoformat"):
-        return value.isoformat(sep=" ") if hasattr(value, "hour") else value.isoformat()
+        return str(value.isoformat(sep=" ") if hasattr(value, "hour") else value.isoformat())
     if isinstance(value, bool):
         return "true" if value else "false"
     text = str(value)
@@ -359,7 +355,8 @@ def _new_file_name() -> str:
     return f"part-{uuid.uuid4().hex}-c000.snappy.parquet"
 
 
-def _split_by_partition(batch: pa.RecordBatch, partition_by: list[str]) -> Iterator[tuple[dict[str, Any], pa.RecordBatch]]:
+def _split_by_partition(batch: pa.RecordBatch,
+                        partition_by: list[str]) -> Iterator[tuple[dict[str, Any], pa.RecordBatch]]:
     keys = pa.Table.from_batches([batch.select(partition_by)]).group_by(partition_by).aggregate([]).to_pylist()
     if len(keys) == 1:  # the usual case (a batch, a day, a run): no filtering pass
         yield keys[0], batch
@@ -382,7 +379,7 @@ def write_data_files(
     data_columns = [n for n in schema.names if n not in partition_by]
     file_schema = pa.schema([schema.field(n) for n in data_columns])
     batches: Iterable[pa.RecordBatch] = data.to_batches() if isinstance(data, pa.Table) else data
-    open_files: dict[tuple, _OpenFile] = {}
+    open_files: dict[tuple[Any, ...], _OpenFile] = {}
     try:
         for batch in batches:
             if not batch.num_rows:
@@ -430,69 +427,9 @@ def take_staged(table: str, write_id: str) -> list[dict[str, Any]]:
     """The files staged by :func:`stage_written` for ``write_id`` (the record itself is removed)."""
     record = os.path.join(table, STAGED_DIR, f"{write_id}.json")
     with open(record) as fh:
-        files = json.load(fh)
+        files: list[dict[str, Any]] = json.load(fh)
     os.remove(record)
     return files
-
-
-def check_commit_support(table: str) -> None:
-    """Fail at once, naming the operation and the mount, where delta-rs cannot commit.
-
-    delta-rs commits on a local filesystem by hard-linking a temporary file to the next log entry (a
-    no-replace rename). FUSE mounts such as Unity Catalog volumes refuse that with ENOSYS ("Function not
-    implemented", os error 38): every commit would fail, so no data is written and nothing is retried.
-    """
-    folder = _existing_parent(table)
-    if folder in _COMMIT_SUPPORT_CHECKED:
-        return
-    probe = os.path.join(folder, f".sparkship-link-probe-{uuid.uuid4().hex}")
-    try:
-        with open(probe, "w"):
-            pass
-        try:
-            os.link(probe, probe + ".link")
-            os.remove(probe + ".link")
-        except OSError as exc:
-            if exc.errno in (errno.ENOSYS, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
-                raise unsupported_filesystem(table, "hard link (no-replace rename)", exc) from None
-            raise
-    finally:
-        with contextlib.suppress(OSError):
-            os.remove(probe)
-    _COMMIT_SUPPORT_CHECKED.add(folder)
-
-
-_COMMIT_SUPPORT_CHECKED: set[str] = set()
-
-
-def _existing_parent(path: str) -> str:
-    path = os.path.abspath(path)
-    while not os.path.isdir(path):
-        path = os.path.dirname(path)
-    return path
-
-
-def _mount_point(path: str) -> str:
-    path = _existing_parent(path)
-    while not os.path.ismount(path):
-        path = os.path.dirname(path)
-    return path
-
-
-def unsupported_filesystem(table: str, operation: str, exc: BaseException) -> "UnsupportedFilesystemError":
-    from sparkship.tables.engine import UnsupportedFilesystemError
-
-    return UnsupportedFilesystemError(
-        f"cannot commit to {table} with the deltars engine: the filesystem mounted at {_mount_point(table)} "
-        f"refuses {operation} ({exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}), which "
-        "delta-rs needs for every commit. Use the native engine (SPARKSHIP_DELTA_ENGINE=native with Delta's jars; "
-        "on Databricks it is the default), or put the table on a local disk."
-    )
-
-
-def _is_unsupported_operation(exc: BaseException) -> bool:
-    text = str(exc)
-    return "os error 38" in text or "Function not implemented" in text or "Operation not supported" in text
 
 
 def commit_versions(table: str) -> list[int]:
@@ -517,8 +454,6 @@ def commit_info(table: str, version: int) -> dict[str, Any]:
 
 def table_exists(path: str) -> bool:
     """True when ``path`` holds a Delta table."""
-    from deltalake import DeltaTable
-
     return DeltaTable.is_deltatable(path)
 
 
@@ -536,45 +471,18 @@ def commit_files(
     properties: dict[str, str] | None = None,
 ) -> None:
     """Make one Delta commit adding ``files`` (relative to ``path``); ``properties`` of a table it creates."""
-    from deltalake import DeltaTable, Schema, Transaction
-    from deltalake.exceptions import CommitFailedError, DeltaError
-    from deltalake.transaction import AddAction, CommitProperties, create_table_with_add_actions
-
     actions = [
         AddAction(f["path"], f["size"], f["partition_values"], f["modification_time"], True, f["stats"]) for f in files
     ]
     if replace_partitions:
-        wanted = {k: _partition_string(v) for k, v in replace_partitions.items()}
-        for f in files:
-            outside = {k: f["partition_values"].get(k) for k in wanted if f["partition_values"].get(k) != wanted[k]}
-            if outside:
-                raise SchemaMismatchError(f"cannot write to {path}: rows outside the partitions being replaced "
-                                          f"{wanted}: {outside}")
-    properties_of_commit = CommitProperties(
-        custom_metadata={WRITE_ID_KEY: write_id},
-        max_commit_retries=0 if expected_version is not None else None,
-        # The same compare-and-set marker delta-spark writes (see sparkship.tables.native), so that both engines'
-        # compare-and-set commits exclude each other.
-        app_transactions=[Transaction(CAS_APP_ID, expected_version + 1)] if expected_version is not None else None,
-    )
+        _check_inside_partitions(path, files, replace_partitions)
+    commit = _commit_properties(write_id, expected_version)
     delta_schema = Schema.from_arrow(schema)
     if not table_exists(path):
         if expected_version not in (None, -1):
             raise ConcurrentWriteError(f"table {path} does not exist, expected version {expected_version}")
-        try:
-            create_table_with_add_actions(
-                path, delta_schema, actions, mode="error", partition_by=partition_by or None,
-                configuration=properties or None, commit_properties=properties_of_commit,
-            )
+        if _create_table(path, delta_schema, actions, partition_by, properties, commit, expected_version):
             return
-        except (DeltaError, CommitFailedError, OSError) as exc:
-            if _is_unsupported_operation(exc):
-                raise unsupported_filesystem(path, "the commit's no-replace rename", exc) from None
-            if not table_exists(path):
-                raise
-            # Someone created it first. A CAS on "must not exist" loses; a plain write appends instead.
-            if expected_version == -1:
-                raise ConcurrentWriteError(f"table {path} was created concurrently") from None
     elif expected_version == -1:
         raise ConcurrentWriteError(f"table {path} already exists")
     dt = DeltaTable(path, version=expected_version) if expected_version is not None else DeltaTable(path)
@@ -586,14 +494,56 @@ def commit_files(
     target_schema = delta_schema if (overwrite and overwrite_schema) else dt.schema()
     try:
         dt.create_write_transaction(
-            actions, mode, target_schema, partition_by=partition_by or None, partition_filters=filters,
-            commit_properties=properties_of_commit,
+            list[AddAction | RemoveAction](actions), mode, target_schema, partition_by=partition_by or None,
+            partition_filters=filters, commit_properties=commit,
         )
     except (DeltaError, CommitFailedError, OSError) as exc:
-        if _is_unsupported_operation(exc):
+        if is_unsupported_operation(exc):
             raise unsupported_filesystem(path, "the commit's no-replace rename", exc) from None
         if expected_version is not None and isinstance(exc, CommitFailedError):
             raise ConcurrentWriteError(f"table {path} moved past version {expected_version}") from None
         raise
+
+
+def _check_inside_partitions(path: str, files: list[dict[str, Any]], replace_partitions: dict[str, Any]) -> None:
+    """Every written file must belong to the partitions being replaced."""
+    wanted = {k: _partition_string(v) for k, v in replace_partitions.items()}
+    for f in files:
+        outside = {k: f["partition_values"].get(k) for k in wanted if f["partition_values"].get(k) != wanted[k]}
+        if outside:
+            raise SchemaMismatchError(f"cannot write to {path}: rows outside the partitions being replaced "
+                                      f"{wanted}: {outside}")
+
+
+def _commit_properties(write_id: str, expected_version: int | None) -> CommitProperties:
+    """The commit's write id and, for a compare-and-set, no retries and the CAS transaction marker."""
+    return CommitProperties(
+        custom_metadata={WRITE_ID_KEY: write_id},
+        max_commit_retries=0 if expected_version is not None else None,
+        # The same compare-and-set marker delta-spark writes (see sparkship.tables.native), so that both engines'
+        # compare-and-set commits exclude each other.
+        app_transactions=[Transaction(CAS_APP_ID, expected_version + 1)] if expected_version is not None else None,
+    )
+
+
+def _create_table(path: str, delta_schema: Schema, actions: list[AddAction], partition_by: list[str],
+                  properties: dict[str, str] | None, commit: CommitProperties, expected_version: int | None) -> bool:
+    """Create the table with ``actions`` as its first commit: True, or False when another writer created it first
+    and a plain write should append instead."""
+    try:
+        create_table_with_add_actions(
+            path, delta_schema, actions, mode="error", partition_by=partition_by or None,
+            configuration=properties or None, commit_properties=commit,
+        )
+        return True
+    except (DeltaError, CommitFailedError, OSError) as exc:
+        if is_unsupported_operation(exc):
+            raise unsupported_filesystem(path, "the commit's no-replace rename", exc) from None
+        if not table_exists(path):
+            raise
+        # Someone created it first. A CAS on "must not exist" loses; a plain write appends instead.
+        if expected_version == -1:
+            raise ConcurrentWriteError(f"table {path} was created concurrently") from None
+        return False
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sparkship.errors import UsageError
+from sparkship.spark import on_databricks
 from sparkship.tables import files as delta_files
 from sparkship.tables.engine import _IDENT, is_table_name
 
@@ -60,7 +61,7 @@ class TableName:
     def table(self) -> str:
         return self.parts[-1]
 
-    def with_suffix(self, suffix: str) -> "TableName":
+    def with_suffix(self, suffix: str) -> TableName:
         """The sibling table in the same schema (``t`` -> ``t<suffix>``)."""
         return TableName(self.parts[:-1] + (self.parts[-1] + suffix,))
 
@@ -169,7 +170,7 @@ def local_parts(name: str) -> tuple[str, str]:
     return parsed.schema.lower(), parsed.table.lower()
 
 
-def _session_key(spark: "SparkSession") -> str:
+def _session_key(spark: SparkSession) -> str:
     key = spark.conf.get(_SCAN_CONF, None)
     if not key:
         key = uuid.uuid4().hex
@@ -177,7 +178,7 @@ def _session_key(spark: "SparkSession") -> str:
     return key
 
 
-def warehouse_dir(spark: "SparkSession") -> str | None:
+def warehouse_dir(spark: SparkSession) -> str | None:
     """The session's warehouse folder on this machine's filesystem, or None (a URI: not a local catalog)."""
     value = spark.conf.get("spark.sql.warehouse.dir", None)
     if not value:
@@ -190,14 +191,12 @@ def warehouse_dir(spark: "SparkSession") -> str | None:
     return os.path.abspath(value)
 
 
-def is_local_catalog(spark: "SparkSession") -> bool:
+def is_local_catalog(spark: SparkSession) -> bool:
     """True when names resolve through sparkship's local catalog: not Databricks, and Spark's in-memory catalog.
 
     A session with a real metastore (Hive, Unity Catalog, Databricks Connect) keeps names itself; they pass
     unchanged.
     """
-    from sparkship.spark import on_databricks
-
     if on_databricks():
         return False
     key = _session_key(spark)
@@ -224,7 +223,7 @@ class LocalTable:
         return bool(delta_files.commit_versions(self.location))
 
 
-def local_table(spark: "SparkSession", name: str) -> LocalTable:
+def local_table(spark: SparkSession, name: str) -> LocalTable:
     """The local catalog's entry for ``name`` (refusing catalogs and parts it cannot hold); registers nothing."""
     schema, table = local_parts(name)
     warehouse = warehouse_dir(spark)
@@ -241,7 +240,7 @@ def _sql_string(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def register(spark: "SparkSession", entry: LocalTable) -> bool:
+def register(spark: SparkSession, entry: LocalTable) -> bool:
     """Register ``entry`` in this session's catalog if its folder holds a Delta table; True when it is there.
 
     Once per session and name: later calls cost a set lookup.
@@ -261,7 +260,7 @@ def register(spark: "SparkSession", entry: LocalTable) -> bool:
         return True
 
 
-def register_tables(spark: "SparkSession") -> list[str]:
+def register_tables(spark: SparkSession) -> list[str]:
     """Register every Delta table in the local warehouse (for ``SHOW TABLES`` and SQL); returns their names.
 
     A folder that cannot be registered (not a Delta table, or a corrupt log) is logged and skipped.

@@ -20,7 +20,6 @@ from sparkship.errors import ConcurrentWriteError, NotFoundError, SchemaMismatch
 from sparkship.spark import is_connect
 from sparkship.tables import files as delta_files
 from sparkship.tables import names, transactions
-from sparkship.tables.files import CAS_APP_ID, WRITE_ID_KEY
 from sparkship.tables.engine import (
     ChangeFeedUnavailableError,
     Commit,
@@ -30,11 +29,12 @@ from sparkship.tables.engine import (
     is_local_path,
     is_table_name,
 )
+from sparkship.tables.files import CAS_APP_ID, WRITE_ID_KEY
 
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import DataFrame, DataFrameWriter, SparkSession
     from pyspark.sql.types import StructType
 
 # Delta's conflict error classes (pyspark surfaces them by condition when delta's Python package is absent).
@@ -55,7 +55,7 @@ def sql_ident(table: str) -> str:
     return table
 
 
-def resolve(spark: "SparkSession", table: str) -> str:
+def resolve(spark: SparkSession, table: str) -> str:
     """What SQL and the DataFrame API take for ``table``: the path, the name as given (Databricks, or a session
     with its own metastore), or the local catalog's identifier, registering the table first when another process
     created it (see :mod:`sparkship.tables.names`)."""
@@ -68,7 +68,7 @@ def resolve(spark: "SparkSession", table: str) -> str:
     return entry.ident
 
 
-def _ident(spark: "SparkSession", table: str) -> str:
+def _ident(spark: SparkSession, table: str) -> str:
     return sql_ident(table) if is_path(table) else resolve(spark, table)
 
 
@@ -114,7 +114,7 @@ class NativeEngine:
 
     name = "native"
 
-    def exists(self, spark: "SparkSession", table: str) -> bool:
+    def exists(self, spark: SparkSession, table: str) -> bool:
         if is_local_path(table):
             if delta_files.commit_versions(table):
                 return True
@@ -131,14 +131,14 @@ class NativeEngine:
                 return False
             raise
 
-    def version(self, spark: "SparkSession", table: str) -> int:
+    def version(self, spark: SparkSession, table: str) -> int:
         folder = _local_folder(spark, table)
         versions = delta_files.commit_versions(folder) if folder else []
         if versions:
             return versions[-1]
         return self.history(spark, table, 1)[0].version
 
-    def history(self, spark: "SparkSession", table: str, limit: int | None) -> list[Commit]:
+    def history(self, spark: SparkSession, table: str, limit: int | None) -> list[Commit]:
         folder = _local_folder(spark, table)
         # The commit files say what DESCRIBE HISTORY says, without the Spark job it runs on every call.
         local = _local_history(folder, limit) if folder else []
@@ -164,10 +164,10 @@ class NativeEngine:
             for r in rows
         ]
 
-    def schema(self, spark: "SparkSession", table: str, version: int | None) -> "StructType":
+    def schema(self, spark: SparkSession, table: str, version: int | None) -> StructType:
         return self._reader(spark, table, version).schema  # no data is read, so no data-path check
 
-    def partition_columns(self, spark: "SparkSession", table: str) -> list[str]:
+    def partition_columns(self, spark: SparkSession, table: str) -> list[str]:
         folder = _local_folder(spark, table)
         if folder is not None:
             from deltalake import DeltaTable
@@ -178,27 +178,27 @@ class NativeEngine:
                 pass
         return list(self._detail(spark, table)["partitionColumns"])
 
-    def location(self, spark: "SparkSession", table: str) -> str:
+    def location(self, spark: SparkSession, table: str) -> str:
         folder = _local_folder(spark, table)
         if folder is not None:
             return os.path.abspath(folder)
         return str(self._detail(spark, table)["location"])
 
-    def _detail(self, spark: "SparkSession", table: str) -> Any:
+    def _detail(self, spark: SparkSession, table: str) -> Any:
         return spark.sql(f"DESCRIBE DETAIL {_ident(spark, table)}").first()
 
-    def read(self, spark: "SparkSession", table: str, version: int | None) -> "DataFrame":
+    def read(self, spark: SparkSession, table: str, version: int | None) -> DataFrame:
         _check_data_paths(_local_folder(spark, table), version)
         return self._reader(spark, table, version)
 
     @staticmethod
-    def _reader(spark: "SparkSession", table: str, version: int | None) -> "DataFrame":
+    def _reader(spark: SparkSession, table: str, version: int | None) -> DataFrame:
         reader = spark.read.format("delta")
         if version is not None:
             reader = reader.option("versionAsOf", version)
         return reader.load(table) if is_path(table) else reader.table(resolve(spark, table))
 
-    def write(self, df: "DataFrame", table: str, request: WriteRequest) -> int:
+    def write(self, df: DataFrame, table: str, request: WriteRequest) -> int:
         cas_version = _cas_version_keeping_schema(request)
         folder = _local_folder(df.sparkSession, table) if cas_version is not None else None
         if folder and cas_version is not None and transactions.supported(df.sparkSession):
@@ -223,7 +223,7 @@ class NativeEngine:
         return found
 
     @staticmethod
-    def _write_local_name(spark: "SparkSession", writer: Any, table: str) -> None:
+    def _write_local_name(spark: SparkSession, writer: Any, table: str) -> None:
         """Write a name of the local catalog: through the catalog when the table exists; a new table is written
         at its warehouse folder (Delta's optimistic concurrency decides between two creators) and registered."""
         entry = names.local_table(spark, table)
@@ -234,7 +234,7 @@ class NativeEngine:
         names.register(spark, entry)
 
     @staticmethod
-    def _writer(df: "DataFrame", request: WriteRequest):  # noqa: ANN205 - pyspark's DataFrameWriter
+    def _writer(df: DataFrame, request: WriteRequest) -> DataFrameWriter:
         writer = (
             df.write.format("delta").mode(request.mode)
             .option("userMetadata", json.dumps({WRITE_ID_KEY: request.write_id}))
@@ -251,7 +251,7 @@ class NativeEngine:
             writer = writer.option(key, value)
         return writer
 
-    def _translated(self, spark: "SparkSession", table: str, request: WriteRequest, exc: Exception) -> Exception:
+    def _translated(self, spark: SparkSession, table: str, request: WriteRequest, exc: Exception) -> Exception:
         if is_conflict(exc) or (request.expected_version == -1 and self.exists(spark, table)):
             return ConcurrentWriteError(f"{request.mode} to {table} conflicted with a concurrent commit: {_brief(exc)}")
         condition = _error_condition(exc)
@@ -262,7 +262,7 @@ class NativeEngine:
             return SchemaMismatchError(f"cannot write to {table}: {_brief(exc)}")
         return exc
 
-    def _version_of_write(self, spark: "SparkSession", table: str, write_id: str) -> int | None:
+    def _version_of_write(self, spark: SparkSession, table: str, write_id: str) -> int | None:
         for limit in (20, None):
             for commit in self.history(spark, table, limit):
                 if commit.metadata.get(WRITE_ID_KEY) == write_id:
@@ -271,7 +271,7 @@ class NativeEngine:
 
     # --- what changed, and upserts ---------------------------------------------------------------------
 
-    def identity(self, spark: "SparkSession", table: str) -> TableIdentity:
+    def identity(self, spark: SparkSession, table: str) -> TableIdentity:
         folder = _local_folder(spark, table)
         if folder is not None:
             from deltalake import DeltaTable
@@ -284,7 +284,7 @@ class NativeEngine:
         detail = self._detail(spark, table)
         return TableIdentity(str(detail["id"]), dict(detail["properties"] or {}))
 
-    def change_feed(self, spark: "SparkSession", table: str, first_version: int, last_version: int) -> "DataFrame":
+    def change_feed(self, spark: SparkSession, table: str, first_version: int, last_version: int) -> DataFrame:
         reader = (spark.read.format("delta").option("readChangeFeed", "true")
                   .option("startingVersion", first_version).option("endingVersion", last_version))
         try:
@@ -299,7 +299,7 @@ class NativeEngine:
             raise
         return feed
 
-    def appended_rows(self, spark: "SparkSession", table: str, first_version: int, last_version: int) -> "DataFrame":
+    def appended_rows(self, spark: SparkSession, table: str, first_version: int, last_version: int) -> DataFrame:
         from pyspark.sql import functions as F
 
         # Delta lists each snapshot's files (no log read by path): the run's appends are the files in the last
@@ -310,7 +310,7 @@ class NativeEngine:
         df = self.read(spark, table, last_version)
         return df.where(F.col("_metadata.file_name").isin(names)).select(*[f"`{c}`" for c in df.columns])
 
-    def merge(self, source: "DataFrame", table: str, request: MergeRequest) -> int:
+    def merge(self, source: DataFrame, table: str, request: MergeRequest) -> int:
         spark = source.sparkSession
         view = f"sparkship_merge_{request.write_id}"
         # The source is the few changed rows: broadcast it, never the target (Spark may estimate a projection of a
@@ -356,13 +356,13 @@ class NativeEngine:
                                        f"{request.expected_version} first (compare-and-set lost)")
         return found
 
-    def count_rows(self, spark: "SparkSession", table: str, version: int) -> int:
+    def count_rows(self, spark: SparkSession, table: str, version: int) -> int:
         folder = _local_folder(spark, table)
         local = _local_row_count(folder, version) if folder else None
         # Delta answers read().count() from the log's statistics too, but only through a Spark job.
         return local if local is not None else self.read(spark, table, version).count()
 
-    def rows_committed(self, spark: "SparkSession", table: str, version: int) -> int | None:
+    def rows_committed(self, spark: SparkSession, table: str, version: int) -> int | None:
         for commit in self.history(spark, table, None):
             if commit.version == version:
                 rows = commit.metrics.get("numOutputRows")
@@ -400,7 +400,7 @@ def _user_metadata(text: str | None) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {"userMetadata": text}
 
 
-def _local_folder(spark: "SparkSession", table: str) -> str | None:
+def _local_folder(spark: SparkSession, table: str) -> str | None:
     """The folder of a table on this machine's filesystem (a local path, or a name of the local catalog)."""
     if is_local_path(table):
         return table

@@ -39,7 +39,7 @@ _REPLACE_WHERE_CONSTRAINT = "EXPRESSION(replaceWhere)"  # the name Delta's own r
 class PreparedWrite:
     """A write whose data files are written and whose transaction is open, not committed yet."""
 
-    spark: "SparkSession"
+    spark: SparkSession
     table: str
     mode: str  # "append" | "overwrite"
     replace_where: str | None
@@ -49,17 +49,17 @@ class PreparedWrite:
     write_id: str
 
 
-def supported(spark: "SparkSession") -> bool:
+def supported(spark: SparkSession) -> bool:
     """True when this session can run Delta transactions directly: a classic session with open-source delta-spark."""
     if is_connect(spark):
         return False
     from py4j.java_gateway import JavaClass
 
-    jvm = spark.sparkContext._jvm
+    jvm = _jvm(spark)
     return jvm is not None and isinstance(_java(jvm, f"{_DELTA}.DeltaLog"), JavaClass)
 
 
-def prepare_write(df: "DataFrame", folder: str, *, expected_version: int, write_id: str, mode: str = "append",
+def prepare_write(df: DataFrame, folder: str, *, expected_version: int, write_id: str, mode: str = "append",
                   replace_where: str | None = None, table: str | None = None) -> PreparedWrite:
     """Open a transaction on the table at ``folder``, check its version and write ``df``'s files for it.
 
@@ -69,7 +69,7 @@ def prepare_write(df: "DataFrame", folder: str, *, expected_version: int, write_
     ``expected_version``, :class:`SchemaMismatchError` for a row outside ``replace_where``; nothing is committed.
     """
     spark = df.sparkSession
-    jvm = spark.sparkContext._jvm
+    jvm = _jvm(spark)
     shown = table or folder
     try:
         transaction = _start_at(spark, folder, expected_version, f"{mode} to {shown}")
@@ -80,7 +80,7 @@ def prepare_write(df: "DataFrame", folder: str, *, expected_version: int, write_
     return PreparedWrite(spark, shown, mode, replace_where, transaction, actions, expected_version, write_id)
 
 
-def append_arrow(spark: "SparkSession", folder: str, rows: "pa.Table", *, expected_version: int | None, write_id: str,
+def append_arrow(spark: SparkSession, folder: str, rows: pa.Table, *, expected_version: int | None, write_id: str,
                  table: str | None = None) -> int | None:
     """Append ``rows`` to the unpartitioned table at ``folder`` in one commit, without a Spark job; a table that
     does not exist yet is created with the rows' columns (all nullable), as a Spark write of them would.
@@ -94,7 +94,7 @@ def append_arrow(spark: "SparkSession", folder: str, rows: "pa.Table", *, expect
     shown = table or folder
     try:
         if expected_version is None:
-            transaction = _java(spark.sparkContext._jvm, f"{_DELTA}.DeltaLog").forTable(
+            transaction = _java(_jvm(spark), f"{_DELTA}.DeltaLog").forTable(
                 spark._jsparkSession, folder).startTransaction()
         else:
             transaction = _start_at(spark, folder, expected_version, f"append to {shown}")
@@ -115,7 +115,7 @@ def append_arrow(spark: "SparkSession", folder: str, rows: "pa.Table", *, expect
         raise
 
 
-def _describe_new_table(spark: "SparkSession", transaction: Any, given: "pa.Schema") -> bool:
+def _describe_new_table(spark: SparkSession, transaction: Any, given: pa.Schema) -> bool:
     """Give a transaction on a table that does not exist yet the table's metadata: ``given``'s columns, all
     nullable, no partitions; Delta adds the session's default table properties and the protocol they need, as for
     a Spark write. False when a column's type has no Spark equivalent (nothing is set)."""
@@ -129,7 +129,7 @@ def _describe_new_table(spark: "SparkSession", transaction: Any, given: "pa.Sche
     except (TypeError, ValueError, NotImplementedError):
         return False
     schema = StructType([StructField(f.name, f.dataType, True) for f in columns.fields])
-    metadata = _java(spark.sparkContext._jvm, f"{_DELTA}.actions.Action").fromJson(json.dumps({"metaData": {
+    metadata = _java(_jvm(spark), f"{_DELTA}.actions.Action").fromJson(json.dumps({"metaData": {
         "id": str(uuid.uuid4()), "format": {"provider": "parquet", "options": {}}, "schemaString": schema.json(),
         "partitionColumns": [], "configuration": dict(METADATA_TABLE_PROPERTIES), "createdTime": _now_ms(),
     }}))
@@ -142,7 +142,7 @@ def _describe_new_table(spark: "SparkSession", transaction: Any, given: "pa.Sche
 _PLAIN_APPEND_FEATURES = frozenset({"appendOnly", "invariants", "changeDataFeed"})
 
 
-def _arrow_schema_for(transaction: Any, given: "pa.Schema") -> "pa.Schema | None":
+def _arrow_schema_for(transaction: Any, given: pa.Schema) -> pa.Schema | None:
     """The Arrow schema to write files of the transaction's table with, when pyarrow's files need nothing more
     than the table's columns: a protocol of Delta's first writer features (no constraints, generated or identity
     columns, column mapping or other table features), no partition columns, nullable columns only, and ``given``
@@ -176,10 +176,10 @@ def _arrow_schema_for(transaction: Any, given: "pa.Schema") -> "pa.Schema | None
     return arrow_schema
 
 
-def _add_actions(spark: "SparkSession", written: list[dict[str, Any]]) -> Any:
+def _add_actions(spark: SparkSession, written: list[dict[str, Any]]) -> Any:
     """Delta's add actions (a java.util.List) for files written by :func:`sparkship.tables.files.write_data_files`,
     parsed by Delta from the protocol's JSON form."""
-    jvm = spark.sparkContext._jvm
+    jvm = _jvm(spark)
     action = _java(jvm, f"{_DELTA}.actions.Action")
     actions = jvm.java.util.ArrayList()
     for f in written:
@@ -190,9 +190,9 @@ def _add_actions(spark: "SparkSession", written: list[dict[str, Any]]) -> Any:
     return actions
 
 
-def _start_at(spark: "SparkSession", folder: str, expected_version: int, what: str) -> Any:
+def _start_at(spark: SparkSession, folder: str, expected_version: int, what: str) -> Any:
     """A transaction on the table at ``folder``, which must be at ``expected_version``, that depends on all of it."""
-    jvm = spark.sparkContext._jvm
+    jvm = _jvm(spark)
     transaction = _java(jvm, f"{_DELTA}.DeltaLog").forTable(spark._jsparkSession, folder).startTransaction()
     found = transaction.snapshot().version()
     if found != expected_version:
@@ -204,10 +204,10 @@ def _start_at(spark: "SparkSession", folder: str, expected_version: int, what: s
     return transaction
 
 
-def _removals(spark: "SparkSession", transaction: Any, replace_where: str | None) -> Any:
+def _removals(spark: SparkSession, transaction: Any, replace_where: str | None) -> Any:
     """Removal actions (a java.util.List) for the files where ``replace_where`` holds, or all files for None,
     chosen by Delta's partition filter."""
-    jvm = spark.sparkContext._jvm
+    jvm = _jvm(spark)
     if replace_where is None:
         files = transaction.filterFiles()
     else:
@@ -218,11 +218,11 @@ def _removals(spark: "SparkSession", transaction: Any, replace_where: str | None
     return removals
 
 
-def _written_files(df: "DataFrame", transaction: Any, replace_where: str | None) -> Any:
+def _written_files(df: DataFrame, transaction: Any, replace_where: str | None) -> Any:
     """Write ``df``'s files for the transaction (a java.util.List of their actions); with ``replace_where``, a
     constraint on every row, as Delta's replaceWhere option adds."""
     spark = df.sparkSession
-    jvm = spark.sparkContext._jvm
+    jvm = _jvm(spark)
     constraints = jvm.java.util.ArrayList()
     if replace_where is not None:
         check = _java(jvm, f"{_DELTA}.constraints.Constraints.Check")
@@ -232,7 +232,7 @@ def _written_files(df: "DataFrame", transaction: Any, replace_where: str | None)
 
 def commit_write(prepared: PreparedWrite) -> int:
     """Commit a prepared write and return the version it made, or raise :class:`ConcurrentWriteError`."""
-    jvm = prepared.spark.sparkContext._jvm
+    jvm = _jvm(prepared.spark)
     option = jvm.scala.Option
     actions = jvm.java.util.ArrayList(prepared.actions)
     if prepared.expected_version is not None:
@@ -250,7 +250,7 @@ def commit_write(prepared: PreparedWrite) -> int:
         raise _translated(prepared.mode, prepared.table, prepared.replace_where, exc) from None
 
 
-def _parsed(spark: "SparkSession", predicate: str) -> Any:
+def _parsed(spark: SparkSession, predicate: str) -> Any:
     """A SQL predicate as a Catalyst expression (unresolved: Delta resolves it against the table, as it does for
     its ``replaceWhere`` option)."""
     return spark._jsparkSession.sessionState().sqlParser().parseExpression(predicate)
@@ -319,3 +319,8 @@ def _is_a(java_object: Any, class_name: str) -> bool:
             return True
         cls = cls.getSuperclass()
     return False
+
+
+def _jvm(spark: SparkSession) -> Any:
+    """The py4j gateway's JVM view of a classic session (callers run only where :func:`supported` holds)."""
+    return spark.sparkContext._jvm
