@@ -9,9 +9,9 @@ Nothing in this package imports pyspark.
 """
 from __future__ import annotations
 
+from sparkship.serving.base import UnsupportedModelError
 from sparkship.serving.pipeline import PipelineScorer, ScoreResult, derive_signature, load
 from sparkship.serving.signature import Field, InvalidRecordError, Signature
-from sparkship.serving.stages import UnsupportedModelError
 
 __all__ = [
     "Field", "InvalidRecordError", "PipelineScorer", "ScoreResult", "Signature", "UnsupportedModelError",

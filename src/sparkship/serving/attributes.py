@@ -13,15 +13,14 @@ so a stage needing them can refuse the model at load instead of guessing.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from sparkship.serving.signature import java_double_str
-
-if TYPE_CHECKING:
-    from sparkship.serving.stages import Schema, Stage
+from sparkship.serving.base import Schema, Stage
+from sparkship.serving.javastr import java_double_str
+from sparkship.serving.stages import Bucketizer, OneHotEncoderModel, StringIndexerModel, VectorAssembler
 
 UNKNOWN_NAME = "\x00?"  # the attribute may carry a name, which the scorer cannot tell
 
@@ -40,57 +39,53 @@ class UnknownAttributes(Exception):
     """The column comes from a stage whose output attributes the scorer does not derive."""
 
 
-def column_attrs(upstream: Sequence["Stage"], schema: "Schema", col: str) -> "tuple[Attr, ...] | None":
+def column_attrs(upstream: Sequence[Stage], schema: Schema, col: str) -> tuple[Attr, ...] | None:
     """The ML attributes Spark would attach to ``col`` after the ``upstream`` stages ran: one per vector
     entry (one for a scalar), None for a vector without attributes."""
     for i in range(len(upstream) - 1, -1, -1):
         st = upstream[i]
-        if col in _outputs(st):
+        if col in st.produced_cols():
             return _produced(st, upstream[:i], schema, col)
     t, _ = schema.get(col, ("double", None))
     return None if t == "vector" else (Attr(None),)
 
 
-def _outputs(st: "Stage") -> list[str]:
-    from sparkship.serving.pipeline import _outputs_of
-
-    return _outputs_of(st)
-
-
-def _produced(st: "Stage", before: Sequence["Stage"], schema: "Schema", col: str) -> "tuple[Attr, ...] | None":
+def _produced(st: Stage, before: Sequence[Stage], schema: Schema, col: str) -> tuple[Attr, ...] | None:
     kind = st.meta.short_class
     j = st.output_cols.index(col) if col in st.output_cols else -1
-    if kind == "StringIndexerModel":
+    if isinstance(st, StringIndexerModel):
         labels = list(st.labels[j]) + (["__unknown"] if st.handle == "keep" else [])
         return (Attr(col, "nominal", tuple(labels)),)
-    if kind == "Bucketizer":
+    if isinstance(st, Bucketizer):
         s = st.splits[j]
         return (Attr(None, "nominal", tuple(f"{java_double_str(a)}, {java_double_str(b)}" for a, b in zip(s, s[1:]))),)
     if kind == "ImputerModel":
         return (Attr(None),)
     if kind == "Binarizer" and schema[col][0] != "vector":
         return (Attr(col, "binary"),)
-    if kind == "VectorAssembler":
+    if isinstance(st, VectorAssembler):
         return _assembled(st, before, schema)
-    if kind == "OneHotEncoderModel":
+    if isinstance(st, OneHotEncoderModel):
         return tuple(Attr(UNKNOWN_NAME, "binary") for _ in range(st.sizes[j]))
     if kind == "Interaction":
         return tuple(Attr(UNKNOWN_NAME) for _ in range(schema[col][1] or 0))
     subset = getattr(st, "attrs_from_input", None)
     if subset is not None:  # VectorSlicer, the selectors, VectorIndexer
-        return subset(column_attrs(before, schema, st.input_cols[0]))
+        attrs: tuple[Attr, ...] = subset(column_attrs(before, schema, st.input_cols[0]))
+        return attrs
     raise UnknownAttributes(f"column '{col}' comes from {kind} {st.uid}, whose ML attributes the scorer "
                             "does not derive")
 
 
-def _assembled(st: "Stage", before: Sequence["Stage"], schema: "Schema") -> "tuple[Attr, ...]":
+def _assembled(st: Stage, before: Sequence[Stage], schema: Schema) -> tuple[Attr, ...]:
     """VectorAssembler's output attributes: scalar inputs named after their column (nominal ones stay
     nominal), vector inputs' attributes named ``<col>_<name>`` or ``<col>_<i>``."""
     out: list[Attr] = []
     for c in st.input_cols:
         t, size = schema[c]
         if t != "vector":
-            a = column_attrs(before, schema, c)[0] if t == "double" else Attr(None)
+            scalar = column_attrs(before, schema, c) if t == "double" else None
+            a = scalar[0] if scalar is not None else Attr(None)
             out.append(replace(a, name=c))
             continue
         inner = column_attrs(before, schema, c)
@@ -103,7 +98,7 @@ def _assembled(st: "Stage", before: Sequence["Stage"], schema: "Schema") -> "tup
     return tuple(out)
 
 
-def assembled_source(upstream: Sequence["Stage"], col: str) -> "tuple[str, list[int]] | None":
+def assembled_source(upstream: Sequence[Stage], col: str) -> tuple[str, list[int]] | None:
     """The VectorAssembler output that vector ``col``'s entries come from (through VectorIndexer, VectorSlicer
     or a selector), and each entry's position in it; None if ``col`` does not come from one.
 
@@ -115,18 +110,21 @@ def assembled_source(upstream: Sequence["Stage"], col: str) -> "tuple[str, list[
         if col not in st.output_cols:
             continue
         kind = st.meta.short_class
-        if kind == "VectorAssembler":
+        if isinstance(st, VectorAssembler):
+            if st.size is None:
+                raise st.refuse(f"reading the entries of '{col}', a vector assembled from inputs of unknown size,")
             return col, list(range(st.size))
-        if kind != "VectorIndexerModel" and getattr(st, "picked", None) is None:
+        picked = getattr(st, "picked", None)
+        if kind != "VectorIndexerModel" and picked is None:
             return None
         inner = assembled_source(upstream[:i], st.input_cols[0])
-        if inner is None or kind == "VectorIndexerModel":
+        if inner is None or kind == "VectorIndexerModel" or picked is None:
             return inner
-        return inner[0], [inner[1][k] for k in st.picked]
+        return inner[0], [inner[1][k] for k in picked]
     return None
 
 
-def active_entries(assembled: Sequence[float], positions: Sequence[int]) -> "list[bool] | None":
+def active_entries(assembled: Sequence[float], positions: Sequence[int]) -> list[bool] | None:
     """Which entries Spark's ``foreachActive`` visits: all (None) if the assembled vector is dense, else the
     non-zero ones (``Vector.compressed`` stores it sparse when 1.5 * (nnz + 1) < size; NaN counts as non-zero).
     """
@@ -140,4 +138,5 @@ def inactive_mask(assembled: np.ndarray, positions: Sequence[int]) -> np.ndarray
     """Batch form of :func:`active_entries`: True where an entry is not stored (a zero in a sparse row)."""
     nnz = (assembled != 0.0).sum(axis=1)
     sparse = 1.5 * (nnz + 1.0) < assembled.shape[1]
-    return sparse[:, None] & (assembled[:, list(positions)] == 0.0)
+    mask: np.ndarray = sparse[:, None] & (assembled[:, list(positions)] == 0.0)
+    return mask

@@ -15,9 +15,12 @@ caller's pandas or Arrow memory (no copy): a stage writes new arrays, never into
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from sparkship.serving.signature import FLOATING, INTEGRAL, InvalidRecordError, Signature
 
@@ -52,7 +55,7 @@ class Batch:
 
     def filter(self, keep: np.ndarray) -> np.ndarray:
         """Keep the rows where ``keep`` is True; return the input positions of the others."""
-        dropped = self.rows[~keep]
+        dropped: np.ndarray = self.rows[~keep]
         if len(dropped):
             self.cols = {k: v[keep] for k, v in self.cols.items()}
             self.nulls = {k: v[keep] for k, v in self.nulls.items() if v[keep].any()}
@@ -117,8 +120,6 @@ def from_records(records: Sequence[Mapping[str, Any]], signature: Signature) -> 
 
 def _dictionary_codes(col: Any) -> tuple[np.ndarray, np.ndarray]:
     """(int64 codes, object array of distinct strings) of a string column; code -1 where null."""
-    import pyarrow as pa
-
     encoded = col.combine_chunks().dictionary_encode() if isinstance(col, pa.ChunkedArray) else col.dictionary_encode()
     codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
     distinct = np.asarray(encoded.dictionary.to_pylist(), dtype=object)
@@ -127,9 +128,6 @@ def _dictionary_codes(col: Any) -> tuple[np.ndarray, np.ndarray]:
 
 def from_arrow(table: Any, signature: Signature) -> Batch:
     """Rows given as a ``pyarrow.Table`` (or RecordBatch); columns are cast to the signature's types."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     if isinstance(table, pa.RecordBatch):
         table = pa.Table.from_batches([table])
     b = Batch(table.num_rows)
@@ -138,54 +136,81 @@ def from_arrow(table: Any, signature: Signature) -> Batch:
         if f.name not in table.column_names:
             raise InvalidRecordError(f.name, "is missing")
         col = table.column(f.name)
-        atype = col.type
         nulls = col.is_null().to_numpy(zero_copy_only=False) if col.null_count else np.zeros(0, dtype=bool)
+        codes = None
         try:
             if t in FLOATING or t in INTEGRAL:
-                if not (pa.types.is_integer(atype) or pa.types.is_floating(atype) or pa.types.is_decimal(atype)
-                        or pa.types.is_null(atype)):
-                    raise TypeError(f"expected {t}, got {atype}")
-                if t in INTEGRAL and pa.types.is_floating(atype):
-                    vals = pc.fill_null(col, 0.0).to_numpy(zero_copy_only=False)
-                    finite = np.isfinite(vals)
-                    if not (finite & (vals == np.trunc(np.where(finite, vals, 0)))).all():
-                        raise TypeError(f"expected {t}, got non-integral values")
-                if t in INTEGRAL:
-                    arr = pc.fill_null(col.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
-                elif not col.null_count and t == "double":  # zero-copy where Arrow allows (read-only then)
-                    arr = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
-                else:
-                    arr = col.cast(pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64, copy=True)
-                    arr[nulls] = np.nan
-                    if t == "float":
-                        arr = arr.astype(np.float32).astype(np.float64)
+                arr = _arrow_numbers(col, t, nulls)
             elif t == "boolean":
-                if not (pa.types.is_boolean(atype) or pa.types.is_null(atype)):
-                    raise TypeError(f"expected boolean, got {atype}")
-                arr = pc.fill_null(col.cast(pa.bool_()), False).to_numpy(zero_copy_only=False)
+                arr = _arrow_booleans(col)
             elif t == "string":
-                if pa.types.is_integer(atype):
-                    col = col.cast(pa.string())
-                elif not (pa.types.is_string(atype) or pa.types.is_large_string(atype) or pa.types.is_null(atype)):
-                    raise TypeError(f"expected string, got {atype}")
-                codes, distinct = _dictionary_codes(col)
-                arr = np.append(distinct, None)[codes]  # code -1 picks the trailing None
+                codes = _arrow_string_codes(col)
+                arr = np.append(codes[1], [None])[codes[0]]  # code -1 picks the trailing None
             elif t == "array<string>":
-                if not (pa.types.is_list(atype) or pa.types.is_large_list(atype) or pa.types.is_null(atype)):
-                    raise TypeError(f"expected array<string>, got {atype}")
-                if not pa.types.is_null(atype) and not (pa.types.is_string(atype.value_type)
-                                                        or pa.types.is_large_string(atype.value_type)
-                                                        or pa.types.is_null(atype.value_type)):
-                    raise TypeError(f"expected array<string>, got {atype}")
-                arr, nulls = _column_from_values(f.name, col.to_pylist(), t)
+                arr, nulls = _arrow_string_lists(f.name, col)
             else:  # vector
                 arr, nulls = _vector_column(f.name, col)
         except (TypeError, pa.ArrowInvalid) as exc:
             raise InvalidRecordError(f.name, str(exc)) from None
         b.set(f.name, np.asarray(arr), t, np.asarray(nulls, dtype=bool) if len(nulls) else None)
-        if t == "string":
-            b.codes[f.name] = (codes, distinct)
+        if codes is not None:
+            b.codes[f.name] = codes
     return b
+
+
+def _arrow_numbers(col: Any, t: str, nulls: np.ndarray) -> np.ndarray:
+    """A numeric Arrow column as int64 (integral ``t``, nulls 0) or float64 (nulls NaN; float32 precision for
+    ``float``); TypeError for another Arrow type or a fractional value in an integral column."""
+    atype = col.type
+    if not (pa.types.is_integer(atype) or pa.types.is_floating(atype) or pa.types.is_decimal(atype)
+            or pa.types.is_null(atype)):
+        raise TypeError(f"expected {t}, got {atype}")
+    if t in INTEGRAL and pa.types.is_floating(atype):
+        vals = pc.fill_null(col, 0.0).to_numpy(zero_copy_only=False)
+        finite = np.isfinite(vals)
+        if not (finite & (vals == np.trunc(np.where(finite, vals, 0)))).all():
+            raise TypeError(f"expected {t}, got non-integral values")
+    if t in INTEGRAL:
+        out: np.ndarray = pc.fill_null(col.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
+        return out
+    if not col.null_count and t == "double":  # zero-copy where Arrow allows (read-only then)
+        out = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        return out
+    arr: np.ndarray = col.cast(pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64, copy=True)
+    arr[nulls] = np.nan
+    if t == "float":
+        arr = arr.astype(np.float32).astype(np.float64)
+    return arr
+
+
+def _arrow_booleans(col: Any) -> np.ndarray:
+    """A boolean (or all-null) Arrow column as a bool array, nulls False."""
+    if not (pa.types.is_boolean(col.type) or pa.types.is_null(col.type)):
+        raise TypeError(f"expected boolean, got {col.type}")
+    out: np.ndarray = pc.fill_null(col.cast(pa.bool_()), False).to_numpy(zero_copy_only=False)
+    return out
+
+
+def _arrow_string_codes(col: Any) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_dictionary_codes` of a string column (an integer column is cast to string first, as Spark does)."""
+    atype = col.type
+    if pa.types.is_integer(atype):
+        col = col.cast(pa.string())
+    elif not (pa.types.is_string(atype) or pa.types.is_large_string(atype) or pa.types.is_null(atype)):
+        raise TypeError(f"expected string, got {atype}")
+    return _dictionary_codes(col)
+
+
+def _arrow_string_lists(name: str, col: Any) -> tuple[np.ndarray, np.ndarray]:
+    """An Arrow list-of-strings column as an object array of lists and its null mask."""
+    atype = col.type
+    if not (pa.types.is_list(atype) or pa.types.is_large_list(atype) or pa.types.is_null(atype)):
+        raise TypeError(f"expected array<string>, got {atype}")
+    if not pa.types.is_null(atype) and not (pa.types.is_string(atype.value_type)
+                                            or pa.types.is_large_string(atype.value_type)
+                                            or pa.types.is_null(atype.value_type)):
+        raise TypeError(f"expected array<string>, got {atype}")
+    return _column_from_values(name, col.to_pylist(), "array<string>")
 
 
 def _vector_column(name: str, col: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -194,9 +219,6 @@ def _vector_column(name: str, col: Any) -> tuple[np.ndarray, np.ndarray]:
     Null vectors become rows of NaN (flagged in the mask), null elements NaN; vectors of different sizes in one
     batch are refused (score such rows one by one).
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     t = arr.type
     if pa.types.is_null(t):
@@ -226,8 +248,6 @@ def _vector_column(name: str, col: Any) -> tuple[np.ndarray, np.ndarray]:
 
 def from_pandas(df: Any, signature: Signature) -> Batch:
     """Rows given as a pandas DataFrame (via Arrow; NaN in object columns counts as null)."""
-    import pyarrow as pa
-
     missing = [f.name for f in signature.inputs if f.name not in df.columns]
     if missing:
         raise InvalidRecordError(missing[0], "is missing")
@@ -267,8 +287,6 @@ def _numpy_double_column(series: Any, spark_type: str) -> tuple[np.ndarray, np.n
 
 
 def _bad_pandas_column(df: Any, names: list[str]) -> str:
-    import pyarrow as pa
-
     for name in names:
         try:
             pa.array(df[name], from_pandas=True)

@@ -1,72 +1,29 @@
-"""Saved stage class name -> the JVM-free class that scores it."""
+"""Saved stage class name -> the JVM-free class that scores it.
+
+Stage classes register themselves (:func:`sparkship.serving.base.register_stage`); this module imports the
+modules that hold them, once, so that every class is registered before a model is loaded. A stage that holds
+other stages (OneVsRest, RFormula) gets :func:`build_stage` passed in to build them.
+
+    >>> STAGES["org.apache.spark.ml.feature.VectorAssembler"].__name__
+    'VectorAssembler'
+"""
 from __future__ import annotations
 
-from sparkship.serving.features import FEATURE_STAGES
-from sparkship.serving.hashing import FeatureHasher, HashingTF
-from sparkship.serving.classifiers import (
-    FMClassificationModel,
-    LinearSVCModel,
-    MultilayerPerceptronClassificationModel,
-    NaiveBayesModel,
-    OneVsRestModel,
-)
-from sparkship.serving.clustering import BisectingKMeansModel, GaussianMixtureModel, KMeansModel
-from sparkship.serving.predictors import (
-    DecisionTreeClassificationModel,
-    DecisionTreeRegressionModel,
-    GBTClassificationModel,
-    GBTRegressionModel,
-    LinearRegressionModel,
-    LogisticRegressionModel,
-    RandomForestClassificationModel,
-    RandomForestRegressionModel,
-)
+import importlib
+
+from sparkship.serving.base import STAGES, Stage, UnsupportedModelError
 from sparkship.serving.reader import StageMetadata
-from sparkship.serving.rformula import ColumnPruner, RFormulaModel, TargetEncoderModel, VectorAttributeRewriter
-from sparkship.serving.selection import SELECTION_STAGES
-from sparkship.serving.sql import SQLTransformer
-from sparkship.serving.regressors import (
-    AFTSurvivalRegressionModel,
-    FMRegressionModel,
-    GeneralizedLinearRegressionModel,
-    IsotonicRegressionModel,
-)
-from sparkship.serving.stages import (
-    Bucketizer,
-    ImputerModel,
-    MinMaxScalerModel,
-    OneHotEncoderModel,
-    Stage,
-    StandardScalerModel,
-    StringIndexerModel,
-    UnsupportedModelError,
-    VectorAssembler,
-    VectorSizeHint,
-)
-from sparkship.serving.text import (
-    CountVectorizerModel, IDFModel, NGram, RegexTokenizer, StopWordsRemover, Tokenizer, Word2VecModel,
-)
-from sparkship.serving.wrappers import CrossValidatorModel, TrainValidationSplitModel
+from sparkship.serving.wrappers import WRAPPERS
 
-STAGES: dict[str, type[Stage]] = {
-    cls.spark_class: cls
-    for cls in (
-        ImputerModel, StringIndexerModel, OneHotEncoderModel, Bucketizer, VectorAssembler, StandardScalerModel,
-        MinMaxScalerModel, LogisticRegressionModel, LinearRegressionModel, DecisionTreeClassificationModel,
-        RandomForestClassificationModel, GBTClassificationModel, DecisionTreeRegressionModel,
-        RandomForestRegressionModel, GBTRegressionModel, VectorSizeHint, *FEATURE_STAGES, *SELECTION_STAGES,
-        Tokenizer, RegexTokenizer, StopWordsRemover, NGram, HashingTF, CountVectorizerModel, IDFModel,
-        FeatureHasher, Word2VecModel, SQLTransformer, TargetEncoderModel, RFormulaModel, ColumnPruner,
-        VectorAttributeRewriter,
-        NaiveBayesModel, LinearSVCModel, MultilayerPerceptronClassificationModel, FMClassificationModel,
-        OneVsRestModel, GeneralizedLinearRegressionModel, IsotonicRegressionModel, AFTSurvivalRegressionModel,
-        FMRegressionModel, KMeansModel, BisectingKMeansModel, GaussianMixtureModel,
-    )
-}
+# The modules whose stage classes register themselves when imported.
+STAGE_MODULES = (
+    "stages", "scalers", "features", "selection", "text", "hashing", "sql", "rformula", "predictors",
+    "classifiers", "regressors", "clustering", "xgboost_stage",
+)
+for _module in STAGE_MODULES:
+    importlib.import_module(f"sparkship.serving.{_module}")
 
-# Wrappers scored through a model saved inside them (Spark's and pyspark's writers name them differently).
-WRAPPERS = {name: cls for cls in (CrossValidatorModel, TrainValidationSplitModel)
-            for name in (cls.spark_class, cls.python_class)}
+__all__ = ["STAGES", "STAGE_MODULES", "WRAPPERS", "build_stage", "inner_model_dir"]
 
 
 def inner_model_dir(meta: StageMetadata) -> str | None:
@@ -84,4 +41,4 @@ def build_stage(meta: StageMetadata) -> Stage:
             f"stage {meta.uid} is a {meta.class_name}, which the JVM-free scorer does not support "
             f"(supported: PipelineModel, CrossValidatorModel, TrainValidationSplitModel, {supported})"
         )
-    return cls(meta)
+    return cls.load(meta, build_stage)

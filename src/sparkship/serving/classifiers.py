@@ -20,17 +20,11 @@ import numpy as np
 
 from sparkship.errors import NotFoundError
 from sparkship.serving import reader
+from sparkship.serving.base import Stage, StageBuilder, register_stage
 from sparkship.serving.batch import Batch
-from sparkship.serving.predictors import (
-    _CLASSIFIER_PARAMS,
-    _PREDICTOR_PARAMS,
-    ClassificationModel,
-    _exp,
-    _row_argmax,
-    _seq_sum,
-    _sigmoid,
-    spark_argmax,
-)
+from sparkship.serving.fm import FM_PARAMS, FMMixin
+from sparkship.serving.numeric import dot_row, row_argmax, safe_exp, seq_sum, sigmoid, spark_argmax
+from sparkship.serving.predictors import CLASSIFIER_PARAMS, PREDICTOR_PARAMS, ClassificationModel
 from sparkship.serving.reader import StageMetadata, to_double
 from sparkship.serving.signature import InvalidRecordError
 
@@ -43,13 +37,13 @@ def softmax_row(raw: list[float], pos_inf_wins: bool = True) -> list[float]:
     >>> softmax_row([0.0, 0.0])
     [0.5, 0.5]
     """
-    mx = _MIN_DOUBLE
+    mx = float(_MIN_DOUBLE)
     for i, v in enumerate(raw):
         if pos_inf_wins and v == math.inf:
             return [1.0 if j == i else 0.0 for j in range(len(raw))]
         if v > mx:
             mx = v
-    e = [_exp(v - mx) for v in raw]
+    e = [safe_exp(v - mx) for v in raw]
     total = 0.0
     for v in e:
         total += v
@@ -61,7 +55,7 @@ def softmax_batch(raw: np.ndarray, pos_inf_wins: bool = True) -> np.ndarray:
     mx = np.maximum(np.where(np.isnan(raw), _MIN_DOUBLE, raw).max(axis=1, initial=_MIN_DOUBLE), _MIN_DOUBLE)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         e = np.exp(raw - mx[:, None])
-        out = e / _seq_sum(e)[:, None]
+        out: np.ndarray = e / seq_sum(e)[:, None]
     if pos_inf_wins:
         inf = np.isposinf(raw)
         hit = inf.any(axis=1)
@@ -71,19 +65,9 @@ def softmax_batch(raw: np.ndarray, pos_inf_wins: bool = True) -> np.ndarray:
     return out
 
 
-def _dot_row(x: list[float], coef: list[float]) -> float:
-    s = 0.0
-    for a, c in zip(x, coef):
-        s += a * c
-    return s
-
-
-def _matvec_row(m: list[list[float]], x: list[float]) -> list[float]:
-    return [_dot_row(x, row) for row in m]
-
-
 # --- naive Bayes -----------------------------------------------------------------------------------------------
 
+@register_stage
 class NaiveBayesModel(ClassificationModel):
     """rawPrediction = log joint likelihoods per ``modelType``; probability = their softmax.
 
@@ -93,7 +77,7 @@ class NaiveBayesModel(ClassificationModel):
     """
 
     spark_class = "org.apache.spark.ml.classification.NaiveBayesModel"
-    known_params = _CLASSIFIER_PARAMS | {"smoothing", "modelType"}
+    known_params = CLASSIFIER_PARAMS | {"smoothing", "modelType"}
 
     def __init__(self, meta: StageMetadata) -> None:
         super().__init__(meta)
@@ -107,12 +91,12 @@ class NaiveBayesModel(ClassificationModel):
         if self.model_type == "gaussian":
             self.sigma = reader.matrix(data["sigma"])
             log_var = np.log(self.sigma)
-            self.log_var_sum = [_seq_sum(log_var[i:i + 1])[0] if log_var.shape[1] else 0.0
+            self.log_var_sum = [seq_sum(log_var[i:i + 1])[0] if log_var.shape[1] else 0.0
                                 for i in range(self.num_classes)]
         if self.model_type == "bernoulli":
             neg = np.log1p(-np.exp(self.theta))
             self.weights = self.theta - neg
-            self.bias = self.pi + (_seq_sum(neg) if neg.shape[1] else 0.0)
+            self.bias = self.pi + (seq_sum(neg) if neg.shape[1] else 0.0)
         elif self.model_type == "multinomial":
             self.weights, self.bias = self.theta, self.pi
         else:
@@ -146,7 +130,7 @@ class NaiveBayesModel(ClassificationModel):
         self._check_row(x)
         if self.model_type == "gaussian":
             return self._gaussian_row(x)
-        raw = [b + _dot_row(x, w) for w, b in zip(self._w, self._b)]
+        raw = [b + dot_row(x, w) for w, b in zip(self._w, self._b)]
         if self.model_type == "complement":
             mx = max(raw)
             total = 0.0
@@ -171,15 +155,16 @@ class NaiveBayesModel(ClassificationModel):
             out = np.empty((len(X), self.num_classes))
             for i in range(self.num_classes):
                 d = X - self.theta[i]
-                s = _seq_sum(d * d / self.sigma[i]) if X.shape[1] else np.zeros(len(X))
+                s = seq_sum(d * d / self.sigma[i]) if X.shape[1] else np.zeros(len(X))
                 out[:, i] = self.pi[i] - (s + self.log_var_sum[i]) / 2
             return out
         raw = X @ self.weights.T + self.bias
         if self.model_type == "complement":
             mx = raw.max(axis=1)
-            lse = np.log(_seq_sum(np.exp(raw - mx[:, None]))) + mx
+            lse = np.log(seq_sum(np.exp(raw - mx[:, None]))) + mx
             raw = raw - lse[:, None]
-        return raw
+        scores: np.ndarray = raw
+        return scores
 
     def batch(self, b: Batch) -> np.ndarray:
         self._check_batch(b, self._features(b))
@@ -194,12 +179,13 @@ class NaiveBayesModel(ClassificationModel):
 
 # --- linear SVM ------------------------------------------------------------------------------------------------
 
+@register_stage
 class LinearSVCModel(ClassificationModel):
     """rawPrediction = [-m, m] with m = coefficients . x + intercept; prediction = 1 where m > ``threshold``.
     No probability column (Spark's LinearSVCModel has none)."""
 
     spark_class = "org.apache.spark.ml.classification.LinearSVCModel"
-    known_params = (_PREDICTOR_PARAMS | {"rawPredictionCol", "threshold", "regParam", "maxIter", "fitIntercept",
+    known_params = (PREDICTOR_PARAMS | {"rawPredictionCol", "threshold", "regParam", "maxIter", "fitIntercept",
                                          "tol", "standardization", "aggregationDepth", "maxBlockSizeInMB"})
 
     def __init__(self, meta: StageMetadata) -> None:
@@ -213,7 +199,7 @@ class LinearSVCModel(ClassificationModel):
         self._coef = self.coef.tolist()
 
     def raw_row(self, x: list[float]) -> list[float]:
-        m = _dot_row(x, self._coef) + self.intercept
+        m = dot_row(x, self._coef) + self.intercept
         return [-m, m]
 
     def raw_batch(self, X: np.ndarray) -> np.ndarray:
@@ -233,18 +219,22 @@ class LinearSVCModel(ClassificationModel):
     def raw2pred_batch(self, raw: np.ndarray) -> np.ndarray:
         return (raw[:, 1] > self.threshold).astype(np.float64)
 
-    prob2pred_row = raw2pred_row
-    prob2pred_batch = raw2pred_batch
+    def prob2pred_row(self, prob: list[float]) -> float:
+        return self.raw2pred_row(prob)
+
+    def prob2pred_batch(self, prob: np.ndarray) -> np.ndarray:
+        return self.raw2pred_batch(prob)
 
 
 # --- multilayer perceptron -------------------------------------------------------------------------------------
 
+@register_stage
 class MultilayerPerceptronClassificationModel(ClassificationModel):
     """Affine layers (weights: per layer a column-major numOut x numIn matrix, then numOut biases), sigmoid
     between them; rawPrediction = the last affine layer's output, probability = its softmax."""
 
     spark_class = "org.apache.spark.ml.classification.MultilayerPerceptronClassificationModel"
-    known_params = _CLASSIFIER_PARAMS | {"layers", "blockSize", "solver", "maxIter", "tol", "seed", "stepSize",
+    known_params = CLASSIFIER_PARAMS | {"layers", "blockSize", "solver", "maxIter", "tol", "seed", "stepSize",
                                         "initialWeights"}
 
     def __init__(self, meta: StageMetadata) -> None:
@@ -269,8 +259,8 @@ class MultilayerPerceptronClassificationModel(ClassificationModel):
         a = list(x)
         last = len(self._layers_l) - 1
         for k, (w, b) in enumerate(self._layers_l):
-            z = [_dot_row(a, row) + bias for row, bias in zip(w, b)]
-            a = z if k == last else [1.0 / (1.0 + _exp(-v)) for v in z]
+            z = [dot_row(a, row) + bias for row, bias in zip(w, b)]
+            a = z if k == last else [1.0 / (1.0 + safe_exp(-v)) for v in z]
         return a
 
     def raw_batch(self, X: np.ndarray) -> np.ndarray:
@@ -291,53 +281,13 @@ class MultilayerPerceptronClassificationModel(ClassificationModel):
 
 # --- factorization machines ------------------------------------------------------------------------------------
 
-_FM_PARAMS = frozenset({"factorSize", "fitIntercept", "fitLinear", "regParam", "miniBatchFraction", "initStd",
-                        "maxIter", "stepSize", "tol", "solver", "seed"})
 
-
-class FMMixin:
-    """The factorization-machine margin: intercept + linear . x + sum over factors f of
-    ((sum_i v_if x_i)^2 - sum_i (v_if x_i)^2) / 2 (features visited in index order, zeros skipped)."""
-
-    meta: StageMetadata
-    num_features: int | None
-
-    def _load_fm(self) -> None:
-        data = reader.read_data(self.meta.path)[0]
-        self.fm_intercept = float(data["intercept"])
-        self.fm_linear = reader.vector(data["linear"])
-        self.fm_factors = reader.matrix(data["factors"])  # numFeatures x factorSize
-        self.num_features = len(self.fm_linear)
-        self._lin = self.fm_linear.tolist()
-        self._fac_t = self.fm_factors.T.tolist()
-
-    def fm_margin_row(self, x: list[float]) -> float:
-        m = self.fm_intercept + _dot_row(x, self._lin)
-        nz = [(i, v) for i, v in enumerate(x) if v != 0.0]
-        for col in self._fac_t:
-            sum_sq, s = 0.0, 0.0
-            for i, v in nz:
-                vx = col[i] * v
-                sum_sq += vx * vx
-                s += vx
-            m += 0.5 * (s * s - sum_sq)
-        return m
-
-    def fm_margin_batch(self, X: np.ndarray) -> np.ndarray:
-        m = self.fm_intercept + X @ self.fm_linear
-        for f in range(self.fm_factors.shape[1]):
-            vx = X * self.fm_factors[:, f]
-            s = _seq_sum(vx) if X.shape[1] else np.zeros(len(X))
-            sum_sq = _seq_sum(vx * vx) if X.shape[1] else np.zeros(len(X))
-            m = m + 0.5 * (s * s - sum_sq)
-        return m
-
-
+@register_stage
 class FMClassificationModel(FMMixin, ClassificationModel):
     """rawPrediction = [-m, m] (m the FM margin); probability = [1 - sigmoid(m), sigmoid(m)]."""
 
     spark_class = "org.apache.spark.ml.classification.FMClassificationModel"
-    known_params = _CLASSIFIER_PARAMS | _FM_PARAMS
+    known_params = CLASSIFIER_PARAMS | FM_PARAMS
 
     def __init__(self, meta: StageMetadata) -> None:
         super().__init__(meta)
@@ -353,7 +303,7 @@ class FMClassificationModel(FMMixin, ClassificationModel):
         return np.stack([-m, m], axis=1)
 
     def raw2prob_row(self, raw: list[float]) -> list[float]:
-        p1 = _sigmoid(raw[1])
+        p1 = sigmoid(raw[1])
         return [1.0 - p1, p1]
 
     def raw2prob_batch(self, raw: np.ndarray) -> np.ndarray:
@@ -363,15 +313,14 @@ class FMClassificationModel(FMMixin, ClassificationModel):
 
 # --- one-vs-rest -----------------------------------------------------------------------------------------------
 
+@register_stage
 class OneVsRestModel(ClassificationModel):
     """rawPrediction[k] = rawPrediction[1] of binary model k (saved under ``model_<k>/``); prediction = argmax."""
 
     spark_class = "org.apache.spark.ml.classification.OneVsRestModel"
-    known_params = _PREDICTOR_PARAMS | {"rawPredictionCol", "classifier", "parallelism"}
+    known_params = PREDICTOR_PARAMS | {"rawPredictionCol", "classifier", "parallelism"}
 
-    def __init__(self, meta: StageMetadata) -> None:
-        from sparkship.serving.catalog import build_stage  # the catalog imports this module
-
+    def __init__(self, meta: StageMetadata, build: StageBuilder) -> None:
         super().__init__(meta)
         self.prob_col = ""
         if not self.raw_col:
@@ -383,13 +332,17 @@ class OneVsRestModel(ClassificationModel):
             sub = os.path.join(meta.path, f"model_{k}")
             if not os.path.isdir(sub):
                 raise NotFoundError(f"{meta.path}: the one-vs-rest model has no folder model_{k}")
-            model = build_stage(reader.read_metadata(sub))
+            model = build(reader.read_metadata(sub))
             if not isinstance(model, ClassificationModel):
                 raise self.refuse(f"a {model.meta.short_class} as binary model {k}")
             model.features_col = self.features_col  # Spark sets each model's featuresCol to its own
             self.models.append(model)
         sizes = {m.num_features for m in self.models if m.num_features is not None}
         self.num_features = sizes.pop() if len(sizes) == 1 else None
+
+    @classmethod
+    def load(cls, meta: StageMetadata, build: StageBuilder) -> Stage:
+        return cls(meta, build)
 
     def raw_row(self, x: list[float]) -> list[float]:
         return [m.raw_row(x)[1] for m in self.models]
@@ -407,7 +360,7 @@ class OneVsRestModel(ClassificationModel):
         return super().batch(b)
 
     def raw2pred_row(self, raw: list[float]) -> float:
-        return float(_row_argmax(raw))
+        return float(row_argmax(raw))
 
     def raw2pred_batch(self, raw: np.ndarray) -> np.ndarray:
         return spark_argmax(raw).astype(np.float64)

@@ -19,12 +19,12 @@ import numpy as np
 
 from sparkship.errors import IntegrityError
 from sparkship.serving import reader
+from sparkship.serving.base import Schema, register_stage
 from sparkship.serving.batch import Batch
-from sparkship.serving.classifiers import _dot_row
-from sparkship.serving.predictors import Model, _row_argmax, _seq_sum, spark_argmax
+from sparkship.serving.numeric import EMPTY, dot_row, row_argmax, seq_sum, spark_argmax
+from sparkship.serving.predictors import Model
 from sparkship.serving.reader import StageMetadata
 from sparkship.serving.signature import InvalidRecordError
-from sparkship.serving.stages import _EMPTY, Schema
 
 EPSILON = float(np.finfo(np.float64).eps)  # MLUtils.EPSILON
 _KMEANS_PARAMS = frozenset({"featuresCol", "predictionCol", "k", "maxIter", "tol", "seed", "distanceMeasure",
@@ -39,7 +39,7 @@ def _norm_row(x: list[float]) -> float:
 
 
 def _norm_batch(X: np.ndarray) -> np.ndarray:
-    return np.sqrt(_seq_sum(X * X)) if X.shape[1] else np.zeros(len(X))
+    return np.sqrt(seq_sum(X * X)) if X.shape[1] else np.zeros(len(X))
 
 
 def _fast_sq_dist_row(c: list[float], c_norm: float, x: list[float], x_norm: float) -> float:
@@ -49,7 +49,7 @@ def _fast_sq_dist_row(c: list[float], c_norm: float, x: list[float], x_norm: flo
     diff = c_norm - x_norm
     bound = 2.0 * EPSILON * sum_sq / (diff * diff + EPSILON)
     if bound < 1e-6:
-        return sum_sq - 2.0 * _dot_row(c, x)
+        return sum_sq - 2.0 * dot_row(c, x)
     s = 0.0
     for a, b in zip(c, x):
         d = a - b
@@ -63,16 +63,17 @@ def _fast_sq_dist_batch(c: np.ndarray, c_norm: float, X: np.ndarray, x_norm: np.
     with np.errstate(invalid="ignore"):
         bound = 2.0 * EPSILON * sum_sq / (diff * diff + EPSILON)
         d = X - c
-        exact = _seq_sum(d * d) if X.shape[1] else np.zeros(len(X))
+        exact = seq_sum(d * d) if X.shape[1] else np.zeros(len(X))
         return np.where(bound < 1e-6, sum_sq - 2.0 * (X @ c), exact)
 
 
 def _cosine_row(c: list[float], c_norm: float, x: list[float], x_norm: float) -> float:
-    return 1 - _dot_row(c, x) / c_norm / x_norm
+    return 1 - dot_row(c, x) / c_norm / x_norm
 
 
 def _cosine_batch(c: np.ndarray, c_norm: float, X: np.ndarray, x_norm: np.ndarray) -> np.ndarray:
-    return 1 - (X @ c) / c_norm / x_norm
+    dist: np.ndarray = 1 - (X @ c) / c_norm / x_norm
+    return dist
 
 
 class _ClusteringModel(Model):
@@ -124,9 +125,10 @@ class _ClusteringModel(Model):
         X = self._features(b)
         if self.prediction_col:
             b.set(self.prediction_col, self.predict_batch(b, X), "int")
-        return _EMPTY
+        return EMPTY
 
 
+@register_stage
 class KMeansModel(_ClusteringModel):
     """prediction = index of the closest center (the first on ties): squared euclidean distance (a NaN feature
     fails), or cosine distance 1 - c.x / |c| / |x| (a zero or NaN vector fails), as in Spark."""
@@ -187,6 +189,7 @@ class KMeansModel(_ClusteringModel):
         return best_i
 
 
+@register_stage
 class BisectingKMeansModel(_ClusteringModel):
     """prediction = the leaf reached from the root by stepping, at each node, to the child whose center is
     closest (mllib's ``ClusteringTreeNode.predict``; ties and NaN costs go to the earlier child)."""
@@ -257,6 +260,7 @@ class BisectingKMeansModel(_ClusteringModel):
         return node
 
 
+@register_stage
 class GaussianMixtureModel(_ClusteringModel):
     """probability[i] proportional to EPSILON + weight_i x pdf_i(x) (multivariate normal pdf through the
     pseudo-inverse of each covariance from its eigendecomposition, as Spark's ``MultivariateGaussian``);
@@ -306,15 +310,17 @@ class GaussianMixtureModel(_ClusteringModel):
         for i, ((mean, root, u), w) in enumerate(zip(self.gaussians, self.weights)):
             v = (X - mean) @ root.T
             with np.errstate(over="ignore", invalid="ignore"):
-                p[:, i] = EPSILON + w * np.exp(u + _seq_sum(v * v) * -0.5)
+                p[:, i] = EPSILON + w * np.exp(u + seq_sum(v * v) * -0.5)
         with np.errstate(invalid="ignore"):
-            return p / _seq_sum(p)[:, None]
+            prob: np.ndarray = p / seq_sum(p)[:, None]
+        return prob
 
     def probability_row(self, x: list[float]) -> list[float]:
-        return self.probability_batch(np.asarray([x], dtype=np.float64))[0].tolist()
+        prob: list[float] = self.probability_batch(np.asarray([x], dtype=np.float64))[0].tolist()
+        return prob
 
     def predict_row(self, x: list[float]) -> int:
-        return _row_argmax(self.probability_row(x))
+        return row_argmax(self.probability_row(x))
 
     def predict_batch(self, b: Batch, X: np.ndarray) -> np.ndarray:
         return spark_argmax(self.probability_batch(X))
@@ -324,7 +330,7 @@ class GaussianMixtureModel(_ClusteringModel):
         if self.prob_col:
             r[self.prob_col] = prob
         if self.prediction_col:
-            r[self.prediction_col] = _row_argmax(prob)
+            r[self.prediction_col] = row_argmax(prob)
         return True
 
     def batch(self, b: Batch) -> np.ndarray:
@@ -333,4 +339,4 @@ class GaussianMixtureModel(_ClusteringModel):
             b.set(self.prob_col, prob, "vector")
         if self.prediction_col:
             b.set(self.prediction_col, spark_argmax(prob), "int")
-        return _EMPTY
+        return EMPTY

@@ -10,6 +10,10 @@ docs/DESIGN.md.
 """
 from __future__ import annotations
 
+import importlib
+
+from sparkship.serving.catalog import STAGES
+
 MODULES = ("feature", "classification", "regression", "clustering", "recommendation", "fpm", "tuning")
 TOP_LEVEL = ("Pipeline", "PipelineModel")
 
@@ -87,16 +91,12 @@ def status(name: str, supported: set[str], listed: set[str]) -> tuple[str, str]:
 
 def supported_classes() -> set[str]:
     """Short class names the scorer serves: the catalog's stages and the containers the loader opens."""
-    from sparkship.serving.catalog import STAGES
-
     return {c.rsplit(".", 1)[-1] for c in STAGES} | set(CONTAINERS)
 
 
 def pyspark_classes() -> dict[str, list[str]]:
     """Module -> the names in its ``__all__``, for the modules whose classes can be in a saved model (needs
     pyspark: used by the coverage script and test only)."""
-    import importlib
-
     out = {m: list(importlib.import_module(f"pyspark.ml.{m}").__all__) for m in MODULES}
     out["pipeline"] = list(TOP_LEVEL)
     return out

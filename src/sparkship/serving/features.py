@@ -11,6 +11,7 @@ Spark fails the job on a null vector in all of these (its UDFs dereference it); 
 """
 from __future__ import annotations
 
+import json
 import math
 from typing import Any, ClassVar
 
@@ -18,12 +19,11 @@ import numpy as np
 
 from sparkship.serving import reader
 from sparkship.serving.attributes import active_entries, assembled_source, inactive_mask
+from sparkship.serving.base import Schema, Stage, register_stage
 from sparkship.serving.batch import Batch
+from sparkship.serving.numeric import EMPTY
 from sparkship.serving.reader import StageMetadata, to_double
 from sparkship.serving.signature import InvalidRecordError
-from sparkship.serving.stages import Schema, Stage
-
-_EMPTY = np.empty(0, dtype=np.int64)
 
 
 def _null_vector(stage: Stage, col: str) -> InvalidRecordError:
@@ -83,11 +83,12 @@ class VectorMap(Stage):
         if b.n:
             self._check_size(x.shape[1], int(b.rows[0]))
         b.set(self.output_cols[0], self.map_batch(x), "vector")
-        return _EMPTY
+        return EMPTY
 
 
 # --- Binarizer -------------------------------------------------------------------------------------------------
 
+@register_stage
 class Binarizer(Stage):
     """1.0 above ``threshold`` else 0.0, per column (``inputCols``/``thresholds`` too), double or vector input.
 
@@ -145,11 +146,12 @@ class Binarizer(Stage):
                 b.fail(nm, c, "Binarizer got a null vector (Spark's transform fails on it)")
             out = (x > td) if td >= 0 else ~(x <= td)
             b.set(o, out.astype(np.float64), "vector")
-        return _EMPTY
+        return EMPTY
 
 
 # --- scalers ---------------------------------------------------------------------------------------------------
 
+@register_stage
 class MaxAbsScalerModel(VectorMap):
     """x / max|x| per feature (features whose max is 0 are left as they are)."""
 
@@ -170,6 +172,7 @@ class MaxAbsScalerModel(VectorMap):
         return x * self.scale
 
 
+@register_stage
 class RobustScalerModel(VectorMap):
     """(x - median) * (1/range) per ``withCentering``/``withScaling``; 0 where the quantile range is 0."""
 
@@ -197,10 +200,11 @@ class RobustScalerModel(VectorMap):
         return list(v)
 
     def map_batch(self, x: np.ndarray) -> np.ndarray:
-        out = x - self.median if self.center else x.copy()
+        out: np.ndarray = x - self.median if self.center else x.copy()
         return out * self.scale if self.scale_on else out
 
 
+@register_stage
 class Normalizer(VectorMap):
     """x / ||x||_p (p >= 1, ``inf`` included); a zero norm leaves the vector as it is.
 
@@ -226,7 +230,8 @@ class Normalizer(VectorMap):
                 if abs(x) > top:
                     top = abs(x)
             return top
-        return sum(abs(x) ** p for x in v) ** (1.0 / p)
+        norm: float = sum(abs(x) ** p for x in v) ** (1.0 / p)
+        return norm
 
     def map_row(self, v: list[float]) -> list[float]:
         norm = self._norm_row(v)
@@ -246,6 +251,7 @@ class Normalizer(VectorMap):
         return np.where((norm != 0)[:, None], x / safe, x)
 
 
+@register_stage
 class PCAModel(VectorMap):
     """Projects onto the fitted principal components: ``pc^T x`` (k outputs)."""
 
@@ -259,15 +265,17 @@ class PCAModel(VectorMap):
         self._cols = self.pc.T.tolist()
 
     def out_size(self, size: int | None) -> int | None:
-        return self.pc.shape[1]
+        return int(self.pc.shape[1])
 
     def map_row(self, v: list[float]) -> list[float]:
         return [sum(a * x for a, x in zip(col, v)) for col in self._cols]
 
     def map_batch(self, x: np.ndarray) -> np.ndarray:
-        return x @ self.pc
+        out: np.ndarray = x @ self.pc
+        return out
 
 
+@register_stage
 class ElementwiseProduct(VectorMap):
     """x * scalingVec, entry by entry (the vector sizes must agree)."""
 
@@ -278,8 +286,6 @@ class ElementwiseProduct(VectorMap):
         super().__init__(meta)
         vec = self.p("scalingVec")
         if isinstance(vec, str):  # the param is saved as the vector's JSON text
-            import json
-
             vec = json.loads(vec)
         if not isinstance(vec, dict):
             raise self.refuse("a scalingVec that is not a saved vector")
@@ -291,7 +297,8 @@ class ElementwiseProduct(VectorMap):
         return [x * s for x, s in zip(v, self._scaling_l)]
 
     def map_batch(self, x: np.ndarray) -> np.ndarray:
-        return x * self.scaling
+        out: np.ndarray = x * self.scaling
+        return out
 
 
 def _param_vector(vec: dict[str, Any]) -> np.ndarray:
@@ -304,6 +311,7 @@ def _param_vector(vec: dict[str, Any]) -> np.ndarray:
     return out
 
 
+@register_stage
 class DCT(VectorMap):
     """Orthonormal (scaled) DCT-II of the vector, or its inverse (DCT-III) with ``inverse=True``, as Spark's
     JTransforms ``DoubleDCT_1D.forward/inverse(x, scale=true)``."""
@@ -332,9 +340,11 @@ class DCT(VectorMap):
         return (self.basis(len(v)) @ np.asarray(v, dtype=np.float64)).tolist() if v else []
 
     def map_batch(self, x: np.ndarray) -> np.ndarray:
-        return x @ self.basis(x.shape[1]).T if x.shape[1] else x.copy()
+        out: np.ndarray = x @ self.basis(x.shape[1]).T if x.shape[1] else x.copy()
+        return out
 
 
+@register_stage
 class PolynomialExpansion(VectorMap):
     """All monomials of degree 1..``degree`` in Spark's order (``expandDense``'s recursion: for x = (a, b),
     degree 2: a, a², b, ab, b²).
@@ -356,7 +366,7 @@ class PolynomialExpansion(VectorMap):
 
     def plan(self, schema: Schema) -> None:
         super().plan(schema)
-        self.source = assembled_source(getattr(self, "upstream", ()), self.input_cols[0])
+        self.source = assembled_source(self.upstream, self.input_cols[0])
 
     def out_size(self, size: int | None) -> int | None:
         return None if size is None else math.comb(size + self.degree, self.degree) - 1
@@ -385,7 +395,7 @@ class PolynomialExpansion(VectorMap):
         out = np.zeros((n, math.comb(d + self.degree, self.degree) - 1), dtype=np.float64)
         _expand_batch(x, inactive, d - 1, self.degree, np.ones(n), out, -1)
         b.set(self.output_cols[0], out, "vector")
-        return _EMPTY
+        return EMPTY
 
 
 def _expand_row(values: list[float], active: list[bool] | None, last: int, degree: int, mult: float,
@@ -419,9 +429,3 @@ def _expand_batch(x: np.ndarray, inactive: np.ndarray, last: int, degree: int, m
             start = _expand_batch(x, inactive, last - 1, degree - i, alpha, out, start)
             alpha = np.where((alpha == 0.0) | inactive[:, last], 0.0, alpha * v)
     return cur + math.comb(last + 1 + degree, degree)
-
-
-FEATURE_STAGES: tuple[type[Stage], ...] = (
-    Binarizer, MaxAbsScalerModel, RobustScalerModel, Normalizer, PCAModel, ElementwiseProduct, DCT,
-    PolynomialExpansion,
-)

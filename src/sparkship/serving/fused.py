@@ -14,14 +14,16 @@ compute exactly as Spark does.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
+from sparkship.serving.base import Stage
 from sparkship.serving.batch import Batch
 from sparkship.serving.predictors import LinearRegressionModel, LogisticRegressionModel
-from sparkship.serving.stages import StandardScalerModel, Stage, VectorAssembler
+from sparkship.serving.scalers import StandardScalerModel
+from sparkship.serving.stages import VectorAssembler
 
 _BLOCK = 4096  # rows per block: a (4096, d) float64 buffer stays in L2 for d up to ~60
 
@@ -39,7 +41,7 @@ class FusedLinear:
     intercepts: np.ndarray  # (k,)
 
     @classmethod
-    def find(cls, stages: Sequence[Stage], wanted: Sequence[str]) -> "FusedLinear | None":
+    def find(cls, stages: Sequence[Stage], wanted: Sequence[str]) -> FusedLinear | None:
         """The first fusable VectorAssembler -> StandardScaler -> linear model run in planned ``stages``."""
         for i in range(len(stages) - 2):
             va, sc, model = stages[i], stages[i + 1], stages[i + 2]
@@ -58,7 +60,7 @@ class FusedLinear:
 
     @classmethod
     def _build(cls, i: int, va: VectorAssembler, sc: StandardScalerModel,
-               model: LogisticRegressionModel | LinearRegressionModel) -> "FusedLinear":
+               model: LogisticRegressionModel | LinearRegressionModel) -> FusedLinear:
         if isinstance(model, LogisticRegressionModel):
             coef, intercepts = model.coef.T, np.asarray(model.intercept, dtype=np.float64)
         else:

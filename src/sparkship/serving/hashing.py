@@ -17,14 +17,15 @@ from typing import Any
 
 import numpy as np
 
+from sparkship.serving.base import Schema, Stage, register_stage
 from sparkship.serving.batch import Batch
+from sparkship.serving.javastr import java_double_str, java_float_str
+from sparkship.serving.numeric import EMPTY
 from sparkship.serving.reader import StageMetadata
-from sparkship.serving.signature import ANY, FLOATING, INTEGRAL, java_double_str, java_float_str
-from sparkship.serving.stages import Schema, Stage
-from sparkship.serving.text import _MapStage
+from sparkship.serving.signature import ANY, FLOATING, INTEGRAL
+from sparkship.serving.text import MapStage
 
 SEED = 42
-_EMPTY = np.empty(0, dtype=np.int64)
 _M32 = 0xFFFFFFFF
 
 
@@ -70,7 +71,8 @@ def term_index(term: str | None, num_features: int) -> int:
     return non_negative_mod(h, num_features)
 
 
-class HashingTF(_MapStage):
+@register_stage
+class HashingTF(MapStage):
     """Term frequencies of a token list at hashed indices (``binary``: 1 for any term present)."""
 
     spark_class = "org.apache.spark.ml.feature.HashingTF"
@@ -112,9 +114,10 @@ def _category_string(value: Any, spark_type: str) -> str:
         return java_float_str(value)
     if spark_type in INTEGRAL:
         return str(int(value))
-    return value
+    return str(value)
 
 
+@register_stage
 class FeatureHasher(Stage):
     """Hashes columns into one vector: a numeric column (not in ``categoricalCols``) adds its value at the
     index of hash(name); a string, boolean or categorical column adds 1.0 at hash("name=value"); nulls add
@@ -171,4 +174,4 @@ class FeatureHasher(Stage):
             if len(uniq):
                 np.add.at(out, (rows[present], idxs[inv.reshape(-1)]), 1.0)
         b.set(self.output_cols[0], out, "vector")
-        return _EMPTY
+        return EMPTY

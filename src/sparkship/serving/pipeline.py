@@ -16,20 +16,24 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
+from sparkship import artifacts
 from sparkship.errors import IntegrityError, NotFoundError, SparkshipError
 from sparkship.serving import batch as batches
+from sparkship.serving.base import Schema, Stage, StageBuilder, UnsupportedModelError
 from sparkship.serving.batch import Batch
-from sparkship.serving.reader import StageMetadata, read_metadata
-from sparkship.serving.signature import ANY, Field, InvalidRecordError, Signature, normalise_type, types_from_data
 from sparkship.serving.catalog import build_stage, inner_model_dir
 from sparkship.serving.fused import FusedLinear
-from sparkship.serving.predictors import ClassificationModel, Model
-from sparkship.serving.stages import Schema, Stage, UnsupportedModelError, VectorAssembler, VectorSizeHint
+from sparkship.serving.predictors import Model
+from sparkship.serving.reader import StageMetadata, read_metadata
+from sparkship.serving.signature import ANY, Field, InvalidRecordError, Signature, normalise_type, types_from_data
+from sparkship.serving.stages import VectorAssembler, VectorSizeHint
 
 log = logging.getLogger(__name__)
 
@@ -66,18 +70,19 @@ def _stage_dir(pipeline_dir: str, stages_dir: str, entries: list[str], uid: Any)
     return path
 
 
-def load_stages(path: str) -> list[Stage]:
-    """Every stage of the saved model at ``path``, nested PipelineModels flattened, in transform order."""
+def load_stages(path: str, build: StageBuilder = build_stage) -> list[Stage]:
+    """Every stage of the saved model at ``path``, nested PipelineModels flattened, in transform order; ``build``
+    makes each stage from its saved metadata (the catalog's by default)."""
     meta = read_metadata(path)
     if meta.class_name in PIPELINE_CLASSES:
         out: list[Stage] = []
         for d in _stage_dirs(path, meta):
-            out.extend(load_stages(d))
+            out.extend(load_stages(d, build))
         return out
     inner = inner_model_dir(meta)
     if inner is not None:  # CrossValidatorModel, TrainValidationSplitModel: score their bestModel
-        return load_stages(inner)
-    return [build_stage(meta)]
+        return load_stages(inner, build)
+    return [build(meta)]
 
 
 def derive_signature(stages: Sequence[Stage]) -> Signature:
@@ -99,7 +104,7 @@ def derive_signature(stages: Sequence[Stage]) -> Signature:
                 hints.setdefault(c, set()).add(st.input_type(c))
                 if not isinstance(st, VectorAssembler):
                     other_readers.add(c)
-        produced.update(_outputs_of(st))
+        produced.update(st.produced_cols())
     sig = Signature([Field(c, _merge_hints(h)) for c, h in hints.items()])
     vectors = vector_input_sizes(stages, sig, retype=frozenset(hints) - other_readers)
     if not any(sig.types[c] != "vector" for c in vectors):
@@ -144,7 +149,7 @@ def _assembled_input_sizes(va: VectorAssembler, later: Sequence[Stage], schema: 
         elif t == "vector" and size is None:
             return {}
         else:
-            known += size if t == "vector" else 1
+            known += (size or 0) if t == "vector" else 1
     if len(open_cols) != 1:
         return {}
     width = need - known
@@ -168,12 +173,6 @@ def _merge_hints(hints: set[str]) -> str:
     if "string" in hints:
         return "string"
     return "double"
-
-
-def _outputs_of(st: Stage) -> list[str]:
-    if isinstance(st, Model):
-        return st.produced_cols()
-    return list(st.output_cols)
 
 
 @dataclass
@@ -201,8 +200,6 @@ class ScoreResult:
 
     def to_arrow(self) -> Any:
         """The scored rows as a ``pyarrow.Table`` with a ``row`` column (vectors as ``list<double>``)."""
-        import pyarrow as pa
-
         cols: dict[str, Any] = {"row": pa.array(self.rows, type=pa.int64())}
         for k, v in self.columns.items():
             if v.ndim == 2:
@@ -252,8 +249,8 @@ class PipelineScorer:
     def _default_outputs(self) -> list[str]:
         for st in reversed(self.stages):
             if isinstance(st, Model):
-                return _outputs_of(st)
-        return _outputs_of(self.stages[-1]) if self.stages else []
+                return st.produced_cols()
+        return self.stages[-1].produced_cols() if self.stages else []
 
     @property
     def input_names(self) -> list[str]:
@@ -309,12 +306,14 @@ class PipelineScorer:
         nulls = {c: b.nulls[c] for c in cols if c in b.nulls and b.cols[c].ndim == 1}
         return ScoreResult(cols, b.rows, dropped, n, dropped_by, nulls)
 
-    def _typed(self, data: Any) -> "PipelineScorer":
+    def _typed(self, data: Any) -> PipelineScorer:
         """This pipeline planned for the types ``data`` gives its ANY inputs (one scorer per combination)."""
         types = types_from_data(data, self.late)
         if types not in self._typed_scorers:
             given = dict(zip(self.late, types))
             sig = Signature([Field(f.name, given.get(f.name, f.type)) for f in self.signature.inputs])
+            if self.path is None:
+                raise UnsupportedModelError("a scorer with inputs typed by the data needs the path it was loaded from")
             stages = load_stages(os.path.join(self.path, "model") if self.manifest is not None else self.path)
             self._typed_scorers[types] = PipelineScorer(stages, sig, self.outputs, self.path, self.manifest)
         return self._typed_scorers[types]
@@ -371,8 +370,6 @@ def load(path: str, signature: Signature | Sequence[Mapping[str, Any]] | None = 
     manifest = None
     model_dir = path
     if os.path.isfile(os.path.join(path, "manifest.json")) and os.path.isdir(os.path.join(path, "model")):
-        from sparkship import artifacts
-
         manifest = artifacts.verify(path) if verify else artifacts.read_manifest(path)
         model_dir = os.path.join(path, "model")
     elif not os.path.isdir(path):

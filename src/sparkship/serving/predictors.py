@@ -11,48 +11,21 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from sparkship.serving import reader
+from sparkship.serving.base import Schema, Stage, register_stage
 from sparkship.serving.batch import Batch
+from sparkship.serving.numeric import EMPTY, row_argmax, safe_exp, seq_sum, sigmoid, spark_argmax
 from sparkship.serving.reader import StageMetadata, to_double
 from sparkship.serving.signature import InvalidRecordError
-from sparkship.serving.stages import _EMPTY, Schema, Stage
-from sparkship.serving import reader
 from sparkship.serving.trees import Forest, LeafSum
 
-
-_PREDICTOR_PARAMS = frozenset({"featuresCol", "labelCol", "predictionCol", "weightCol"})
-_CLASSIFIER_PARAMS = _PREDICTOR_PARAMS | {"rawPredictionCol", "probabilityCol", "thresholds"}
+PREDICTOR_PARAMS = frozenset({"featuresCol", "labelCol", "predictionCol", "weightCol"})
+CLASSIFIER_PARAMS = PREDICTOR_PARAMS | {"rawPredictionCol", "probabilityCol", "thresholds"}
 _TREE_PARAMS = frozenset({"checkpointInterval", "maxDepth", "maxBins", "minInstancesPerNode", "minInfoGain",
                           "maxMemoryInMB", "cacheNodeIds", "seed", "impurity", "minWeightFractionPerNode",
                           "leafCol"})
 _ENSEMBLE_PARAMS = frozenset({"featureSubsetStrategy", "numTrees", "subsamplingRate", "bootstrap", "lossType",
                               "maxIter", "stepSize", "validationTol", "validationIndicatorCol"})
-
-
-def spark_argmax(m: np.ndarray) -> np.ndarray:
-    """Row-wise ``DenseVector.argmax``: the first index whose value beats every earlier one (NaN never does)."""
-    arg = np.zeros(m.shape[0], dtype=np.int64)
-    best = m[:, 0].copy()
-    for i in range(1, m.shape[1]):
-        upd = m[:, i] > best
-        arg[upd] = i
-        best[upd] = m[upd, i]
-    return arg
-
-
-def _row_argmax(v: list[float]) -> int:
-    arg, best = 0, v[0]
-    for i in range(1, len(v)):
-        if v[i] > best:
-            arg, best = i, v[i]
-    return arg
-
-
-def _seq_sum(m: np.ndarray) -> np.ndarray:
-    """Row sums added left to right, as Scala's ``Array.sum`` does (numpy's pairwise sum may differ)."""
-    s = m[:, 0].copy()
-    for i in range(1, m.shape[1]):
-        s += m[:, i]
-    return s
 
 
 class Model(Stage):
@@ -96,7 +69,8 @@ class Model(Stage):
         v = r[self.features_col]
         if v is None:
             raise InvalidRecordError(self.features_col, "features vector is null")
-        return v
+        features: list[float] = v
+        return features
 
 
 class RegressionModel(Model):
@@ -122,7 +96,7 @@ class RegressionModel(Model):
     def batch(self, b: Batch) -> np.ndarray:
         if self.prediction_col:
             b.set(self.prediction_col, self.predict_batch(self._features(b)), "double")
-        return _EMPTY
+        return EMPTY
 
 
 class ClassificationModel(Model):
@@ -166,11 +140,12 @@ class ClassificationModel(Model):
         return [v / total for v in raw]
 
     def raw2prob_batch(self, raw: np.ndarray) -> np.ndarray:
-        return raw / _seq_sum(raw)[:, None]
+        prob: np.ndarray = raw / seq_sum(raw)[:, None]
+        return prob
 
     def raw2pred_row(self, raw: list[float]) -> float:
         if self.thresholds is None:
-            return float(_row_argmax(raw))
+            return float(row_argmax(raw))
         return self.prob2pred_row(self.raw2prob_row(list(raw)))
 
     def raw2pred_batch(self, raw: np.ndarray) -> np.ndarray:
@@ -180,7 +155,7 @@ class ClassificationModel(Model):
 
     def prob2pred_row(self, prob: list[float]) -> float:
         if self.thresholds is None:
-            return float(_row_argmax(prob))
+            return float(row_argmax(prob))
         scaled = [(p / t if t != 0 else (math.inf if p > 0 else math.nan)) for p, t in zip(prob, self.thresholds)]
         arg, best = 0, -math.inf
         for i, s in enumerate(scaled):
@@ -198,7 +173,8 @@ class ClassificationModel(Model):
 
     def row(self, r: dict[str, Any]) -> bool:
         raw = self.raw_row(self._features_row(r))
-        prob = self.raw2prob_row(raw) if self.prob_col or (not self.raw_col and self.prediction_col) else None
+        # probability only where it is output or decides the prediction (else never read)
+        prob = self.raw2prob_row(raw) if self.prob_col or (not self.raw_col and self.prediction_col) else []
         if self.raw_col:
             r[self.raw_col] = raw
         if self.prob_col:
@@ -211,12 +187,12 @@ class ClassificationModel(Model):
         with np.errstate(over="ignore", invalid="ignore"):
             raw = self.raw_batch(self._features(b))
         self.set_outputs(b, raw)
-        return _EMPTY
+        return EMPTY
 
     def set_outputs(self, b: Batch, raw: np.ndarray) -> None:
         """rawPrediction, probability and prediction of ``b`` from its raw scores."""
         with np.errstate(over="ignore", invalid="ignore"):
-            prob = self.raw2prob_batch(raw) if self.prob_col or (not self.raw_col and self.prediction_col) else None
+            prob = self.raw2prob_batch(raw) if self.prob_col or (not self.raw_col and self.prediction_col) else raw[:0]
         if self.raw_col:
             b.set(self.raw_col, raw, "vector")
         if self.prob_col:
@@ -226,11 +202,12 @@ class ClassificationModel(Model):
                   self.raw2pred_batch(raw) if self.raw_col else self.prob2pred_batch(prob), "double")
 
 
+@register_stage
 class LogisticRegressionModel(ClassificationModel):
     """Binomial (sigmoid of [-m, m], ``threshold``) or multinomial (softmax) logistic regression."""
 
     spark_class = "org.apache.spark.ml.classification.LogisticRegressionModel"
-    known_params = _CLASSIFIER_PARAMS | {
+    known_params = CLASSIFIER_PARAMS | {
         "threshold", "regParam", "elasticNetParam", "maxIter", "tol", "fitIntercept", "standardization",
         "aggregationDepth", "family", "lowerBoundsOnCoefficients", "upperBoundsOnCoefficients",
         "lowerBoundsOnIntercepts", "upperBoundsOnIntercepts", "maxBlockSizeInMB"}
@@ -296,13 +273,13 @@ class LogisticRegressionModel(ClassificationModel):
 
     def raw2prob_row(self, raw: list[float]) -> list[float]:
         if not self.multinomial:  # Spark: p0 = sigmoid(raw0), p1 = 1 - p0
-            p0 = _sigmoid(raw[0])
+            p0 = sigmoid(raw[0])
             return [p0, 1.0 - p0]
-        k = _row_argmax(raw)
+        k = row_argmax(raw)
         mx = raw[k]
         if mx == math.inf:
             return [1.0 if i == k else 0.0 for i in range(len(raw))]
-        e = [math.exp(v - mx) if mx > 0 else _exp(v) for v in raw]
+        e = [math.exp(v - mx) if mx > 0 else safe_exp(v) for v in raw]
         total = 0.0
         for v in e:
             total += v
@@ -322,7 +299,7 @@ class LogisticRegressionModel(ClassificationModel):
         k = spark_argmax(raw)
         mx = raw[np.arange(len(raw)), k]
         e = np.exp(np.where((mx > 0)[:, None], raw - mx[:, None], raw))
-        prob = e * (1 / _seq_sum(e))[:, None]
+        prob = e * (1 / seq_sum(e))[:, None]
         inf = mx == np.inf
         if inf.any():
             prob[inf] = 0.0
@@ -356,30 +333,16 @@ def _dot_terms(coef: np.ndarray, sparse: bool) -> np.ndarray:
 
 
 def _dot_batch(X: np.ndarray, coef: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    if len(idx) == len(coef):
-        return X @ coef
-    return X[:, idx] @ coef[idx]
+    dots: np.ndarray = X @ coef if len(idx) == len(coef) else X[:, idx] @ coef[idx]
+    return dots
 
 
-def _exp(v: float) -> float:
-    try:
-        return math.exp(v)
-    except OverflowError:
-        return math.inf
-
-
-def _sigmoid(v: float) -> float:
-    try:
-        return 1.0 / (1.0 + math.exp(-v))
-    except OverflowError:  # exp(-v) overflows for v < -709: Java gives 1/(1+inf) = 0
-        return 0.0
-
-
+@register_stage
 class LinearRegressionModel(RegressionModel):
     """prediction = coefficients . x + intercept."""
 
     spark_class = "org.apache.spark.ml.regression.LinearRegressionModel"
-    known_params = _PREDICTOR_PARAMS | {"regParam", "elasticNetParam", "maxIter", "tol", "fitIntercept",
+    known_params = PREDICTOR_PARAMS | {"regParam", "elasticNetParam", "maxIter", "tol", "fitIntercept",
                                         "standardization", "solver", "aggregationDepth", "loss", "epsilon",
                                         "maxBlockSizeInMB"}
 
@@ -416,19 +379,21 @@ class _TreeMixin:
         return Forest(trees), weights
 
 
+@register_stage
 class DecisionTreeClassificationModel(_TreeMixin, ClassificationModel):
     """rawPrediction = the leaf's class counts; probability = counts / total."""
 
     spark_class = "org.apache.spark.ml.classification.DecisionTreeClassificationModel"
-    known_params = _CLASSIFIER_PARAMS | _TREE_PARAMS
+    known_params = CLASSIFIER_PARAMS | _TREE_PARAMS
 
     def __init__(self, meta: StageMetadata) -> None:
         super().__init__(meta)
         self.forest, _ = self._load_trees()
-        self.num_classes = int(meta.extra.get("numClasses", self.forest.stats.shape[1]))
+        saved_classes = meta.extra.get("numClasses")
+        self.num_classes = int(saved_classes) if saved_classes is not None else int(self.forest.stats.shape[1])
         self.num_features = meta.extra.get("numFeatures")
         self.leaf_sum = LeafSum(self.forest, self._leaf_values(self.forest.stats[:, : self.num_classes]),
-                                np.ones(self.forest.num_trees))
+                                np.ones(self.forest.num_trees).tolist())
 
     def _leaf_values(self, stats: np.ndarray) -> np.ndarray:
         return stats
@@ -440,25 +405,27 @@ class DecisionTreeClassificationModel(_TreeMixin, ClassificationModel):
         return self.leaf_sum.batch(X)
 
 
+@register_stage
 class RandomForestClassificationModel(DecisionTreeClassificationModel):
     """rawPrediction = sum over trees of each leaf's normalised class counts, added in tree order."""
 
     spark_class = "org.apache.spark.ml.classification.RandomForestClassificationModel"
-    known_params = _CLASSIFIER_PARAMS | _TREE_PARAMS | _ENSEMBLE_PARAMS
+    known_params = CLASSIFIER_PARAMS | _TREE_PARAMS | _ENSEMBLE_PARAMS
     ensemble = True
 
     def _leaf_values(self, stats: np.ndarray) -> np.ndarray:
-        totals = _seq_sum(stats) if stats.shape[1] else np.zeros(len(stats))
+        totals = seq_sum(stats) if stats.shape[1] else np.zeros(len(stats))
         with np.errstate(invalid="ignore", divide="ignore"):
             norm = stats / totals[:, None]
         return np.where(totals[:, None] != 0, norm, 0.0)  # Spark skips trees whose leaf has no weight
 
 
+@register_stage
 class GBTClassificationModel(_TreeMixin, ClassificationModel):
     """margin = sum of weight x leaf value; rawPrediction [-m, m]; p0 = 1 / (1 + e^(2m))."""
 
     spark_class = "org.apache.spark.ml.classification.GBTClassificationModel"
-    known_params = _CLASSIFIER_PARAMS | _TREE_PARAMS | _ENSEMBLE_PARAMS
+    known_params = CLASSIFIER_PARAMS | _TREE_PARAMS | _ENSEMBLE_PARAMS
     ensemble = True
 
     def __init__(self, meta: StageMetadata) -> None:
@@ -479,7 +446,7 @@ class GBTClassificationModel(_TreeMixin, ClassificationModel):
         return np.stack([-m, m], axis=1)
 
     def raw2prob_row(self, raw: list[float]) -> list[float]:
-        p0 = 1.0 / (1.0 + _exp(-2.0 * raw[0]))
+        p0 = 1.0 / (1.0 + safe_exp(-2.0 * raw[0]))
         return [p0, 1.0 - p0]
 
     def raw2prob_batch(self, raw: np.ndarray) -> np.ndarray:
@@ -487,11 +454,12 @@ class GBTClassificationModel(_TreeMixin, ClassificationModel):
         return np.stack([p0, 1.0 - p0], axis=1)
 
 
+@register_stage
 class DecisionTreeRegressionModel(_TreeMixin, RegressionModel):
     """prediction = the leaf's prediction."""
 
     spark_class = "org.apache.spark.ml.regression.DecisionTreeRegressionModel"
-    known_params = _PREDICTOR_PARAMS | _TREE_PARAMS | {"varianceCol"}
+    known_params = PREDICTOR_PARAMS | _TREE_PARAMS | {"varianceCol"}
 
     def __init__(self, meta: StageMetadata) -> None:
         super().__init__(meta)
@@ -509,11 +477,12 @@ class DecisionTreeRegressionModel(_TreeMixin, RegressionModel):
         return self.leaf_sum.batch(X)[:, 0]
 
 
+@register_stage
 class RandomForestRegressionModel(DecisionTreeRegressionModel):
     """prediction = mean of the trees' predictions (summed in tree order)."""
 
     spark_class = "org.apache.spark.ml.regression.RandomForestRegressionModel"
-    known_params = _PREDICTOR_PARAMS | _TREE_PARAMS | _ENSEMBLE_PARAMS
+    known_params = PREDICTOR_PARAMS | _TREE_PARAMS | _ENSEMBLE_PARAMS
     ensemble = True
 
     def predict_row(self, x: list[float]) -> float:
@@ -523,11 +492,12 @@ class RandomForestRegressionModel(DecisionTreeRegressionModel):
         return self.leaf_sum.batch(X)[:, 0] / self.forest.num_trees
 
 
+@register_stage
 class GBTRegressionModel(DecisionTreeRegressionModel):
     """prediction = sum of weight x tree prediction."""
 
     spark_class = "org.apache.spark.ml.regression.GBTRegressionModel"
-    known_params = _PREDICTOR_PARAMS | _TREE_PARAMS | _ENSEMBLE_PARAMS
+    known_params = PREDICTOR_PARAMS | _TREE_PARAMS | _ENSEMBLE_PARAMS
     ensemble = True
 
     def _tree_weights(self) -> list[float]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from sparkship.errors import IntegrityError, NotFoundError
 
@@ -91,8 +92,6 @@ def to_double(value: Any) -> float:
 
 def read_data(stage_dir: str, sub: str = "data") -> list[dict[str, Any]]:
     """Rows of ``<stage_dir>/<sub>/*.parquet`` as Python dicts (pyarrow skips ``_SUCCESS`` and ``.crc``)."""
-    import pyarrow.parquet as pq
-
     folder = os.path.join(stage_dir, sub)
     files = sorted(p for p in glob.glob(os.path.join(folder, "*.parquet")))
     if not files:
@@ -115,7 +114,7 @@ def vector(struct: dict[str, Any]) -> np.ndarray:
 
 def is_sparse(struct: dict[str, Any]) -> bool:
     """True for a Vector or Matrix struct stored sparse (Spark then skips its zero entries in dot products)."""
-    return struct["type"] == 0
+    return bool(struct["type"] == 0)
 
 
 def matrix(struct: dict[str, Any]) -> np.ndarray:
@@ -128,9 +127,8 @@ def matrix(struct: dict[str, Any]) -> np.ndarray:
     values = np.asarray(struct["values"] or [], dtype=np.float64)
     transposed = bool(struct["isTransposed"])
     if struct["type"] == 1:
-        if transposed:
-            return values.reshape(rows, cols).copy()
-        return values.reshape(cols, rows).T.copy()
+        dense: np.ndarray = values.reshape(rows, cols).copy() if transposed else values.reshape(cols, rows).T.copy()
+        return dense
     out = np.zeros((rows, cols), dtype=np.float64)
     ptrs = struct["colPtrs"] or []
     idx = struct["rowIndices"] or []

@@ -12,16 +12,18 @@ Each reproduces Spark's ``transform()`` on the row path (plain Python floats) an
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from sparkship.serving import reader
+from sparkship.serving.base import Schema, register_stage
 from sparkship.serving.batch import Batch
-from sparkship.serving.classifiers import _FM_PARAMS, FMMixin, _dot_row
-from sparkship.serving.predictors import _PREDICTOR_PARAMS, RegressionModel, _exp
+from sparkship.serving.fm import FM_PARAMS, FMMixin
+from sparkship.serving.numeric import EMPTY, dot_row, safe_exp
+from sparkship.serving.predictors import PREDICTOR_PARAMS, RegressionModel
 from sparkship.serving.reader import StageMetadata, to_double
-from sparkship.serving.stages import _EMPTY, Schema
 from sparkship.serving.signature import InvalidRecordError
 
 
@@ -36,7 +38,8 @@ def _pow(x: float, y: float) -> float:
 
 
 def _erf_batch(x: np.ndarray) -> np.ndarray:
-    return np.frompyfunc(math.erf, 1, 1)(x).astype(np.float64)
+    out: np.ndarray = np.frompyfunc(math.erf, 1, 1)(x).astype(np.float64)
+    return out
 
 
 def _probit_row(eta: float) -> float:
@@ -48,13 +51,26 @@ def _probit_batch(eta: np.ndarray) -> np.ndarray:
 
 
 # Inverse links (``Link.unlink``): name -> (row, batch).
+def _power_unlink(power: float) -> tuple[Callable[[float], float], Callable[[np.ndarray], np.ndarray]]:
+    """The inverse of the link ``mu ** power`` on the row and batch paths."""
+
+    def row(e: float) -> float:
+        return _pow(e, 1.0 / power)
+
+    def batch(e: np.ndarray) -> np.ndarray:
+        out: np.ndarray = np.power(e, 1.0 / power)
+        return out
+
+    return row, batch
+
+
 _UNLINK: dict[str, tuple[Callable[[float], float], Callable[[np.ndarray], np.ndarray]]] = {
     "identity": (lambda e: e, lambda e: e),
-    "log": (_exp, np.exp),
-    "logit": (lambda e: 1.0 / (1.0 + _exp(-1.0 * e)), lambda e: 1.0 / (1.0 + np.exp(-1.0 * e))),
+    "log": (safe_exp, np.exp),
+    "logit": (lambda e: 1.0 / (1.0 + safe_exp(-1.0 * e)), lambda e: 1.0 / (1.0 + np.exp(-1.0 * e))),
     "inverse": (lambda e: 1.0 / e if e != 0 else math.copysign(math.inf, e), lambda e: 1.0 / e),
     "probit": (_probit_row, _probit_batch),
-    "cloglog": (lambda e: 1.0 - _exp(-1.0 * _exp(e)), lambda e: 1.0 - np.exp(-1.0 * np.exp(e))),
+    "cloglog": (lambda e: 1.0 - safe_exp(-1.0 * safe_exp(e)), lambda e: 1.0 - np.exp(-1.0 * np.exp(e))),
     "sqrt": (lambda e: e * e, lambda e: e * e),
 }
 _FAMILY_LINK = {"gaussian": "identity", "binomial": "logit", "poisson": "log", "gamma": "inverse"}
@@ -84,6 +100,7 @@ _TWEEDIE_LINKS = {0.0: "log", 1.0: "identity", -1.0: "inverse", 0.5: "sqrt"}
 _VARIANCE_FAMILY = {0.0: "gaussian", 1.0: "poisson", 2.0: "gamma"}
 
 
+@register_stage
 class GeneralizedLinearRegressionModel(RegressionModel):
     """eta = coefficients . x + intercept + offset; prediction = unlink(eta); ``linkPredictionCol`` = eta.
 
@@ -93,7 +110,7 @@ class GeneralizedLinearRegressionModel(RegressionModel):
     """
 
     spark_class = "org.apache.spark.ml.regression.GeneralizedLinearRegressionModel"
-    known_params = _PREDICTOR_PARAMS | {"family", "link", "linkPower", "variancePower", "linkPredictionCol",
+    known_params = PREDICTOR_PARAMS | {"family", "link", "linkPower", "variancePower", "linkPredictionCol",
                                         "offsetCol", "fitIntercept", "maxIter", "tol", "regParam", "solver",
                                         "aggregationDepth"}
 
@@ -106,15 +123,13 @@ class GeneralizedLinearRegressionModel(RegressionModel):
         self._coef = self.coef.tolist()
         self.link_name, self.link_power = self._link()
         if self.link_name == "power":
-            lp = self.link_power
-            unlink_row: Callable[[float], float] = lambda e: _pow(e, 1.0 / lp)
-            unlink_batch: Callable[[np.ndarray], np.ndarray] = lambda e: np.power(e, 1.0 / lp)
+            unlink_row, unlink_batch = _power_unlink(self.link_power)
         else:
             unlink_row, unlink_batch = _UNLINK[self.link_name]
         fam = self.family = self._family()
         # FamilyAndLink.fitted: the family projects the unlinked value into its range.
-        self._unlink_row = lambda e: _project_row(fam, unlink_row(e))
-        self._unlink_batch = lambda e: _project_batch(fam, unlink_batch(e))
+        self._unlink_row: Callable[[float], float] = lambda e: _project_row(fam, unlink_row(e))
+        self._unlink_batch: Callable[[np.ndarray], np.ndarray] = lambda e: _project_batch(fam, unlink_batch(e))
         self.link_col = self.p("linkPredictionCol") or ""
         self.offset_col = (self.p("offsetCol") or "") if meta.is_set("offsetCol") else ""
         if self.offset_col:
@@ -164,7 +179,7 @@ class GeneralizedLinearRegressionModel(RegressionModel):
         x = self._features_row(r)
         offset = float(r[self.offset_col]) if self.offset_col and r[self.offset_col] is not None else (
             None if self.offset_col else 0.0)
-        eta = None if offset is None else _dot_row(x, self._coef) + self.intercept + offset
+        eta = None if offset is None else dot_row(x, self._coef) + self.intercept + offset
         if self.link_col:
             r[self.link_col] = eta
         if self.prediction_col:
@@ -186,7 +201,7 @@ class GeneralizedLinearRegressionModel(RegressionModel):
         if self.prediction_col:
             with np.errstate(all="ignore"):
                 b.set(self.prediction_col, self._unlink_batch(eta), "double", nulls)
-        return _EMPTY
+        return EMPTY
 
 
 # --- isotonic regression ---------------------------------------------------------------------------------------
@@ -245,12 +260,13 @@ def _java_binary_search_batch(a: np.ndarray, keys: np.ndarray) -> np.ndarray:
     return np.where(found >= 0, found, -(lo + 1))
 
 
+@register_stage
 class IsotonicRegressionModel(RegressionModel):
     """Piecewise-linear interpolation between ``boundaries`` (clamped outside them), as mllib's
     ``IsotonicRegressionModel.predict``; a vector input is read at ``featureIndex``. A null double gives null."""
 
     spark_class = "org.apache.spark.ml.regression.IsotonicRegressionModel"
-    known_params = _PREDICTOR_PARAMS | {"isotonic", "featureIndex"}
+    known_params = PREDICTOR_PARAMS | {"isotonic", "featureIndex"}
 
     def __init__(self, meta: StageMetadata) -> None:
         super().__init__(meta)
@@ -260,7 +276,8 @@ class IsotonicRegressionModel(RegressionModel):
         if len(self.boundaries) == 0 or len(self.boundaries) != len(self.predictions):
             raise self.refuse(f"{len(self.boundaries)} boundaries with {len(self.predictions)} predictions")
         self.feature_index = int(self.p("featureIndex", 0))
-        self._b, self._p = self.boundaries.tolist(), self.predictions.tolist()
+        self._b: list[float] = self.boundaries.tolist()
+        self._p: list[float] = self.predictions.tolist()
         self.vector_input = True
 
     def input_type(self, col: str) -> str:
@@ -276,7 +293,8 @@ class IsotonicRegressionModel(RegressionModel):
         for o in self.output_cols:
             schema[o] = ("double", None)
 
-    def predict_row(self, x: float) -> float:
+    def predict_value(self, x: float) -> float:
+        """The prediction for feature value ``x`` (the row path's predict_row, on a scalar)."""
         b, p = self._b, self._p
         found = _java_binary_search(b, x)
         ins = -found - 1
@@ -299,7 +317,8 @@ class IsotonicRegressionModel(RegressionModel):
             interp = p[lo] + (p[hi] - p[lo]) * (x - b[lo]) / (b[hi] - b[lo])
         out = np.where(found >= 0, p[np.clip(found, 0, len(b) - 1)], interp)
         out = np.where(ins == 0, p[0], out)
-        return np.where(ins == len(b), p[-1], out)
+        pred: np.ndarray = np.where(ins == len(b), p[-1], out)
+        return pred
 
     def row(self, r: dict[str, Any]) -> bool:
         if not self.prediction_col:
@@ -311,12 +330,12 @@ class IsotonicRegressionModel(RegressionModel):
             r[self.prediction_col] = None
             return True
         x = v[self.feature_index] if self.vector_input else float(v)
-        r[self.prediction_col] = self.predict_row(x)
+        r[self.prediction_col] = self.predict_value(x)
         return True
 
     def batch(self, b: Batch) -> np.ndarray:
         if not self.prediction_col:
-            return _EMPTY
+            return EMPTY
         if self.vector_input:
             x = self._features(b)[:, self.feature_index]
             nulls = None
@@ -325,17 +344,18 @@ class IsotonicRegressionModel(RegressionModel):
             nulls = b.null_mask(self.features_col)
         pred = self.predict_batch(x)
         b.set(self.prediction_col, pred if nulls is None else np.where(nulls, np.nan, pred), "double", nulls)
-        return _EMPTY
+        return EMPTY
 
 
 # --- AFT survival regression -----------------------------------------------------------------------------------
 
+@register_stage
 class AFTSurvivalRegressionModel(RegressionModel):
     """prediction = exp(coefficients . x + intercept); quantiles = prediction x exp(log(-log(1 - q)) x scale)
     for each of ``quantileProbabilities`` when ``quantilesCol`` is set."""
 
     spark_class = "org.apache.spark.ml.regression.AFTSurvivalRegressionModel"
-    known_params = _PREDICTOR_PARAMS | {"censorCol", "quantileProbabilities", "quantilesCol", "fitIntercept",
+    known_params = PREDICTOR_PARAMS | {"censorCol", "quantileProbabilities", "quantilesCol", "fitIntercept",
                                         "maxIter", "tol", "aggregationDepth", "maxBlockSizeInMB"}
 
     def __init__(self, meta: StageMetadata) -> None:
@@ -361,11 +381,12 @@ class AFTSurvivalRegressionModel(RegressionModel):
             self.output_cols = self.produced_cols()
 
     def predict_row(self, x: list[float]) -> float:
-        return _exp(_dot_row(x, self._coef) + self.intercept)
+        return safe_exp(dot_row(x, self._coef) + self.intercept)
 
     def predict_batch(self, X: np.ndarray) -> np.ndarray:
         with np.errstate(over="ignore"):
-            return np.exp(X @ self.coef + self.intercept)
+            lam: np.ndarray = np.exp(X @ self.coef + self.intercept)
+        return lam
 
     def row(self, r: dict[str, Any]) -> bool:
         lam = self.predict_row(self._features_row(r))
@@ -381,16 +402,17 @@ class AFTSurvivalRegressionModel(RegressionModel):
             b.set(self.prediction_col, lam, "double")
         if self.quantiles_col:
             b.set(self.quantiles_col, self._qf[None, :] * lam[:, None], "vector")
-        return _EMPTY
+        return EMPTY
 
 
 # --- factorization machines ------------------------------------------------------------------------------------
 
+@register_stage
 class FMRegressionModel(FMMixin, RegressionModel):
     """prediction = the factorization-machine margin (see :class:`~sparkship.serving.classifiers.FMMixin`)."""
 
     spark_class = "org.apache.spark.ml.regression.FMRegressionModel"
-    known_params = _PREDICTOR_PARAMS | _FM_PARAMS
+    known_params = PREDICTOR_PARAMS | FM_PARAMS
 
     def __init__(self, meta: StageMetadata) -> None:
         super().__init__(meta)

@@ -16,14 +16,15 @@ from typing import Any
 import numpy as np
 
 from sparkship.serving import reader
+from sparkship.serving.base import Schema, Stage, StageBuilder, register_stage
 from sparkship.serving.batch import Batch
+from sparkship.serving.numeric import EMPTY
 from sparkship.serving.reader import StageMetadata, read_metadata, to_double
 from sparkship.serving.signature import InvalidRecordError
-from sparkship.serving.stages import Schema, Stage, StringIndexerModel
-
-_EMPTY = np.empty(0, dtype=np.int64)
+from sparkship.serving.stages import StringIndexerModel
 
 
+@register_stage
 class ColumnPruner(Stage):
     """Drops RFormula's intermediate columns (from the schema: a later stage reading them is refused)."""
 
@@ -41,9 +42,10 @@ class ColumnPruner(Stage):
         return True
 
     def batch(self, b: Batch) -> np.ndarray:
-        return _EMPTY
+        return EMPTY
 
 
+@register_stage
 class VectorAttributeRewriter(Stage):
     """Renames ML attributes in a vector column's metadata: no change to the values."""
 
@@ -56,7 +58,7 @@ class VectorAttributeRewriter(Stage):
         return True
 
     def batch(self, b: Batch) -> np.ndarray:
-        return _EMPTY
+        return EMPTY
 
 
 def _inner_stage_dirs(pipeline_dir: str) -> list[str]:
@@ -65,6 +67,7 @@ def _inner_stage_dirs(pipeline_dir: str) -> list[str]:
     return sorted(found, key=lambda d: int(os.path.basename(d).split("_", 1)[0]))
 
 
+@register_stage
 class RFormulaModel(Stage):
     __doc__ = __doc__
 
@@ -72,14 +75,12 @@ class RFormulaModel(Stage):
     known_params = frozenset({"formula", "featuresCol", "labelCol", "handleInvalid", "forceIndexLabel",
                               "stringIndexerOrderType"})
 
-    def __init__(self, meta: StageMetadata) -> None:
-        from sparkship.serving.catalog import build_stage  # the catalog imports this module
-
+    def __init__(self, meta: StageMetadata, build: StageBuilder) -> None:
         super().__init__(meta)
         formula = reader.read_data(meta.path)[0]
         self.label = formula.get("label")
         inner = os.path.join(meta.path, "pipelineModel")
-        stages = [build_stage(read_metadata(d)) for d in _inner_stage_dirs(inner)]
+        stages = [build(read_metadata(d)) for d in _inner_stage_dirs(inner)]
         # The label's StringIndexer: Spark skips it when the label column is absent, as it is when scoring.
         self.stages = [st for st in stages
                        if not (isinstance(st, StringIndexerModel) and st.input_cols == [self.label])]
@@ -89,6 +90,10 @@ class RFormulaModel(Stage):
             self.input_cols += [c for c in st.input_cols if c not in produced and c not in self.input_cols]
             produced.update(st.output_cols)
         self.output_cols = [self.p("featuresCol", "features")]
+
+    @classmethod
+    def load(cls, meta: StageMetadata, build: StageBuilder) -> Stage:
+        return cls(meta, build)
 
     def input_type(self, col: str) -> str:
         for st in self.stages:
@@ -105,7 +110,7 @@ class RFormulaModel(Stage):
 
     def batch(self, b: Batch) -> np.ndarray:
         dropped = [d for d in (st.batch(b) for st in self.stages) if len(d)]
-        return np.sort(np.concatenate(dropped)) if dropped else _EMPTY
+        return np.sort(np.concatenate(dropped)) if dropped else EMPTY
 
 
 # Spark's TargetEncoder keys: the unseen category (global statistics) and the null category.
@@ -113,6 +118,7 @@ UNSEEN_CATEGORY = float(2**31 - 1)
 NULL_CATEGORY = -1.0
 
 
+@register_stage
 class TargetEncoderModel(Stage):
     """Category index -> blended target statistic (Spark 4.0): ``weight * category stat + (1 - weight) * global
     stat`` with ``weight = count / (count + smoothing)``; for ``binary`` targets a stat is the share of
@@ -176,7 +182,7 @@ class TargetEncoderModel(Stage):
         return True
 
     def batch(self, b: Batch) -> np.ndarray:
-        for c, o, enc, t in zip(self.input_cols, self.output_cols, self.encodings, self.types):
+        for c, o, enc in zip(self.input_cols, self.output_cols, self.encodings):
             x = b.cols[c].astype(np.float64)
             nm = b.null_mask(c)
             nulls = np.zeros(b.n, dtype=bool) if nm is None else nm
@@ -195,4 +201,4 @@ class TargetEncoderModel(Stage):
             if missing.any() and not self.keep:
                 b.fail(missing, c, "TargetEncoder got unseen value {value} (handleInvalid='error')")
             b.set(o, out, "double")
-        return _EMPTY
+        return EMPTY

@@ -12,21 +12,27 @@ attributes, which Spark reads at transform time; they are re-derived from the up
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from sparkship.serving import reader
 from sparkship.serving.attributes import (
-    UNKNOWN_NAME, Attr, UnknownAttributes, active_entries, assembled_source, column_attrs,
+    UNKNOWN_NAME,
+    Attr,
+    UnknownAttributes,
+    active_entries,
+    assembled_source,
+    column_attrs,
 )
+from sparkship.serving.base import Schema, Stage, register_stage
 from sparkship.serving.batch import Batch
 from sparkship.serving.features import VectorMap
+from sparkship.serving.javastr import java_double_str
+from sparkship.serving.numeric import EMPTY
 from sparkship.serving.reader import StageMetadata
-from sparkship.serving.signature import InvalidRecordError, java_double_str
-from sparkship.serving.stages import Schema, Stage
-
-_EMPTY = np.empty(0, dtype=np.int64)
+from sparkship.serving.signature import InvalidRecordError
 
 
 class _AttrAware:
@@ -34,7 +40,7 @@ class _AttrAware:
 
     upstream: Sequence[Stage] = ()
 
-    def attrs(self, schema: Schema, col: str) -> "tuple[Attr, ...] | None":
+    def attrs(self, schema: Schema, col: str) -> tuple[Attr, ...] | None:
         try:
             return column_attrs(self.upstream, schema, col)
         except UnknownAttributes as exc:
@@ -69,10 +75,11 @@ class _Slice(_AttrAware, VectorMap):
     def map_batch(self, x: np.ndarray) -> np.ndarray:
         return x[:, self._idx]
 
-    def attrs_from_input(self, inner: "tuple[Attr, ...] | None") -> "tuple[Attr, ...] | None":
+    def attrs_from_input(self, inner: tuple[Attr, ...] | None) -> tuple[Attr, ...] | None:
         return None if inner is None else tuple(inner[i] for i in self.picked)
 
 
+@register_stage
 class VectorSlicer(_Slice):
     """The entries at ``indices``, then those named in ``names`` (resolved through the input's ML attributes,
     as Spark does: e.g. a VectorAssembler names each entry after its input column)."""
@@ -120,7 +127,7 @@ class _SelectorModel(_Slice):
         super().__init__(meta)
         self.picked = sorted(int(i) for i in reader.read_data(meta.path)[0]["selectedFeatures"])
 
-    def attrs_from_input(self, inner: "tuple[Attr, ...] | None") -> "tuple[Attr, ...] | None":
+    def attrs_from_input(self, inner: tuple[Attr, ...] | None) -> tuple[Attr, ...] | None:
         if inner is None:
             return tuple(Attr(None, self.default_kind) for _ in self.picked)
         return super().attrs_from_input(inner)
@@ -129,6 +136,7 @@ class _SelectorModel(_Slice):
 _SELECTOR_PARAMS = frozenset({"featuresCol", "outputCol", "labelCol"})
 
 
+@register_stage
 class ChiSqSelectorModel(_SelectorModel):
     """Keeps the features the chi-squared test selected at fit time."""
 
@@ -137,6 +145,7 @@ class ChiSqSelectorModel(_SelectorModel):
     default_kind = "nominal"
 
 
+@register_stage
 class UnivariateFeatureSelectorModel(_SelectorModel):
     """Keeps the features the univariate test (chi², ANOVA F or F-regression) selected at fit time."""
 
@@ -144,6 +153,7 @@ class UnivariateFeatureSelectorModel(_SelectorModel):
     known_params = _SELECTOR_PARAMS | {"featureType", "labelType", "selectionMode", "selectionThreshold"}
 
 
+@register_stage
 class VarianceThresholdSelectorModel(_SelectorModel):
     """Keeps the features whose variance exceeded ``varianceThreshold`` at fit time."""
 
@@ -153,6 +163,7 @@ class VarianceThresholdSelectorModel(_SelectorModel):
 
 # --- VectorIndexer ----------------------------------------------------------------------------------------------
 
+@register_stage
 class VectorIndexerModel(VectorMap):
     """Categorical features -> category index (``categoryMaps``), continuous ones unchanged; an unseen value
     per ``handleInvalid``: error, skip (drop the row) or keep (index = number of categories)."""
@@ -219,16 +230,16 @@ class VectorIndexerModel(VectorMap):
                 self._lookup(float(x[i, f]), f, m, int(b.rows[i]))
             out[:, f] = np.where(found, vals[order][pos] if len(keys) else 0.0, float(len(m)))
             bad_rows |= ~found
-        dropped = _EMPTY
+        dropped = EMPTY
         if self.handle == "skip":
             dropped = b.filter(~bad_rows)
             out = out[~bad_rows]
         b.set(self.output_cols[0], out, "vector")
         return dropped
 
-    def attrs_from_input(self, inner: "tuple[Attr, ...] | None") -> "tuple[Attr, ...]":
+    def attrs_from_input(self, inner: tuple[Attr, ...] | None) -> tuple[Attr, ...]:
         out = []
-        for f in range(self.in_size):
+        for f in range(self.in_size or 0):
             base = inner[f] if inner is not None else Attr(None)
             if f in self.maps:
                 by_index = sorted(self.maps[f], key=self.maps[f].__getitem__)
@@ -239,6 +250,7 @@ class VectorIndexerModel(VectorMap):
 
 # --- Interaction ------------------------------------------------------------------------------------------------
 
+@register_stage
 class Interaction(_AttrAware, Stage):
     """The products of one entry of each input (first input outermost); nominal inputs are one-hot encoded
     from their ML attributes, as Spark does. A nominal value must be a valid index (Spark asserts it).
@@ -342,7 +354,7 @@ class Interaction(_AttrAware, Stage):
             except InvalidRecordError as exc:
                 raise InvalidRecordError(exc.field, exc.reason, int(b.rows[j])) from None
         b.set(self.output_cols[0], out, "vector")
-        return _EMPTY
+        return EMPTY
 
 
 def _java_int(x: float) -> int:
@@ -356,6 +368,7 @@ def _java_int(x: float) -> int:
 
 # --- IndexToString ----------------------------------------------------------------------------------------------
 
+@register_stage
 class IndexToString(_AttrAware, Stage):
     """Index -> label, from ``labels`` or, when unset, the input's nominal attribute values (e.g. a
     StringIndexer's labels). Spark truncates the index (NaN -> 0) and fails on one outside the labels."""
@@ -384,7 +397,8 @@ class IndexToString(_AttrAware, Stage):
     def _label(self, x: float, row: int | None = None) -> str:
         i = _java_int(x)
         if 0 <= i < len(self.labels):
-            return self.labels[i]
+            label: str = self.labels[i]
+            return label
         raise InvalidRecordError(self.input_cols[0], f"Unseen index: {java_double_str(x)}", row)
 
     def row(self, r: dict[str, Any]) -> bool:
@@ -405,10 +419,4 @@ class IndexToString(_AttrAware, Stage):
             self._label(float(x[i]), int(b.rows[i]))
         pos = np.where(present & ~bad, idx, len(self.labels)).astype(np.int64)
         b.set(self.output_cols[0], self._labels_arr[pos], "string", nm)
-        return _EMPTY
-
-
-SELECTION_STAGES: tuple[type[Stage], ...] = (
-    VectorSlicer, ChiSqSelectorModel, UnivariateFeatureSelectorModel, VarianceThresholdSelectorModel,
-    VectorIndexerModel, Interaction, IndexToString,
-)
+        return EMPTY

@@ -27,17 +27,20 @@ import re
 import sys
 import threading
 import time
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any
 
 import numpy as np
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from sparkship import killpoints
 from sparkship.config import Settings
 from sparkship.errors import UsageError
+from sparkship.registry import Registry
 from sparkship.serving.batch import from_records
 from sparkship.serving.pipeline import ScoreResult
 from sparkship.serving.requests import REQUEST_ID, RequestIdMiddleware
@@ -71,7 +74,7 @@ OPEN_PATHS = frozenset({"/health"})  # liveness probes carry no credentials
 # --- access ----------------------------------------------------------------------------------------------------
 
 
-def read_token(token_file: str | None, environ: "os._Environ[str] | dict[str, str] | None" = None) -> str | None:
+def read_token(token_file: str | None, environ: os._Environ[str] | dict[str, str] | None = None) -> str | None:
     """The bearer token: the first line of ``token_file`` if given, else ``$SPARKSHIP_SERVE_TOKEN``, else None.
 
     >>> read_token(None, {"SPARKSHIP_SERVE_TOKEN": "s3cret"})
@@ -186,8 +189,6 @@ class AliasFollower:
 
     def check_once(self) -> bool:
         """Look at the alias once; load and swap if it moved. True if a swap happened."""
-        from sparkship.registry import Registry
-
         cur = self.holder.current
         assert cur.alias is not None
         version = Registry(self.settings).alias_version(cur.name, cur.alias)
@@ -322,6 +323,12 @@ def _parse(body: bytes) -> Any:
     return json.loads(text) if items is None else items  # None: json.loads parses it, or names what is wrong
 
 
+def _space_end(text: str, pos: int) -> int:
+    """The position after the whitespace at ``text[pos:]`` (``_SPACE`` matches the empty string too)."""
+    m = _SPACE.match(text, pos)
+    return m.end() if m is not None else pos
+
+
 def _parse_in_pieces(text: str, piece_chars: int) -> list[Any] | None:
     """The list ``text`` holds, parsed in pieces of at most ``piece_chars`` that each end at a ``}`` followed by
     ``,`` (the last: at the end); None where that fails.
@@ -330,14 +337,14 @@ def _parse_in_pieces(text: str, piece_chars: int) -> list[Any] | None:
     inside a string leaves the string open, one that ends inside an element leaves that element open. So a cut in
     the wrong place is never taken for a right one; then (and for anything but a list) the caller parses at once.
     """
-    start = _SPACE.match(text).end()
+    start = _space_end(text, 0)
     if not text.startswith("[", start):
         return None
     items: list[Any] = []
     start += 1
     while len(text) - start > piece_chars:
         cut = text.rfind("}", start, start + piece_chars)
-        comma = _SPACE.match(text, cut + 1).end()
+        comma = _space_end(text, cut + 1)
         if cut < 0 or not text.startswith(",", comma):
             return None
         try:
@@ -351,7 +358,8 @@ def _parse_in_pieces(text: str, piece_chars: int) -> list[Any] | None:
         return None
     if items and not rest:  # "[..., ]": a comma with no element after it
         return None
-    return items + rest if items else rest
+    parsed: list[Any] | None = items + rest if items else rest
+    return parsed
 
 
 def _answer(served: ServedModel, body: bytes, max_rows: int, pause_point: str | None = None) -> Response:
@@ -474,8 +482,6 @@ def serve(ref: str | None, settings: Settings, *, path: str | None = None, host:
           allow_unauthenticated: bool = False) -> None:
     """Run the server in the foreground until interrupted (see :func:`check_exposure` for ``host``; the limits and
     ``threads``: :func:`create_app`)."""
-    import uvicorn
-
     check_exposure(host, token, allow_unauthenticated)  # before the model is loaded: fail fast
     if max_rows < 1:
         raise UsageError(f"--max-rows {max_rows}: allow at least one record per request")

@@ -11,12 +11,13 @@ string, Imputer casts the surrogate back to the input type) give Spark's answers
 """
 from __future__ import annotations
 
-import decimal
 import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from sparkship.errors import SchemaMismatchError
 
@@ -82,7 +83,7 @@ class Signature:
         return [f.to_dict() for f in self.inputs]
 
     @classmethod
-    def from_dicts(cls, fields: Iterable[Mapping[str, Any]]) -> "Signature":
+    def from_dicts(cls, fields: Iterable[Mapping[str, Any]]) -> Signature:
         return cls([Field(str(f["name"]), str(f["type"])) for f in fields])
 
     def coerce_record(self, record: Mapping[str, Any], row: int | None = None) -> dict[str, Any]:
@@ -104,7 +105,9 @@ class Signature:
             try:
                 out[name] = convert(value)
             except (TypeError, ValueError, OverflowError) as exc:
-                raise InvalidRecordError(name, f"expected {self.types[name]}, got {_describe(value)} ({exc})", row) from None
+                raise InvalidRecordError(
+                    name, f"expected {self.types[name]}, got {_describe(value)} ({exc})", row
+                ) from None
         return out
 
     def json_schema(self) -> dict[str, Any]:
@@ -139,7 +142,7 @@ def _describe(value: Any) -> str:
 def _to_double(v: Any) -> float:
     t = type(v)
     if t is float:
-        return v
+        return float(v)
     if t is int:
         return float(v)
     if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
@@ -151,7 +154,7 @@ def _to_float32(v: Any) -> float:
     return float(np.float32(_to_double(v)))
 
 
-def _integral(kind: str):  # noqa: ANN202 - returns a converter
+def _integral(kind: str) -> Callable[[Any], int]:
     bound = _INT_BOUNDS[kind]
 
     def convert(v: Any) -> int:
@@ -210,8 +213,6 @@ _ARROW_TYPES = (("string", "string"), ("large_string", "string"), ("bool", "bool
 
 
 def _arrow_type(name: str, atype: Any) -> str:
-    import pyarrow as pa
-
     if pa.types.is_integer(atype):
         return "bigint"
     if pa.types.is_decimal(atype):
@@ -243,8 +244,6 @@ def types_from_data(data: Any, names: Sequence[str]) -> tuple[str, ...]:
     frame's (through Arrow), or the first non-null value of each field of records (a dict or a list of dicts)."""
     mod = type(data).__module__
     if mod.startswith("pandas"):
-        import pyarrow as pa
-
         data = pa.Table.from_pandas(data[[n for n in names if n in data.columns]], preserve_index=False)
         mod = "pyarrow"
     if mod.startswith("pyarrow"):
@@ -264,65 +263,3 @@ _CONVERTERS = {
     "array<string>": _to_string_array,
     **{k: _integral(k) for k in INTEGRAL},
 }
-
-
-# --- Spark's casts to string (StringIndexer casts non-string inputs before the lookup) ----------------------
-
-def _java_digits(digits: tuple[int, ...], exponent: int, negative: bool) -> str:
-    """Java's Double/Float.toString layout for the shortest decimal digits ``digits`` x 10^exponent."""
-    while len(digits) > 1 and digits[-1] == 0:
-        digits, exponent = digits[:-1], exponent + 1
-    sci = len(digits) - 1 + exponent  # value = d.ddd x 10^sci
-    s = "".join(map(str, digits))
-    sign = "-" if negative else ""
-    if -3 <= sci < 7:
-        if sci >= 0:
-            whole = s[: sci + 1].ljust(sci + 1, "0")
-            frac = s[sci + 1:] or "0"
-        else:
-            whole, frac = "0", "0" * (-sci - 1) + s
-        return f"{sign}{whole}.{frac}"
-    return f"{sign}{s[0]}.{s[1:] or '0'}E{sci}"
-
-
-def java_double_str(d: float) -> str:
-    """``String.valueOf(double)`` as Spark's cast to string writes it: ``1.0``, ``0.001``, ``1.0E7``, ``NaN``.
-
-    >>> [java_double_str(x) for x in (1.0, 1e7, 1.5e-4, -0.0, float("nan"))]
-    ['1.0', '1.0E7', '1.5E-4', '-0.0', 'NaN']
-    """
-    if d != d:
-        return "NaN"
-    if math.isinf(d):
-        return "Infinity" if d > 0 else "-Infinity"
-    if d == 0:
-        return "-0.0" if math.copysign(1.0, d) < 0 else "0.0"
-    t = decimal.Decimal(repr(float(d))).as_tuple()
-    return _java_digits(tuple(t.digits), int(t.exponent), bool(t.sign))
-
-
-def java_float_str(f: float) -> str:
-    """``String.valueOf(float)``: the shortest digits that identify the float32 value."""
-    v = np.float32(f)
-    if v != v or np.isinf(v) or v == 0:
-        return java_double_str(float(v))
-    mant, exp = np.format_float_scientific(v, unique=True, trim="-").split("e")
-    t = decimal.Decimal(f"{mant}e{exp}").as_tuple()
-    return _java_digits(tuple(t.digits), int(t.exponent), bool(t.sign))
-
-
-def spark_string(value: Any, spark_type: str) -> str | None:
-    """``CAST(value AS STRING)`` for a value held in a column of ``spark_type``."""
-    if value is None:
-        return None
-    if spark_type == "string":
-        return value
-    if spark_type == "boolean":
-        return "true" if value else "false"
-    if spark_type == "double":
-        return java_double_str(value)
-    if spark_type == "float":
-        return java_float_str(value)
-    if spark_type in INTEGRAL:
-        return str(int(value))
-    raise SchemaMismatchError(f"cannot cast a {spark_type} to string")

@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sparkship.config import Settings
+from sparkship.errors import NotFoundError, UsageError
+from sparkship.names import ModelRef, parse_ref
+from sparkship.registry import Registry
 from sparkship.serving.pipeline import PipelineScorer, load
 
 log = logging.getLogger(__name__)
@@ -65,9 +68,6 @@ def is_model_folder(ref: str) -> bool:
 
 def resolve(ref: str, settings: Settings) -> ServedModel:
     """Load the registered model ``ref`` names (``NAME``, ``NAME/VERSION``, ``NAME@ALIAS``); never a folder."""
-    from sparkship.names import parse_ref
-    from sparkship.registry import Registry
-
     parsed = parse_ref(ref)
     mv = Registry(settings).get(parsed)
     return ServedModel(load(mv.artifact), mv.name, mv.version, ref, mv.artifact, alias=parsed.alias)
@@ -75,8 +75,6 @@ def resolve(ref: str, settings: Settings) -> ServedModel:
 
 def resolve_folder(folder: str) -> ServedModel:
     """Load a model folder: a Spark PipelineModel folder or a sparkship artifact folder."""
-    from sparkship.errors import UsageError
-
     if not is_model_folder(folder):
         raise UsageError(f"--path {folder}: not a model folder (a Spark PipelineModel folder holding metadata/, "
                          "or an artifact folder holding model/ and manifest.json)")
@@ -93,9 +91,6 @@ def resolve_source(settings: Settings, *, model: str | None = None, path: str | 
     A ``--model`` value that is not a registry reference but names a folder, or a registry name that is not
     registered while a model folder of that name exists, is refused with a message saying to use ``--path``.
     """
-    from sparkship.errors import NotFoundError, UsageError
-    from sparkship.names import parse_ref
-
     if (model is None) == (path is None):
         raise UsageError("pass either --model REF (a registered model: NAME, NAME/VERSION, NAME@ALIAS) "
                          "or --path FOLDER (a model folder), not both")
@@ -123,8 +118,5 @@ def resolve_source(settings: Settings, *, model: str | None = None, path: str | 
 
 def load_version(settings: Settings, name: str, version: int, alias: str | None, ref: str) -> ServedModel:
     """Load one registered version (used when an alias moves)."""
-    from sparkship.names import ModelRef
-    from sparkship.registry import Registry
-
     mv = Registry(settings).get(ModelRef(name, version=version))
     return ServedModel(load(mv.artifact), mv.name, mv.version, ref, mv.artifact, alias=alias)

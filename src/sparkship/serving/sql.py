@@ -20,15 +20,14 @@ from typing import Any
 
 import numpy as np
 
+from sparkship.serving.base import Schema, Stage, UnsupportedModelError, register_stage
 from sparkship.serving.batch import Batch
+from sparkship.serving.numeric import EMPTY
 from sparkship.serving.reader import StageMetadata
 from sparkship.serving.signature import InvalidRecordError
 from sparkship.serving.sql_decimal import is_decimal
 from sparkship.serving.sql_eval import Col, Evaluator, SqlError, as_type
 from sparkship.serving.sql_types import COLUMN_TYPES, exp, name_of, sqlglot
-from sparkship.serving.stages import Schema, Stage, UnsupportedModelError
-
-_EMPTY = np.empty(0, dtype=np.int64)
 
 _ALLOWED_SELECT_ARGS = {"expressions", "from", "from_", "where", "kind", "hint", "operation_modifiers", "exclude"}
 
@@ -65,6 +64,7 @@ def parse_statement(statement: str) -> Any:
     return tree
 
 
+@register_stage
 class SQLTransformer(Stage):
     __doc__ = __doc__
 
@@ -82,7 +82,7 @@ class SQLTransformer(Stage):
                             type(e).__name__ == "Alias"]
 
     @classmethod
-    def from_statement(cls, statement: str) -> "SQLTransformer":
+    def from_statement(cls, statement: str) -> SQLTransformer:
         meta = StageMetadata(path="", class_name=cls.spark_class, uid="SQLTransformer", spark_version="",
                              params={"statement": statement}, set_params=frozenset({"statement"}))
         return cls(meta)
@@ -162,10 +162,10 @@ class SQLTransformer(Stage):
             out, keep = self._evaluate(cols, b.n)
         except SqlError as exc:
             raise InvalidRecordError(exc.column, str(exc), int(b.rows[exc.row])) from None
-        for name, c in out.items():
-            c = as_type(c, "double") if is_decimal(c.type) else c
-            b.set(name, c.values, c.type, c.nulls)
-        return b.filter(keep) if not keep.all() else _EMPTY
+        for name, col in out.items():
+            col = as_type(col, "double") if is_decimal(col.type) else col
+            b.set(name, col.values, col.type, col.nulls)
+        return b.filter(keep) if not keep.all() else EMPTY
 
 
 def _col_from_value(v: Any, spark_type: str) -> Col:

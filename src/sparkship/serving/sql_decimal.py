@@ -121,4 +121,4 @@ def to_doubles(values: np.ndarray, scale: int) -> np.ndarray:
 
 
 def fits(u: int, precision: int) -> bool:
-    return abs(u) < 10**precision
+    return bool(abs(u) < 10**precision)

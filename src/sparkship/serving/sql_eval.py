@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import decimal
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from sparkship.serving.signature import java_double_str
+from sparkship.serving.base import UnsupportedModelError
+from sparkship.serving.javastr import java_double_str
 from sparkship.serving.sql_decimal import (
     combine,
     fits,
@@ -28,7 +30,6 @@ from sparkship.serving.sql_decimal import (
     to_doubles,
 )
 from sparkship.serving.sql_types import CAST_TYPES, INT_RANGE, TypeChecker, exp, widen
-from sparkship.serving.stages import UnsupportedModelError
 
 
 class SqlError(Exception):
@@ -85,7 +86,8 @@ class Evaluator(TypeChecker):
     """Evaluates a typed sqlglot expression over columns (``active``: the rows it is evaluated for)."""
 
     def ev(self, e: Any, cols: dict[str, Col], active: np.ndarray) -> Col:
-        return getattr(self, "_e_" + type(e).__name__)(e, cols, active)
+        col: Col = getattr(self, "_e_" + type(e).__name__)(e, cols, active)
+        return col
 
     def _e_Paren(self, e: Any, cols: dict[str, Col], active: np.ndarray) -> Col:
         return self.ev(e.this, cols, active)
@@ -116,7 +118,7 @@ class Evaluator(TypeChecker):
         nulls = a.nulls | b.nulls
         return as_type(a, t), as_type(b, t), nulls
 
-    def _arith_ev(self, e: Any, cols: dict[str, Col], active: np.ndarray, op: Callable, name: str) -> Col:
+    def _arith_ev(self, e: Any, cols: dict[str, Col], active: np.ndarray, op: Callable[..., Any], name: str) -> Col:
         t = self.type_of(e)
         if is_decimal(t):
             return self._decimal_ev(e, cols, active, name, t)
@@ -327,7 +329,7 @@ class Evaluator(TypeChecker):
             nulls = nulls | g.nulls
         return got, nulls
 
-    def _unary_math(self, e: Any, cols: dict[str, Col], active: np.ndarray, fn: Callable) -> Col:
+    def _unary_math(self, e: Any, cols: dict[str, Col], active: np.ndarray, fn: Callable[..., Any]) -> Col:
         (a,), nulls = self._double_args(e, cols, active, e.this)
         with np.errstate(all="ignore"):
             return Col(fn(a.values), nulls, "double")
@@ -400,7 +402,8 @@ class Evaluator(TypeChecker):
     def _e_Least(self, e: Any, cols: dict[str, Col], active: np.ndarray) -> Col:
         return self._extreme(e, cols, active, False)
 
-    def _string_map(self, e: Any, cols: dict[str, Col], active: np.ndarray, fn: Callable, t: str = "string") -> Col:
+    def _string_map(self, e: Any, cols: dict[str, Col], active: np.ndarray, fn: Callable[..., Any],
+                    t: str = "string") -> Col:
         a = self.ev(e.this, cols, active)
         out = np.array([None if nl else fn(v) for v, nl in zip(a.values.tolist(), a.nulls.tolist())], dtype=object)
         if t == "int":
@@ -445,7 +448,8 @@ def compare(a: np.ndarray, b: np.ndarray, nulls: np.ndarray, t: str, op: str) ->
     eq = (a_nan & b_nan) | (~a_nan & ~b_nan & (a == b))
     lt = (~a_nan & b_nan) | (~a_nan & ~b_nan & (a < b))
     out = {"=": eq, "<=>": eq, "<>": ~eq, "<": lt, "<=": lt | eq, ">": ~(lt | eq), ">=": ~lt}[op]
-    return np.asarray(out, dtype=bool) & ~nulls
+    mask: np.ndarray = np.asarray(out, dtype=bool) & ~nulls
+    return mask
 
 
 def cast_values(a: Col, t: str) -> tuple[np.ndarray, np.ndarray]:

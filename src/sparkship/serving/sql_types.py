@@ -14,13 +14,13 @@ from typing import Any
 # sqlglot is needed only by a model with a SQLTransformer; an exported MLflow pyfunc runs with numpy, pandas and
 # pyarrow (sparkship.interop.mlflow_export) and imports the scorer whatever its stages.
 try:
-    import sqlglot
-    from sqlglot import exp
+    import sqlglot as sqlglot  # re-exported (with exp) to the SQL modules
+    from sqlglot import exp as exp
 except ImportError:  # parse_statement says what is missing
     sqlglot = exp = None  # type: ignore[assignment]
 
+from sparkship.serving.base import UnsupportedModelError
 from sparkship.serving.sql_decimal import arithmetic_type, integer_literal_type, is_decimal, literal_type, wider_type
-from sparkship.serving.stages import UnsupportedModelError
 
 NUMERIC = ("int", "bigint", "double")
 INT_RANGE = {"int": (-(2**31), 2**31 - 1), "bigint": (-(2**63), 2**63 - 1)}
@@ -74,7 +74,8 @@ class TypeChecker:
         m = getattr(self, "_t_" + type(e).__name__, None)
         if m is None:
             raise UnsupportedModelError(f"SQL construct {name_of(e)} is not supported")
-        return m(e)
+        t: str = m(e)
+        return t
 
     def _t_Paren(self, e: Any) -> str:
         return self.type_of(e.this)

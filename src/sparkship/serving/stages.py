@@ -1,11 +1,7 @@
-"""Feature stages (one small class per Spark ML stage, named as in Spark) and their base class, each scoring a
-row (``row``) or a batch (``batch``). The predictors are in :mod:`sparkship.serving.predictors`.
-
-Every class reproduces its Spark counterpart's ``transform()``: the same outputs, the same rows dropped in
-``skip`` modes, and an :class:`InvalidRecordError` where Spark would fail the job. A stage or an explicitly set
-param this module does not know is refused when the model is loaded (:class:`UnsupportedModelError`). ``row(r)``
-updates the dict ``r`` of plain Python values and returns False when Spark would drop the row; ``batch(b)``
-updates a :class:`Batch` in place and returns the input positions of dropped rows.
+"""Feature stages of a saved pipeline, one class per Spark ML stage and named as in Spark: Imputer,
+StringIndexer, OneHotEncoder, Bucketizer, VectorAssembler and VectorSizeHint. The stage contract is in
+:mod:`sparkship.serving.base`; scalers are in :mod:`sparkship.serving.scalers`, predictors in
+:mod:`sparkship.serving.predictors`.
 
     >>> stage = catalog.build_stage(read_metadata("/tmp/model/stages/0_Imputer_ec0820bdcd6e"))   # doctest: +SKIP
     >>> stage.plan({"a": ("double", None)})                                               # doctest: +SKIP
@@ -16,93 +12,22 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from operator import mul
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from sparkship.errors import SparkshipError
 from sparkship.serving import reader
+from sparkship.serving.base import Schema, Stage, register_stage
 from sparkship.serving.batch import Batch
+from sparkship.serving.javastr import is_java_double, spark_string
+from sparkship.serving.numeric import EMPTY
 from sparkship.serving.reader import StageMetadata, to_double
-from sparkship.serving.signature import FLOATING, INTEGRAL, InvalidRecordError, java_double_str, spark_string
-
-# Column name -> (Spark type, vector size or None). Built up stage by stage when a pipeline is loaded.
-Schema = dict[str, tuple[str, "int | None"]]
-
-_EMPTY = np.empty(0, dtype=np.int64)
+from sparkship.serving.signature import FLOATING, INTEGRAL, InvalidRecordError
 
 
-class UnsupportedModelError(SparkshipError):
-    """The saved model holds a stage or a param setting the JVM-free scorer cannot reproduce exactly."""
-
-
-class Stage:
-    """Base class: params from the saved metadata, input/output columns, row and batch transforms."""
-
-    spark_class: ClassVar[str] = ""
-    # Params this class understands (those used by transform() and fit-only ones). An explicitly set param
-    # outside this set is refused: it might change what transform() does.
-    known_params: ClassVar[frozenset[str]] = frozenset()
-    preferred_input_type: ClassVar[str] = "double"
-
-    def __init__(self, meta: StageMetadata) -> None:
-        self.meta = meta
-        self.uid = meta.uid
-        unknown = sorted(p for p in meta.set_params if p not in self.known_params)
-        if unknown:
-            raise UnsupportedModelError(
-                f"stage {meta.uid} ({meta.class_name}) sets param(s) {', '.join(unknown)} that the JVM-free "
-                "scorer does not support"
-            )
-        self.input_cols: list[str] = []
-        self.output_cols: list[str] = []
-
-    def p(self, name: str, default: Any = None) -> Any:
-        return self.meta.params.get(name, default)
-
-    def refuse(self, what: str) -> UnsupportedModelError:
-        return UnsupportedModelError(f"stage {self.uid} ({self.meta.class_name}): {what} is not supported")
-
-    def _in_out(self) -> tuple[list[str], list[str]]:
-        """inputCols/outputCols when set, else inputCol/outputCol (multi-column stages accept both)."""
-        multi = self.meta.is_set("inputCols") or (not self.meta.is_set("inputCol") and bool(self.p("inputCols")))
-        if multi:
-            return list(self.p("inputCols")), list(self.p("outputCols") or [])
-        return [self.p("inputCol")], [self.p("outputCol")]
-
-    def input_type(self, col: str) -> str:
-        """The type a pipeline input column consumed by this stage gets in a derived signature."""
-        return self.preferred_input_type
-
-    def expected_size(self, col: str) -> int | None:
-        """The vector size this fitted stage needs in input ``col``, when it knows one (used to type inputs)."""
-        return None
-
-    def plan(self, schema: Schema) -> None:
-        """Check the input columns' types and sizes, precompute, and add the outputs to ``schema``."""
-        raise NotImplementedError
-
-    def row(self, r: dict[str, Any]) -> bool:
-        raise NotImplementedError
-
-    def batch(self, b: Batch) -> np.ndarray:
-        raise NotImplementedError
-
-    def _need(self, schema: Schema, col: str, kinds: tuple[str, ...]) -> tuple[str, int | None]:
-        if col not in schema:
-            raise UnsupportedModelError(f"stage {self.uid} ({self.meta.short_class}) reads column '{col}', "
-                                        "which no input or earlier stage provides")
-        t, size = schema[col]
-        ok = any(t == k or (k == "numeric" and (t in FLOATING or t in INTEGRAL)) for k in kinds)
-        if not ok:
-            raise UnsupportedModelError(f"stage {self.uid} ({self.meta.short_class}) reads column '{col}' of "
-                                        f"type {t}; expected {' or '.join(kinds)}")
-        return t, size
-
-
-# --- feature transformers ------------------------------------------------------------------------------------
-
+@register_stage
 class ImputerModel(Stage):
     """Replaces null and ``missingValue`` (NaN by default) with the fitted surrogate, cast to the input type."""
 
@@ -149,9 +74,10 @@ class ImputerModel(Stage):
             miss = hit if miss is None else (miss | hit)
             x[miss] = s
             b.set(o, x, t)
-        return _EMPTY
+        return EMPTY
 
 
+@register_stage
 class StringIndexerModel(Stage):
     """Maps labels to indices (frequency order as fitted); null and unseen labels per ``handleInvalid``."""
 
@@ -180,7 +106,7 @@ class StringIndexerModel(Stage):
         labels = self.labels[self.input_cols.index(col)]
         if labels and all(s.lstrip("-").isascii() and s.lstrip("-").isdigit() and str(int(s)) == s for s in labels):
             return "integral"
-        if labels and all(_is_java_double(s) for s in labels):
+        if labels and all(is_java_double(s) for s in labels):
             return "double"
         return "string"
 
@@ -194,7 +120,7 @@ class StringIndexerModel(Stage):
     def row(self, r: dict[str, Any]) -> bool:
         handle = self.handle
         if handle == "skip":  # Spark filters first (na.drop over the inputs, then unseen labels), then indexes
-            for c, o, t, lut, _ in self._row_plan:
+            for c, _o, t, lut, _ in self._row_plan:
                 v = r[c]
                 if v is None or v != v or (v if t == "string" else spark_string(v, t)) not in lut:
                     return False
@@ -229,11 +155,12 @@ class StringIndexerModel(Stage):
         if encoded is None:
             return _label_indices(strings, labels)
         codes, distinct = encoded  # look up the few distinct values, then spread them over the rows
-        return np.append(_label_indices(distinct, labels), -1.0)[codes]
+        found: np.ndarray = np.append(_label_indices(distinct, labels), -1.0)[codes]
+        return found
 
     def batch(self, b: Batch) -> np.ndarray:
         strs = {c: self._strings(b, c, t) for c, t in zip(self.input_cols, self.types)}
-        dropped = _EMPTY
+        dropped = EMPTY
         if self.handle == "skip":
             keep = np.ones(b.n, dtype=bool)
             for c, t, labels in zip(self.input_cols, self.types, self.labels):
@@ -258,21 +185,12 @@ class StringIndexerModel(Stage):
 
 def _label_indices(values: np.ndarray, labels: list[str]) -> np.ndarray:
     """Index of each value in ``labels`` as float64, -1 where absent or None (hash lookups in Arrow's C++)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     found = pc.index_in(pa.array(values, type=pa.string(), from_pandas=False), value_set=pa.array(labels, pa.string()))
-    return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.float64)
+    out: np.ndarray = found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.float64)
+    return out
 
 
-def _is_java_double(s: str) -> bool:
-    """True if ``s`` is exactly how Spark casts some double to string."""
-    try:
-        return java_double_str(float(s)) == s
-    except ValueError:
-        return False
-
-
+@register_stage
 class OneHotEncoderModel(Stage):
     """Category index -> sparse one-hot vector (``dropLast``, ``handleInvalid`` keep/error)."""
 
@@ -335,9 +253,10 @@ class OneHotEncoderModel(Stage):
                 out[nm] = np.nan
             out[np.flatnonzero(hot), idx[hot]] = 1.0
             b.set(o, out, "vector", nm)
-        return _EMPTY
+        return EMPTY
 
 
+@register_stage
 class Bucketizer(Stage):
     """Continuous value -> bucket index by ``splits`` (``handleInvalid`` for NaN: error, skip, keep)."""
 
@@ -387,12 +306,13 @@ class Bucketizer(Stage):
         return True
 
     def batch(self, b: Batch) -> np.ndarray:
-        dropped = _EMPTY
+        dropped = EMPTY
         if self.handle == "skip":
             keep = np.ones(b.n, dtype=bool)
             for c in self.input_cols:
                 nm = b.null_mask(c)
-                keep &= ~np.isnan(b.cols[c].astype(np.float64)) if nm is None else ~(nm | np.isnan(b.cols[c].astype(np.float64)))
+                nan = np.isnan(b.cols[c].astype(np.float64))
+                keep &= ~nan if nm is None else ~(nm | nan)
             dropped = b.filter(keep)
         for c, o, s in zip(self.input_cols, self.output_cols, self._arrays):
             x = b.cols[c].astype(np.float64)
@@ -413,6 +333,7 @@ class Bucketizer(Stage):
         return dropped
 
 
+@register_stage
 class VectorAssembler(Stage):
     """Concatenates numeric, boolean and vector columns; null/NaN per ``handleInvalid`` (error, skip, keep).
 
@@ -501,7 +422,7 @@ class VectorAssembler(Stage):
         return b.filter(keep)
 
     def batch(self, b: Batch) -> np.ndarray:
-        dropped = self._skip_invalid(b) if self.handle == "skip" else _EMPTY
+        dropped = self._skip_invalid(b) if self.handle == "skip" else EMPTY
         if self.scalar_only and not any(c in b.nulls for c in self.input_cols):
             out = _stack_columns([b.cols[c] for c in self.input_cols], b.n)
             if self.handle == "error" and not b.nan_free.issuperset(self.input_cols):
@@ -537,7 +458,7 @@ class VectorAssembler(Stage):
         nan_rows = np.isnan(out.sum(axis=1))
         if not nan_rows.any():
             return
-        for j, (c, t, _) in enumerate(self.kinds):  # name the first NaN column of the first such row
+        for j, (c, _t, _) in enumerate(self.kinds):  # name the first NaN column of the first such row
             i = int(np.flatnonzero(nan_rows)[0])
             if np.isnan(out[i, j]):
                 mask = np.zeros(b.n, dtype=bool)
@@ -551,9 +472,11 @@ def _stack_columns(cols: list[np.ndarray], n: int) -> np.ndarray:
     transposed, so the matrix is Fortran-ordered); the stages that read it take any memory order."""
     if not cols:
         return np.zeros((n, 0))
-    return np.stack(cols, dtype=np.float64).T
+    stacked: np.ndarray = np.stack(cols, dtype=np.float64).T
+    return stacked
 
 
+@register_stage
 class VectorSizeHint(Stage):
     """Declares a vector column's size; rows whose vector is null or of another size fail (``error``), are
     dropped (``skip``) or pass unchecked (``optimistic``), as Spark's ``VectorSizeHint.transform``."""
@@ -596,126 +519,17 @@ class VectorSizeHint(Stage):
 
     def batch(self, b: Batch) -> np.ndarray:
         if self.handle == "optimistic":
-            return _EMPTY
+            return EMPTY
         c = self.input_cols[0]
         x, nm = b.cols[c], b.null_mask(c)
         bad = np.ones(b.n, dtype=bool) if x.shape[1] != self.size else np.zeros(b.n, dtype=bool)
         if nm is not None:
             bad |= nm
         if not bad.any():
-            return _EMPTY
+            return EMPTY
         if self.handle == "skip":
             return b.filter(~bad)
         if nm is not None and nm.any():
             b.fail(nm, c, "got null vector in VectorSizeHint (handleInvalid='error')")
         b.fail(bad, c, f"VectorSizeHint expects a vector of size {self.size} but got {x.shape[1]}")
-        return _EMPTY
-
-
-class _VectorStage(Stage):
-    """A stage mapping one vector column to another of the same size."""
-
-    def __init__(self, meta: StageMetadata) -> None:
-        super().__init__(meta)
-        self.input_cols, self.output_cols = [self.p("inputCol")], [self.p("outputCol")]
-
-    def input_type(self, col: str) -> str:
-        return "vector"
-
-    def expected_size(self, col: str) -> int | None:
-        return self.fitted_size
-
-    fitted_size: int | None = None
-
-    def plan_size(self, schema: Schema, size: int) -> None:
-        _, got = self._need(schema, self.input_cols[0], ("vector",))
-        if got is not None and got != size:
-            raise self.refuse(f"input '{self.input_cols[0]}' of size {got} (the model was fitted on {size})")
-        schema[self.output_cols[0]] = ("vector", size)
-
-
-class StandardScalerModel(_VectorStage):
-    """(x - mean) * (1/std) per ``withMean``/``withStd``; 0 where std is 0, as Spark does."""
-
-    spark_class = "org.apache.spark.ml.feature.StandardScalerModel"
-    known_params = frozenset({"inputCol", "outputCol", "withMean", "withStd"})
-
-    def __init__(self, meta: StageMetadata) -> None:
-        super().__init__(meta)
-        data = reader.read_data(meta.path)[0]
-        std, mean = reader.vector(data["std"]), reader.vector(data["mean"])
-        self.with_mean, self.with_std = bool(self.p("withMean", False)), bool(self.p("withStd", True))
-        self.shift = mean if self.with_mean else np.zeros_like(mean)
-        with np.errstate(divide="ignore"):
-            self.scale = np.where(std == 0, 0.0, 1.0 / np.where(std == 0, 1.0, std)) if self.with_std else None
-        self._shift_l, self._scale_l = self.shift.tolist(), (self.scale.tolist() if self.scale is not None else None)
-        self.fitted_size = len(self.shift)
-
-    def plan(self, schema: Schema) -> None:
-        self.plan_size(schema, len(self.shift))
-
-    def row(self, r: dict[str, Any]) -> bool:
-        v = r[self.input_cols[0]]
-        if v is None:
-            r[self.output_cols[0]] = None
-        elif self.with_mean and self.with_std:
-            r[self.output_cols[0]] = [(x - m) * s for x, m, s in zip(v, self._shift_l, self._scale_l)]
-        elif self.with_std:
-            r[self.output_cols[0]] = list(map(mul, v, self._scale_l))
-        elif self.with_mean:
-            r[self.output_cols[0]] = [x - m for x, m in zip(v, self._shift_l)]
-        else:
-            r[self.output_cols[0]] = list(v)
-        return True
-
-    def batch(self, b: Batch) -> np.ndarray:
-        x = b.cols[self.input_cols[0]]
-        if self.with_mean:
-            x = x - self.shift
-        out = x * self.scale if self.scale is not None else x.copy()
-        b.set(self.output_cols[0], out, "vector", b.null_mask(self.input_cols[0]))
-        return _EMPTY
-
-
-class MinMaxScalerModel(_VectorStage):
-    """Rescales each feature to [min, max]; constant features map to (min + max) / 2; NaN stays NaN."""
-
-    spark_class = "org.apache.spark.ml.feature.MinMaxScalerModel"
-    known_params = frozenset({"inputCol", "outputCol", "min", "max"})
-
-    def __init__(self, meta: StageMetadata) -> None:
-        super().__init__(meta)
-        data = reader.read_data(meta.path)[0]
-        lo, hi = reader.vector(data["originalMin"]), reader.vector(data["originalMax"])
-        self.min, self.max = to_double(self.p("min", 0.0)), to_double(self.p("max", 1.0))
-        rng = hi - lo
-        self.orig_min = lo
-        # Spark precomputes scale / range per feature; 0 marks a constant feature.
-        self.scale_arr = np.where(rng != 0, (self.max - self.min) / np.where(rng != 0, rng, 1.0), 0.0)
-        self.constant = (self.max + self.min) / 2
-        self._plan = list(zip(lo.tolist(), self.scale_arr.tolist()))
-        self.fitted_size = len(lo)
-
-    def plan(self, schema: Schema) -> None:
-        self.plan_size(schema, len(self.orig_min))
-
-    def row(self, r: dict[str, Any]) -> bool:
-        v = r[self.input_cols[0]]
-        if v is None:
-            r[self.output_cols[0]] = None
-            return True
-        lo_v, c = self.min, self.constant
-        r[self.output_cols[0]] = [
-            x if x != x else ((x - m) * s + lo_v if s != 0 else c) for x, (m, s) in zip(v, self._plan)
-        ]
-        return True
-
-    def batch(self, b: Batch) -> np.ndarray:
-        x = b.cols[self.input_cols[0]]
-        out = np.where(self.scale_arr != 0, (x - self.orig_min) * self.scale_arr + self.min, self.constant)
-        out = np.where(np.isnan(x), x, out)
-        b.set(self.output_cols[0], out, "vector", b.null_mask(self.input_cols[0]))
-        return _EMPTY
-
-
-# --- predictors ------------------------------------------------------------------------------------------------
+        return EMPTY

@@ -6,143 +6,29 @@ Token columns have the scorer type ``array<string>`` (lists of ``str`` on the ro
 the batch path). As in Spark, a null text or token list makes these stages fail the job (Spark's UDFs throw a
 NullPointerException): the scorer raises :class:`InvalidRecordError` naming the column.
 
-RegexTokenizer patterns are Java regular expressions. :func:`java_regex` accepts the part of Java's syntax that
-Python's ``re`` (with ``re.ASCII``) reads the same way, rewrites ``.`` to Java's meaning, and refuses everything
-else when the model is loaded.
-
-    >>> java_split(java_regex(r"\\s+"), " Hello  world ")
-    ['', 'Hello', 'world']
+RegexTokenizer patterns are Java regular expressions, read by :func:`sparkship.serving.javaregex.java_regex`
+(what Python would read differently is refused when the model is loaded).
 """
 from __future__ import annotations
 
-import re
-from typing import Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import numpy as np
 
 from sparkship.serving import reader
+from sparkship.serving.base import Schema, Stage, UnsupportedModelError, register_stage
 from sparkship.serving.batch import Batch
+from sparkship.serving.javaregex import JAVA_SPACE, java_length, java_regex, java_split
+from sparkship.serving.numeric import EMPTY
 from sparkship.serving.reader import StageMetadata, to_double
 from sparkship.serving.signature import InvalidRecordError
-from sparkship.serving.stages import Schema, Stage, UnsupportedModelError
 
-_EMPTY = np.empty(0, dtype=np.int64)
 TOKENS = "array<string>"
 
-# Java's \s is [ \t\n\x0B\f\r]; Python's str \s is wider (Unicode spaces), so Tokenizer splits on this class.
-_JAVA_SPACE = re.compile(r"[ \t\n\x0b\f\r]")
-# Java's "." excludes these line terminators; Python's excludes only "\n".
-_JAVA_DOT = r"[^\n\r\u0085\u2028\u2029]"
-_SIMPLE_ESCAPES = set("tnrfsSwWdD")
-_QUANTIFIER = re.compile(r"\{\d+(,\d*)?\}")
 
 
-def java_regex(pattern: str) -> re.Pattern[str]:
-    """Compile a Java regex to an equivalent Python pattern, or raise ``ValueError`` naming the construct.
-
-    Accepted: literals, escaped punctuation, ``\\t \\n \\r \\f \\s \\S \\w \\W \\d \\D``, ``\\xhh``, ``\\uhhhh``,
-    character classes without nesting or intersection, ``.``, ``^``, groups ``( )``, ``(?: )``, lookaheads,
-    alternation and greedy or lazy quantifiers. Refused: ``\\b``, ``$``, ``\\p{..}``, ``\\Q..\\E``, back
-    references, inline flags, named groups, possessive quantifiers, lookbehinds and other escapes, whose Java
-    meaning differs from Python's or that Python lacks.
-
-    >>> java_regex(r"[a-z]+").pattern
-    '[a-z]+'
-    >>> java_regex(r"\\p{L}+")
-    Traceback (most recent call last):
-    ...
-    ValueError: Java regex construct '\\p' is not supported
-    """
-    out: list[str] = []
-    i, n, in_class = 0, len(pattern), False
-    while i < n:
-        ch = pattern[i]
-        if ch == "\\":
-            if i + 1 >= n:
-                raise ValueError("a trailing backslash")
-            nxt = pattern[i + 1]
-            if nxt in _SIMPLE_ESCAPES or not nxt.isalnum():
-                out.append(pattern[i:i + 2])
-                i += 2
-                continue
-            if nxt == "x" and re.fullmatch(r"[0-9a-fA-F]{2}", pattern[i + 2:i + 4]):
-                out.append(pattern[i:i + 4])
-                i += 4
-                continue
-            if nxt == "u" and re.fullmatch(r"[0-9a-fA-F]{4}", pattern[i + 2:i + 6]):
-                out.append(pattern[i:i + 6])
-                i += 6
-                continue
-            raise ValueError(f"Java regex construct '\\{nxt}' is not supported")
-        if in_class:
-            if ch == "[" or pattern.startswith("&&", i):
-                raise ValueError("nested character classes and class intersections (&&) are not supported")
-            if ch == "]":
-                in_class = False
-            out.append(ch)
-            i += 1
-            continue
-        if ch == "[":
-            j = i + 2 if pattern.startswith("[^", i) else i + 1
-            if j < n and pattern[j] == "]":
-                raise ValueError("a ']' first in a character class is not supported")
-            in_class = True
-            out.append(pattern[i:j])
-            i = j
-            continue
-        if ch == "$":
-            raise ValueError("Java regex construct '$' (it also matches before a final \\r) is not supported")
-        if ch == ".":
-            out.append(_JAVA_DOT)
-            i += 1
-            continue
-        if ch == "(" and pattern.startswith("(?", i) and not pattern.startswith(("(?:", "(?=", "(?!"), i):
-            raise ValueError(f"Java regex group '{pattern[i:i + 3]}' is not supported")
-        if ch in "*+?}" and i + 1 < n and pattern[i + 1] == "+":
-            raise ValueError("possessive quantifiers are not supported")
-        if ch == "{":
-            m = _QUANTIFIER.match(pattern, i)
-            if not m:
-                raise ValueError("a '{' that does not start a {n,m} quantifier is not supported")
-            out.append(m.group(0))
-            i = m.end()
-            continue
-        out.append(ch)
-        i += 1
-    if in_class:
-        raise ValueError("an unclosed character class")
-    try:
-        return re.compile("".join(out), re.ASCII)
-    except re.error as exc:
-        raise ValueError(f"the pattern does not compile ({exc})") from None
-
-
-def java_split(rx: re.Pattern[str], s: str) -> list[str]:
-    """``String.split(regex)`` as Java does it: no leading empty string for a zero-width match at 0, trailing
-    empty strings removed, and the whole input when nothing matches."""
-    parts: list[str] = []
-    index = 0
-    matched = False
-    for m in rx.finditer(s):
-        if m.start() == 0 and m.end() == 0:
-            continue
-        matched = True
-        parts.append(s[index:m.start()])
-        index = m.end()
-    if not matched:
-        return [s]
-    parts.append(s[index:])
-    while parts and parts[-1] == "":
-        parts.pop()
-    return parts
-
-
-def java_length(s: str) -> int:
-    """``String.length()``: UTF-16 code units (a character outside the BMP counts 2)."""
-    return len(s) if s.isascii() else len(s.encode("utf-16-le")) // 2
-
-
-class _MapStage(Stage):
+class MapStage(Stage):
     """A stage that maps each non-null input value with ``fn``; a null input fails, as Spark's UDF does."""
 
     in_kinds: ClassVar[tuple[str, ...]] = (TOKENS,)
@@ -180,6 +66,7 @@ class _MapStage(Stage):
             if nm is not None:
                 b.fail(nm, c, self._null(c))
             values = b.cols[c]
+            out: np.ndarray
             if self.out_type == "vector":
                 out = np.zeros((b.n, int(self.out_size() or 0)), dtype=np.float64)
                 for i, v in enumerate(values):
@@ -189,10 +76,11 @@ class _MapStage(Stage):
                 for i, v in enumerate(values):
                     out[i] = self.fn(v)
             b.set(o, out, self.out_type)
-        return _EMPTY
+        return EMPTY
 
 
-class Tokenizer(_MapStage):
+@register_stage
+class Tokenizer(MapStage):
     """Lower-cases the text and splits it on single whitespace characters (Java's ``split("\\\\s")``)."""
 
     spark_class = "org.apache.spark.ml.feature.Tokenizer"
@@ -201,10 +89,11 @@ class Tokenizer(_MapStage):
     preferred_input_type = "string"
 
     def fn(self, s: str) -> list[str]:
-        return java_split(_JAVA_SPACE, s.lower())
+        return java_split(JAVA_SPACE, s.lower())
 
 
-class RegexTokenizer(_MapStage):
+@register_stage
+class RegexTokenizer(MapStage):
     """Splits on ``pattern`` (``gaps=True``) or keeps its matches (``gaps=False``); ``toLowercase`` first;
     drops tokens shorter than ``minTokenLength`` (UTF-16 length, as Java counts)."""
 
@@ -238,7 +127,8 @@ class RegexTokenizer(_MapStage):
 _SPECIAL_CASE_LOCALES = ("tr", "az", "lt")
 
 
-class StopWordsRemover(_MapStage):
+@register_stage
+class StopWordsRemover(MapStage):
     """Drops the saved ``stopWords`` from token lists (``caseSensitive``; otherwise compared lower-cased in
     ``locale``, where Turkish, Azeri and Lithuanian rules are refused); single or multi column."""
 
@@ -262,7 +152,8 @@ class StopWordsRemover(_MapStage):
         return [t for t in terms if t is None or t.lower() not in words]
 
 
-class NGram(_MapStage):
+@register_stage
+class NGram(MapStage):
     """Space-joined runs of ``n`` consecutive tokens (none when there are fewer than ``n``)."""
 
     spark_class = "org.apache.spark.ml.feature.NGram"
@@ -277,7 +168,8 @@ class NGram(_MapStage):
         return [" ".join(words[i:i + self.n]) for i in range(len(words) - self.n + 1)]
 
 
-class CountVectorizerModel(_MapStage):
+@register_stage
+class CountVectorizerModel(MapStage):
     """Counts of vocabulary terms; terms under ``minTF`` (a count, or a fraction of the document's tokens when
     below 1) are dropped; ``binary`` makes counts 1."""
 
@@ -310,6 +202,7 @@ class CountVectorizerModel(_MapStage):
         return out
 
 
+@register_stage
 class IDFModel(Stage):
     """Multiplies each term frequency by its fitted inverse document frequency."""
 
@@ -344,10 +237,11 @@ class IDFModel(Stage):
             b.fail(nm, c, "IDFModel got a null vector (Spark's transform fails on it)")
         x = b.cols[c]
         b.set(self.output_cols[0], np.where(x != 0.0, x * self.idf, 0.0), "vector")
-        return _EMPTY
+        return EMPTY
 
 
-class Word2VecModel(_MapStage):
+@register_stage
+class Word2VecModel(MapStage):
     """The mean of the sentence's word vectors: out-of-vocabulary words add nothing but count in the mean;
     an empty sentence gives zeros."""
 

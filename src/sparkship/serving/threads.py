@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 import numpy as np
 
@@ -69,8 +69,8 @@ def split_rows(n: int, work: Callable[[int, int], None], threads: int | None = N
     except BaseException as exc:  # noqa: BLE001  re-raised below, once every block has finished
         errors.append(exc)
     for f in futures:
-        exc = f.exception()
-        if exc is not None:
-            errors.append(exc)
+        failure = f.exception()
+        if failure is not None:
+            errors.append(failure)
     if errors:
         raise errors[0]

@@ -29,8 +29,9 @@ from __future__ import annotations
 import math
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -153,7 +154,8 @@ def _walk_perfect(walk: Walk, xs: np.ndarray) -> np.ndarray:
         s, h = slot[:, live], walk.heap_start[live]
         at = h + s
         slot[:, live] = 2 * s + 2 - (flat[base + walk.heap_feature[at]] <= walk.heap_threshold[at])
-    return slot - ((1 << walk.depth.astype(np.intp)) - 1) + walk.leaf_start
+    leaf: np.ndarray = slot - ((1 << walk.depth.astype(np.intp)) - 1) + walk.leaf_start
+    return leaf
 
 
 def _walk_nodes(walk: Walk, xs: np.ndarray) -> np.ndarray:
@@ -168,7 +170,8 @@ def _walk_nodes(walk: Walk, xs: np.ndarray) -> np.ndarray:
         if walk.categorical:
             go_left = _categorical_numpy(walk, pos, x, go_left)
         pos = np.where(go_left, walk.left[pos], walk.right[pos])
-    return pos
+    leaves: np.ndarray = pos
+    return leaves
 
 
 def _categorical_numpy(walk: Walk, pos: np.ndarray, x: np.ndarray, go_left: np.ndarray) -> np.ndarray:

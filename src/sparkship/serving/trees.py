@@ -12,7 +12,8 @@ All trees of an ensemble share one node numbering (tree t's nodes follow tree t-
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -55,7 +56,7 @@ class Forest:
         self.walk = with_perfect_layout(self._walk(cats, depths))
         self.kernel: TreeKernel = kernel()
 
-    def _row_layout(self, cats: list[frozenset[float]], nc_list: list[int]) -> list[tuple]:
+    def _row_layout(self, cats: list[frozenset[float]], nc_list: list[int]) -> list[tuple[Any, ...]]:
         """Per node (feature, threshold, cats, left, right) as plain Python values (fast scalar indexing); cats:
         None for a continuous split, else (categories, go_left_when_in_set)."""
         row_cats: list[tuple[frozenset[float], bool] | None] = []
@@ -149,7 +150,8 @@ class LeafSum:
             out = np.empty((1, self.values.shape[1]))
             self.forest.kernel.sum_leaves(self.forest.walk, np.asarray(x, dtype=np.float64).reshape(1, -1),
                                           self.values, self.weights, out)
-            return out[0].tolist()
+            sums: list[float] = out[0].tolist()
+            return sums
         values = self._values_l
         acc: list[float] = []
         for t, (leaf, w) in enumerate(zip(self.forest.leaves_row(x), self._weights_l)):

@@ -39,3 +39,11 @@ class CrossValidatorModel(_TuningModel):
 class TrainValidationSplitModel(_TuningModel):
     spark_class = "org.apache.spark.ml.tuning.TrainValidationSplitModel"
     python_class = "pyspark.ml.tuning.TrainValidationSplitModel"
+
+
+# Wrappers scored through a model saved inside them (Spark's and pyspark's writers name them differently).
+WRAPPERS: dict[str, type[_TuningModel]] = {
+    name: cls
+    for cls in (CrossValidatorModel, TrainValidationSplitModel)
+    for name in (cls.spark_class, cls.python_class)
+}
