@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import platform
 import shutil
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from sparkship._version import __version__
 from sparkship.errors import IntegrityError, UsageError
 from sparkship.spark import active_session
-from sparkship.spec import FeatureSpec, ModelSpec, TrainingSpec, parse_spec
+from sparkship.spec import FeatureSpec, ModelSpec, SplitSpec, TrainingSpec, parse_spec
 
 if TYPE_CHECKING:  # pragma: no cover
     from sparkship.config import Settings
@@ -36,8 +37,8 @@ def runtime_versions() -> dict[str, str]:
     return {"spark": spark, "sparkship": __version__, "python": platform.python_version()}
 
 
-def register_staged(settings: "Settings", name: str, staged: str, manifest: dict[str, Any],
-                    run_id: str | None = None) -> "ModelVersion":
+def register_staged(settings: Settings, name: str, staged: str, manifest: dict[str, Any],
+                    run_id: str | None = None) -> ModelVersion:
     """Register the sealed staging folder ``staged`` as the next version of ``name`` (compare-and-set).
 
     The staging folder is removed when the registration fails before any commit call could have used it; after
@@ -80,9 +81,10 @@ def spec_of(manifest: Mapping[str, Any], ref: str) -> TrainingSpec:
 
 def _registered_spec(manifest: Mapping[str, Any], ref: str) -> TrainingSpec:
     task, label = manifest.get("task"), manifest.get("label")
-    if task not in ("classification", "regression"):
-        raise UsageError(f"{ref} is a {task} model: it is evaluated on classification and regression models only")
-    if not label:
+    if task not in ("classification", "regression", "clustering"):
+        raise UsageError(f"{ref} is a {task} model: it is evaluated on classification, regression and clustering "
+                         "models only")
+    if not label and task != "clustering":  # a clustering model is judged on its inputs alone (silhouette)
         raise UsageError(f"{ref} was registered without --label: register it again with the label column to "
                          "evaluate it")
     inputs = [(f["name"], f["type"]) for f in (manifest.get("signature") or {}).get("inputs") or []]
@@ -93,12 +95,20 @@ def _registered_spec(manifest: Mapping[str, Any], ref: str) -> TrainingSpec:
     lineage = manifest.get("training") or {}
     algorithm = str(manifest.get("algorithm"))
     return TrainingSpec(
-        name=str(manifest.get("name")), task=task, table=str(lineage.get("table")), label=label,
+        name=str(manifest.get("name")), task=task, table=str(lineage.get("table")), label=label or "",
         table_version=lineage.get("table_version"),
         features=FeatureSpec(numeric=tuple(n for n, t in inputs if t != "string"),
                              categorical=tuple(n for n, t in inputs if t == "string")),
         model=ModelSpec(algorithm=algorithm, estimator_class=algorithm),
+        split=_split(lineage.get("split")),
     )
+
+
+def _split(raw: Any) -> SplitSpec:
+    """The held-out split a version was trained with: a spec-trained pipeline records it (``training.split``)."""
+    if isinstance(raw, Mapping) and "test_fraction" in raw and "seed" in raw:
+        return SplitSpec(float(raw["test_fraction"]), int(raw["seed"]))
+    return SplitSpec()
 
 
 __all__ = ["register_staged", "runtime_versions", "spec_of"]

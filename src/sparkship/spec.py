@@ -13,8 +13,9 @@ from __future__ import annotations
 import copy
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any
 
 from sparkship.errors import UsageError
 from sparkship.names import validate_name
@@ -30,6 +31,7 @@ __all__ = [
     "ValidationSpec",
     "load_spec",
     "parse_spec",
+    "read_spec_file",
     "parse_table_ref",
     "validate_name",
     "estimator_class",
@@ -200,7 +202,7 @@ class TrainingSpec:
             out["description"] = self.description
         return out
 
-    def with_table(self, table: str, base_dir: str | None = None) -> "TrainingSpec":
+    def with_table(self, table: str, base_dir: str | None = None) -> TrainingSpec:
         """A copy reading another table (``PATH[@V]``; relative paths resolve against ``base_dir`` or the cwd)."""
         path, version = parse_table_ref(table, base_dir=base_dir, key="--table")
         return replace(self, table=path, table_version=version)
@@ -228,7 +230,6 @@ def parse_table_ref(value: str, base_dir: str | None = None, key: str = "table")
     if is_uri(path):
         return path.rstrip("/"), version
     from sparkship.tables.engine import is_table_name
-
     from sparkship.tables.names import canonical, check_table_argument
 
     if is_table_name(path):  # catalog.schema.table: resolved by the catalog, not the file system
@@ -282,7 +283,8 @@ def _parse_model(raw: Any, task: str) -> ModelSpec:
     class_name = ALGORITHMS[algorithm][task]
     if class_name is None:
         other = [a for a, by_task in ALGORITHMS.items() if by_task[task]]
-        raise _key_error("model.algorithm", f"{algorithm!r} cannot be used for task '{task}'; use one of {', '.join(other)}")
+        raise _key_error("model.algorithm",
+                         f"{algorithm!r} cannot be used for task '{task}'; use one of {', '.join(other)}")
     params = raw.get("params") or {}
     _expect(params, dict, "model.params", "a mapping of estimator parameters")
     checked = {str(k): _check_param(class_name, f"model.params.{k}", k, v) for k, v in params.items()}
@@ -331,7 +333,9 @@ def _parse_tuning(raw: Any, model: ModelSpec, task: str) -> TuningSpec | None:
     return TuningSpec(grid, folds, metric, _number(raw, "seed", "tuning.seed", 42, int))
 
 
-def _parse_validation(raw: Any, task: str) -> ValidationSpec:
+def _parse_validation(raw: Any, task: str, known: tuple[str, ...] | None = None) -> ValidationSpec:
+    """``known``: the metrics a threshold may name (default: :data:`METRICS` of ``task``)."""
+    known = known if known is not None else METRICS[task]
     if raw is None:
         return ValidationSpec()
     _expect(raw, dict, "validation", "a mapping with 'thresholds' and/or 'max_regression'")
@@ -341,8 +345,8 @@ def _parse_validation(raw: Any, task: str) -> ValidationSpec:
     _expect(raw_thresholds, dict, "validation.thresholds", "a mapping of metric -> {min: x} / {max: x}")
     for metric, bounds in raw_thresholds.items():
         key = f"validation.thresholds.{metric}"
-        if metric not in METRICS[task]:
-            raise _key_error(key, f"unknown metric for {task}; known: {', '.join(METRICS[task])}")
+        if metric not in known:
+            raise _key_error(key, f"unknown metric for {task}; known: {', '.join(known)}")
         _expect(bounds, dict, key, "a mapping with 'min' and/or 'max'")
         if not bounds:
             raise _key_error(key, "give 'min' and/or 'max'")
@@ -363,6 +367,8 @@ def parse_spec(raw: Mapping[str, Any], base_dir: str | None = None, source: str 
     :class:`~sparkship.errors.UsageError` naming the offending key.
     """
     _expect(raw, dict, "(top level)", "a mapping")
+    if "pipeline" in raw:  # the general form: sparkship.spec_pipeline.parse_any_spec reads both
+        raise _key_error("pipeline", "a spec with 'pipeline' is read by sparkship.spec_pipeline.parse_any_spec")
     _unknown_keys(raw, _TOP_KEYS, "")
     for required in ("name", "task", "table", "label", "features", "model"):
         if raw.get(required) in (None, ""):
@@ -406,6 +412,15 @@ def load_spec(path: str) -> TrainingSpec:
 
     >>> spec = load_spec("specs/churn.yml")                                      # doctest: +SKIP
     """
+    raw, base = read_spec_file(path)
+    try:
+        return parse_spec(raw, base_dir=base, source=os.path.abspath(path))
+    except UsageError as exc:
+        raise UsageError(f"{path}: {exc}") from None
+
+
+def read_spec_file(path: str) -> tuple[Any, str]:
+    """The parsed YAML of the spec file ``path`` (not yet checked) and the folder relative tables resolve in."""
     import yaml
 
     try:
@@ -419,8 +434,4 @@ def load_spec(path: str) -> TrainingSpec:
         raise UsageError(f"spec file {path} is not valid YAML: {exc}") from None
     if raw is None:
         raise UsageError(f"spec file {path} is empty")
-    base = os.path.dirname(os.path.abspath(path))
-    try:
-        return parse_spec(raw, base_dir=base, source=os.path.abspath(path))
-    except UsageError as exc:
-        raise UsageError(f"{path}: {exc}") from None
+    return raw, os.path.dirname(os.path.abspath(path))

@@ -10,15 +10,17 @@ import contextlib
 import io
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from sparkship.bundle.artifacts import WheelInfo, artifact_dist_dirs
 from sparkship.bundle.environments import check_compute, wheels_installed
 from sparkship.bundle.loader import Bundle
 from sparkship.bundle.problems import Problems, did_you_mean, item_label
 from sparkship.errors import UsageError
+from sparkship.spec_pipeline import load_any_spec
 
 SAMPLE_RUN_ID = "123456789"
 SAMPLE_USER = "someone@example.com"
@@ -69,7 +71,8 @@ def _check_override_tasks(bundle: Bundle, problems: Problems, key: str, target: 
     defined = {t.get("task_key") for t in base.config.get("tasks") or [] if isinstance(t, dict)}
     for i, task in enumerate(override.get("tasks") or []):
         if isinstance(task, dict) and task.get("task_key") not in defined:
-            problems.add(_compute_file(bundle, key, target, base.file), f"resources.jobs.{key}.tasks[{item_label(task, i)}]",
+            problems.add(_compute_file(bundle, key, target, base.file),
+                         f"resources.jobs.{key}.tasks[{item_label(task, i)}]",
                          f"target override of task {task.get('task_key')!r}, which {base.file} does not define "
                          f"(its tasks: {', '.join(map(str, defined))})", target)
 
@@ -170,7 +173,8 @@ def _check_entry_point(
     if entry not in wheel.entry_points:
         problems.add(file, f"{where}.python_wheel_task.entry_point",
                      f"entry point {entry!r} is not declared by the built wheel {wheel_file}"
-                     f"{did_you_mean(entry, wheel.entry_points)}; it declares: {', '.join(sorted(wheel.entry_points))}", tgt)
+                     f"{did_you_mean(entry, wheel.entry_points)}; "
+                     f"it declares: {', '.join(sorted(wheel.entry_points))}", tgt)
         return None
     _check_installed(bundle, problems, compute_file, where, job, task, tgt)
     value = wheel.entry_points[entry]
@@ -200,7 +204,7 @@ def _check_installed(bundle: Bundle, problems: Problems, file: str, where: str, 
 
 
 def _parse_parameters(
-    bundle: Bundle, problems: Problems, parser: "CliParser", file: str, where: str, task: dict[str, Any],
+    bundle: Bundle, problems: Problems, parser: CliParser, file: str, where: str, task: dict[str, Any],
     command: list[str], target: str,
 ) -> Any:
     """The task's parameters, as the job would pass them in ``target``, parsed by the ``sparkship`` CLI."""
@@ -227,8 +231,8 @@ def _parse_parameters(
         return None
     args, error = parser.parse([*command, *params])
     if error:
-        problems.add(file, f"{where}.python_wheel_task.parameters", f"{entry} ({shown}) rejects its parameters: {error}",
-                     tgt)
+        problems.add(file, f"{where}.python_wheel_task.parameters",
+                     f"{entry} ({shown}) rejects its parameters: {error}", tgt)
     return args
 
 
@@ -266,9 +270,8 @@ def shipped_specs(bundle: Bundle, job: dict[str, Any], target: str) -> list[tupl
 
 def load_shipped_specs(bundle: Bundle, problems: Problems, file: str, key: str, job: dict[str, Any],
                        target: str) -> list[Any]:
-    """The training specs job ``key`` ships, loaded with :func:`sparkship.spec.load_spec` (problems reported)."""
-    from sparkship.spec import load_spec
-
+    """The training specs job ``key`` ships, either form (:func:`sparkship.spec_pipeline.load_any_spec`; a
+    factory is not imported: the user's package is not installed where the bundle is checked), problems reported."""
     specs = []
     for i, task, local in shipped_specs(bundle, job, target):
         if not local.exists():
@@ -276,7 +279,7 @@ def load_shipped_specs(bundle: Bundle, problems: Problems, file: str, key: str, 
         try:
             if str(local) not in bundle.specs:  # each job of each target ships the same few specs: read each once
                 try:
-                    bundle.specs[str(local)] = load_spec(str(local))
+                    bundle.specs[str(local)] = load_any_spec(str(local), import_factory=False)
                 except UsageError as exc:
                     bundle.specs[str(local)] = exc
             loaded = bundle.specs[str(local)]
