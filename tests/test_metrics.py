@@ -89,8 +89,8 @@ def test_multiclass_metrics_and_class_shares_match_spark(spark):
 
     predictions = _predictions(spark, LogisticRegression(labelCol="y"), 3000, 3)
     got = evaluate_predictions(predictions, "classification", "y", 3)
-    assert set(got.metrics) == {"accuracy", "f1", "logLoss"}
-    for m in ("accuracy", "f1", "logLoss"):
+    assert set(got.metrics) == {"accuracy", "f1", "weightedPrecision", "weightedRecall", "logLoss"}
+    for m in ("accuracy", "f1", "weightedPrecision", "weightedRecall", "logLoss"):
         assert math.isclose(got.metrics[m], evaluator(m, "y").evaluate(predictions), rel_tol=1e-9), m
     # the reference profile's prediction shares, from these counts and from a Spark pass of their own
     assert class_profile(got.predicted) == prediction_profile(predictions, "classification")

@@ -41,10 +41,10 @@ def _rows(n: int, seed: int, age_shift: float = 0.0) -> list[tuple[Any, ...]]:
 def env(spark, tmp_path_factory) -> dict[str, Any]:
     """A random forest on a string label and a linear regression, both trained and registered by sparkship;
     the forest validated, promoted, and used by a real scoring run over shifted data."""
+    from sparkship.policy import Rules
     from sparkship.scoring import score
     from sparkship.spec import parse_spec
     from sparkship.training import register_result, train
-    from sparkship.policy import Rules
     from sparkship.validation import validate
 
     root = tmp_path_factory.mktemp("report")
@@ -84,7 +84,8 @@ def _pngs(page: str) -> list[bytes]:
 
 def test_classification_report_has_every_section_and_real_plots(env, churn_page) -> None:
     page, summary = churn_page
-    assert summary["sections"] == ["model", "metrics", "curves", "importances", "validation", "aliases", "drift"]
+    assert summary["sections"] == ["model", "metrics", "curves", "classes", "importances", "validation", "aliases",
+                                   "drift"]
     for section in summary["sections"]:
         assert f"<section id='{section}'>" in page
     images = _pngs(page)

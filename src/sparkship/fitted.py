@@ -28,7 +28,7 @@ import yaml
 
 from sparkship import artifacts, tables
 from sparkship.errors import NotFoundError, SchemaMismatchError, SparkshipError, UsageError
-from sparkship.metrics import PREDICTION, PROBABILITY, RAW_PREDICTION, evaluate_predictions
+from sparkship.metrics import PREDICTION, PROBABILITY, RAW_PREDICTION, clustering_metrics, evaluate_predictions
 from sparkship.names import validate_name
 from sparkship.profiles import class_profile, compute_profile, prediction_profile
 from sparkship.registering import register_staged, runtime_versions
@@ -48,10 +48,14 @@ log = logging.getLogger(__name__)
 TASKS = ("classification", "regression", "clustering")
 _TASK_MODULES = {"pyspark.ml.classification": "classification", "pyspark.ml.regression": "regression",
                  "pyspark.ml.clustering": "clustering"}
+# Models fitted by xgboost's Spark estimators (the `xgboost` extra), told by class name without importing xgboost.
+_XGBOOST_TASKS = {"SparkXGBClassifierModel": "classification", "SparkXGBRegressorModel": "regression"}
 MLMODEL = "MLmodel"
 _SCALAR_NUMERIC = ("tinyint", "smallint", "int", "bigint", "float", "double")
 # Params naming the columns a stage reads, and those naming the columns it adds.
-_INPUT_PARAMS = ("inputCol", "inputCols", "featuresCol")
+_INPUT_PARAMS = ("inputCol", "inputCols", "featuresCol", "features_cols")
+# Stages whose columns are in an expression (RFormula's featuresCol is what it writes, not what it reads).
+_EXPRESSION_STAGES = ("RFormulaModel", "SQLTransformer")
 _OUTPUT_PARAMS = ("outputCol", "outputCols", "predictionCol", "probabilityCol", "rawPredictionCol", "leafCol",
                   "varianceCol", "topicDistributionCol")
 
@@ -60,7 +64,7 @@ _OUTPUT_PARAMS = ("outputCol", "outputCols", "predictionCol", "probabilityCol", 
 class FittedModel:
     """A fitted model as a PipelineModel, with where it came from (``source``) and what it was (``kind``)."""
 
-    pipeline: "PipelineModel"
+    pipeline: PipelineModel
     source: str
     kind: str
 
@@ -134,7 +138,7 @@ def read_model(path: str) -> FittedModel:
     return FittedModel(as_pipeline(loaded, f"--path {path}"), path, kind or saved.rsplit(".", 1)[-1])
 
 
-def as_pipeline(model: Any, where: str = "the model") -> "PipelineModel":
+def as_pipeline(model: Any, where: str = "the model") -> PipelineModel:
     """``model`` as a PipelineModel: tuning models give their ``bestModel``, a single fitted stage is wrapped.
 
     Raises :class:`UsageError` for an unfitted ``Pipeline`` or estimator, or anything that is not a transformer.
@@ -154,7 +158,7 @@ def as_pipeline(model: Any, where: str = "the model") -> "PipelineModel":
     raise UsageError(f"{where} is a {type(model).__name__}, not a fitted Spark ML model or pipeline")
 
 
-def flat_stages(pipeline: "PipelineModel") -> list["Transformer"]:
+def flat_stages(pipeline: PipelineModel) -> list[Transformer]:
     """The stages in transform order, nested PipelineModels (and tuning models' best models) flattened."""
     from pyspark.ml import PipelineModel
     from pyspark.ml.tuning import CrossValidatorModel, TrainValidationSplitModel
@@ -171,18 +175,35 @@ def flat_stages(pipeline: "PipelineModel") -> list["Transformer"]:
 # --- what the model is -----------------------------------------------------------------------------------------
 
 
-def predictor(stages: list["Transformer"]) -> "Transformer | None":
+def predictor(stages: list[Transformer]) -> Transformer | None:
     """The last classifier, regressor or clustering stage (a pipeline may convert its predictions after it)."""
-    return next((s for s in reversed(stages) if type(s).__module__ in _TASK_MODULES), None)
+    return next((s for s in reversed(stages) if _task_of(s) is not None), None)
 
 
-def infer_task(stages: list["Transformer"], task: str | None) -> str:
+def _task_of(stage: Any) -> str | None:
+    """The task a predictor stage makes (Spark ML's by module, xgboost.spark's by class), None for others."""
+    if type(stage).__module__.startswith("xgboost.spark"):
+        return _XGBOOST_TASKS.get(type(stage).__name__)
+    return _TASK_MODULES.get(type(stage).__module__)
+
+
+def _num_classes(found: Any) -> int:
+    """A classifier's number of classes: ``numClasses``, or an xgboost.spark model's from its booster."""
+    if hasattr(found, "numClasses"):
+        return int(found.numClasses or 0)
+    if not hasattr(found, "get_booster"):
+        return 0  # OneVsRest does not say: measured as multiclass
+    config = json.loads(found.get_booster().save_config())
+    return max(int(config["learner"]["learner_model_param"]["num_class"]), 2)  # 0 for a binary objective
+
+
+def infer_task(stages: list[Transformer], task: str | None) -> str:
     """The task of the model, from its predictor stage; ``task`` must agree with it, or name it where it cannot
     be told. Raises :class:`UsageError` otherwise."""
     if task is not None and task not in TASKS:
         raise UsageError(f"--task {task!r}: expected one of {', '.join(TASKS)}")
     found = predictor(stages)
-    inferred = _TASK_MODULES[type(found).__module__] if found is not None else None
+    inferred = _task_of(found) if found is not None else None
     if inferred is None and task is None:
         last = type(stages[-1]).__name__ if stages else "nothing"
         raise UsageError(f"cannot tell the task of the model: it has no classifier, regressor or clustering stage "
@@ -201,7 +222,7 @@ def _as_list(value: Any) -> list[str]:
     return [] if value is None else [value] if isinstance(value, str) else list(value)
 
 
-def read_columns(stages: list["Transformer"]) -> list[str]:
+def read_columns(stages: list[Transformer]) -> list[str]:
     """Columns the stages read from their input (not produced by an earlier stage), from their column params.
 
     The walk stops at a stage whose columns are in an expression (SQLTransformer, RFormula): :func:`input_columns`
@@ -210,16 +231,18 @@ def read_columns(stages: list["Transformer"]) -> list[str]:
     produced: set[str] = set()
     found: list[str] = []
     for stage in stages:
-        if not any(stage.hasParam(p) for p in _INPUT_PARAMS):
+        if type(stage).__name__ in _EXPRESSION_STAGES or not any(stage.hasParam(p) for p in _INPUT_PARAMS):
             break  # what a SQL statement or a formula reads and adds is not in params: later stages are unknown
         for name in _INPUT_PARAMS:
+            if name == "featuresCol" and _as_list(_param(stage, "features_cols")):
+                continue  # an xgboost.spark model given features_cols reads those scalar columns instead
             found += [c for c in _as_list(_param(stage, name)) if c not in produced and c not in found]
         for name in _OUTPUT_PARAMS:
             produced.update(c for c in _as_list(_param(stage, name)) if c)
     return found
 
 
-def input_columns(stages: list["Transformer"], model_dir: str) -> list[str]:
+def input_columns(stages: list[Transformer], model_dir: str) -> list[str]:
     """The model's input columns: the JVM-free reader's reading of the saved stages (which knows SQL and formulas),
     else :func:`read_columns`."""
     from sparkship.serving.pipeline import derive_signature, load_stages
@@ -255,7 +278,7 @@ class _Columns:
     features: str | None
 
 
-def _columns(found: Any, transformed: "DataFrame") -> _Columns:
+def _columns(found: Any, transformed: DataFrame) -> _Columns:
     names = set(transformed.columns)
 
     def col(param: str, default: str | None) -> str | None:
@@ -269,30 +292,22 @@ def _columns(found: Any, transformed: "DataFrame") -> _Columns:
                     col("featuresCol", None))
 
 
-def _classification_metrics(predictions: "DataFrame", label: str, cols: _Columns,
+def _classification_metrics(predictions: DataFrame, label: str, cols: _Columns,
                             num_classes: int) -> tuple[dict[str, float], dict[float, int] | None]:
-    """Binary: the metrics training reports (areas, accuracy, f1, logLoss); multiclass: accuracy, f1,
-    weightedPrecision, weightedRecall and logLoss, by Spark's evaluator. Also rows per predicted class, or None."""
-    from pyspark.ml.evaluation import MulticlassClassificationEvaluator
-
-    if num_classes == 2 and cols.probability and cols.raw:
-        evaluation = evaluate_predictions(predictions, "classification", label, 2)
-        return evaluation.metrics, evaluation.predicted
-    names = ["accuracy", "f1", "weightedPrecision", "weightedRecall"] + (["logLoss"] if cols.probability else [])
-    ev = MulticlassClassificationEvaluator(labelCol=label, predictionCol=PREDICTION, probabilityCol=PROBABILITY)
-    return {m: float(ev.setMetricName(m).evaluate(predictions)) for m in names}, None
+    """The metrics training reports (:func:`~sparkship.metrics.metric_names`: binary with a raw prediction adds
+    the areas, multiclass the weighted precision and recall, logLoss where there are probabilities), and rows per
+    predicted class. A classifier that does not say its number of classes (OneVsRest) is measured as multiclass."""
+    evaluation = evaluate_predictions(predictions, "classification", label, num_classes if cols.raw else 0)
+    return evaluation.metrics, evaluation.predicted
 
 
-def _metrics(predictions: "DataFrame", task: str, label: str | None, cols: _Columns,
+def _metrics(predictions: DataFrame, task: str, label: str | None, cols: _Columns,
              num_classes: int) -> tuple[dict[str, float], dict[float, int] | None]:
     """The model's metrics on ``predictions`` (its output renamed to the standard column names)."""
-    from pyspark.ml.evaluation import ClusteringEvaluator
-
     if task == "clustering":
         if cols.features is None:
             return {}, None
-        ev = ClusteringEvaluator(featuresCol=cols.features, predictionCol=PREDICTION, metricName="silhouette")
-        return {"silhouette": float(ev.evaluate(predictions))}, None
+        return clustering_metrics(predictions, cols.features), None
     if label is None:
         return {}, None
     if task == "regression":
@@ -300,7 +315,7 @@ def _metrics(predictions: "DataFrame", task: str, label: str | None, cols: _Colu
     return _classification_metrics(predictions, label, cols, num_classes)
 
 
-def _predictions(transformed: "DataFrame", label: str | None, cols: _Columns) -> "DataFrame":
+def _predictions(transformed: DataFrame, label: str | None, cols: _Columns) -> DataFrame:
     """The rows with a label (all rows without one), the predictor's outputs under the standard names."""
     from pyspark.sql import functions as F
 
@@ -314,12 +329,12 @@ def _predictions(transformed: "DataFrame", label: str | None, cols: _Columns) ->
     return labelled.select(F.col(f"`{label}`").cast("double").alias(label), *keep)
 
 
-def measure(pipeline: "PipelineModel", data: "DataFrame", task: str, label: str | None,
+def measure(pipeline: PipelineModel, data: DataFrame, task: str, label: str | None,
             inputs: list[dict[str, str]]) -> tuple[dict[str, float], dict[str, Any], int]:
     """Metrics, the reference profile (inputs and predictions, as training computes it) and the rows measured."""
     stages = flat_stages(pipeline)
     found = predictor(stages)
-    num_classes = int(getattr(found, "numClasses", 0) or 0) if task == "classification" else 0
+    num_classes = _num_classes(found) if task == "classification" and found is not None else 0
     transformed = pipeline.transform(data)
     cols = _columns(found, transformed)
     predictions = cached(_predictions(transformed, label, cols))
@@ -339,7 +354,7 @@ def measure(pipeline: "PipelineModel", data: "DataFrame", task: str, label: str 
 # --- registering -----------------------------------------------------------------------------------------------
 
 
-def _pin(spark: "SparkSession", table: str) -> tuple[str, int]:
+def _pin(spark: SparkSession, table: str) -> tuple[str, int]:
     path, version = parse_table_ref(table, key="--table")
     latest = tables.version(spark, path)
     if latest is None:
@@ -349,25 +364,83 @@ def _pin(spark: "SparkSession", table: str) -> tuple[str, int]:
     return path, latest if version is None else version
 
 
-def _check_label(types: dict[str, str], label: str | None, task: str, where: str) -> None:
+@dataclass(frozen=True)
+class LabelClasses:
+    """A string label as the model's own StringIndexer indexes it: ``labels[i]`` is class ``i``; ``indexed`` is
+    the column that stage writes (what the classifier was fitted on and the metrics compare with)."""
+
+    labels: list[str]
+    indexed: str
+
+
+def label_classes(stages: list[Transformer], label: str) -> LabelClasses | None:
+    """The classes of the first StringIndexer among ``stages`` that reads ``label`` (None when none does).
+
+        >>> indexer = StringIndexerModel.from_labels(["no", "yes"], inputCol="churn",
+        ...                                          outputCol="churn_idx")             # doctest: +SKIP
+        >>> label_classes([indexer], "churn")                                           # doctest: +SKIP
+        LabelClasses(labels=['no', 'yes'], indexed='churn_idx')
+    """
+    from pyspark.ml.feature import StringIndexerModel
+
+    for stage in stages:
+        if not isinstance(stage, StringIndexerModel):
+            continue
+        inputs = _as_list(_param(stage, "inputCol")) or _as_list(_param(stage, "inputCols"))
+        outputs = _as_list(_param(stage, "outputCol")) or _as_list(_param(stage, "outputCols"))
+        if label in inputs and len(outputs) == len(inputs):
+            at = inputs.index(label)
+            return LabelClasses([str(v) for v in stage.labelsArray[at]], outputs[at])
+    return None
+
+
+def without_label_indexer(pipeline: PipelineModel, label: str) -> PipelineModel:
+    """``pipeline`` less the StringIndexer stages that read ``label`` alone, nested pipelines included: a
+    training-time stage (trained models index their label outside the pipeline too), which would otherwise make
+    the label an input of scoring. The manifest's ``labels`` keep its classes."""
+    from pyspark.ml import PipelineModel
+    from pyspark.ml.feature import StringIndexerModel
+
+    kept = []
+    for stage in pipeline.stages:
+        if isinstance(stage, StringIndexerModel) and _as_list(_param(stage, "inputCol")) == [label]:
+            continue
+        kept.append(without_label_indexer(stage, label) if isinstance(stage, PipelineModel) else stage)
+    return PipelineModel(kept)
+
+
+def _check_label(types: dict[str, str], label: str | None, task: str, where: str,
+                 stages: list[Transformer]) -> LabelClasses | None:
+    """Refuse a label the model cannot be measured against; the classes of a string label (None otherwise)."""
     if label is None:
-        return
+        return None
     if label not in types:
         raise SchemaMismatchError(f"{where} has no label column '{label}'; its columns are {sorted(types)}")
+    if types[label] == "string" and task == "classification":
+        found = label_classes(stages, label)
+        if found is None:
+            raise SchemaMismatchError(
+                f"label column '{label}' of {where} holds strings and no StringIndexer of the model indexes it: "
+                f"fit the pipeline with StringIndexer(inputCol='{label}') feeding the classifier's labelCol, or "
+                "register with a numeric (class index) label")
+        return found
     if not (types[label] in _SCALAR_NUMERIC or types[label].startswith("decimal") or types[label] == "boolean"):
         raise SchemaMismatchError(
             f"label column '{label}' of {where} is {types[label]}: a {task} model is measured against a numeric "
-            "label (the class index for a classifier)")
+            "label (the class index for a classifier; a string label needs the model's own StringIndexer)")
+    return None
 
 
-def signature(types: dict[str, str], columns: list[str], task: str, where: str) -> dict[str, list[dict[str, str]]]:
-    """The manifest's signature: the input columns typed by the table, and the outputs scoring writes."""
+def signature(types: dict[str, str], columns: list[str], task: str, where: str,
+              probability: bool = True) -> dict[str, list[dict[str, str]]]:
+    """The manifest's signature: the input columns typed by the table, and the outputs scoring writes (a
+    classifier's probability only where it has one: LinearSVC and OneVsRest have none)."""
     missing = [c for c in columns if c not in types]
     if missing:
         raise SchemaMismatchError(f"{where} lacks column(s) {', '.join(missing)} that the model reads; its columns "
                                   f"are {', '.join(sorted(types))}")
     outputs = [{"name": PREDICTION, "type": "double"}]
-    if task == "classification":
+    if task == "classification" and probability:
         outputs.append({"name": PROBABILITY, "type": "array<double>"})
     return {"inputs": [{"name": c, "type": types[c]} for c in columns], "outputs": outputs}
 
@@ -395,8 +468,8 @@ def manifest(name: str, model: FittedModel, task: str, label: str | None, lineag
     }
 
 
-def register_fitted(spark: "SparkSession", settings: "Settings", model: Any, name: str, *, table: str,
-                    label: str | None = None, task: str | None = None, run_id: str | None = None) -> "ModelVersion":
+def register_fitted(spark: SparkSession, settings: Settings, model: Any, name: str, *, table: str,
+                    label: str | None = None, task: str | None = None, run_id: str | None = None) -> ModelVersion:
     """Register ``model`` (a fitted model object, or the folder of a saved one) as the next version of ``name``.
 
     Everything is checked before anything is written: the model, the task (``task`` may only confirm the
@@ -414,18 +487,26 @@ def register_fitted(spark: "SparkSession", settings: "Settings", model: Any, nam
     where = f"table {path}@{version}"
     data = tables.read(spark, path, version=version)
     types = {f.name: f.dataType.simpleString() for f in data.schema.fields}
-    _check_label(types, label, task, where)
-    signature(types, read_columns(stages), task, where)  # refused before anything is written
-    staged = artifacts.save_staged(fitted.pipeline, settings.models_root)
+    classes = _check_label(types, label, task, where, stages)
+    # A StringIndexer on the label is a training-time stage: Spark skips it when scoring rows without the label.
+    skip = {label} if classes is not None else set()
+    found = predictor(stages)
+    probability = found is not None and found.hasParam("probabilityCol")
+    # refused before anything is written
+    signature(types, [c for c in read_columns(stages) if c not in skip], task, where, probability)
+    saved = without_label_indexer(fitted.pipeline, str(label)) if classes is not None else fitted.pipeline
+    staged = artifacts.save_staged(saved, settings.models_root)
     try:
         model_dir = os.path.join(staged, artifacts.MODEL_DIR)
-        sig = signature(types, input_columns(stages, model_dir), task, where)
+        sig = signature(types, [c for c in input_columns(stages, model_dir) if c not in skip], task, where,
+                        probability)
         unservable = servability(model_dir, sig["inputs"])
         if unservable:
             log.warning("%s registers, but the JVM-free scorer cannot serve it: %s", name, unservable)
-        measured = measure(fitted.pipeline, data, task, label, sig["inputs"])
+        measured = measure(fitted.pipeline, data, task, classes.indexed if classes else label, sig["inputs"])
         lineage = {"table": path, "table_version": version, "run_id": run_id}
         full = manifest(name, fitted, task, label, lineage, measured, sig, unservable)
+        full["labels"] = classes.labels if classes else None
         artifacts.seal(staged, full)
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
@@ -433,5 +514,6 @@ def register_fitted(spark: "SparkSession", settings: "Settings", model: Any, nam
     return register_staged(settings, name, staged, full, run_id=run_id)
 
 
-__all__ = ["FittedModel", "TASKS", "as_pipeline", "flat_stages", "infer_task", "input_columns", "measure",
-           "predictor", "read_columns", "read_model", "register_fitted", "saved_model", "servability", "signature"]
+__all__ = ["FittedModel", "LabelClasses", "TASKS", "as_pipeline", "flat_stages", "infer_task", "input_columns",
+           "label_classes", "measure", "predictor", "read_columns", "read_model", "register_fitted", "saved_model",
+           "servability", "signature", "without_label_indexer"]

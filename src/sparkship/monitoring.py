@@ -16,9 +16,10 @@ import logging
 import math
 import re
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from sparkship import tables
 from sparkship.errors import ConcurrentWriteError, NotFoundError, SchemaMismatchError, UsageError
@@ -140,7 +141,7 @@ def reference_columns(reference: Mapping[str, Any], task: str | None = None) -> 
     return out
 
 
-def _bin_columns(m: Monitored, column: str) -> tuple["Column", "Column", "Column"]:
+def _bin_columns(m: Monitored, column: str) -> tuple[Column, Column, Column]:
     """(bin label or null when missing, value for mean/min/max, missing flag) of one monitored column."""
     from pyspark.sql import functions as F
 
@@ -168,12 +169,12 @@ class Metrics:
     drift: list[dict[str, Any]]
     monitored: list[Monitored]
 
-    def dataframes(self, spark: "SparkSession") -> tuple["DataFrame", "DataFrame"]:
+    def dataframes(self, spark: SparkSession) -> tuple[DataFrame, DataFrame]:
         """(profile, drift) as DataFrames with the declared schemas, ready to write."""
         return (spark.createDataFrame(self.profile, PROFILE_SCHEMA), spark.createDataFrame(self.drift, DRIFT_SCHEMA))
 
 
-def bin_counts(scores: "DataFrame", monitored: Sequence[Monitored], window: str = DEFAULT_WINDOW) -> "DataFrame":
+def bin_counts(scores: DataFrame, monitored: Sequence[Monitored], window: str = DEFAULT_WINDOW) -> DataFrame:
     """Rows per (model, version, window, feature, bin) with ``n``, and ``s``/``lo``/``hi`` of numeric values.
 
     The one pass over the scored rows: each row is exploded into one cell per monitored column and grouped;
@@ -206,7 +207,7 @@ def bin_counts(scores: "DataFrame", monitored: Sequence[Monitored], window: str 
 
 
 def compute_metrics(
-    scores: "DataFrame",
+    scores: DataFrame,
     monitored: Sequence[Monitored],
     *,
     window: str = DEFAULT_WINDOW,
@@ -267,7 +268,7 @@ def compute_metrics(
 
 
 def prepare_scores(
-    spark: "SparkSession",
+    spark: SparkSession,
     path: str,
     version: int | None,
     model_name: str,
@@ -275,7 +276,7 @@ def prepare_scores(
     reference: Mapping[str, Any],
     task: str | None = None,
     features_table: str | None = None,
-) -> tuple["DataFrame", list[Monitored], list[str]]:
+) -> tuple[DataFrame, list[Monitored], list[str]]:
     """The scores of one model version (joined with ``features_table`` if given), what to monitor, and notes."""
     from pyspark.sql import functions as F
 
@@ -325,7 +326,7 @@ def prepare_scores(
 # --- writing ---------------------------------------------------------------------------------------------------
 
 
-def replace_windows(df: "DataFrame", path: str) -> int:
+def replace_windows(df: DataFrame, path: str) -> int:
     """Write ``df`` into ``path`` in one commit, replacing the rows of the same (model, version, window).
 
     ``tables.write(replace_partitions=...)`` replaces one partition value per commit; a run covers many
@@ -383,8 +384,8 @@ def _iso(value: Any) -> Any:
 
 
 def monitor(
-    spark: "SparkSession",
-    registry: "Registry",
+    spark: SparkSession,
+    registry: Registry,
     ref: str,
     scores: str,
     *,

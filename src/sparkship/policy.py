@@ -22,19 +22,21 @@ import os
 import random
 import re
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import pyarrow as pa
 
 from sparkship.config import Settings
 from sparkship.errors import ConcurrentWriteError, SparkshipError, UsageError
+from sparkship.metrics import SILHOUETTE, WEIGHTED
 from sparkship.names import validate_name
 from sparkship.spec import METRICS
 from sparkship.tables import metadata
 
-__all__ = ["NoPolicyError", "Policy", "Rules", "current", "history", "parse_rules", "policies_path",
+__all__ = ["GATE_METRICS", "NoPolicyError", "Policy", "Rules", "current", "history", "parse_rules", "policies_path",
            "rules_from_options", "set_policy"]
 
 TABLE = "policies"
@@ -50,7 +52,11 @@ SCHEMA = pa.schema([
     ("reason", pa.string()),
     ("run_id", pa.string()),
 ])
-ALL_METRICS = tuple(dict.fromkeys(m for task in METRICS.values() for m in task))
+# What a gate can bound per task: the spec's metrics, multiclass's weighted ones and clustering's silhouette.
+_EXTRA = {"classification": WEIGHTED, "clustering": (SILHOUETTE,)}
+GATE_METRICS: dict[str, tuple[str, ...]] = {
+    task: tuple(dict.fromkeys([*METRICS.get(task, ()), *_EXTRA.get(task, ())])) for task in [*METRICS, *_EXTRA]}
+ALL_METRICS = tuple(dict.fromkeys(m for task in GATE_METRICS.values() for m in task))
 MAX_ATTEMPTS = 100
 # ASCII digits only: float() also reads other scripts' digits ("٣"), which a policy must not.
 _NUMBER = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
@@ -194,10 +200,10 @@ def rules_from_options(mins: Iterable[str], maxes: Iterable[str], max_regression
 
 def check_task(rules: Rules, task: str, what: str, remedy: str) -> None:
     """Refuse rules that bound a metric a ``task`` model does not report (before any Spark job)."""
-    foreign = [m for m in rules.thresholds if m not in METRICS.get(task, ())]
+    foreign = [m for m in rules.thresholds if m not in GATE_METRICS.get(task, ())]
     if foreign:
         raise UsageError(f"{what} bounds {', '.join(foreign)}, which a {task} model does not report "
-                         f"({', '.join(METRICS.get(task, ()))}): {remedy}")
+                         f"({', '.join(GATE_METRICS.get(task, ()))}): {remedy}")
 
 
 # --- the table ----------------------------------------------------------------------------------------------

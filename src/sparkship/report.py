@@ -17,9 +17,10 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from sparkship import tables
 from sparkship.errors import NotFoundError, UsageError
@@ -48,34 +49,63 @@ _SUFFIXES = ("__imputed", "__ohe", "__idx")
 class Evaluation:
     """The model's predictions on the evaluation data, and what that data is."""
 
-    predictions: "DataFrame"
-    label_col: str
+    predictions: DataFrame
+    label_col: str  # "" for a clustering model
     description: str
     metrics: dict[str, float]
+    prediction_col: str = "prediction"
 
 
-def held_out_rows(spark: "SparkSession", spec: "TrainingSpec", version: int, labels: Sequence[str] | None) -> "DataFrame":
+def held_out_rows(spark: SparkSession, spec: TrainingSpec, version: int,
+                  labels: Sequence[str] | None) -> DataFrame:
     """The test split training made of ``spec.table`` at ``version`` (same rows, same columns, same seed)."""
     from sparkship import training
 
     return training.held_out_rows(spark, spec, version, labels)
 
 
-def evaluation(
-    spark: "SparkSession", model: "PipelineModel", manifest: dict[str, Any], table: str | None = None
-) -> Evaluation:
-    """Predictions and metrics on the training snapshot's test split, or on every labelled row of ``table``."""
-    from sparkship import training
-    from sparkship.registering import spec_of
+def _pinned(spark: SparkSession, table: str) -> tuple[str, int]:
     from sparkship.spec import parse_table_ref
 
+    path, version = parse_table_ref(table, key="--table")
+    if not tables.exists(spark, path):
+        raise NotFoundError(f"no Delta table at {path}")
+    return path, version if version is not None else int(tables.version(spark, path) or 0)
+
+
+def clustering_evaluation(spark: SparkSession, model: PipelineModel, manifest: dict[str, Any],
+                          table: str | None = None) -> Evaluation:
+    """A clustering model's clusters and silhouette on every row of ``table``, else of the table and version it
+    was registered with (a clustering model has no held-out split: it was fitted without a label)."""
+    from sparkship.fitted import flat_stages, predictor
+    from sparkship.metrics import clustering_metrics
+
+    lineage = manifest.get("training") or {}
+    if table is None and (lineage.get("table") is None or lineage.get("table_version") is None):
+        raise UsageError("the manifest records no table and version: pass --table PATH[@V]")
+    path, version = _pinned(spark, table) if table is not None else (lineage["table"], int(lineage["table_version"]))
+    found = predictor(flat_stages(model))
+    if found is None:
+        raise UsageError(f"{manifest.get('name')} has no clustering stage to report on")
+    predictions = cached(model.transform(tables.read(spark, path, version=version)))
+    metrics = clustering_metrics(predictions, found.getFeaturesCol(), found.getPredictionCol())
+    return Evaluation(predictions, "", f"every row of {path}@{version}", metrics, found.getPredictionCol())
+
+
+def evaluation(
+    spark: SparkSession, model: PipelineModel, manifest: dict[str, Any], table: str | None = None
+) -> Evaluation:
+    """Predictions and metrics on the training snapshot's test split, or on every labelled row of ``table``
+    (a clustering model: :func:`clustering_evaluation`)."""
+    from sparkship import training
+    from sparkship.registering import spec_of
+
+    if manifest.get("task") == "clustering":
+        return clustering_evaluation(spark, model, manifest, table)
     spec = spec_of(manifest, str(manifest.get("name")))
     labels = manifest.get("labels")
     if table is not None:
-        path, version = parse_table_ref(table, key="--table")
-        if not tables.exists(spark, path):
-            raise NotFoundError(f"no Delta table at {path}")
-        version = version if version is not None else tables.version(spark, path)
+        path, version = _pinned(spark, table)
         spec = spec.with_table(f"{path}@{version}")
         raw = tables.read(spark, path, version=version)
         data, label_is_string = training.labelled_rows(raw, spec, labels, f"table {path}@{version}")
@@ -102,13 +132,13 @@ def evaluation(
 # --- plots -----------------------------------------------------------------------------------------------------
 
 
-def _figure(width: float = 6.4, height: float = 4.0) -> "Figure":
+def _figure(width: float = 6.4, height: float = 4.0) -> Figure:
     from matplotlib.figure import Figure  # no pyplot: no global state, the Agg canvas by default
 
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
-def png_data_uri(fig: "Figure") -> str:
+def png_data_uri(fig: Figure) -> str:
     """The figure as a ``data:image/png;base64,...`` URI."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -177,6 +207,74 @@ def _confusion_plot(ev: Evaluation, labels: Sequence[str] | None) -> tuple[str, 
     return "Confusion matrix", png_data_uri(fig)
 
 
+def _counts(ev: Evaluation, column: str) -> dict[float, int]:
+    from pyspark.sql import functions as F
+
+    rows = ev.predictions.groupBy(F.col(f"`{column}`").alias("v")).count().collect()
+    return {float(r["v"]): int(r["count"]) for r in rows if r["v"] is not None}
+
+
+def _share_rows(counts: dict[float, int], names: Sequence[str] | None, key: str) -> list[dict[str, Any]]:
+    total = max(sum(counts.values()), 1)
+    return [{key: names[int(v)] if names and 0 <= int(v) < len(names) else f"{v:g}", "rows": n, "share": n / total}
+            for v, n in sorted(counts.items())]
+
+
+def _class_distribution(ev: Evaluation, labels: Sequence[str] | None) -> Section:
+    """Rows per class, actual and predicted, on the evaluation data."""
+    actual, predicted = _counts(ev, ev.label_col), _counts(ev, ev.prediction_col)
+    rows = [{"class": labels[int(v)] if labels and 0 <= int(v) < len(labels) else f"{v:g}",
+             "actual rows": actual.get(v, 0), "predicted rows": predicted.get(v, 0)}
+            for v in sorted({*actual, *predicted})]
+    return Section("classes", "Class distribution", [_table(rows, ["class", "actual rows", "predicted rows"])])
+
+
+def _cluster_section(ev: Evaluation) -> Section:
+    """Rows per cluster (a bar plot and a table) and the silhouette."""
+    rows = _share_rows(_counts(ev, ev.prediction_col), None, "cluster")
+    fig = _figure(6.4, 3.2)
+    ax = fig.add_subplot()
+    ax.bar([r["cluster"] for r in rows], [r["rows"] for r in rows], color="#1f77b4")
+    ax.set(xlabel="cluster", ylabel="rows", title=f"Cluster sizes (silhouette {ev.metrics.get('silhouette', 0):.3f})")
+    return Section("clusters", "Cluster sizes", [_images([("Cluster sizes", png_data_uri(fig))]),
+                                                 _table(rows, ["cluster", "rows", "share"])])
+
+
+def _evaluation_sections(model: PipelineModel, manifest: dict[str, Any], ev: Evaluation) -> list[Section]:
+    """Metrics, then per task: curves and class distribution, cluster sizes, or residuals; then importances."""
+    from sparkship.fitted import flat_stages, predictor
+
+    recorded = manifest.get("metrics") or {}
+    names = list(dict.fromkeys([*recorded, *ev.metrics]))
+    sections = [Section("metrics", "Metrics", [
+        f"<p>Recomputed on the {html.escape(ev.description)}.</p>",
+        _table([{"metric": n, "recorded at training": recorded.get(n), "recomputed": ev.metrics.get(n)}
+                for n in names], ["metric", "recorded at training", "recomputed"]),
+    ])]
+    task, labels = manifest.get("task"), manifest.get("labels")
+    if task == "classification":
+        found = predictor(flat_stages(model))
+        images = []
+        if int(getattr(found, "numClasses", 0) or 0) == 2 and "probability" in ev.predictions.columns:
+            images += _curve_plots(ev)
+        images.append(_confusion_plot(ev, labels))
+        sections += [Section("curves", "ROC and precision-recall curves", [_images(images)]),
+                     _class_distribution(ev, labels)]
+    elif task == "clustering":
+        sections.append(_cluster_section(ev))
+    else:
+        sections.append(Section("residuals", "Residuals", [_images(_residual_plots(ev))]))
+    found_importances = importances(model, ev.predictions)
+    if found_importances is not None:
+        kind, pairs = found_importances
+        top = sorted(pairs, key=lambda p: abs(p[1]), reverse=True)[:TOP_FEATURES]
+        sections.append(Section("importances", f"Feature {kind}s", [
+            _images([_importance_plot(kind, pairs)]),
+            _table([{"feature": n, kind: v} for n, v in top], ["feature", kind]),
+        ]))
+    return sections
+
+
 def _residual_plots(ev: Evaluation) -> list[tuple[str, str]]:
     from pyspark.sql import functions as F
 
@@ -201,7 +299,7 @@ def _residual_plots(ev: Evaluation) -> list[tuple[str, str]]:
 # --- importances -----------------------------------------------------------------------------------------------
 
 
-def feature_names(model: "PipelineModel", predictions: "DataFrame") -> list[str]:
+def feature_names(model: PipelineModel, predictions: DataFrame) -> list[str]:
     """Names of the assembled vector's slots, as input features (``age``, ``plan=pro``).
 
     Spark's ML attributes on the VectorAssembler's output say which input column (and which one-hot category)
@@ -236,16 +334,17 @@ def feature_names(model: "PipelineModel", predictions: "DataFrame") -> list[str]
     return names or [f"f{i}" for i in range(int(attrs.get("num_attrs", 0)))]
 
 
-def importances(model: "PipelineModel", predictions: "DataFrame") -> tuple[str, list[tuple[str, float]]] | None:
+def importances(model: PipelineModel, predictions: DataFrame) -> tuple[str, list[tuple[str, float]]] | None:
     """``("importance" | "coefficient", [(feature, value), ...])`` of the final stage, or None."""
     estimator = model.stages[-1]
     if hasattr(estimator, "featureImportances"):
         kind, values = "importance", list(estimator.featureImportances.toArray())
-    elif hasattr(estimator, "coefficients") and not getattr(estimator, "isMultinomial", False):
-        kind, values = "coefficient", list(estimator.coefficients.toArray())
-    elif hasattr(estimator, "coefficientMatrix"):
+    # The matrix first: hasattr reads a multinomial model's coefficients, which raises a Spark error there
+    elif hasattr(estimator, "coefficientMatrix") and estimator.coefficientMatrix.numRows > 1:
         matrix = estimator.coefficientMatrix.toArray()
         kind, values = "coefficient (largest |class coefficient|)", list(abs(matrix).max(axis=0))
+    elif hasattr(estimator, "coefficients"):
+        kind, values = "coefficient", list(estimator.coefficients.toArray())
     else:
         return None
     names = feature_names(model, predictions)
@@ -267,7 +366,7 @@ def _importance_plot(kind: str, pairs: list[tuple[str, float]]) -> tuple[str, st
 
 
 def drift_rows(
-    spark: "SparkSession", registry: "Registry", mv: "ModelVersion", scores: str, window: str, threshold: float
+    spark: SparkSession, registry: Registry, mv: ModelVersion, scores: str, window: str, threshold: float
 ) -> tuple[list[dict[str, Any]], str]:
     """Drift rows of ``mv`` from ``<scores>_drift_metrics`` if it exists, else computed now (nothing written)."""
     from pyspark.sql import functions as F
@@ -401,8 +500,8 @@ def render(title: str, subtitle: str, sections: Sequence[Section]) -> str:
 
 
 def build_report(
-    spark: "SparkSession",
-    registry: "Registry",
+    spark: SparkSession,
+    registry: Registry,
     ref: str,
     *,
     scores: str | None = None,
@@ -428,29 +527,7 @@ def build_report(
     ev = evaluation(spark, model, manifest, table)
     try:
         log.info("evaluated %s on %s (%.1f s)", mv.ref, ev.description, time.perf_counter() - started)
-        recorded = manifest.get("metrics") or {}
-        names = list(dict.fromkeys([*recorded, *ev.metrics]))
-        sections.append(Section("metrics", "Metrics", [
-            f"<p>Recomputed on the {html.escape(ev.description)}.</p>",
-            _table([{"metric": n, "recorded at training": recorded.get(n), "recomputed": ev.metrics.get(n)}
-                    for n in names], ["metric", "recorded at training", "recomputed"]),
-        ]))
-        if task == "classification":
-            images = []
-            if int(getattr(model.stages[-1], "numClasses", 2)) == 2:
-                images += _curve_plots(ev)
-            images.append(_confusion_plot(ev, manifest.get("labels")))
-            sections.append(Section("curves", "ROC and precision-recall curves", [_images(images)]))
-        else:
-            sections.append(Section("residuals", "Residuals", [_images(_residual_plots(ev))]))
-        found = importances(model, ev.predictions)
-        if found is not None:
-            kind, pairs = found
-            top = sorted(pairs, key=lambda p: abs(p[1]), reverse=True)[:TOP_FEATURES]
-            sections.append(Section("importances", f"Feature {kind}s", [
-                _images([_importance_plot(kind, pairs)]),
-                _table([{"feature": n, kind: v} for n, v in top], ["feature", kind]),
-            ]))
+        sections += _evaluation_sections(model, manifest, ev)
     finally:
         uncached(ev.predictions)
 
@@ -483,8 +560,8 @@ def build_report(
 
 
 def write_report(
-    spark: "SparkSession",
-    registry: "Registry",
+    spark: SparkSession,
+    registry: Registry,
     ref: str,
     out: str,
     *,

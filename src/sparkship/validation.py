@@ -16,18 +16,22 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from sparkship import artifacts, policy, tables
 from sparkship.config import Settings
 from sparkship.errors import NotFoundError, SchemaMismatchError, SparkshipError, UsageError
-from sparkship.registry import ModelVersion, Registry
+from sparkship.fitted import flat_stages, predictor
+from sparkship.metrics import SILHOUETTE, clustering_metrics
 from sparkship.registering import spec_of
-from sparkship.spec import SMALLER_IS_BETTER, TrainingSpec, ValidationSpec, parse_table_ref
+from sparkship.registry import ModelVersion, Registry
 from sparkship.spark import cached, uncached
+from sparkship.spec import SMALLER_IS_BETTER, TrainingSpec, ValidationSpec, parse_table_ref
 
 if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.ml import PipelineModel
     from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
@@ -98,9 +102,16 @@ def _finite(metrics: Mapping[str, float]) -> dict[str, float | None]:
 
 
 def primary_metric(task: str, metrics: Mapping[str, Any]) -> str:
-    """The metric ``max_regression`` guards when no thresholds are set (the tuning default, too)."""
+    """The metric ``max_regression`` guards when no thresholds are set (the tuning default, too): rmse, the
+    silhouette, areaUnderROC for a binary classifier, else f1.
+
+        >>> primary_metric("clustering", {"silhouette": 0.6}), primary_metric("classification", {"f1": 0.8})
+        ('silhouette', 'f1')
+    """
     if task == "regression":
         return "rmse"
+    if task == "clustering":
+        return SILHOUETTE
     return "areaUnderROC" if "areaUnderROC" in metrics else "f1"
 
 
@@ -192,20 +203,21 @@ def _champion(reg: Registry, candidate: _Model) -> tuple[_Model | None, int | No
     return champion, holder
 
 
-def _check_columns(df: "DataFrame", model: _Model, where: str) -> None:
+def _check_columns(df: DataFrame, model: _Model, where: str) -> None:
     """Refuse a table the model cannot be evaluated on, before any Spark job runs."""
-    needed = [*model.spec.features.columns, model.spec.label]
+    label = model.spec.label  # "" for a clustering model: it is judged on its inputs alone
+    needed = [*model.spec.features.columns, *([label] if label else [])]
     missing = [c for c in needed if c not in df.columns]
     if missing:
         raise SchemaMismatchError(f"validation table {where} lacks columns {missing} that {model.who} needs")
-    if df.schema[model.spec.label].dataType.simpleString() == "string" and not model.labels:
+    if label and df.schema[model.spec.label].dataType.simpleString() == "string" and not model.labels:
         raise SchemaMismatchError(
             f"label column '{model.spec.label}' of {where} holds strings, but the manifest of {model.who} lists no "
             "class 'labels' to map them to the classes the model predicts"
         )
 
 
-def _pin(spark: "SparkSession", table: str) -> tuple[str, int]:
+def _pin(spark: SparkSession, table: str) -> tuple[str, int]:
     path, version = parse_table_ref(table, key="--table")
     latest = tables.version(spark, path)
     if latest is None:
@@ -217,11 +229,26 @@ def _pin(spark: "SparkSession", table: str) -> tuple[str, int]:
     return path, version
 
 
-def _evaluate(model: _Model, df: "DataFrame", where: str) -> dict[str, float | None]:
+def _silhouette(pipeline: PipelineModel, df: DataFrame) -> dict[str, float]:
+    """A clustering model's silhouette on ``df``, over the features its clustering stage reads."""
+    found = predictor(flat_stages(pipeline))
+    if found is None:
+        raise UsageError("the clustering model has no clustering stage to read its features from")
+    transformed = cached(pipeline.transform(df))
+    try:
+        return clustering_metrics(transformed, found.getFeaturesCol(), found.getPredictionCol())
+    finally:
+        uncached(transformed)
+
+
+def _evaluate(model: _Model, df: DataFrame, where: str) -> dict[str, float | None]:
     from sparkship.training import evaluate
 
     log.info("evaluating %s on %s", model.who, where)
-    metrics = _finite(evaluate(artifacts.load(model.mv.artifact), df, model.spec, labels=model.labels))
+    pipeline = artifacts.load(model.mv.artifact)
+    if model.spec.task == "clustering":
+        return _finite(_silhouette(pipeline, df))
+    metrics = _finite(evaluate(pipeline, df, model.spec, labels=model.labels))
     log.info("%s: %s", model.who, metrics)
     return metrics
 
@@ -229,7 +256,7 @@ def _evaluate(model: _Model, df: "DataFrame", where: str) -> dict[str, float | N
 # --- which rows are judged -------------------------------------------------------------------------------
 
 
-def _same_table(spark: "SparkSession", trained: str | None, path: str) -> bool:
+def _same_table(spark: SparkSession, trained: str | None, path: str) -> bool:
     """Whether ``path`` is the table a model was trained on: the same path or name, or the same Delta table id.
 
     Erring towards 'same' only costs rows (the split is then applied to a table it did not come from); erring the
@@ -248,8 +275,8 @@ def _same_table(spark: "SparkSession", trained: str | None, path: str) -> bool:
         return False
 
 
-def _judged_rows(spark: "SparkSession", df: "DataFrame", path: str,
-                 models: list[_Model]) -> tuple["DataFrame", list[str]]:
+def _judged_rows(spark: SparkSession, df: DataFrame, path: str,
+                 models: list[_Model]) -> tuple[DataFrame, list[str]]:
     """``df`` less the rows any of ``models`` was trained on (when ``path`` is its training table), and the refs
     whose held-out split was applied. The split is training's own :func:`~sparkship.training.split_flag`: a hash of
     each row's values, so it picks the same rows at any version of the table."""
@@ -257,16 +284,19 @@ def _judged_rows(spark: "SparkSession", df: "DataFrame", path: str,
 
     held_out_by = []
     for model in models:
+        if not model.spec.label:
+            continue  # a clustering model's split is not sparkship's: every row is judged
         if _same_table(spark, model.mv.table or model.spec.table, path):
             df = df.where(split_flag(model.spec))
             held_out_by.append(model.mv.ref)
     return df, held_out_by
 
 
-def _count(df: "DataFrame", model: _Model, where: str, held_out_by: list[str]) -> int:
+def _count(df: DataFrame, model: _Model, where: str, held_out_by: list[str]) -> int:
     from pyspark.sql import functions as F
 
-    rows = df.where(F.col(f"`{model.spec.label}`").isNotNull()).count()
+    label = model.spec.label
+    rows = df.where(F.col(f"`{label}`").isNotNull()).count() if label else df.count()
     if rows == 0:
         if held_out_by:
             raise UsageError(f"{where} has no labelled rows that the training of {' and '.join(held_out_by)} held out: "
@@ -314,7 +344,7 @@ def _policy_in_force(settings: Settings, candidate: _Model, rules: policy.Rules 
 
 
 def validate(
-    spark: "SparkSession", settings: Settings, ref: str, table: str, run_id: str | None = None,
+    spark: SparkSession, settings: Settings, ref: str, table: str, run_id: str | None = None,
     rules: policy.Rules | None = None,
 ) -> ValidationResult:
     """Evaluate ``ref`` (and the champion) on one snapshot of ``table`` (``PATH[@V]``); record the outcome.

@@ -4,8 +4,9 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from sparkship import artifacts
 from sparkship.config import Settings
@@ -60,7 +61,7 @@ class ScoringModel:
     """The model version a run scores with, resolved once, and what its manifest says."""
 
     version: ModelVersion
-    pipeline: "PipelineModel"
+    pipeline: PipelineModel
     inputs: list[dict[str, str]]
     classification: bool
     scorer: str = "spark"  # what scores the rows: "spark" (PipelineModel.transform) or "jvm-free" (mapInArrow)
@@ -127,7 +128,9 @@ def load_scoring_model(settings: Settings, model_ref: str, scorer: str = AUTO) -
     inputs = (manifest.get("signature") or {}).get("inputs")
     if not inputs:
         raise IntegrityError(f"model {mv.ref}: its manifest has no signature inputs")
-    classification = manifest.get("task") == "classification"
+    # A classifier writes a probability where its signature lists one (LinearSVC and OneVsRest have none).
+    outputs = [o.get("name") for o in (manifest.get("signature") or {}).get("outputs") or []]
+    classification = manifest.get("task") == "classification" and (not outputs or "probability" in outputs)
     digest = mv.manifest_sha256 or artifacts.manifest_digest(mv.artifact)
     prediction_col, probability_col = prediction_cols(pipeline)
     chosen = choose_scorer(scorer, mv.ref, mv.artifact, digest, inputs, prediction_col,
