@@ -20,7 +20,11 @@ MLFLOW = ["mlflow>=2.16"]
 ONNX = ["onnx>=1.16", "onnxmltools>=1.12", "onnxruntime>=1.18"]
 # An optional compiled kernel for tree ensembles in the JVM-free scorer (numpy is the fallback).
 FAST = ["numba>=0.60"]
-DEV = LOCAL + BUNDLE + MLFLOW + ONNX + FAST + [
+# Models fitted with xgboost.spark: registered and scored in Spark, served without a JVM through xgboost's Booster.
+# The CPU-only wheel (a few MB; the default one brings NCCL for GPUs); xgboost.spark also imports cloudpickle and
+# scikit-learn (xgboost's own `pyspark` extra would install pyspark over a cluster's).
+XGBOOST = ["xgboost-cpu>=2.1", "cloudpickle", "scikit-learn"]
+DEV = LOCAL + BUNDLE + MLFLOW + ONNX + FAST + XGBOOST + [
     "pytest>=8",
     "pytest-timeout",
     "pytest-xdist>=3.6",  # `make test` runs the modules on two workers
@@ -32,6 +36,9 @@ DEV = LOCAL + BUNDLE + MLFLOW + ONNX + FAST + [
     "scikit-learn",
     "httpx",
     "wheel",
+    # `make lint` (configured in pyproject.toml); pinned so that every machine reports the same findings.
+    "ruff==0.17.6",
+    "mypy==2.4.1",
 ]
 
 setup(
@@ -59,7 +66,7 @@ setup(
     ],
     # bench: benchmarks/serve_latency.py compares with MLflow's spark flavor (never a runtime dependency)
     extras_require={"local": LOCAL, "spark35": SPARK35, "bundle": BUNDLE, "mlflow": MLFLOW, "onnx": ONNX, "fast": FAST,
-                    "dev": DEV,
+                    "xgboost": XGBOOST, "dev": DEV,
                     "bench": LOCAL + ["mlflow-skinny", "httpx"]},
     entry_points={
         "console_scripts": [
@@ -72,6 +79,7 @@ setup(
             "sparkship-monitor=sparkship.entrypoints:monitor",
             "sparkship-retrain=sparkship.entrypoints:retrain",
             "sparkship-publish=sparkship.entrypoints:publish",
+            "sparkship-register=sparkship.entrypoints:register",
         ],
     },
 )

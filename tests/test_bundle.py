@@ -14,7 +14,7 @@ from sparkship.scoring import OUTPUT_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY_POINTS = ["sparkship", "sparkship-train", "sparkship-validate", "sparkship-promote", "sparkship-score",
-                "sparkship-monitor", "sparkship-retrain", "sparkship-publish"]
+                "sparkship-monitor", "sparkship-retrain", "sparkship-publish", "sparkship-register"]
 # sparkship's own command parsers, as `sparkship bundle check` hands them to the checker.
 COMMANDS = build_parser().parse_args(["bundle", "check"]).sparkship_commands
 HAS_PUBLISH = "publish" in build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
@@ -69,7 +69,8 @@ def test_the_bundle_passes_every_offline_check(wheel):
     assert report.bundle == "sparkship"
     assert report.targets == ["dev", "staging", "prod"]
     assert report.jobs["training"] == ["train", "validate", "promote", "publish_enabled", "publish"]
-    assert set(report.jobs) == {"training", "scoring", "scoring_on_change", "monitoring"}
+    assert set(report.jobs) == {"training", "scoring", "scoring_on_change", "monitoring", "registration"}
+    assert report.jobs["registration"] == ["fit", "register"]
     assert report.jobs["scoring_on_change"] == ["score"]
     # Both compute variants are deployed by some target, and so checked; the monitor only in prod.
     assert report.compute == {"dev": "classic", "staging": "serverless", "prod": "classic"}
@@ -175,7 +176,7 @@ def test_tables_are_unity_catalog_names_and_the_volume_keeps_models_and_the_regi
     # through the job parameter training_table, which defaults to the variable).
     assert bundle.jobs["training"].config["parameters"] == [{"name": "training_table",
                                                              "default": "${var.training_table}"}]
-    for key, job in bundle.jobs.items():
+    for job in bundle.jobs.values():
         for task in _wheel_tasks(job.config):
             params = task["python_wheel_task"]["parameters"]
             for flag in ("--table", "--input", "--output", "--scores"):

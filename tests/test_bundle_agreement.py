@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from fake_databricks import FakeDatabricks
+
 from sparkship.bundle import build_wheel, check_bundle, load_bundle
 from sparkship.bundle.schema import cli_version
 from sparkship.cli import build_parser

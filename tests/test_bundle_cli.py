@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 import yaml
-
 from fake_databricks import FakeDatabricks
+
 from sparkship.bundle import short_user_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +32,7 @@ TARGETS = ("dev", "staging", "prod")
 DEVELOPER = "first.last@example.com"
 SERVICE_PRINCIPAL = "6f1c1f2e-8a3e-4e0a-9d1b-3c4e5f6a7b8c"
 ALERTS = ["ml-oncall@example.com", "platform@example.com"]
-JOBS = {"training", "scoring", "scoring_on_change", "monitoring"}
+JOBS = {"training", "scoring", "scoring_on_change", "monitoring", "registration"}
 CONFIG = yaml.safe_load((ROOT / "databricks.yml").read_text())
 
 

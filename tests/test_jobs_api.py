@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
-
 from fake_databricks import FakeDatabricks
+
 from sparkship import jobs_api
 from sparkship.bundle import load_bundle, short_user_name
 from sparkship.cli import main
@@ -131,7 +131,8 @@ def test_no_credentials_is_a_usage_error(monkeypatch, tmp_path, capsys):
 
 def test_unknown_job_key_or_target_names_what_the_bundle_has(workspace, capsys):
     assert main(["jobs", "run", "trainig", *FAST]) == 1
-    assert "defines no job 'trainig'; jobs: monitoring, scoring, scoring_on_change, training" in capsys.readouterr().err
+    jobs = "monitoring, registration, scoring, scoring_on_change, training"
+    assert f"defines no job 'trainig'; jobs: {jobs}" in capsys.readouterr().err
     assert main(["jobs", "run", "training", "--target", "qa", *FAST]) == 1
     assert "no target 'qa'; targets: dev, staging, prod" in capsys.readouterr().err
     assert workspace.requests == []

@@ -39,6 +39,12 @@ def retrain() -> None:
     _run("retrain")
 
 
+def register() -> None:
+    """``sparkship register``: a model that an earlier task fitted, e.g. ``["--name", "churn", "--path",
+    "/Volumes/main/ml/sparkship/fitted/churn/123", "--table", "main.ml.churn_training", "--label", "churned"]``."""
+    _run("register")
+
+
 def publish() -> None:
     """``sparkship publish``: e.g. ``["--model", "churn@champion", "--registered-model", "main.ml.churn"]``."""
     _run("publish")
