@@ -80,10 +80,12 @@ NOT_QUICK = {
 # worker running them while the other idles. The Makefile passes --no-loadscope-reorder so this order holds; a
 # module not listed here comes last.
 MODULE_SECONDS = {
-    "test_scoring_kill": 600, "test_scoring_changes": 480, "test_scoring": 253, "test_serving_models": 153, "test_reliability": 143,
+    "test_scoring_kill": 600, "test_scoring_changes": 480, "test_scoring": 253, "test_serving_models": 153,
+    "test_reliability": 143,
     "test_tables": 143, "test_serving_parity": 136, "test_table_names": 112, "test_distributed": 97,
     "test_interop_mlflow": 83, "test_training": 63, "test_wheel": 57, "test_native_cas": 47, "test_connect": 46,
-    "test_tables_untrusted": 46, "test_cli_errors": 70, "test_cli_bad_inputs": 110, "test_validation": 230, "test_registry": 41,
+    "test_tables_untrusted": 46, "test_cli_errors": 70, "test_cli_bad_inputs": 110, "test_validation": 230,
+    "test_registry": 41,
     "test_monitoring": 40, "test_reliability_server": 39, "test_report": 36, "test_spark35": 36,
     "test_serving_vectors": 34, "test_serving_sql": 32, "test_demo": 28, "test_serving_features": 26,
     "test_fuse_refusals": 20, "test_server": 19, "test_ingest": 18, "test_serving_text": 16, "test_metrics": 8,
@@ -92,15 +94,12 @@ MODULE_SECONDS = {
     "test_registry_safety": 100, "test_artifact_integrity": 25,
     "test_register": 175, "test_export_onnx": 160, "test_scoring_jvm_free": 150, "test_serving_trees": 90,
     "test_retrain": 90, "test_bundle_agreement": 65, "test_bundle_cli": 35, "test_workflows": 5,
+    "test_xgboost": 200, "test_bundle_registration": 50, "test_register_zoo": 500, "test_spec_pipelines": 300,
 }
 
 
 def _module_name(item) -> str:
     return item.module.__name__.rsplit(".", 1)[-1]
-
-
-def pytest_configure(config) -> None:
-    config.addinivalue_line("markers", "quick: the subset `make test-quick` runs")
 
 
 def pytest_collection_modifyitems(config, items) -> None:

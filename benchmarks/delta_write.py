@@ -61,7 +61,8 @@ def main() -> None:
         for name in engines:
             tables.use_engine(spark, name)
             delta_path = f"{work}/{name}{r}"
-            results.setdefault(f"{name} write", []).append(timed(lambda: tables.write(df, delta_path, mode="overwrite")))
+            results.setdefault(f"{name} write", []).append(
+                timed(lambda: tables.write(df, delta_path, mode="overwrite")))
             results.setdefault(f"{name} read", []).append(
                 timed(lambda: tables.read(spark, delta_path).agg(*sums).collect()))
             assert tables.read(spark, delta_path).count() == args.rows

@@ -4,7 +4,8 @@
    (the Change Data Feed on, as on every table sparkship creates) is scored in full into five outputs: two by
    `sparkship score`, three by hand (the raw transform, written with the properties sparkship's output has:
    Change Data Feed, deletion vectors). Then 1% of its rows are UPDATEd, 0.5% DELETEd and 1% appended, and the
-   changed input is scored five ways, each into its own output: sparkship incremental (Change Data Feed, one MERGE), sparkship full (``full=True``), by hand incremental (the
+   changed input is scored five ways, each into its own output: sparkship incremental (Change Data Feed, one
+   MERGE), sparkship full (``full=True``), by hand incremental (the
    Change Data Feed read with plain Spark, each key's last change, the transform of the upserted rows, one bare
    ``MERGE INTO``), by hand full (the transform of the whole input, one Delta overwrite) and the floor (the same
    bare MERGE timed alone, its source read and scored beforehand). Ratios:
@@ -32,8 +33,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from importlib import metadata
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
@@ -154,9 +156,10 @@ def fit_forest(spark: Any) -> Any:
 
 def register_model(spark: Any, settings: Any, kind: str) -> str:
     """Fit ``kind`` (lr or rf), register it as tests/test_scoring.py's register does; its PipelineModel folder."""
+    from test_scoring import MODEL, fit_model, manifest_for
+
     from sparkship import artifacts
     from sparkship.registry import Registry
-    from test_scoring import MODEL, fit_model, manifest_for
 
     model = fit_model(spark) if kind == "lr" else fit_forest(spark)
     manifest = dict(manifest_for(spark), algorithm="logistic_regression" if kind == "lr" else "random_forest")
@@ -242,8 +245,9 @@ def floor_merge(spark: Any, model_dir: str, src: str, out: str, scored_to: int) 
 def first_runs(spark: Any, settings: Any, model_dir: str, src: str, outs: dict[str, str]) -> dict[str, float]:
     """Score the unchanged input in full into every output (warm-up, not timed in the table): each path then
     starts from the same scores, sparkship's with its run columns, the by-hand ones with the same properties."""
-    from sparkship import scoring
     from test_scoring import MODEL
+
+    from sparkship import scoring
 
     first = {}
     for name, out in outs.items():
@@ -258,8 +262,9 @@ def first_runs(spark: Any, settings: Any, model_dir: str, src: str, outs: dict[s
 def change_paths(spark: Any, settings: Any, model_dir: str, src: str, outs: dict[str, str]) -> dict[str, Callable]:
     """The five paths over the changed input, in the table's order; each returns its row counts or None, and the
     floor also the seconds of its MERGE alone."""
-    from sparkship import scoring, tables
     from test_scoring import MODEL
+
+    from sparkship import scoring, tables
 
     start = tables.version(spark, src)
     scored_to = {HAND_INC: start, FLOOR: start}  # the input version each by-hand MERGE has scored
@@ -355,8 +360,9 @@ def report_changes(args: argparse.Namespace, first: dict[str, float], times: dic
 
 def part_sizes(spark: Any, settings: Any, model_dir: str, work: str, args: argparse.Namespace) -> None:
     """Part 2: `sparkship score` in full into a fresh output against the raw transform + Delta write."""
-    from sparkship import scoring
     from test_scoring import MODEL
+
+    from sparkship import scoring
 
     def raw(src: str, out: str) -> None:
         hand_full(spark, model_dir, src, out)  # loads the model each time, as `sparkship score` loads it each run

@@ -19,7 +19,8 @@ commits each:
 * ``blind append (delta-spark alone)``: ``df.write.format("delta").mode("append").save``, no sparkship code.
 
 Prints the median, p90 and mean seconds and the Spark jobs per commit; the mean includes the commits after
-which delta-spark writes a checkpoint (every 10th version), which the median leaves out. The gap between the two compare-and-sets is the options'
+which delta-spark writes a checkpoint (every 10th version), which the median leaves out. The gap between the
+two compare-and-sets is the options'
 transaction-id lookup: delta-spark 4.0.1 answers it by rebuilding the table's state (Spark jobs named "Delta:
 Compute snapshot for version ..."), even where the table's checksum file already lists the transaction ids.
 """

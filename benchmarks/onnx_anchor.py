@@ -4,7 +4,8 @@ sklearn's breast_cancer (569 rows, 30 features) is fitted with local Spark as Ve
 pipeline: LogisticRegression, RandomForestClassifier(50 trees, depth 6), GBTClassifier(50 trees, depth 4),
 DecisionTreeClassifier(depth 6), and the three regressors of the same sizes (the label as target; ``--models``
 picks). onnxmltools turns a GBTRegressor into a graph that outputs 0/1, not the regression value: its ORT row
-then times a wrong model (its max difference shows it). Each pipeline is saved and converted with ``onnxmltools.convert_sparkml`` (one float input
+then times a wrong model (its max difference shows it). Each pipeline is saved and converted with
+``onnxmltools.convert_sparkml`` (one float input
 per column). The scored batch is the data set repeated 360 times (204,840 rows); Spark's own ``transform`` of the
 569 rows, repeated the same way, is the reference.
 
@@ -110,7 +111,8 @@ def _max_diff(out: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> tuple[b
     if "probability" in ref:
         same = bool(np.array_equal(pred, ref["prediction"]))
         return same, float(np.abs(out["probability"] - ref["probability"]).max())
-    return bool(np.allclose(pred, ref["prediction"], rtol=1e-5, atol=1e-5)), float(np.abs(pred - ref["prediction"]).max())
+    same = bool(np.allclose(pred, ref["prediction"], rtol=1e-5, atol=1e-5))
+    return same, float(np.abs(pred - ref["prediction"]).max())
 
 
 def _rows_per_s(fn, n: int) -> float:

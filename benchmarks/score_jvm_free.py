@@ -35,8 +35,7 @@ def fit_models(spark: Any) -> dict[str, Any]:
     """name -> fitted PipelineModel: the churn prep stages of tests/test_scoring.py with each model at the end."""
     from pyspark.ml import PipelineModel
     from pyspark.ml.classification import GBTClassifier, RandomForestClassifier
-
-    from test_scoring import fit_model, make_rows, INPUT_SCHEMA
+    from test_scoring import INPUT_SCHEMA, fit_model, make_rows
 
     lr = fit_model(spark)
     prep = PipelineModel(stages=lr.stages[:-1])
@@ -65,10 +64,11 @@ def write_input(spark: Any, path: str, rows: int) -> None:
 
 def transform_stage(spark: Any, model: Any, src: str) -> float:
     """Seconds to read ``src`` and score it with the model's scorer into the noop sink."""
-    from sparkship import tables
-    from sparkship.scoring.frames import scored_rows
     from pyspark.ml.functions import vector_to_array
     from pyspark.sql import functions as F
+
+    from sparkship import tables
+    from sparkship.scoring.frames import scored_rows
 
     features = [i["name"] for i in model.inputs]
     scored = scored_rows(model, tables.read(spark, src).select("id", *features))
@@ -96,13 +96,13 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     import pyspark
+    from test_scoring import manifest_for
 
     from sparkship import artifacts, tables
     from sparkship.config import Settings
     from sparkship.registry import Registry
     from sparkship.scoring.request import load_scoring_model
     from sparkship.spark import get_spark
-    from test_scoring import manifest_for
 
     work = tempfile.mkdtemp(prefix="score-jvm-free-")
     spark = get_spark(home=os.path.join(work, "home"))

@@ -107,10 +107,10 @@ def main() -> None:
     ways = {**WAYS, **(BY_KIND if args.by_kind else {}), **(STATS if args.stats else {})}
 
     from pyspark.sql import functions as F
+    from test_scoring import fit_model
 
     from sparkship import tables
     from sparkship.spark import get_spark
-    from test_scoring import fit_model
 
     work = tempfile.mkdtemp(prefix="score-columns-")
     spark = get_spark(home=os.path.join(work, "home"))

@@ -27,7 +27,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
@@ -89,11 +90,11 @@ def main() -> None:
     from pyspark.ml import PipelineModel
     from pyspark.ml.functions import vector_to_array
     from pyspark.sql import functions as F
+    from test_scoring import MODEL, fit_model, register
 
     from sparkship import scoring, tables
     from sparkship.config import Settings
     from sparkship.spark import get_spark
-    from test_scoring import MODEL, fit_model, register
 
     work = tempfile.mkdtemp(prefix="score-bench-")
     spark = get_spark(home=os.path.join(work, "home"))
@@ -107,7 +108,8 @@ def main() -> None:
         F.col("id"),
         (F.randn(1) * 10 + 40).alias("age"),
         (F.rand(2) * 60).alias("tenure"),
-        F.element_at(F.array(*[F.lit(p) for p in ("basic", "plus", "pro")]), (F.rand(3) * 3).cast("int") + 1).alias("plan"),
+        F.element_at(F.array(*[F.lit(p) for p in ("basic", "plus", "pro")]),
+                     (F.rand(3) * 3).cast("int") + 1).alias("plan"),
         F.when(F.rand(4) < 0.5, "north").otherwise("south").alias("region"),
     )
     tables.write(data, src, mode="overwrite")

@@ -139,7 +139,7 @@ def _round(prober: Any, port: int, body: bytes, args: argparse.Namespace) -> dic
     time.sleep(0.1)
     prober.send("stop")
     probes = prober.recv()
-    for sent, done, status, data in one + three:
+    for _sent, _done, status, data in one + three:
         if status != 200:
             raise SystemExit(f"POST /predict answered {status}: {data[:300]!r}")
     predictions = json.loads(three[0][3])["predictions"]

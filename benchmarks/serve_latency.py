@@ -81,9 +81,9 @@ def _http_latencies(model_dir: str, records: list[dict], n: int) -> list[float]:
             try:
                 if httpx.get(f"{base}/health", timeout=1).status_code == 200:
                     break
-            except httpx.HTTPError:
+            except httpx.HTTPError as exc:
                 if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(proc.stderr.read().decode())
+                    raise RuntimeError(proc.stderr.read().decode()) from exc
                 time.sleep(0.2)
         with httpx.Client(base_url=base) as client:
             for r in records[:50]:  # warm up
@@ -221,7 +221,7 @@ def _linear30(spark, work: str, args) -> dict:
     names = [f"f{i}" for i in range(30)]
     rng = np.random.default_rng(3)
 
-    def frame(n: int) -> "pd.DataFrame":
+    def frame(n: int) -> pd.DataFrame:
         x = rng.normal(size=(n, 30))
         return pd.DataFrame({c: x[:, i].copy() for i, c in enumerate(names)})  # one block, like to_pandas()
 

@@ -31,6 +31,7 @@ import tempfile
 import time
 
 from ratio_table import print_ratio_table
+
 from sparkship import metrics, tables, training
 from sparkship.config import Settings
 from sparkship.spark import get_spark
@@ -61,7 +62,8 @@ def make_table(spark, path: str, rows: int) -> int:
     score = F.col("x0") + 0.5 * F.col("x1") - 0.8 * F.col("x2") + F.when(F.col("plan") == "3", 1.0).otherwise(0.0)
     df = df.select(
         "id",
-        F.when(F.col("u") < 0.05, F.lit(float("nan"))).when(F.col("u") < 0.10, F.lit(None)).otherwise(F.col("x0")).alias("x0"),
+        F.when(F.col("u") < 0.05, F.lit(float("nan"))).when(F.col("u") < 0.10, F.lit(None))
+        .otherwise(F.col("x0")).alias("x0"),
         *[f"x{i}" for i in range(1, 6)],
         "plan",
         "region",

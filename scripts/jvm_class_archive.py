@@ -8,7 +8,8 @@ sharing maps them from an archive instead, which saves a short CLI process much 
 The archive is dumped (``java -Xshare:dump``) from a list of classes kept in the repository,
 ``scripts/jvm-classes.lst.gz``: the classes one small ``sparkship demo`` run (import, train, validate, promote,
 score, monitor, report) loaded, so it holds the classes of every command. Dumping from the list needs only the
-venv, so it runs beside the download of Delta's jars in a fresh ``make test``. The dump uses the class path and module flags of the JVM that pyspark starts
+venv, so it runs beside the download of Delta's jars in a fresh ``make test``. The dump uses the class path and
+module flags of the JVM that pyspark starts
 (asked of a gateway JVM), which a later JVM must match to map the archive. A JVM whose class path or Java
 version does not match (the Spark 3.5 environment, another JDK) runs without it. A class that the list names
 and the class path lacks (another pyspark patch release) is skipped.

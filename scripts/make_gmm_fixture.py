@@ -29,14 +29,14 @@ def main() -> None:
     from pyspark.ml.clustering import GaussianMixture
     from pyspark.ml.feature import Imputer, VectorAssembler
     from pyspark.sql import SparkSession
-
     from test_serving_models import SCHEMA, _rows
 
     spark = SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false").getOrCreate()
     data = spark.createDataFrame(_rows(), SCHEMA)
     # The "num" prep of test_serving_models.preps: a and b imputed, raw c kept (NaN passes through).
     prep = Pipeline(stages=[Imputer(inputCols=["a", "b"], outputCols=["ai", "bi"]),
-                            VectorAssembler(inputCols=["ai", "bi", "c"], outputCol="f", handleInvalid="keep")]).fit(data)
+                            VectorAssembler(inputCols=["ai", "bi", "c"], outputCol="f",
+                                            handleInvalid="keep")]).fit(data)
     train = prep.transform(data.where("c is not null and not isnan(c)")).coalesce(1)
     gmm = GaussianMixture(featuresCol="f", k=2, seed=1, maxIter=5).fit(train)
     smallest = min(float(np.linalg.eigvalsh(g.cov.toArray()).min()) for g in gmm.gaussiansDF.collect())

@@ -19,7 +19,8 @@ import os
 import random
 import shutil
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 N_FIT = 300
 N_SCORE = 120
@@ -89,7 +90,8 @@ def _fixtures() -> dict[str, tuple[Callable[[], list], list[str]]]:
                                                                          seed=1)], ["prediction"]),
         "prep_gbt_regressor": (lambda: _prep() + [R.GBTRegressor(labelCol="y", maxIter=8, maxDepth=3, seed=1)],
                                ["prediction"]),
-        "minmax_bucketizer": (lambda: [F.Bucketizer(inputCol="x2", outputCol="x2_b", splits=[-math.inf, 2, 5, math.inf]),
+        "minmax_bucketizer": (lambda: [F.Bucketizer(inputCol="x2", outputCol="x2_b",
+                                                    splits=[-math.inf, 2, 5, math.inf]),
                                        F.VectorAssembler(inputCols=["x2", "x3", "x2_b"], outputCol="v"),
                                        F.MinMaxScaler(inputCol="v", outputCol="scaled")], ["x2_b", "scaled"]),
         "size_hint_assembler": (lambda: _numeric()[:1] + [

@@ -89,7 +89,7 @@ class FakeDatabricks:
         return self._next_id
 
     # ------------------------------------------------------------------ server
-    def __enter__(self) -> "FakeDatabricks":
+    def __enter__(self) -> FakeDatabricks:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):

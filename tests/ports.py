@@ -61,7 +61,7 @@ def free_port() -> int:
         return int(fallback.getsockname()[1])
 
 
-def wait_for_health(proc: "subprocess.Popen", url: str, log_path: "os.PathLike[str] | str",
+def wait_for_health(proc: subprocess.Popen, url: str, log_path: os.PathLike[str] | str,
                     timeout_s: float = 90.0) -> None:
     """Return once the server process ``proc`` answers ``GET <url>/health`` with 200; fail with its log if it
     exits or does not answer within ``timeout_s``."""

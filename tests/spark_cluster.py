@@ -75,7 +75,7 @@ class StandaloneCluster:
             )
         self._procs.append((proc, log_path))
 
-    def start(self) -> "StandaloneCluster":
+    def start(self) -> StandaloneCluster:
         """Start the master, then the workers; return once every worker is registered and ALIVE."""
         os.makedirs(self.work_dir, exist_ok=True)
         os.makedirs(self.log_dir, exist_ok=True)
@@ -124,7 +124,7 @@ class StandaloneCluster:
             proc.wait()
         self._procs.clear()
 
-    def __enter__(self) -> "StandaloneCluster":
+    def __enter__(self) -> StandaloneCluster:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

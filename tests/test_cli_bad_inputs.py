@@ -133,11 +133,11 @@ def test_bad_inputs_that_need_the_data(spark, world):
     """Missing columns, wrong types, an unknown model, a damaged model and a vacuumed version: each refused in
     one line after reading what it needs, before anything is written."""
     from deltalake import DeltaTable
+    from test_scoring import fit_model, make_rows, manifest_for
 
     from sparkship import artifacts
     from sparkship.config import Settings
     from sparkship.registry import Registry
-    from test_scoring import fit_model, make_rows, manifest_for
 
     settings = Settings.resolve(home=os.environ["SPARKSHIP_HOME"])
     staged = artifacts.stage(fit_model(spark), manifest_for(spark), settings.models_root)

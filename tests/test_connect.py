@@ -239,8 +239,8 @@ def test_the_flow_on_spark_connect_equals_classic_mode(spark, tmp_path, data_fil
     assert_df_equality(read(connect.scores), read(classic.scores), ignore_row_order=True, allow_nan_equality=True,
                        ignore_columns=["scored_at"])
     for suffix in ("_drift_metrics", "_profile_metrics"):
-        assert_df_equality(read(connect.scores + suffix), read(classic.scores + suffix), ignore_row_order=True, allow_nan_equality=True,
-                           ignore_columns=["computed_at", "window_start", "window_end"])
+        assert_df_equality(read(connect.scores + suffix), read(classic.scores + suffix), ignore_row_order=True,
+                           allow_nan_equality=True, ignore_columns=["computed_at", "window_start", "window_end"])
 
     # The models Connect saved load on a classic session and predict as the classic ones do.
     def predictions(flow: Flow):
@@ -281,8 +281,9 @@ def test_a_model_trained_on_a_classic_session_validates_and_scores_on_spark_conn
     on_connect = str(tmp_path / "scores_connect")
     remote = [c[:3] + ["--remote", REMOTE] + c[3:] for c in (validate, score)]
     remote[1][remote[1].index(flow.scores)] = on_connect
-    process = subprocess.Popen([sys.executable, "-c", DRIVER, json.dumps(remote)], env={**_env(), "SPARK_REMOTE": REMOTE},
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, "-c", DRIVER, json.dumps(remote)],
+                               env={**_env(), "SPARK_REMOTE": REMOTE}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
     validated, scored = _connect_results(process)
     assert validated["passed"], validated
     assert scored["scored"] == 150, scored

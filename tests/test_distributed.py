@@ -18,11 +18,10 @@ from typing import Any
 import pytest
 import yaml
 from chispa import assert_approx_df_equality, assert_df_equality
+from spark_cluster import StandaloneCluster  # noqa: E402 - sibling test module
 
 from sparkship import datasets, tables
 from sparkship.cli import main
-
-from spark_cluster import StandaloneCluster  # noqa: E402 - sibling test module
 
 pytestmark = pytest.mark.timeout(600)
 

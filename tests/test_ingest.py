@@ -117,4 +117,5 @@ def test_an_appended_null_key_is_quarantined_by_score(spark, customers, tmp_path
     result = json.loads(capsys.readouterr().out)
     assert (result["rows_in"], result["scored"], result["quarantined"]) == (121, 120, 1)
     quarantined = [r.asDict() for r in tables.read(spark, out + "_quarantine").collect()]
-    assert [(r["id"], r["age"], r["plan"], r["reason"]) for r in quarantined] == [(None, "33.5", "pro", "null key 'id'")]
+    assert [(r["id"], r["age"], r["plan"], r["reason"]) for r in quarantined] == [
+        (None, "33.5", "pro", "null key 'id'")]

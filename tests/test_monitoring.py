@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 from chispa import assert_approx_df_equality
-from hypothesis import given, settings as hsettings
+from hypothesis import given
+from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from sparkship import monitoring, tables

@@ -16,17 +16,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 from chispa import assert_df_equality
-
-from sparkship import artifacts, scoring, tables
-from sparkship.cli import main
-from sparkship.config import Settings
-from sparkship.errors import IntegrityError, UsageError
-from sparkship.registry import Registry
-from sparkship.scoring_state import ScoringState
-from sparkship.tables import files as delta_files
-
 from reliability_helpers import (  # noqa: E402 - tests/ helper
-    commit_actions, commit_count, register_staged, run_score, tree,
+    commit_actions,
+    commit_count,
+    register_staged,
+    run_score,
+    tree,
 )
 from test_scoring import (  # noqa: E402 - sibling test module
     MODEL,
@@ -36,6 +31,14 @@ from test_scoring import (  # noqa: E402 - sibling test module
     manifest_for,
     register,
 )
+
+from sparkship import artifacts, scoring, tables
+from sparkship.cli import main
+from sparkship.config import Settings
+from sparkship.errors import IntegrityError, UsageError
+from sparkship.registry import Registry
+from sparkship.scoring_state import ScoringState
+from sparkship.tables import files as delta_files
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -12,18 +12,19 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from ports import free_port, wait_for_health
-from sparkship.serving.server import DEFAULT_MAX_ROWS
 from test_server import GOOD, NAME, SIGNATURE, registry_setup  # noqa: F401,E402 - sibling test module
+
+from sparkship.serving.server import DEFAULT_MAX_ROWS
 
 pytestmark = pytest.mark.timeout(600)
 

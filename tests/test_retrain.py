@@ -9,13 +9,14 @@ from datetime import datetime, timedelta
 
 import pytest
 
+# The monitoring module's trained model and score tables (module-scoped fixtures, rebuilt for this module).
+from test_monitoring import env, same, shifted  # noqa: F401
+
 from sparkship import retrain
 from sparkship.cli import main
 from sparkship.config import Settings
 from sparkship.errors import UsageError
 from sparkship.registry import Registry
-# The monitoring module's trained model and score tables (module-scoped fixtures, rebuilt for this module).
-from test_monitoring import env, same, shifted  # noqa: F401
 
 
 @pytest.fixture

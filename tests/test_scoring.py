@@ -13,7 +13,7 @@ from chispa import assert_approx_df_equality, assert_df_equality
 from sparkship import artifacts, scoring, tables
 from sparkship.cli import main
 from sparkship.config import Settings
-from sparkship.errors import SchemaMismatchError, SparkshipError, UsageError
+from sparkship.errors import SchemaMismatchError, UsageError
 from sparkship.registry import Registry
 
 
@@ -56,7 +56,8 @@ def fit_model(spark):
 
     rows = make_rows(300, seed=1)
     train = spark.createDataFrame(rows, INPUT_SCHEMA).withColumn(
-        "label", ((F.col("age") + F.col("tenure") / 2 + F.when(F.col("plan") == "pro", 10).otherwise(0)) > 58).cast("double")
+        "label",
+        ((F.col("age") + F.col("tenure") / 2 + F.when(F.col("plan") == "pro", 10).otherwise(0)) > 58).cast("double"),
     )
     pipeline = Pipeline(stages=[
         Imputer(inputCols=["age"], outputCols=["age__imputed"]),
@@ -139,7 +140,9 @@ def assert_same_scores(got, expected) -> None:
             df = df.select(*[F.col(c) for c in df.columns if c != "probability"], F.size("probability").alias("k"),
                            *[F.col("probability")[i].alias(f"probability_{i}") for i in range(2)])
         fields = [
-            StructField(f.name, ArrayType(f.dataType.elementType, True) if isinstance(f.dataType, ArrayType) else f.dataType, True)
+            StructField(f.name,
+                        ArrayType(f.dataType.elementType, True) if isinstance(f.dataType, ArrayType) else f.dataType,
+                        True)
             for f in df.schema.fields
         ]
         return df.sparkSession.createDataFrame(df.collect(), StructType(fields))

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 
 import pytest
+from test_scoring import INPUT_SCHEMA, MODEL, assert_same_scores, fit_model, make_rows, register  # noqa: E402 - sibling test module
+
 from sparkship import scoring, tables
 from sparkship.cli import main
 from sparkship.config import Settings
 from sparkship.errors import UsageError
-
-from test_scoring import INPUT_SCHEMA, MODEL, assert_same_scores, fit_model, make_rows, register  # noqa: E402 - sibling test module
 
 CHANGES = ["append", "delete", "update", "merge", "optimize", "add_column", "overwrite", "restore"]
 

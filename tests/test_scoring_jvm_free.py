@@ -15,6 +15,8 @@ import os
 
 import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
+from test_scoring import INPUT_SCHEMA, MODEL, fit_model, make_rows, manifest_for, write_input
+from test_serving_models import CASES, _estimators, _Models, data, preps, signature  # noqa: F401 - fixtures
 
 from sparkship import artifacts, tables
 from sparkship.cli import main
@@ -22,8 +24,6 @@ from sparkship.config import Settings
 from sparkship.registry import Registry
 from sparkship.scoring.arrow_scorer import ArrowScoring, score_frame
 from sparkship.scoring.rules import prediction_cols
-from test_scoring import INPUT_SCHEMA, MODEL, fit_model, make_rows, manifest_for, write_input
-from test_serving_models import CASES, _estimators, _Models, data, preps, signature  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -36,7 +36,10 @@ LABELS = ("nb_", "linear_svc", "mlp", "fm_classifier", "one_vs_rest", "kmeans", 
 def _linear_and_trees() -> dict[str, tuple[str, object]]:
     """The supported model classes that test_serving_models covers elsewhere: case -> (prep, estimator)."""
     from pyspark.ml.classification import (
-        DecisionTreeClassifier, GBTClassifier, LogisticRegression, RandomForestClassifier,
+        DecisionTreeClassifier,
+        GBTClassifier,
+        LogisticRegression,
+        RandomForestClassifier,
     )
     from pyspark.ml.regression import DecisionTreeRegressor, GBTRegressor, LinearRegression, RandomForestRegressor
 
@@ -62,8 +65,8 @@ class _Artifacts(_Models):
     """test_serving_models' fitted cases (plus :func:`_linear_and_trees`), each saved as a sealed artifact whose
     manifest's signature is ``inputs``."""
 
-    def __init__(self, preps, root, inputs: list[dict[str, str]]) -> None:
-        super().__init__(preps, root)
+    def __init__(self, preparations, root, inputs: list[dict[str, str]]) -> None:
+        super().__init__(preparations, root)
         self.inputs = inputs
 
     def _estimator(self, name: str) -> tuple[str, object]:

@@ -10,14 +10,13 @@ import sys
 import time
 
 import pytest
+from reliability_helpers import kill_tree  # noqa: E402 - sibling test module
+from test_scoring import MODEL, fit_model, make_rows, register, write_input  # noqa: E402 - sibling test module
 
 from sparkship import scoring, tables
 from sparkship.cli import main
 from sparkship.config import Settings
 from sparkship.scoring_state import ScoringState
-
-from reliability_helpers import kill_tree  # noqa: E402 - sibling test module
-from test_scoring import MODEL, fit_model, make_rows, register, write_input  # noqa: E402 - sibling test module
 
 
 @pytest.fixture(autouse=True)

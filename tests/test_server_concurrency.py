@@ -15,22 +15,29 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from ports import free_port, wait_for_health
 from test_server import GOOD, NAME, _uvicorn, registry_setup  # noqa: F401 - sibling test module and its fixture
 
 from sparkship import killpoints
 from sparkship.cli import main as cli_main
 from sparkship.commands import serving as serving_command
-from sparkship.serving.server import (DEFAULT_MAX_ROWS, ENCODE_ROWS, ModelHolder, _encode, _parse,
-                                      _parse_in_pieces, _score_records, create_app)
+from sparkship.serving.server import (
+    DEFAULT_MAX_ROWS,
+    ENCODE_ROWS,
+    ModelHolder,
+    _encode,
+    _parse,
+    _parse_in_pieces,
+    _score_records,
+    create_app,
+)
 from sparkship.serving.source import resolve
 
 pytestmark = pytest.mark.timeout(300)

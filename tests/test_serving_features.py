@@ -14,9 +14,14 @@ import random
 import numpy as np
 import pytest
 from chispa import assert_approx_df_equality
+from py4j.protocol import Py4JJavaError
+from pyspark.errors import PySparkException
 from test_serving_parity import _assert_close, _flatten_scorer, _flatten_spark, _sizes
 
 from sparkship.serving import InvalidRecordError, UnsupportedModelError, load
+
+# A failed Spark job: an error the JVM raised (captured by pyspark, or not).
+SPARK_FAILURE = (Py4JJavaError, PySparkException)
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -121,7 +126,14 @@ def test_vector_stages_match_spark(spark, data, train, signature, tmp_path):
     from pyspark.ml import Pipeline
     from pyspark.ml.classification import LogisticRegression
     from pyspark.ml.feature import (
-        DCT, PCA, Binarizer, ElementwiseProduct, MaxAbsScaler, Normalizer, PolynomialExpansion, RobustScaler,
+        DCT,
+        PCA,
+        Binarizer,
+        ElementwiseProduct,
+        MaxAbsScaler,
+        Normalizer,
+        PolynomialExpansion,
+        RobustScaler,
         VectorAssembler,
     )
     from pyspark.ml.linalg import Vectors
@@ -152,8 +164,9 @@ def test_vector_stages_match_spark(spark, data, train, signature, tmp_path):
     ]
     model = Pipeline(stages=stages).fit(train)
     scorer = load(_save(model, tmp_path, "vectors"), signature=signature)
-    columns = ["x1_bin", "x2_bin", "v_bin", "v2_bin", "x4_bin", "v2_bin2", "v_maxabs", "v_robust", "v2_robust", "v_l1", "v_l3", "v_linf",
-               "v_l2", "v_pca", "v_poly", "v2_poly", "v4_poly", "v_prod", "v_dct", "v_idct", "probability", "prediction"]
+    columns = ["x1_bin", "x2_bin", "v_bin", "v2_bin", "x4_bin", "v2_bin2", "v_maxabs", "v_robust", "v2_robust",
+               "v_l1", "v_l3", "v_linf", "v_l2", "v_pca", "v_poly", "v2_poly", "v4_poly", "v_prod", "v_dct", "v_idct",
+               "probability", "prediction"]
     _assert_matches_spark(spark, model, data, scorer, columns)
     assert scorer.schema["v_poly"] == ("vector", 19) and scorer.schema["v_pca"] == ("vector", 2)
     # v4 = (x4, x3, x4, x1) is stored sparse by the assembler where x4 = x3 = 0; with x1 NaN Spark's sparse
@@ -186,8 +199,16 @@ def selection_model(train):
     from pyspark.ml import Pipeline
     from pyspark.ml.classification import LogisticRegression
     from pyspark.ml.feature import (
-        ChiSqSelector, Imputer, IndexToString, Interaction, StringIndexer, UnivariateFeatureSelector,
-        VarianceThresholdSelector, VectorAssembler, VectorIndexer, VectorSlicer,
+        ChiSqSelector,
+        Imputer,
+        IndexToString,
+        Interaction,
+        StringIndexer,
+        UnivariateFeatureSelector,
+        VarianceThresholdSelector,
+        VectorAssembler,
+        VectorIndexer,
+        VectorSlicer,
     )
 
     stages = [
@@ -272,7 +293,7 @@ def test_failures_match_spark(spark, train, tmp_path):
                                                                {"name": "i", "type": "double"}])
     for bad, field in (({"v": None, "i": 0.0}, "v"), ({"v": [1.0, 1.0], "i": 2.0}, "i"),
                        ({"v": [1.0, 1.0], "i": -1.0}, "i")):
-        with pytest.raises(Exception):
+        with pytest.raises(SPARK_FAILURE):
             model.transform(spark.createDataFrame([(bad["v"] and Vectors.dense(bad["v"]), bad["i"])], schema)).collect()
         with pytest.raises(InvalidRecordError) as err:
             scorer.score_one(bad)
@@ -284,7 +305,7 @@ def test_failures_match_spark(spark, train, tmp_path):
                          (Interaction(inputCols=["i", "z"], outputCol="o"), "attributes"),
                          (IndexToString(inputCol="i", outputCol="o"), "labels")):
         path = _save(PipelineModel(stages=[*scaled.stages, stage]), tmp_path, stage.uid)
-        with pytest.raises(Exception):
+        with pytest.raises(SPARK_FAILURE):
             PipelineModel.load(path).transform(fit_df).collect()
         with pytest.raises(UnsupportedModelError, match=needs):
             load(path, signature=[{"name": "v", "type": "vector"}, {"name": "i", "type": "double"}])

@@ -101,13 +101,22 @@ def _estimators() -> dict[str, tuple[str, object]]:
     """case name -> (prep, estimator)."""
     from pyspark.ml import Pipeline
     from pyspark.ml.classification import (
-        FMClassifier, LinearSVC, LogisticRegression, MultilayerPerceptronClassifier, NaiveBayes, OneVsRest,
+        FMClassifier,
+        LinearSVC,
+        LogisticRegression,
+        MultilayerPerceptronClassifier,
+        NaiveBayes,
+        OneVsRest,
     )
     from pyspark.ml.clustering import BisectingKMeans, GaussianMixture, KMeans
     from pyspark.ml.evaluation import BinaryClassificationEvaluator, RegressionEvaluator
     from pyspark.ml.feature import StandardScaler
     from pyspark.ml.regression import (
-        AFTSurvivalRegression, FMRegressor, GeneralizedLinearRegression, IsotonicRegression, LinearRegression,
+        AFTSurvivalRegression,
+        FMRegressor,
+        GeneralizedLinearRegression,
+        IsotonicRegression,
+        LinearRegression,
     )
     from pyspark.ml.tuning import CrossValidator, ParamGridBuilder, TrainValidationSplit
 

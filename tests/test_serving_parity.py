@@ -13,8 +13,13 @@ import random
 import numpy as np
 import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
+from py4j.protocol import Py4JJavaError
+from pyspark.errors import PySparkException
 
 from sparkship.serving import InvalidRecordError, UnsupportedModelError, load
+
+# A failed Spark job: an error the JVM raised (captured by pyspark, or not).
+SPARK_FAILURE = (Py4JJavaError, PySparkException)
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -83,7 +88,13 @@ def signature(data):
 def prep(data):
     from pyspark.ml import Pipeline
     from pyspark.ml.feature import (
-        Bucketizer, Imputer, MinMaxScaler, OneHotEncoder, StandardScaler, StringIndexer, VectorAssembler,
+        Bucketizer,
+        Imputer,
+        MinMaxScaler,
+        OneHotEncoder,
+        StandardScaler,
+        StringIndexer,
+        VectorAssembler,
     )
 
     stages = [
@@ -102,7 +113,8 @@ def prep(data):
         StandardScaler(inputCol="f", outputCol="f_std", withMean=True, withStd=True),
     ]
     # Fitted on rows where the raw x2 (assembled with handleInvalid='keep') is present and x4 is not NaN (the
-    # Bucketizer's extra 'keep' bucket is outside its nominal range for trees), so fitting sees no NaN; the scored rows keep them (NaN features: NaN scores in LR, right branches in trees).
+    # Bucketizer's extra 'keep' bucket is outside its nominal range for trees), so fitting sees no NaN; the scored
+    # rows keep them (NaN features: NaN scores in LR, right branches in trees).
     train = data.where("id % 10 != 0 and x2 is not null and not isnan(x4)")
     model = Pipeline(stages=stages).fit(train)
     prepared = model.transform(train).cache()
@@ -116,10 +128,16 @@ def saved(prep, tmp_path_factory):
     """Every model, fitted once on the prepared rows and saved as PipelineModel([prep, model])."""
     from pyspark.ml import PipelineModel
     from pyspark.ml.classification import (
-        DecisionTreeClassifier, GBTClassifier, LogisticRegression, RandomForestClassifier,
+        DecisionTreeClassifier,
+        GBTClassifier,
+        LogisticRegression,
+        RandomForestClassifier,
     )
     from pyspark.ml.regression import (
-        DecisionTreeRegressor, GBTRegressor, LinearRegression, RandomForestRegressor,
+        DecisionTreeRegressor,
+        GBTRegressor,
+        LinearRegression,
+        RandomForestRegressor,
     )
 
     prep_model, prepared = prep
@@ -330,7 +348,7 @@ def test_error_modes_fail_where_spark_fails(spark, data, arrow_data, signature, 
         with pytest.raises(InvalidRecordError) as err:
             scorer.score_one(bad)
         assert err.value.field == field
-        with pytest.raises(Exception):
+        with pytest.raises(SPARK_FAILURE):
             model.transform(spark.createDataFrame([bad], "cat1 string, x1 double")).collect()
     with pytest.raises(InvalidRecordError) as err:
         scorer.score(arrow_data)  # the table holds unseen labels, nulls and NaN

@@ -11,9 +11,14 @@ import random
 
 import pytest
 from chispa import assert_approx_df_equality
+from py4j.protocol import Py4JJavaError
+from pyspark.errors import PySparkException
+from test_serving_parity import _assert_close, _assert_row_path_matches, _flatten_scorer, _flatten_spark, _sizes
 
 from sparkship.serving import InvalidRecordError, UnsupportedModelError, load
-from test_serving_parity import _assert_close, _assert_row_path_matches, _flatten_scorer, _flatten_spark, _sizes
+
+# A failed Spark job: an error the JVM raised (captured by pyspark, or not).
+SPARK_FAILURE = (Py4JJavaError, PySparkException)
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -143,7 +148,7 @@ def test_ansi_errors_fail_like_spark(spark, signature, tmp_path, statement, bad)
     record = {**good, **bad}
     spark_good = model.transform(spark.createDataFrame([good], SCHEMA)).collect()[0]
     assert scorer.score_one(good)["r"] == spark_good["r"]
-    with pytest.raises(Exception):
+    with pytest.raises(SPARK_FAILURE):
         model.transform(spark.createDataFrame([record], SCHEMA)).collect()
     with pytest.raises(InvalidRecordError):
         scorer.score_one(record)
@@ -267,5 +272,5 @@ def test_target_encoder_matches_spark(spark, formula_data, tmp_path):
     strict_scorer = load(strict_path, signature=signature)
     with pytest.raises(InvalidRecordError):
         strict_scorer.score_one({"k": 9})
-    with pytest.raises(Exception):
+    with pytest.raises(SPARK_FAILURE):
         strict.transform(formula_data.where("k = 9")).collect()

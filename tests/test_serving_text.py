@@ -15,9 +15,14 @@ import random
 import numpy as np
 import pytest
 from chispa import assert_df_equality
+from py4j.protocol import Py4JJavaError
+from pyspark.errors import PySparkException
+from test_serving_parity import _assert_close, _flatten_scorer, _flatten_spark, _sizes
 
 from sparkship.serving import InvalidRecordError, UnsupportedModelError, load
-from test_serving_parity import _assert_close, _flatten_scorer, _flatten_spark, _sizes
+
+# A failed Spark job: an error the JVM raised (captured by pyspark, or not).
+SPARK_FAILURE = (Py4JJavaError, PySparkException)
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -75,8 +80,16 @@ def text_model(data, tmp_path_factory):
     from pyspark.ml import Pipeline, PipelineModel
     from pyspark.ml.classification import LogisticRegression
     from pyspark.ml.feature import (
-        IDF, NGram, CountVectorizer, FeatureHasher, HashingTF, RegexTokenizer, StopWordsRemover, Tokenizer,
-        VectorAssembler, Word2Vec,
+        IDF,
+        CountVectorizer,
+        FeatureHasher,
+        HashingTF,
+        NGram,
+        RegexTokenizer,
+        StopWordsRemover,
+        Tokenizer,
+        VectorAssembler,
+        Word2Vec,
     )
 
     stages = [
@@ -163,7 +176,7 @@ def test_null_text_fails_like_spark(spark, data, signature, text_model):
     assert err.value.field == "text"
     with pytest.raises(InvalidRecordError):
         scorer.score([bad, {**bad, "text": "fine"}])
-    with pytest.raises(Exception):
+    with pytest.raises(SPARK_FAILURE):
         spark_model.transform(spark.createDataFrame([bad], SCHEMA)).collect()
 
 

@@ -18,8 +18,7 @@ import pyarrow as pa
 import pytest
 
 from sparkship.errors import UsageError
-from sparkship.serving import load
-from sparkship.serving import threads, tree_kernels
+from sparkship.serving import load, threads, tree_kernels
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -119,7 +118,6 @@ def arrow_rows(frames) -> pa.Table:
 
 def _spark_outputs(model, df) -> dict[str, np.ndarray]:
     from pyspark.ml.functions import vector_to_array
-    from pyspark.sql import functions as F
 
     out = model.transform(df)
     cols = [c for c in ("rawPrediction", "probability") if c in out.columns]

@@ -241,7 +241,8 @@ def test_vector_size_hint_matches_spark(spark, tmp_path, handle):
     # the batch path on the rows of the right size (and the null one): same rows dropped as Spark
     batch_rows = [rows[0], rows[1], rows[3]]
     table = _arrow_of(batch_rows)
-    expected = spark_model.transform(spark.createDataFrame(batch_rows, _schema("id long, v vector"))).select("id").collect()
+    batch_df = spark.createDataFrame(batch_rows, _schema("id long, v vector"))
+    expected = spark_model.transform(batch_df).select("id").collect()
     if handle == "error":
         with pytest.raises(InvalidRecordError, match="null"):
             scorer.score(table)

@@ -98,8 +98,8 @@ def test_import_train_validate_promote_score_monitor_on_spark35(tmp_path):
     assert done["monitor"]["result"]["windows"], done["monitor"]
 
     # Written by delta-spark 3.3, read here by delta-rs: every input row is scored or quarantined, once.
-    from deltalake import DeltaTable
     import pyarrow.fs as pafs
+    from deltalake import DeltaTable
 
     def rows(path: str) -> int:
         if not os.path.isdir(path):

@@ -148,7 +148,8 @@ def test_validate_name_accepts_exactly_the_name_pattern(name):
 @pytest.mark.parametrize(
     "changes, key, words",
     [
-        ({"model__params": {"numTres": 5}}, "model.params.numTres", "unknown parameter of RandomForestClassifier; known: "),
+        ({"model__params": {"numTres": 5}}, "model.params.numTres",
+         "unknown parameter of RandomForestClassifier; known: "),
         ({"model__params": {"maxDepth": "deep"}}, "model.params.maxDepth", "bad value 'deep'"),
         ({"model__params": {"labelCol": "x"}}, "model.params.labelCol", "unknown parameter"),
         ({"model__algorithm": "xgboost"}, "model.algorithm", "unknown algorithm 'xgboost'"),
@@ -213,7 +214,8 @@ def test_spec_file_errors(tmp_path):
     with pytest.raises(UsageError, match="not valid YAML"):
         load_spec(str(broken))
     bad = tmp_path / "bad.yml"
-    bad.write_text("name: churn\ntask: regression\ntable: t\nlabel: y\nfeatures: {numeric: [a]}\nmodel: {algorithm: svm}\n")
+    bad.write_text("name: churn\ntask: regression\ntable: t\nlabel: y\nfeatures: {numeric: [a]}\n"
+                   "model: {algorithm: svm}\n")
     with pytest.raises(UsageError) as info:
         load_spec(str(bad))
     assert str(bad) in str(info.value) and "spec key 'model.algorithm'" in str(info.value)

@@ -16,7 +16,8 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import yaml
@@ -150,7 +151,7 @@ def flows(spark, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str
         t.start()
     for t in threads:
         t.join()
-    for kind, result in results.items():
+    for result in results.values():
         if isinstance(result, BaseException):
             raise result
     print(f"\nflows: {time.monotonic() - started:.0f} s wall; per step (s): "

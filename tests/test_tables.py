@@ -160,7 +160,8 @@ def test_added_rows_between_versions(spark, tmp_path, people):
                        ignore_row_order=True)
     assert tables.added_rows(spark, path, 2, 2).count() == 0
     tables.write(people, path, mode="overwrite")
-    with pytest.raises(tables.NotAppendOnlyError, match="changed by more than appends after version 2: WRITE at version 3"):
+    with pytest.raises(tables.NotAppendOnlyError,
+                       match="changed by more than appends after version 2: WRITE at version 3"):
         tables.added_rows(spark, path, 2, 3)
 
 
@@ -196,7 +197,7 @@ def test_file_statistics_keep_nan_and_infinity_rows_findable_by_delta_spark(spar
     tables.write(spark.createDataFrame(rows, "id long, x double, y double").coalesce(1), path, mode="overwrite")
     tables.write(spark.createDataFrame([(9, nan, 9.0)], "id long, x double, y double"), path)  # NaN only in x
     adds = [a["add"] for version in commit_versions(path) for a in commit_actions(path, version) if "add" in a]
-    stats = [json.loads(add["stats"], parse_constant=lambda token: pytest.fail(f"{token} in {add}"))
+    stats = [json.loads(add["stats"], parse_constant=lambda token, add=add: pytest.fail(f"{token} in {add}"))
              for add in adds]  # strict JSON: Delta's parser refuses NaN, Infinity
     assert [(s["minValues"].get("y"), s["maxValues"].get("y"), s["nullCount"]["x"]) for s in stats] == [
         (0.25, 2.0, 1), (9.0, 9.0, 0)]  # a finite column keeps its range, so files are still skipped on it

@@ -12,12 +12,11 @@ import pytest
 from chispa import assert_df_equality
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_tables import _deltalake_table, _duckdb_table  # noqa: E402 - the sibling module's independent readers
 
 from sparkship import tables
 from sparkship.errors import IntegrityError, InvalidDataError
 from sparkship.tables import files as delta_files
-
-from test_tables import _deltalake_table, _duckdb_table  # noqa: E402 - the sibling module's independent readers
 
 SCHEMA = pa.schema([pa.field("id", pa.int64()), pa.field("p", pa.string())])
 

@@ -97,7 +97,7 @@ def test_credentials_come_from_the_secrets_named_in_deploy_md(name):
             continue
         env = job["env"]
         assert CREDENTIALS <= set(env)
-        for key, value in env.items():
+        for value in env.values():
             [secret] = re.findall(r"\$\{\{ secrets\.(\w+) \}\}", value)
             assert f"`{secret}`" in deploy_md, secret
         # staging and prod jobs run as the service principal that deploys them.

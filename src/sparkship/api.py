@@ -15,7 +15,8 @@ the functions: ``import sparkship`` stays light for the CLI and the JVM-free ser
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from sparkship.config import Settings
 
@@ -32,7 +33,7 @@ def _settings(settings: Settings | None) -> Settings:
     return settings if settings is not None else Settings.resolve()
 
 
-def session() -> "SparkSession":
+def session() -> SparkSession:
     """The active SparkSession (on Databricks, the runtime's), else a local one with Delta Lake.
 
     >>> session() is spark
@@ -44,7 +45,7 @@ def session() -> "SparkSession":
 
 
 def register_model(model: Any, name: str, *, table: str, label: str | None = None, task: str | None = None,
-                   run_id: str | None = None, settings: Settings | None = None) -> "ModelVersion":
+                   run_id: str | None = None, settings: Settings | None = None) -> ModelVersion:
     """Register a fitted Spark ML model as the next version of ``name``, measured and profiled on ``table``.
 
     Args:
@@ -54,7 +55,7 @@ def register_model(model: Any, name: str, *, table: str, label: str | None = Non
         name: the model's name in the registry.
         table: the Delta table the model reads, ``PATH`` or ``PATH@VERSION``: it types the inputs, and the model
             is measured (with ``label``) and profiled for monitoring on it.
-        label: the label column (numeric: the class index for a classifier); without it no metrics but
+        label: the label column (numeric, or a string the pipeline's StringIndexer indexes); without it no metrics but
             clustering's silhouette.
         task: ``classification``, ``regression`` or ``clustering``: inferred from the model; give it only where
             the model cannot tell.
@@ -64,10 +65,10 @@ def register_model(model: Any, name: str, *, table: str, label: str | None = Non
     Returns:
         The registered version: ``.version``, ``.artifact``, ``.metrics``, ``.task``.
 
-    >>> register_model(fitted_model, "doc_churn", table=table, task="regression")
+    >>> register_model(fitted_model, "doc_churn", table=table, task="regression")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    sparkship.errors.UsageError: --task regression contradicts the model: its LogisticRegressionModel stage makes it a classification model
+    sparkship.errors.UsageError: --task regression contradicts the model: its LogisticRegressionModel stage makes it ...
     """
     from sparkship.fitted import register_fitted  # Spark-facing: loaded on first use
 
@@ -75,7 +76,7 @@ def register_model(model: Any, name: str, *, table: str, label: str | None = Non
                            run_id=run_id)
 
 
-def load_model(ref: str, settings: Settings | None = None) -> "PipelineModel":
+def load_model(ref: str, settings: Settings | None = None) -> PipelineModel:
     """The fitted PipelineModel of a registered version (``NAME``, ``NAME/VERSION``, ``NAME@ALIAS``), verified.
 
     >>> [type(s).__name__ for s in load_model("doc_churn/1").stages]
@@ -88,7 +89,7 @@ def load_model(ref: str, settings: Settings | None = None) -> "PipelineModel":
 
 
 def score(model: str, input: str, output: str, keys: Sequence[str] | str, *, settings: Settings | None = None,
-          **options: Any) -> "ScoreResult":
+          **options: Any) -> ScoreResult:
     """Score the rows of ``input`` (``PATH[@VERSION]``) not scored yet by ``model`` into ``output``, as
     ``sparkship score`` does; ``options`` are :func:`sparkship.scoring.score`'s (``full``, ``include_features``,
     ``run_id``, ``replace_output``, ``wait_s``, ``auto_full``).
@@ -101,7 +102,7 @@ def score(model: str, input: str, output: str, keys: Sequence[str] | str, *, set
     return score_table(session(), _settings(settings), model, input, output, keys, **options)
 
 
-def scorer(ref: str, settings: Settings | None = None) -> "PipelineScorer":
+def scorer(ref: str, settings: Settings | None = None) -> PipelineScorer:
     """The JVM-free scorer of a registered version (no Spark needed to use it).
 
     Raises :class:`~sparkship.serving.UnsupportedModelError` naming the stage it cannot serve.

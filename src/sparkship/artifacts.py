@@ -48,7 +48,7 @@ def checksums(artifact_dir: str) -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
-def stage(model: "PipelineModel", manifest: dict[str, Any], models_root: str) -> str:
+def stage(model: PipelineModel, manifest: dict[str, Any], models_root: str) -> str:
     """Save ``model`` and its manifest into a fresh staging folder under ``models_root``; return the folder.
 
     The registry then moves the folder to its versioned path in one rename.
@@ -58,7 +58,7 @@ def stage(model: "PipelineModel", manifest: dict[str, Any], models_root: str) ->
     return staged
 
 
-def save_staged(model: "PipelineModel", models_root: str) -> str:
+def save_staged(model: PipelineModel, models_root: str) -> str:
     """Save ``model`` under ``model/`` of a fresh staging folder (no manifest yet: :func:`seal` adds it)."""
     staged = os.path.join(models_root, STAGING_DIR, uuid.uuid4().hex)
     model.write().save(os.path.join(staged, MODEL_DIR))
@@ -128,7 +128,7 @@ def verify(artifact_dir: str, manifest_sha256: str | None = None) -> dict[str, A
     return manifest
 
 
-def load(artifact_dir: str, manifest_sha256: str | None = None) -> "PipelineModel":
+def load(artifact_dir: str, manifest_sha256: str | None = None) -> PipelineModel:
     """The verified PipelineModel of an artifact folder (see :func:`verify` for ``manifest_sha256``), loaded for
     the active session (classic or Spark Connect, whichever saved it)."""
     verify(artifact_dir, manifest_sha256)

@@ -10,7 +10,8 @@ import importlib
 import json
 import logging
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from sparkship import __version__
 from sparkship.commands import CommandResult, Context, render_text

@@ -75,7 +75,7 @@ class Settings:
         models_root: str | None = None,
         master: str | None = None,
         remote: str | None = None,
-    ) -> "Settings":
+    ) -> Settings:
         home_path = _root("--home / SPARKSHIP_HOME", home or os.environ.get(HOME_ENV) or DEFAULT_HOME)
         return cls(
             home=home_path,

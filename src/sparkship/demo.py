@@ -17,9 +17,10 @@ import shutil
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from sparkship import datasets
 from sparkship.config import Settings
@@ -105,7 +106,8 @@ def _running_server(settings: Settings, ref: str) -> Iterator[str]:
             thread.join(timeout=10)
 
 
-def run_demo(spark: "SparkSession", workdir: str, train_rows: int = TRAIN_ROWS, batch_rows: int = BATCH_ROWS) -> DemoSummary:
+def run_demo(spark: SparkSession, workdir: str, train_rows: int = TRAIN_ROWS,
+             batch_rows: int = BATCH_ROWS) -> DemoSummary:
     """Run every step in ``workdir`` (emptied first) and return the timed summary."""
     from sparkship import ingest
     from sparkship.monitoring import monitor

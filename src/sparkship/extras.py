@@ -22,10 +22,11 @@ class MissingExtraError(SparkshipError):
 def require(module: str, extra: str, command: str) -> ModuleType:
     """Import ``module``, or raise :class:`MissingExtraError` saying which extra ``command`` needs.
 
-    >>> require("no_such_module_x", extra="bundle", command="sparkship bundle check")
-    Traceback (most recent call last):
-    ...
-    sparkship.extras.MissingExtraError: sparkship bundle check needs the 'bundle' extra (no module no_such_module_x): pip install 'sparkship[bundle]'
+    >>> try:
+    ...     require("no_such_module_x", extra="bundle", command="sparkship bundle check")
+    ... except MissingExtraError as exc:
+    ...     print(exc)
+    sparkship bundle check needs the 'bundle' extra (no module no_such_module_x): pip install 'sparkship[bundle]'
     """
     try:
         return importlib.import_module(module)

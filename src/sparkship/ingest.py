@@ -39,14 +39,14 @@ def detect_format(source: str) -> str:
     return aliases[ext]
 
 
-def _read_inferred(spark: "SparkSession", source: str, fmt: str) -> "DataFrame":
+def _read_inferred(spark: SparkSession, source: str, fmt: str) -> DataFrame:
     reader = spark.read
     if fmt == "csv":
         reader = reader.option("header", "true").option("inferSchema", "true").option("mode", "FAILFAST")
     return reader.format(fmt).load(source)
 
 
-def _read_as_text(spark: "SparkSession", source: str, fmt: str) -> "DataFrame":
+def _read_as_text(spark: SparkSession, source: str, fmt: str) -> DataFrame:
     """Every value as the text the file holds (CSV: no inference; JSON: numbers and booleans as strings)."""
     if fmt == "csv":
         return spark.read.option("header", "true").option("inferSchema", "false").option("mode", "FAILFAST").csv(source)
@@ -60,11 +60,12 @@ def _row_label(fmt: str, row: int) -> str:
 
 
 def parse_with_schema(
-    df: "DataFrame", schema: "StructType", source: str, fmt: str
-) -> tuple["DataFrame", int, "DataFrame"]:
+    df: DataFrame, schema: StructType, source: str, fmt: str
+) -> tuple[DataFrame, int, DataFrame]:
     """``df``'s text columns cast to ``schema``'s types (columns the table lacks are left for the schema check
-    to name); returns (the typed rows, their count, the cached frame to unpersist after use). Raises :class:`SchemaMismatchError` naming the first row
-    and column whose value does not parse. One pass over the file when everything parses.
+    to name); returns (the typed rows, their count, the cached frame to unpersist after use). Raises
+    :class:`SchemaMismatchError` naming the first row and column whose value does not parse. One pass over the
+    file when everything parses.
     """
     from pyspark.sql import functions as F
     from pyspark.sql.types import StringType
@@ -101,7 +102,7 @@ def parse_with_schema(
 
 
 def import_file(
-    spark: "SparkSession",
+    spark: SparkSession,
     source: str,
     table: str,
     *,

@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from sparkship.bundle import deployed_job_name, load_bundle, needs_short_name, short_user_name
 from sparkship.errors import NotFoundError, SparkshipError, UsageError
@@ -75,7 +76,7 @@ def _api_call(what: str, call: Callable[[], Any]) -> Any:
         raise UsageError(f"cannot {what}: {exc}") from None
 
 
-def workspace_client(host: str | None = None, profile: str | None = None) -> "WorkspaceClient":
+def workspace_client(host: str | None = None, profile: str | None = None) -> WorkspaceClient:
     """A ``WorkspaceClient`` configured the SDK's usual way (env vars, ``~/.databrickscfg``, ...).
 
     >>> client = workspace_client()                                   # doctest: +SKIP
@@ -91,7 +92,7 @@ def workspace_client(host: str | None = None, profile: str | None = None) -> "Wo
         ) from None
 
 
-def find_job(client: "WorkspaceClient", name: str) -> int:
+def find_job(client: WorkspaceClient, name: str) -> int:
     """The id of the one job named exactly ``name``; ``NotFoundError`` when there is none."""
     jobs = _api_call(f"list jobs named {name!r}", lambda: list(client.jobs.list(name=name)))
     matching = [j for j in jobs if j.settings is not None and j.settings.name == name]
@@ -106,13 +107,13 @@ def find_job(client: "WorkspaceClient", name: str) -> int:
     return int(matching[0].job_id)
 
 
-def start_run(client: "WorkspaceClient", job_id: int) -> int:
+def start_run(client: WorkspaceClient, job_id: int) -> int:
     """Trigger a run of a job (``jobs/run-now``) and return its run id."""
     waiter = _api_call(f"start job {job_id}", lambda: client.jobs.run_now(job_id=job_id))
     return int(waiter.run_id)
 
 
-def _task_rows(client: "WorkspaceClient", run: "Run") -> list[dict[str, Any]]:
+def _task_rows(client: WorkspaceClient, run: Run) -> list[dict[str, Any]]:
     rows = []
     for task in run.tasks or []:
         state = task.state
@@ -132,7 +133,7 @@ def _task_rows(client: "WorkspaceClient", run: "Run") -> list[dict[str, Any]]:
 
 
 def follow_run(
-    client: "WorkspaceClient",
+    client: WorkspaceClient,
     result: RunResult,
     poll_seconds: float = 10.0,
     timeout_seconds: float | None = None,
@@ -174,7 +175,7 @@ def run_job(
     wait: bool = False,
     poll_seconds: float = 10.0,
     timeout_seconds: float | None = None,
-    client: "WorkspaceClient | None" = None,
+    client: WorkspaceClient | None = None,
     profile: str | None = None,
 ) -> RunResult:
     """Trigger the bundle job ``job_key`` as deployed to ``target`` (default: the default target).

@@ -27,7 +27,8 @@ def validate_name(name: str, what: str = "model name") -> str:
 
 def validate_alias(alias: str) -> str:
     if not isinstance(alias, str) or not ALIAS_PATTERN.fullmatch(alias):
-        raise UsageError(f"alias {alias!r} is invalid: use lowercase letters, digits, '_' and '-', starting with a letter")
+        raise UsageError(
+            f"alias {alias!r} is invalid: use lowercase letters, digits, '_' and '-', starting with a letter")
     return alias
 
 

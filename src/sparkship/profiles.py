@@ -12,7 +12,8 @@ edges and categories, so both are directly comparable (e.g. by a population stab
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import Column, DataFrame
@@ -25,14 +26,14 @@ RELATIVE_ERROR = 0.001
 CLASS_TOP_K = 1000  # a prediction profile keeps every class (training allows up to 1,000)
 
 
-def is_missing(name: str) -> "Column":
+def is_missing(name: str) -> Column:
     from pyspark.sql import functions as F
 
     c = F.col(f"`{name}`")
     return c.isNull() | F.isnan(c.cast("double"))
 
 
-def bin_index(name: str, edges: Sequence[float]) -> "Column":
+def bin_index(name: str, edges: Sequence[float]) -> Column:
     """0-based bin of a value: the number of inner edges strictly below it (null when the value is missing)."""
     from pyspark.sql import functions as F
 
@@ -42,7 +43,7 @@ def bin_index(name: str, edges: Sequence[float]) -> "Column":
     return F.when(is_missing(name), None).otherwise(index)
 
 
-def numeric_edges(df: "DataFrame", columns: Sequence[str], bins: int = DEFAULT_BINS,
+def numeric_edges(df: DataFrame, columns: Sequence[str], bins: int = DEFAULT_BINS,
                   relative_error: float = RELATIVE_ERROR) -> dict[str, list[float]]:
     """``bins + 1`` approximate quantiles (0, 1/bins, ..., 1) per column, ignoring nulls and NaN, in one job.
 
@@ -60,7 +61,7 @@ def numeric_edges(df: "DataFrame", columns: Sequence[str], bins: int = DEFAULT_B
 
 
 def compute_profile(
-    df: "DataFrame",
+    df: DataFrame,
     numeric: Sequence[str] = (),
     categorical: Sequence[str] = (),
     *,
@@ -121,7 +122,7 @@ def _categorical_feature(
 
 
 def _grouped_counts(
-    df: "DataFrame", bins: Mapping[str, "Column"], categorical: Sequence[str], numeric: Sequence[str]
+    df: DataFrame, bins: Mapping[str, Column], categorical: Sequence[str], numeric: Sequence[str]
 ) -> dict[str, dict[str | None, int]]:
     """Per column, row counts by key (a numeric column's bin index or a category, as text; None = missing).
 
@@ -129,7 +130,7 @@ def _grouped_counts(
     """
     from pyspark.sql import functions as F
 
-    def pair(name: str, key: "Column") -> "Column":
+    def pair(name: str, key: Column) -> Column:
         return F.struct(F.lit(name).alias("column"), key.cast("string").alias("key"))
 
     pairs = [pair(c, bins[c] if c in bins else F.lit(None)) for c in numeric]
@@ -144,7 +145,7 @@ def _grouped_counts(
 
 
 def prediction_profile(
-    predictions: "DataFrame", task: str, *, reference: Mapping[str, Any] | None = None, column: str = "prediction"
+    predictions: DataFrame, task: str, *, reference: Mapping[str, Any] | None = None, column: str = "prediction"
 ) -> dict[str, Any]:
     """The distribution of a model's predictions: class shares (classification) or quantile bins (regression).
 

@@ -20,7 +20,8 @@ from sparkship.config import Settings
 from sparkship.errors import SparkshipError, UsageError
 from sparkship.names import validate_alias, validate_name
 from sparkship.registry import Registry
-from sparkship.validation import CHAMPION, EVENT as VALIDATED
+from sparkship.validation import CHAMPION
+from sparkship.validation import EVENT as VALIDATED
 
 log = logging.getLogger(__name__)
 

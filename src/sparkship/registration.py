@@ -30,13 +30,21 @@ import fcntl
 import logging
 import os
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from sparkship import artifacts, killpoints
 from sparkship.errors import ConcurrentWriteError, IntegrityError
 from sparkship.registry_tables import (
-    VERSIONS_SCHEMA, ModelVersion, now, read_rows, retry_on_conflict, to_version, upgrade, version_row,
+    VERSIONS_SCHEMA,
+    ModelVersion,
+    now,
+    read_rows,
+    retry_on_conflict,
+    to_version,
+    upgrade,
+    version_row,
 )
 from sparkship.tables import metadata
 

@@ -19,8 +19,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -29,8 +30,19 @@ from sparkship.config import Settings
 from sparkship.errors import ConcurrentWriteError, NotFoundError, SparkshipError, UsageError
 from sparkship.names import ModelRef, parse_ref, validate_alias, validate_name
 from sparkship.registry_tables import (
-    ALIASES_SCHEMA, EVENTS_SCHEMA, MAX_ATTEMPTS, ModelVersion, now as _now, read_rows,
-    retry_on_conflict as _retry_on_conflict, to_version, upgrade,
+    ALIASES_SCHEMA,
+    EVENTS_SCHEMA,
+    MAX_ATTEMPTS,
+    ModelVersion,
+    read_rows,
+    to_version,
+    upgrade,
+)
+from sparkship.registry_tables import (
+    now as _now,
+)
+from sparkship.registry_tables import (
+    retry_on_conflict as _retry_on_conflict,
 )
 from sparkship.tables import metadata
 
@@ -136,7 +148,7 @@ class Registry:
             artifacts.read_manifest(mv.artifact, mv.manifest_sha256)
         return mv
 
-    def load_model(self, ref: str | ModelRef) -> tuple[ModelVersion, "PipelineModel"]:
+    def load_model(self, ref: str | ModelRef) -> tuple[ModelVersion, PipelineModel]:
         """The version ``ref`` resolves to and its PipelineModel, checksums (the manifest's own too) verified."""
         mv = self.get(ref)
         return mv, artifacts.load(mv.artifact, mv.manifest_sha256)
@@ -257,7 +269,8 @@ class Registry:
             raise NotFoundError(f"model '{name}' has no alias '{alias}' to roll back")
         last = history[-1]
         if last["previous_version"] is None:
-            raise UsageError(f"{name}@{alias} has no previous holder to roll back to (its first holder is {last['version']})")
+            raise UsageError(
+                f"{name}@{alias} has no previous holder to roll back to (its first holder is {last['version']})")
         return self.set_alias(
             name, alias, last["previous_version"], expect_version=last["version"], reason=reason,
             action="rollback", run_id=run_id,

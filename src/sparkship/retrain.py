@@ -76,7 +76,7 @@ def parse_window(text: str) -> timedelta:
 
 
 def request_retrain(
-    registry: "Registry", model: str, window: str, *, reason: str = "drift", run_id: str | None = None,
+    registry: Registry, model: str, window: str, *, reason: str = "drift", run_id: str | None = None,
     now: datetime | None = None,
 ) -> RetrainDecision:
     """Decide whether ``model`` may be retrained now and record the decision as a registry event.

@@ -15,10 +15,11 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pyarrow as pa
 
@@ -221,7 +222,7 @@ class RunLease:
                 continue
 
     @contextmanager
-    def hold(self, wait_s: float = 0.0) -> Iterator["RunLease"]:
+    def hold(self, wait_s: float = 0.0) -> Iterator[RunLease]:
         """Acquire, renew in the background while the block runs, and release at the end (even on error) unless
         the block ended the lease with :meth:`end_with`."""
         dead = self.acquire(wait_s)

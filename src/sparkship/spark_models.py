@@ -23,7 +23,7 @@ PIPELINE_CLASSES = ("org.apache.spark.ml.PipelineModel", "pyspark.ml.pipeline.Pi
                     "pyspark.ml.PipelineModel")
 
 
-def load_pipeline(path: str, spark: "SparkSession | None" = None) -> "PipelineModel":
+def load_pipeline(path: str, spark: SparkSession | None = None) -> PipelineModel:
     """The PipelineModel saved at ``path``, usable by ``spark`` (default: the active session).
 
     Args:
@@ -46,7 +46,7 @@ def load_pipeline(path: str, spark: "SparkSession | None" = None) -> "PipelineMo
     return stage if isinstance(stage, PipelineModel) else PipelineModel(stages=[stage])
 
 
-def _load_connect(path: str, spark: "SparkSession") -> "Transformer":
+def _load_connect(path: str, spark: SparkSession) -> Transformer:
     from pyspark.ml import PipelineModel
     from pyspark.ml.pipeline import PipelineSharedReadWrite
     from pyspark.ml.util import DefaultParamsReader

@@ -15,11 +15,12 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sparkship import tables
 from sparkship.errors import NotFoundError, SchemaMismatchError, UsageError
@@ -53,7 +54,7 @@ _NUMERIC_TYPES = ("tinyint", "smallint", "int", "bigint", "float", "double")
 class TrainingResult:
     """What :func:`train` produced: the fitted model, held-out metrics and the lineage needed for a manifest."""
 
-    model: "PipelineModel"
+    model: PipelineModel
     metrics: dict[str, float]
     table: str
     table_version: int
@@ -76,7 +77,7 @@ class StepRecorder:
     Steps may run on several threads at once (the job group is per thread): their seconds then overlap.
     """
 
-    def __init__(self, spark: "SparkSession") -> None:
+    def __init__(self, spark: SparkSession) -> None:
         from sparkship.spark import is_connect
 
         self._sc = None if is_connect(spark) else spark.sparkContext
@@ -107,7 +108,7 @@ def label_column(spec: TrainingSpec, label_is_string: bool) -> str:
     return f"{spec.label}__idx" if label_is_string else spec.label
 
 
-def build_pipeline(spec: TrainingSpec, label_is_string: bool = False) -> "Pipeline":
+def build_pipeline(spec: TrainingSpec, label_is_string: bool = False) -> Pipeline:
     """The unfitted Pipeline for ``spec`` (see the module docstring for its stages).
 
     >>> [type(s).__name__ for s in build_pipeline(spec).getStages()]               # doctest: +SKIP
@@ -149,7 +150,7 @@ def build_pipeline(spec: TrainingSpec, label_is_string: bool = False) -> "Pipeli
 # --- checking the input ---------------------------------------------------------------------------------------
 
 
-def _pin_version(spark: "SparkSession", spec: TrainingSpec) -> int:
+def _pin_version(spark: SparkSession, spec: TrainingSpec) -> int:
     latest = tables.version(spark, spec.table)
     if latest is None:
         raise NotFoundError(f"spec key 'table': no Delta table at {spec.table}")
@@ -162,7 +163,7 @@ def _pin_version(spark: "SparkSession", spec: TrainingSpec) -> int:
     return spec.table_version
 
 
-def _check_schema(schema: "StructType", spec: TrainingSpec, where: str) -> bool:
+def _check_schema(schema: StructType, spec: TrainingSpec, where: str) -> bool:
     """Check columns and types; return whether the label is a string (classes to index)."""
     types = {f.name: f.dataType.simpleString() for f in schema.fields}
     wanted = [("features.numeric", c) for c in spec.features.numeric]
@@ -204,7 +205,7 @@ def _label_expr(spec: TrainingSpec, label_is_string: bool):  # noqa: ANN202 - a 
     return label if label_is_string else label.cast("double")
 
 
-def _labelled(df: "DataFrame", spec: TrainingSpec, label_is_string: bool) -> "DataFrame":
+def _labelled(df: DataFrame, spec: TrainingSpec, label_is_string: bool) -> DataFrame:
     """Rows that have a label (not null, not NaN), the label cast to double unless it is a string."""
     from pyspark.sql import functions as F
 
@@ -221,7 +222,7 @@ class _DataFacts:
     rows_test: int
 
 
-def _check_data(data: "DataFrame", spec: TrainingSpec, label_is_string: bool, where: str) -> _DataFacts:
+def _check_data(data: DataFrame, spec: TrainingSpec, label_is_string: bool, where: str) -> _DataFacts:
     """One Spark job over ``data`` (with its ``__test`` split flag): rows, values per numeric feature, classes."""
     from pyspark.sql import functions as F
 
@@ -310,7 +311,7 @@ def _split_facts(labels: list[str] | None, num_classes: int, rows_train: int, ro
     return _DataFacts(labels, num_classes, rows_train, rows_test)
 
 
-def _index_labels(df: "DataFrame", spec: TrainingSpec, labels: Sequence[str], handle_invalid: str) -> "DataFrame":
+def _index_labels(df: DataFrame, spec: TrainingSpec, labels: Sequence[str], handle_invalid: str) -> DataFrame:
     from pyspark.ml.feature import StringIndexerModel
 
     indexer = StringIndexerModel.from_labels(
@@ -322,12 +323,12 @@ def _index_labels(df: "DataFrame", spec: TrainingSpec, labels: Sequence[str], ha
 # --- metrics ---------------------------------------------------------------------------------------------------
 
 
-def _num_classes(model: "PipelineModel") -> int:
+def _num_classes(model: PipelineModel) -> int:
     return int(getattr(model.stages[-1], "numClasses", 0) or 0)
 
 
 def evaluate(
-    model: "PipelineModel", df: "DataFrame", spec: TrainingSpec, labels: Sequence[str] | None = None
+    model: PipelineModel, df: DataFrame, spec: TrainingSpec, labels: Sequence[str] | None = None
 ) -> dict[str, float]:
     """Metrics of ``model`` on the labelled rows of ``df`` (any table snapshot with the spec's columns).
 
@@ -362,7 +363,7 @@ def evaluate(
 # --- training -------------------------------------------------------------------------------------------------
 
 
-def _signature(schema: "StructType", spec: TrainingSpec) -> dict[str, list[dict[str, str]]]:
+def _signature(schema: StructType, spec: TrainingSpec) -> dict[str, list[dict[str, str]]]:
     types = {f.name: f.dataType.simpleString() for f in schema.fields}
     outputs = [{"name": PREDICTION, "type": "double"}]
     if spec.task == "classification":
@@ -380,8 +381,8 @@ def _tuning_metric(spec: TrainingSpec, num_classes: int) -> str:
 
 
 def _cross_validate(
-    pipeline: "Pipeline", spec: TrainingSpec, train_df: "DataFrame", label_col: str, num_classes: int
-) -> tuple["PipelineModel", dict[str, Any]]:
+    pipeline: Pipeline, spec: TrainingSpec, train_df: DataFrame, label_col: str, num_classes: int
+) -> tuple[PipelineModel, dict[str, Any]]:
     from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
 
     assert spec.tuning is not None
@@ -413,7 +414,7 @@ def _cross_validate(
     return cv_model.bestModel, info
 
 
-def split_flag(spec: TrainingSpec) -> "Column":
+def split_flag(spec: TrainingSpec) -> Column:
     """True for held-out (test) rows.
 
     A hash of the row's values and the seed, not ``rand(seed)``: the same rows land in the same split however the
@@ -427,8 +428,8 @@ def split_flag(spec: TrainingSpec) -> "Column":
 
 
 def labelled_rows(
-    df: "DataFrame", spec: TrainingSpec, labels: Sequence[str] | None, where: str
-) -> tuple["DataFrame", bool]:
+    df: DataFrame, spec: TrainingSpec, labels: Sequence[str] | None, where: str
+) -> tuple[DataFrame, bool]:
     """Rows of ``df`` with a label, string labels indexed with ``labels``; and whether the label was a string."""
     label_is_string = _check_schema(df.schema, spec, where)
     data = _labelled(df, spec, label_is_string)
@@ -438,8 +439,8 @@ def labelled_rows(
 
 
 def held_out_rows(
-    spark: "SparkSession", spec: TrainingSpec, version: int, labels: Sequence[str] | None
-) -> "DataFrame":
+    spark: SparkSession, spec: TrainingSpec, version: int, labels: Sequence[str] | None
+) -> DataFrame:
     """The test split that :func:`train` held out of ``spec.table`` at ``version``."""
     from pyspark.sql import functions as F
 
@@ -454,7 +455,7 @@ def _recorded(recorder: StepRecorder, step: str, fn: Callable[..., T], *args: An
         return fn(*args)
 
 
-def train(spark: "SparkSession", spec: TrainingSpec) -> TrainingResult:
+def train(spark: SparkSession, spec: TrainingSpec) -> TrainingResult:
     """Read the spec's table (the pinned version, or the latest at start), check it, fit, and measure.
 
     Raises a :class:`~sparkship.errors.SparkshipError` naming the problem (missing columns, wrong label type,
@@ -576,7 +577,7 @@ def manifest_for(result: TrainingResult, run_id: str | None = None) -> dict[str,
     }
 
 
-def register_result(settings: "Settings", result: TrainingResult, run_id: str | None = None) -> dict[str, Any]:
+def register_result(settings: Settings, result: TrainingResult, run_id: str | None = None) -> dict[str, Any]:
     """Stage ``result``'s artifact under the models root and register it as the next version."""
     from sparkship import artifacts
 
@@ -593,7 +594,7 @@ def register_result(settings: "Settings", result: TrainingResult, run_id: str | 
 
 
 def train_and_register(
-    spark: "SparkSession", settings: "Settings", spec: TrainingSpec, run_id: str | None = None
+    spark: SparkSession, settings: Settings, spec: TrainingSpec, run_id: str | None = None
 ) -> dict[str, Any]:
     """Train ``spec`` and register the model: ``{"name", "version", "metrics", "artifact", "table_version"}``.
 

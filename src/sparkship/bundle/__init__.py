@@ -15,9 +15,10 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from sparkship.bundle import jobs as job_checks
 from sparkship.bundle import monitors as monitor_checks

@@ -12,9 +12,9 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from sparkship.bundle.loader import BUNDLE_FILE, Bundle
 from sparkship.bundle.problems import Problems

@@ -142,7 +142,8 @@ class Bundle:
         A resource that only a target defines (e.g. a prod-only quality monitor) is its override alone.
         """
         base = self.resources.get(kind, {}).get(key)
-        override = ((((self.targets.get(target) or {}) if target else {}).get("resources") or {}).get(kind) or {}).get(key)
+        resources = ((self.targets.get(target) or {}) if target else {}).get("resources") or {}
+        override = (resources.get(kind) or {}).get(key)
         if base is None and override is None:
             raise NotFoundError(f"the bundle defines no {kind[:-1].replace('_', ' ')} {key!r}; "
                                 f"{kind}: {', '.join(self.resources.get(kind, {})) or '(none)'}")

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
-
+from typing import Any
 
 # A Unity Catalog table name, catalog.schema.table (no path, no backquotes, no @VERSION).
 UC_TABLE = re.compile(r"[^.\s/`@]+\.[^.\s/`@]+\.[^.\s/`@]+")

@@ -26,7 +26,7 @@ def trigger_file(bundle: Bundle, key: str, target: str, job_file: str, part: str
     return bundle.target_file(target, f"resources.jobs.{key}.{part}", fallback=job_file) if target else job_file
 
 
-def check_triggers(bundle: Bundle, parsed: "ParsedJobs", runs: list["WheelTaskRun"], problems: Problems) -> None:
+def check_triggers(bundle: Bundle, parsed: ParsedJobs, runs: list[WheelTaskRun], problems: Problems) -> None:
     """Check the ``table_update`` trigger of every parsed job in every target (``runs``: its score tasks)."""
     for target, jobs in parsed.items():
         for key, (file, job) in jobs.items():
@@ -85,7 +85,7 @@ def _check_wait(bundle: Bundle, problems: Problems, file: str, where: str, raw: 
 
 
 def _check_reads_watched(problems: Problems, file: str, where: str, watched: list[str],
-                         scoring: list["WheelTaskRun"], target: str | None) -> None:
+                         scoring: list[WheelTaskRun], target: str | None) -> None:
     """A score task's input that the trigger does not watch: its changes would not start the job."""
     if not watched:
         return  # no valid name to compare with: already reported

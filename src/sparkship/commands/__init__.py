@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from sparkship.config import Settings
 
@@ -22,10 +23,10 @@ class Context:
 
     settings: Settings
     as_json: bool = False
-    _spark: "SparkSession | None" = field(default=None, repr=False)
+    _spark: SparkSession | None = field(default=None, repr=False)
 
     @property
-    def spark(self) -> "SparkSession":
+    def spark(self) -> SparkSession:
         if self._spark is None:
             from sparkship.spark import get_spark
 
@@ -49,7 +50,7 @@ class CommandResult:
 
 
 def add_command(
-    subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]",
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
     common: argparse.ArgumentParser,
     name: str,
     handler: Handler,

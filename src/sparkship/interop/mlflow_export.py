@@ -13,8 +13,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from importlib import metadata as importlib_metadata
-from typing import Any, Mapping
+from typing import Any
 
 from sparkship import artifacts
 from sparkship.errors import UsageError

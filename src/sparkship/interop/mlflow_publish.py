@@ -16,8 +16,9 @@ import os
 import re
 import sys
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from sparkship.config import Settings
 from sparkship.errors import UsageError

@@ -23,7 +23,8 @@ import json
 import os
 import shutil
 import tempfile
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from sparkship import artifacts, tables
 from sparkship.errors import SchemaMismatchError, SparkshipError, UsageError
@@ -67,7 +68,7 @@ def require_onnx() -> Any:
     return onnxmltools
 
 
-def flat_stages(model: "Transformer") -> list["Transformer"]:
+def flat_stages(model: Transformer) -> list[Transformer]:
     """The pipeline's stages in order, nested PipelineModels flattened."""
     from pyspark.ml import PipelineModel
 
@@ -76,15 +77,15 @@ def flat_stages(model: "Transformer") -> list["Transformer"]:
     return [model]
 
 
-def _describe(stage: "Transformer") -> str:
+def _describe(stage: Transformer) -> str:
     return f"stage {type(stage).__name__} ({stage.uid})"
 
 
-def _refuse(stage: "Transformer", why: str) -> UsageError:
+def _refuse(stage: Transformer, why: str) -> UsageError:
     return UsageError(f"{_describe(stage)} {why}: {REMEDY}")
 
 
-def check_stages(stages: Sequence["Transformer"], input_types: Mapping[str, str]) -> None:
+def check_stages(stages: Sequence[Transformer], input_types: Mapping[str, str]) -> None:
     """Refuse the first stage onnxmltools has no converter for, or whose settings ONNX cannot reproduce.
 
     ``input_types`` maps signature columns to normalised Spark types (a StringIndexer needs string inputs).
@@ -101,7 +102,7 @@ def check_stages(stages: Sequence["Transformer"], input_types: Mapping[str, str]
             raise _refuse(stage, why)
 
 
-def _unsupported_setting(stage: "Transformer", name: str, input_types: Mapping[str, str]) -> str | None:
+def _unsupported_setting(stage: Transformer, name: str, input_types: Mapping[str, str]) -> str | None:
     """Why ONNX cannot reproduce this stage's settings, or None."""
     if stage.hasParam("handleInvalid") and stage.getOrDefault("handleInvalid") == "skip":
         return "drops rows (handleInvalid='skip'), which an ONNX graph cannot do"
@@ -114,13 +115,13 @@ def _unsupported_setting(stage: "Transformer", name: str, input_types: Mapping[s
     return None
 
 
-def _input_cols(stage: "Transformer") -> list[str]:
+def _input_cols(stage: Transformer) -> list[str]:
     if stage.hasParam("inputCols") and stage.isDefined("inputCols") and stage.isSet("inputCols"):
         return list(stage.getOrDefault("inputCols"))
     return [stage.getOrDefault("inputCol")] if stage.hasParam("inputCol") and stage.isDefined("inputCol") else []
 
 
-def indexed_integers(stages: Sequence["Transformer"], input_types: Mapping[str, str]) -> set[str]:
+def indexed_integers(stages: Sequence[Transformer], input_types: Mapping[str, str]) -> set[str]:
     """Integral signature inputs that a StringIndexer reads: they enter the graph as int64 (Spark indexes their
     decimal string form, which is the integer's), and no other stage may read them."""
     indexed = {c for s in stages if _onnx_name(s) == INDEXER for c in _input_cols(s) if input_types.get(c) in INTEGRAL}
@@ -132,7 +133,7 @@ def indexed_integers(stages: Sequence["Transformer"], input_types: Mapping[str, 
     return indexed
 
 
-def _onnx_name(stage: "Transformer") -> str | None:
+def _onnx_name(stage: Transformer) -> str | None:
     from onnxmltools.convert.sparkml.ops_names import sparkml_operator_name_map
 
     return sparkml_operator_name_map.get(type(stage))
@@ -283,7 +284,7 @@ def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
-def _custom_functions(stages: Sequence["Transformer"],
+def _custom_functions(stages: Sequence[Transformer],
                       input_types: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
     from onnxmltools.convert.common._registration import _converter_pool, _shape_calculator_pool
     from onnxmltools.convert.sparkml.ops_names import sparkml_operator_name_map
@@ -314,7 +315,7 @@ def _threshold_for(split: Mapping[str, Any]) -> tuple[float, bool] | None:
     return None
 
 
-def _continuous_node(stage: "Transformer", node: dict[str, Any]) -> dict[str, Any]:
+def _continuous_node(stage: Transformer, node: dict[str, Any]) -> dict[str, Any]:
     split = node["split"]
     if node["leftChild"] < 0 or int(split["numCategories"]) < 0:
         return node
@@ -328,14 +329,13 @@ def _continuous_node(stage: "Transformer", node: dict[str, Any]) -> dict[str, An
             "split": {**split, "leftCategoriesOrThreshold": [threshold], "numCategories": -1}}
 
 
-def continuous_trees(stage: "Transformer", scratch: str) -> "Transformer":
+def continuous_trees(stage: Transformer, scratch: str) -> Transformer:
     """``stage`` itself, or for a tree model with categorical splits an equal model whose splits are all
     thresholds (written and loaded back with Spark): onnxmltools' tree converter reads the first category of a
     categorical split as a threshold, which is wrong for a one-hot feature that goes left on 1. Sparkship's
     template one-hot encodes, and Spark trees treat one-hot slots as two-category features."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-
     from pyspark.ml.tree import _DecisionTreeModel, _TreeEnsembleModel
 
     if not isinstance(stage, (_DecisionTreeModel, _TreeEnsembleModel)):
@@ -356,7 +356,7 @@ def continuous_trees(stage: "Transformer", scratch: str) -> "Transformer":
     return type(stage).load(path)
 
 
-def convert(spark: "SparkSession", model: "PipelineModel", inputs: Sequence[Mapping[str, Any]], name: str) -> Any:
+def convert(spark: SparkSession, model: PipelineModel, inputs: Sequence[Mapping[str, Any]], name: str) -> Any:
     """The ONNX ``ModelProto`` of ``model`` (stages checked first; a failure names its stage)."""
     from pyspark.ml import PipelineModel
 
@@ -386,7 +386,7 @@ def graph_io(onnx_model: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]
     return [record(v) for v in onnx_model.graph.input], [record(v) for v in onnx_model.graph.output]
 
 
-def export_onnx(spark: "SparkSession", artifact_dir: str, out: str, check_table: str | None = None,
+def export_onnx(spark: SparkSession, artifact_dir: str, out: str, check_table: str | None = None,
                 check_rows: int = DEFAULT_ROWS) -> dict[str, Any]:
     """Write ``out/model.onnx`` and ``out/sparkship-onnx.json`` for the artifact, after checking ONNX Runtime's
     predictions against Spark's on a sample (:func:`sample_rows`, :func:`check`).
@@ -446,7 +446,7 @@ def _write(out: str, model_bytes: bytes, sidecar: Mapping[str, Any]) -> None:
 # --- the check: ONNX Runtime against Spark's transform on the same rows -------------------------------------------
 
 
-def sample_rows(spark: "SparkSession", manifest: Mapping[str, Any], table: str | None,
+def sample_rows(spark: SparkSession, manifest: Mapping[str, Any], table: str | None,
                 limit: int = DEFAULT_ROWS) -> tuple[list[tuple], str]:
     """Rows of the signature's inputs to score both ways, and where they came from.
 
@@ -505,7 +505,7 @@ def _typed(value: Any, kind: str) -> Any:
     return int(round(float(value))) if kind in INTEGRAL else float(value)
 
 
-def check(spark: "SparkSession", model: "PipelineModel", onnx_bytes: bytes, rows: Sequence[tuple],
+def check(spark: SparkSession, model: PipelineModel, onnx_bytes: bytes, rows: Sequence[tuple],
           manifest: Mapping[str, Any], tolerance: float = TOLERANCE) -> dict[str, Any]:
     """Score ``rows`` with Spark's ``transform`` and with ONNX Runtime and compare: labels (classification)
     exactly, probabilities and regression predictions within ``tolerance`` (relative above 1).
@@ -540,7 +540,7 @@ def check(spark: "SparkSession", model: "PipelineModel", onnx_bytes: bytes, rows
     return {"rows": len(rows), "outputs": sorted(spark_out)}
 
 
-def _spark_outputs(spark: "SparkSession", model: "PipelineModel", rows: Sequence[tuple],
+def _spark_outputs(spark: SparkSession, model: PipelineModel, rows: Sequence[tuple],
                    inputs: Sequence[Mapping[str, Any]], pred_col: str, prob_col: str | None) -> dict[str, Any]:
     import numpy as np
     from pyspark.ml.functions import vector_to_array

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -113,11 +114,11 @@ class ArrowScoring:
 
     @classmethod
     def of(cls, artifact: str, manifest_sha256: str, inputs: Sequence[dict[str, str]], prediction_col: str,
-           probability_col: str | None) -> "ArrowScoring":
+           probability_col: str | None) -> ArrowScoring:
         return cls(artifact, manifest_sha256, tuple(tuple(sorted(i.items())) for i in inputs), prediction_col,
                    probability_col)
 
-    def schema(self, incoming: "StructType") -> "StructType":
+    def schema(self, incoming: StructType) -> StructType:
         """The output schema: ``incoming`` plus the prediction (and probability), typed as Spark's path writes."""
         from pyspark.sql.types import ArrayType, DoubleType, StructField, StructType
 
@@ -148,7 +149,7 @@ class ArrowScoring:
                 yield self.score_batch(scorer, batch)
 
 
-def score_frame(frame: "DataFrame", fn: ArrowScoring) -> "DataFrame":
+def score_frame(frame: DataFrame, fn: ArrowScoring) -> DataFrame:
     """``frame`` scored by the JVM-free scorer in the Python workers, like ``PipelineModel.transform(frame)``
     restricted to its own columns plus the prediction (and probability, as an array)."""
     return frame.mapInArrow(fn, fn.schema(frame.schema))

@@ -29,18 +29,18 @@ UPSERT, DELETE = "upsert", "delete"
 class Frames:
     """What a run writes: scored rows and rows that cannot be scored (with :data:`OP_COLUMN` in change runs)."""
 
-    scored: "DataFrame"
-    quarantined: "DataFrame"
+    scored: DataFrame
+    quarantined: DataFrame
 
 
-def _range_rows(spark: "SparkSession", request: ScoringRequest, plan: ScoringPlan) -> "DataFrame":
+def _range_rows(spark: SparkSession, request: ScoringRequest, plan: ScoringPlan) -> DataFrame:
     if plan.mode == WHOLE:
         return tables.read(spark, request.input_path, version=plan.input_version)
     assert plan.source is not None, "an incremental plan carries its rows"
     return plan.source
 
 
-def build_frames(spark: "SparkSession", request: ScoringRequest, model: ScoringModel, plan: ScoringPlan,
+def build_frames(spark: SparkSession, request: ScoringRequest, model: ScoringModel, plan: ScoringPlan,
                  *, scored_at: datetime | None = None) -> Frames:
     """The scored and quarantined DataFrames of the plan's rows."""
     from pyspark.sql import functions as F
@@ -82,7 +82,7 @@ def build_frames(spark: "SparkSession", request: ScoringRequest, model: ScoringM
                   quarantined=_with_deletes(quarantined, gone_from_quarantine, request.keys))
 
 
-def scored_rows(model: ScoringModel, rows: "DataFrame") -> "DataFrame":
+def scored_rows(model: ScoringModel, rows: DataFrame) -> DataFrame:
     """``rows`` with the model's prediction (and probability) columns, by the run's scorer: Spark's transform, or
     the JVM-free scorer in ``mapInArrow`` (the probability then already an array)."""
     if model.scorer == JVM_FREE:
@@ -106,7 +106,7 @@ def _score_cols(request: ScoringRequest, model: ScoringModel, features: list[str
     return out_cols
 
 
-def _with_deletes(kept: "DataFrame", deleted_keys: "DataFrame", keys: list[str]) -> "DataFrame":
+def _with_deletes(kept: DataFrame, deleted_keys: DataFrame, keys: list[str]) -> DataFrame:
     """``kept`` marked as upserts, plus a ``delete`` row (nulls but the keys) for each of ``deleted_keys``."""
     from pyspark.sql import functions as F
 
@@ -115,7 +115,7 @@ def _with_deletes(kept: "DataFrame", deleted_keys: "DataFrame", keys: list[str])
     return kept.withColumn(OP_COLUMN, F.lit(UPSERT)).unionByName(deletes.withColumn(OP_COLUMN, F.lit(DELETE)))
 
 
-def without_ops(frame: "DataFrame") -> "DataFrame":
+def without_ops(frame: DataFrame) -> DataFrame:
     """The rows a change run upserts, without the op column: what a table created from them holds."""
     from pyspark.sql import functions as F
 

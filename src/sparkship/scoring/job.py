@@ -2,9 +2,10 @@
 quarantine (one commit each), check the counts and append the ``committed`` state row (see docs/DESIGN.md)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from sparkship import killpoints, tables
 from sparkship.config import Settings
@@ -69,7 +70,7 @@ class Written:
     quarantined: int
 
 
-def check_targets(spark: "SparkSession", request: ScoringRequest, plan: ScoringPlan, frames: Frames) -> None:
+def check_targets(spark: SparkSession, request: ScoringRequest, plan: ScoringPlan, frames: Frames) -> None:
     """The output and quarantine must keep their columns, unless ``replace_output``: checked before any write."""
     if request.replace_output:
         return
@@ -84,7 +85,7 @@ def check_targets(spark: "SparkSession", request: ScoringRequest, plan: ScoringP
             raise SchemaMismatchError(f"{exc}. Pass --replace-output to replace {path} with these columns") from None
 
 
-def _merged_rows(spark: "SparkSession", path: str, version: int, frame: "DataFrame") -> int:
+def _merged_rows(spark: SparkSession, path: str, version: int, frame: DataFrame) -> int:
     """Rows a MERGE commit inserted or updated, from its metrics (either engine's spelling), else counted."""
     for commit in tables.history(spark, path, limit=10):
         if commit["version"] == version:
@@ -94,13 +95,13 @@ def _merged_rows(spark: "SparkSession", path: str, version: int, frame: "DataFra
     return without_ops(frame).count()
 
 
-def _committed(spark: "SparkSession", path: str, version: int, written: "DataFrame") -> int:
+def _committed(spark: SparkSession, path: str, version: int, written: DataFrame) -> int:
     """Rows the commit of ``version`` added: from its metrics, else (no metrics in the log) counted."""
     rows = tables.rows_committed(spark, path, version)
     return rows if rows is not None else written.count()
 
 
-def write_changes(spark: "SparkSession", path: str, frame: "DataFrame", keys: Sequence[str], start: int,
+def write_changes(spark: SparkSession, path: str, frame: DataFrame, keys: Sequence[str], start: int,
                   *, delete_unmatched: str | None = None, skip_if_empty: bool = False) -> tuple[int | None, int]:
     """Upsert a change run's frame into ``path`` (created from its upserts when missing): (version, rows kept)."""
     if start < 0:
@@ -114,7 +115,7 @@ def write_changes(spark: "SparkSession", path: str, frame: "DataFrame", keys: Se
     return version, _merged_rows(spark, path, version, frame)
 
 
-def _write_appended(spark: "SparkSession", request: ScoringRequest, plan: ScoringPlan, frames: Frames,
+def _write_appended(spark: SparkSession, request: ScoringRequest, plan: ScoringPlan, frames: Frames,
                     rows_in: int) -> Written:
     write_args: dict[str, Any] = {"mode": "overwrite", "partition_by": [BATCH_COLUMN]}
     write_args.update({"overwrite_schema": True} if plan.whole
@@ -137,7 +138,7 @@ def _write_appended(spark: "SparkSession", request: ScoringRequest, plan: Scorin
                    quarantined=quarantined)
 
 
-def write_changed(spark: "SparkSession", request: ScoringRequest, plan: ScoringPlan, frames: Frames) -> Written:
+def write_changed(spark: SparkSession, request: ScoringRequest, plan: ScoringPlan, frames: Frames) -> Written:
     output_version, scored = write_changes(spark, request.output_path, frames.scored, request.keys,
                                            plan.output_start)
     log.info("upserted %d scored rows into %s (version %d)", scored, request.output_path, output_version)
@@ -165,7 +166,7 @@ def pending_row(request: ScoringRequest, model: ScoringModel, plan: ScoringPlan,
     )
 
 
-def execute(spark: "SparkSession", request: ScoringRequest, model: ScoringModel, plan: ScoringPlan,
+def execute(spark: SparkSession, request: ScoringRequest, model: ScoringModel, plan: ScoringPlan,
             frames: Frames, state: ScoringState, lease: RunLease) -> tuple[StateRow, int, Written]:
     """Append the ``pending`` row (compare-and-set), then write the output and the quarantine (one commit each).
 
@@ -255,8 +256,8 @@ def _log_plan(request: ScoringRequest, model: ScoringModel, plan: ScoringPlan) -
         )
 
 
-def resolve_input(spark: "SparkSession", request: ScoringRequest,
-                  model: ScoringModel) -> tuple[int, "tables.TableIdentity", dict]:
+def resolve_input(spark: SparkSession, request: ScoringRequest,
+                  model: ScoringModel) -> tuple[int, tables.TableIdentity, dict]:
     """(input version, the input's Delta identity, casts): the pinned or latest version, checked against the
     signature; the identity (table id, properties) is read once per run."""
     input_version = request.pinned_version
@@ -275,7 +276,7 @@ def resolve_input(spark: "SparkSession", request: ScoringRequest,
     return input_version, tables.identity(spark, request.input_path), casts
 
 
-def score(spark: "SparkSession", settings: Settings, model_ref: str, input: str, output: str,
+def score(spark: SparkSession, settings: Settings, model_ref: str, input: str, output: str,
           keys: Sequence[str] | str, *, full: bool = False, include_features: bool = False, run_id: str | None = None,
           replace_output: bool = False, wait_s: float = 0.0, auto_full: bool = False,
           scorer: str = "auto") -> ScoreResult:

@@ -47,7 +47,7 @@ class ScoringPlan:
     quarantine_start: int
     state_version: int
     next_seq: int  # of the state table: the pending row's, appended compare-and-set against state_version
-    source: "DataFrame | None" = None  # the range's rows: appended rows, or net changes (with DELETED)
+    source: DataFrame | None = None  # the range's rows: appended rows, or net changes (with DELETED)
     rows_in: int | None = None  # rows to score (appends, or upserted keys); None for whole runs until counted
     deleted: int = 0  # keys the range deleted (changes)
     stream_batch: int | None = None  # a streaming run's micro-batch id: its scoring_batch
@@ -73,7 +73,7 @@ class ScoringPlan:
     def quarantine_exists(self) -> bool:
         return self.quarantine_start >= 0
 
-    def same_range(self, other: "ScoringPlan") -> bool:
+    def same_range(self, other: ScoringPlan) -> bool:
         return (self.mode, self.from_version, self.input_version) == (other.mode, other.from_version,
                                                                       other.input_version)
 
@@ -115,7 +115,7 @@ def _check_history(request: ScoringRequest, last: StateRow, input_version: int, 
         )
 
 
-def plan_run(spark: "SparkSession", request: ScoringRequest, model: ScoringModel, state: ScoringState,
+def plan_run(spark: SparkSession, request: ScoringRequest, model: ScoringModel, state: ScoringState,
              input_version: int, casts: dict[str, str], identity: tables.TableIdentity,
              previous: ScoringPlan | None = None) -> ScoringPlan:
     """Decide the range and the kind of run from the state table and the tables' versions; write nothing.
@@ -153,7 +153,7 @@ def plan_run(spark: "SparkSession", request: ScoringRequest, model: ScoringModel
     return _incremental(spark, request, model, plan, identity.change_feed)
 
 
-def _incremental(spark: "SparkSession", request: ScoringRequest, model: ScoringModel, plan: ScoringPlan,
+def _incremental(spark: SparkSession, request: ScoringRequest, model: ScoringModel, plan: ScoringPlan,
                  change_feed: bool) -> ScoringPlan:
     """The range's rows: the Change Data Feed where the input has it, else appends judged commit by commit."""
     path, first, last = request.input_path, plan.from_version, plan.input_version
@@ -183,7 +183,7 @@ def _incremental(spark: "SparkSession", request: ScoringRequest, model: ScoringM
     return replace(plan, mode=APPENDS, source=rows, rows_in=_probe(request, plan, rows.count))
 
 
-def _materialized(frame: "DataFrame") -> "DataFrame":
+def _materialized(frame: DataFrame) -> DataFrame:
     """``frame`` computed once and kept by the executors (the run reads its rows four times), where the session
     allows it; else ``frame`` as it is."""
     try:
@@ -195,7 +195,7 @@ def _materialized(frame: "DataFrame") -> "DataFrame":
         return frame
 
 
-def _counted_changes(request: ScoringRequest, plan: ScoringPlan, net: "DataFrame") -> ScoringPlan:
+def _counted_changes(request: ScoringRequest, plan: ScoringPlan, net: DataFrame) -> ScoringPlan:
     from pyspark.sql import functions as F
 
     net = _probe(request, plan, lambda: _materialized(net))

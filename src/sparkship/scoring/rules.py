@@ -8,7 +8,8 @@ that a strict StringIndexer rejects): such rows go to the quarantine table inste
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from sparkship.errors import SchemaMismatchError
 
@@ -29,7 +30,7 @@ NUMERIC = frozenset({"tinyint", "smallint", "int", "bigint", "float", "double"})
 FLOATING = frozenset({"float", "double"})
 
 
-def check_input(schema: "StructType", inputs: Sequence[dict[str, str]], keys: Sequence[str]) -> dict[str, str]:
+def check_input(schema: StructType, inputs: Sequence[dict[str, str]], keys: Sequence[str]) -> dict[str, str]:
     """Check an input schema against a model signature; return ``{column: type}`` of the columns to cast.
 
     Raises :class:`SchemaMismatchError` naming every missing key or feature and every incompatible type.
@@ -61,7 +62,7 @@ def check_input(schema: "StructType", inputs: Sequence[dict[str, str]], keys: Se
     return casts
 
 
-def _stages(model: "PipelineModel") -> Iterator["Transformer"]:
+def _stages(model: PipelineModel) -> Iterator[Transformer]:
     from pyspark.ml import PipelineModel
 
     for stage in model.stages:
@@ -71,7 +72,7 @@ def _stages(model: "PipelineModel") -> Iterator["Transformer"]:
             yield stage
 
 
-def _input_cols(stage: "Transformer") -> list[str]:
+def _input_cols(stage: Transformer) -> list[str]:
     if stage.hasParam("inputCols") and stage.isDefined("inputCols"):
         return list(stage.getOrDefault("inputCols"))
     if stage.hasParam("inputCol") and stage.isDefined("inputCol"):
@@ -79,13 +80,13 @@ def _input_cols(stage: "Transformer") -> list[str]:
     return []
 
 
-def _handle_invalid(stage: "Transformer") -> str:
+def _handle_invalid(stage: Transformer) -> str:
     return stage.getOrDefault("handleInvalid") if stage.hasParam("handleInvalid") else "error"
 
 
 def quarantine_rules(
-    model: "PipelineModel", inputs: Sequence[dict[str, str]], keys: Sequence[str]
-) -> list[tuple["Column", str]]:
+    model: PipelineModel, inputs: Sequence[dict[str, str]], keys: Sequence[str]
+) -> list[tuple[Column, str]]:
     """(condition, reason) pairs: a row that meets a condition is quarantined (see the module docstring).
 
     Conditions read the columns as the model sees them (after the signature's casts) and are never null.
@@ -129,7 +130,7 @@ def quarantine_rules(
     return rules
 
 
-def prediction_cols(model: "PipelineModel") -> tuple[str, str]:
+def prediction_cols(model: PipelineModel) -> tuple[str, str]:
     last = list(_stages(model))[-1]
     prediction = last.getOrDefault("predictionCol") if last.hasParam("predictionCol") else "prediction"
     probability = last.getOrDefault("probabilityCol") if last.hasParam("probabilityCol") else "probability"

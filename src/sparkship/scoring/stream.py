@@ -10,8 +10,9 @@ key, are replaced by micro-batch: a micro-batch's rows carry its id as their ``s
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from sparkship import killpoints, tables
 from sparkship.config import Settings
@@ -90,14 +91,14 @@ class _BatchWriter:
         self.input_id, self.casts = input_id, casts
         self.failure: BaseException | None = None
 
-    def __call__(self, batch: "DataFrame", batch_id: int) -> None:
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
         try:
             self._write(batch, batch_id)
         except BaseException as exc:  # kept to re-raise as it is once the query stops (Spark wraps it otherwise)
             self.failure = exc
             raise
 
-    def _net(self, batch: "DataFrame") -> "DataFrame":
+    def _net(self, batch: DataFrame) -> DataFrame:
         from pyspark.sql import Window
         from pyspark.sql import functions as F
 
@@ -106,7 +107,7 @@ class _BatchWriter:
         keys = [F.col(f"`{k}`") for k in self.request.keys]
         return batch.withColumn(DELETED, F.lit(False)).withColumn(TIES, F.count("*").over(Window.partitionBy(*keys)))
 
-    def _write(self, batch: "DataFrame", batch_id: int) -> None:
+    def _write(self, batch: DataFrame, batch_id: int) -> None:
         from pyspark.sql import functions as F
 
         spark, request = batch.sparkSession, self.request
@@ -135,7 +136,7 @@ class _BatchWriter:
         record_committed(self.state, pending, pending_version, written)
         self._add(batch_id, plan, written)
 
-    def _plan(self, spark: "SparkSession", net: "DataFrame", upserts: int, deletes: int, low: Any,
+    def _plan(self, spark: SparkSession, net: DataFrame, upserts: int, deletes: int, low: Any,
               high: Any) -> ScoringPlan:
         request = self.request
         latest = self.state.latest(self.model.version.name, request.input_path, request.output_path)
@@ -167,7 +168,7 @@ class _BatchWriter:
                  written.output_version)
 
 
-def _reader(spark: "SparkSession", request: ScoringRequest, change_feed: bool, starting: int | None) -> "DataFrame":
+def _reader(spark: SparkSession, request: ScoringRequest, change_feed: bool, starting: int | None) -> DataFrame:
     reader = spark.readStream.format("delta")
     if change_feed:
         reader = reader.option("readChangeFeed", "true")
@@ -202,7 +203,7 @@ def _translated(exc: BaseException, request: ScoringRequest, writer: _BatchWrite
     return exc
 
 
-def score_stream(spark: "SparkSession", settings: Settings, model_ref: str, input: str, output: str,
+def score_stream(spark: SparkSession, settings: Settings, model_ref: str, input: str, output: str,
                  keys: Sequence[str] | str, *, checkpoint: str, trigger: str = "available-now",
                  include_features: bool = False, run_id: str | None = None, wait_s: float = 0.0,
                  scorer: str = "auto") -> StreamResult:
