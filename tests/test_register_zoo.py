@@ -271,8 +271,42 @@ def fitted(data):
     return _Fitted(data["df"])
 
 
-def test_every_case_has_an_estimator_and_every_estimator_class_is_covered():
+# LDA is a topic model: it writes topicDistribution and no prediction, so registering it is refused (tested below).
+NOT_DEPLOYABLE = {"LDA"}
+
+
+def _estimator_classes() -> set[str]:
+    """The concrete estimator classes of pyspark.ml's classification, regression and clustering modules."""
+    import importlib
+    import inspect
+
+    from pyspark.ml import Estimator
+
+    found = {}
+    for name in ("classification", "regression", "clustering"):
+        module = importlib.import_module(f"pyspark.ml.{name}")
+        found.update({n: c for n, c in vars(module).items() if inspect.isclass(c) and issubclass(c, Estimator)
+                      and c.__module__ == module.__name__ and not n.startswith("_")})
+    bases = {n for n, c in found.items() if any(o is not c and issubclass(o, c) for o in found.values())}
+    return set(found) - bases
+
+
+def _used_classes(est: Any) -> set[str]:
+    """The estimator classes ``est`` fits: itself, a pipeline's stages, a tuning or OneVsRest's inner estimator."""
+    from pyspark.ml import Pipeline
+    from pyspark.ml.classification import OneVsRest
+    from pyspark.ml.tuning import CrossValidator, TrainValidationSplit
+
+    inner = (est.getStages() if isinstance(est, Pipeline) else [est.getClassifier()] if isinstance(est, OneVsRest)
+             else [est.getEstimator()] if isinstance(est, (CrossValidator, TrainValidationSplit)) else [])
+    return {type(est).__name__}.union(*(_used_classes(i) for i in inner))
+
+
+def test_every_case_has_an_estimator_and_every_estimator_class_is_covered(spark):
     assert [c.name for c in CASES] == list(ESTIMATORS) and len(CASES) >= 30
+    used = set().union(*(_used_classes(make()) for make in ESTIMATORS.values()))
+    missing = _estimator_classes() - NOT_DEPLOYABLE - used
+    assert not missing, f"estimator classes no case fits: {sorted(missing)}"
 
 
 # --- register, score, predict -------------------------------------------------------------------------------------
@@ -475,7 +509,8 @@ def test_the_clustering_gate_compares_silhouettes_with_the_champion(spark, data,
 
 
 def test_refusals_name_the_remedy_in_one_line(spark, data, settings, fitted, capsys):
-    """A string label that no stage of the model indexes; a clustering policy bounding a classifier's metric."""
+    """A string label that no stage of the model indexes; a topic model (LDA: no prediction); a clustering policy
+    bounding a classifier's metric."""
     folder = str(data["root"] / "string_label_unindexed")
     _cls("LogisticRegression", labelCol="k", maxIter=5).fit(data["df"]).write().save(folder)
     capsys.readouterr()
@@ -484,6 +519,17 @@ def test_refusals_name_the_remedy_in_one_line(spark, data, settings, fitted, cap
     err = capsys.readouterr().err.strip().splitlines()
     assert code != 0 and len(err) == 1 and "StringIndexer" in err[0] and "'ks'" in err[0], err
     assert "unindexed" not in [m["name"] for m in Registry(settings).list_models()]
+
+    lda = _pipe(_feature("Tokenizer", inputCol="txt", outputCol="words"),
+                _feature("CountVectorizer", inputCol="words", outputCol="features"),
+                _est("clustering", "LDA", k=2, maxIter=2, seed=1)).fit(data["df"])
+    lda_folder = str(data["root"] / "lda")
+    lda.write().save(lda_folder)
+    capsys.readouterr()
+    code = _cli(settings, "register", "--name", "topics", "--path", lda_folder, "--table", data["table"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and len(err) == 1 and "prediction" in err[0], err
+    assert "topics" not in [m["name"] for m in Registry(settings).list_models()]
 
     sparkship.register_model(fitted["kmeans"], "blobs_policy", table=data["table"], settings=settings)
     capsys.readouterr()
