@@ -98,6 +98,8 @@ CASES: dict[str, tuple] = {
 }
 # A split other than the default: validate and report must rebuild it from the manifest.
 SPLITS = {"glr": {"test_fraction": 0.3, "seed": 7}}
+# A spec's own validation rules, which `validate` applies on top of the policy (a silhouette is at most 1).
+RULES = {"kmeans": {"thresholds": {"silhouette": {"min": 1.5}}}}
 # Trained through `sparkship train --spec` (the rest through the module's API).
 VIA_CLI = {"text_naive_bayes", "kmeans"}
 # One metric per task, recomputed here with Spark's evaluator on the held-out rows.
@@ -109,6 +111,7 @@ def raw_spec(name: str, table: str = "/data/t") -> dict:
     raw.update({"label": label} if label else {})
     raw.update({"tuning": tuning} if tuning else {})
     raw.update({"split": SPLITS[name]} if name in SPLITS else {})
+    raw.update({"validation": RULES[name]} if name in RULES else {})
     return raw
 
 
@@ -315,6 +318,16 @@ def test_a_spec_pipeline_trains_registers_and_scores_like_its_transform(name, sp
     _scores_equal_transform(spark, settings, mv.ref, data, str(tmp_path / "scores"))
     if name in VIA_CLI and task == "classification":
         _validated_on_held_out_rows(settings, mv.ref, data["table"], manifest, capsys)
+    if name in RULES:
+        _fails_its_spec_rules(settings, mv.ref, data["table"], capsys)
+
+
+def _fails_its_spec_rules(settings: Settings, ref: str, table: str, capsys) -> None:
+    """A permissive policy, but the spec's own `validation` thresholds fail the version."""
+    capsys.readouterr()
+    assert _cli(settings, "validate", "--model", ref, "--table", table, "--policy", "permissive", "--json") == 1
+    validated = json.loads(capsys.readouterr().out)
+    assert validated["status"] == "FAIL" and "silhouette" in validated["reasons"][0], validated
 
 
 @pytest.mark.parametrize("changes, words", [

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from sparkship._version import __version__
 from sparkship.errors import IntegrityError, UsageError
 from sparkship.spark import active_session
-from sparkship.spec import FeatureSpec, ModelSpec, SplitSpec, TrainingSpec, parse_spec
+from sparkship.spec import FeatureSpec, ModelSpec, SplitSpec, TrainingSpec, ValidationSpec, parse_spec
 
 if TYPE_CHECKING:  # pragma: no cover
     from sparkship.config import Settings
@@ -101,6 +101,7 @@ def _registered_spec(manifest: Mapping[str, Any], ref: str) -> TrainingSpec:
                              categorical=tuple(n for n, t in inputs if t == "string")),
         model=ModelSpec(algorithm=algorithm, estimator_class=algorithm),
         split=_split(lineage.get("split")),
+        validation=_validation(lineage.get("spec")),
     )
 
 
@@ -109,6 +110,14 @@ def _split(raw: Any) -> SplitSpec:
     if isinstance(raw, Mapping) and "test_fraction" in raw and "seed" in raw:
         return SplitSpec(float(raw["test_fraction"]), int(raw["seed"]))
     return SplitSpec()
+
+
+def _validation(spec: Any) -> ValidationSpec:
+    """The ``validation`` rules of a spec-trained pipeline's spec (``training.spec``); none for other models."""
+    raw = spec.get("validation") if isinstance(spec, Mapping) else None
+    if not isinstance(raw, Mapping):
+        return ValidationSpec()
+    return ValidationSpec(dict(raw.get("thresholds") or {}), raw.get("max_regression"))
 
 
 __all__ = ["register_staged", "runtime_versions", "spec_of"]
