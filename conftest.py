@@ -94,7 +94,7 @@ MODULE_SECONDS = {
     "test_registry_safety": 100, "test_artifact_integrity": 25,
     "test_register": 175, "test_export_onnx": 160, "test_scoring_jvm_free": 150, "test_serving_trees": 90,
     "test_retrain": 90, "test_bundle_agreement": 65, "test_bundle_cli": 35, "test_workflows": 5,
-    "test_xgboost": 200, "test_bundle_registration": 50, "test_register_zoo": 500, "test_spec_pipelines": 300,
+    "test_xgboost": 200, "test_bundle_registration": 50, "test_register_zoo": 800, "test_spec_pipelines": 300,
 }
 
 
