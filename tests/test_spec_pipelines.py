@@ -340,6 +340,9 @@ def _fails_its_spec_rules(settings: Settings, ref: str, table: str, capsys) -> N
     ({"task": "regression", "label": "r",
       "pipeline": assembled(stage("regression.GeneralizedLinearRegression", family="gaussian", link="logit"))},
      ["fitting the pipeline of spec 'refused' failed", "logit"]),
+    # A failed Spark job inside the fit (the input layer does not match the features): its innermost cause.
+    ({"pipeline": assembled(stage("classification.MultilayerPerceptronClassifier", layers=[7, 3, 2], maxIter=2))},
+     ["fitting the pipeline of spec 'refused' failed", "Exception"]),
     ({"label": "text", "task": "regression", "pipeline": assembled(stage("regression.LinearRegression"))},
      ["'label'", "numeric label"]),
 ])

@@ -308,7 +308,6 @@ def train_pipeline(spark: SparkSession, spec: PipelineSpec) -> PipelineResult:
 
     Raises a :class:`~sparkship.errors.SparkshipError` naming the problem before anything is fitted.
     """
-    from pyspark.errors import AnalysisException, IllegalArgumentException
     from pyspark.sql import functions as F
 
     pipeline = build_pipeline(spec)
@@ -346,10 +345,27 @@ def train_pipeline(spark: SparkSession, spec: PipelineSpec) -> PipelineResult:
     except BaseException as exc:
         uncached(train_df)
         uncached(test_df)
-        if isinstance(exc, (IllegalArgumentException, AnalysisException)):  # Spark's word on a bad param or column
-            raise UsageError(f"fitting the pipeline of spec '{spec.name}' failed: {_first_line(exc)}") from None
+        reason = _fit_failure(exc)
+        if reason is not None:
+            raise UsageError(f"fitting the pipeline of spec '{spec.name}' failed: {reason}") from None
         raise
     return PipelineResult(model, spec, version, types, columns, train_df, test_df, counts["train"], labels, tuning)
+
+
+def _fit_failure(exc: BaseException) -> str | None:
+    """Spark's word on why the user's pipeline failed to fit (a bad param or column, a failed job: the innermost
+    Java cause), or None for any other exception (ours, or an interrupt), which propagates as it is."""
+    from py4j.protocol import Py4JJavaError
+    from pyspark.errors import PySparkException
+
+    if isinstance(exc, PySparkException):
+        return _first_line(exc)
+    if isinstance(exc, Py4JJavaError):
+        cause = exc.java_exception
+        while cause.getCause() is not None:
+            cause = cause.getCause()
+        return f"{cause.getClass().getSimpleName()}: {cause.getMessage()}"
+    return None
 
 
 def _first_line(exc: BaseException) -> str:
