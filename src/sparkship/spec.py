@@ -36,6 +36,10 @@ __all__ = [
     "validate_name",
     "estimator_class",
     "estimator_params",
+    "class_params",
+    "convert_param",
+    "table_fields",
+    "with_rules_and_description",
 ]
 
 TASKS = ("classification", "regression")
@@ -93,27 +97,37 @@ def estimator_class(class_name: str) -> type:
     return getattr(module, class_name)
 
 
+def class_params(cls: type) -> dict[str, Any]:
+    """The Spark ``Param`` objects a pyspark.ml class declares, by name (no JVM needed)."""
+    from pyspark.ml.param import Param
+
+    return {n: getattr(cls, n) for n in dir(cls) if isinstance(getattr(cls, n, None), Param)}
+
+
 def estimator_params(class_name: str) -> dict[str, Any]:
     """The Spark ``Param`` objects an estimator class declares, by name (no JVM needed).
 
     >>> "numTrees" in estimator_params("RandomForestClassifier")
     True
     """
-    from pyspark.ml.param import Param
-
-    cls = estimator_class(class_name)
-    return {n: getattr(cls, n) for n in dir(cls) if isinstance(getattr(cls, n, None), Param)}
+    return class_params(estimator_class(class_name))
 
 
-def _check_param(class_name: str, key: str, name: Any, value: Any) -> Any:
-    known = {n: p for n, p in estimator_params(class_name).items() if n not in _PIPELINE_PARAMS}
+def convert_param(owner: str, known: Mapping[str, Any], key: str, name: Any, value: Any) -> Any:
+    """``value`` converted by the converter of ``owner``'s param ``name`` (one of ``known``); a one-line
+    refusal naming spec key ``key`` otherwise."""
     if name not in known:
-        raise _key_error(key, f"unknown parameter of {class_name}; known: {', '.join(sorted(known))}")
+        raise _key_error(key, f"unknown parameter of {owner}; known: {', '.join(sorted(known))}")
     try:
         # Spark's own converter: the same check the estimator would make, without starting a JVM.
         return known[name].typeConverter(value)
     except (TypeError, ValueError) as exc:
-        raise _key_error(key, f"bad value {value!r} for {class_name}.{name}: {exc}") from None
+        raise _key_error(key, f"bad value {value!r} for {owner}.{name}: {exc}") from None
+
+
+def _check_param(class_name: str, key: str, name: Any, value: Any) -> Any:
+    known = {n: p for n, p in estimator_params(class_name).items() if n not in _PIPELINE_PARAMS}
+    return convert_param(class_name, known, key, name, value)
 
 
 @dataclass(frozen=True)
@@ -195,17 +209,28 @@ class TrainingSpec:
         if self.tuning is not None:
             out["tuning"] = {"grid": copy.deepcopy(self.tuning.grid), "folds": self.tuning.folds,
                              "metric": self.tuning.metric, "seed": self.tuning.seed}
-        if self.validation.thresholds or self.validation.max_regression is not None:
-            out["validation"] = {"thresholds": copy.deepcopy(self.validation.thresholds),
-                                 "max_regression": self.validation.max_regression}
-        if self.description:
-            out["description"] = self.description
-        return out
+        return with_rules_and_description(out, self.validation, self.description)
 
     def with_table(self, table: str, base_dir: str | None = None) -> TrainingSpec:
         """A copy reading another table (``PATH[@V]``; relative paths resolve against ``base_dir`` or the cwd)."""
-        path, version = parse_table_ref(table, base_dir=base_dir, key="--table")
-        return replace(self, table=path, table_version=version)
+        return replace(self, **table_fields(table, base_dir))
+
+
+def with_rules_and_description(out: dict[str, Any], validation: ValidationSpec,
+                               description: str | None) -> dict[str, Any]:
+    """``out`` (a spec as the YAML says it) with its ``validation`` and ``description`` keys, where set."""
+    if validation.thresholds or validation.max_regression is not None:
+        out["validation"] = {"thresholds": copy.deepcopy(validation.thresholds),
+                             "max_regression": validation.max_regression}
+    if description:
+        out["description"] = description
+    return out
+
+
+def table_fields(table: str, base_dir: str | None = None) -> dict[str, Any]:
+    """The ``table`` and ``table_version`` fields of a spec reading ``table`` (``PATH[@V]``, as ``--table``)."""
+    path, version = parse_table_ref(table, base_dir=base_dir, key="--table")
+    return {"table": path, "table_version": version}
 
 
 def parse_table_ref(value: str, base_dir: str | None = None, key: str = "table") -> tuple[str, int | None]:

@@ -42,9 +42,13 @@ from sparkship.spec import (
     _parse_split,
     _parse_validation,
     _unknown_keys,
+    class_params,
+    convert_param,
     parse_spec,
     parse_table_ref,
     read_spec_file,
+    table_fields,
+    with_rules_and_description,
 )
 
 __all__ = ["PIPELINE_METRICS", "PIPELINE_TASKS", "GridAxis", "PipelineSpec", "PipelineTuning", "StageSpec",
@@ -136,17 +140,11 @@ class PipelineSpec:
             held_out = {"folds": t.folds} if t.method == "cross_validation" else {"train_ratio": t.train_ratio}
             out["tuning"] = {"method": t.method, "grid": copy.deepcopy(t.grid), "metric": t.metric, "seed": t.seed,
                              **held_out}
-        if self.validation.thresholds or self.validation.max_regression is not None:
-            out["validation"] = {"thresholds": copy.deepcopy(self.validation.thresholds),
-                                 "max_regression": self.validation.max_regression}
-        if self.description:
-            out["description"] = self.description
-        return out
+        return with_rules_and_description(out, self.validation, self.description)
 
     def with_table(self, table: str, base_dir: str | None = None) -> PipelineSpec:
         """A copy reading another table (``PATH[@V]``; relative paths resolve against ``base_dir`` or the cwd)."""
-        path, version = parse_table_ref(table, base_dir=base_dir, key="--table")
-        return replace(self, table=path, table_version=version)
+        return replace(self, **table_fields(table, base_dir))
 
 
 # --- stages ------------------------------------------------------------------------------------------------------
@@ -158,9 +156,7 @@ def stage_params(cls: type) -> dict[str, Any]:
     >>> sorted(stage_params(importlib.import_module("pyspark.ml.feature").Tokenizer))
     ['inputCol', 'outputCol']
     """
-    from pyspark.ml.param import Param
-
-    return {n: getattr(cls, n) for n in dir(cls) if isinstance(getattr(cls, n, None), Param)}
+    return class_params(cls)
 
 
 def _stage_class(path: Any, key: str) -> type:
@@ -187,14 +183,7 @@ def _stage_class(path: Any, key: str) -> type:
 
 
 def _check_value(cls: type, key: str, name: Any, value: Any) -> Any:
-    known = stage_params(cls)
-    if name not in known:
-        raise _key_error(key, f"unknown parameter of {cls.__name__}; known: {', '.join(sorted(known))}")
-    try:
-        # Spark's own converter: the same check the stage would make, without starting a JVM.
-        return known[name].typeConverter(value)
-    except (TypeError, ValueError) as exc:
-        raise _key_error(key, f"bad value {value!r} for {cls.__name__}.{name}: {exc}") from None
+    return convert_param(cls.__name__, stage_params(cls), key, name, value)
 
 
 def _parse_stage(raw: Any, key: str) -> StageSpec:
