@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from chispa import assert_approx_df_equality
+from test_register import _loose
 
 import sparkship
 from sparkship import tables
@@ -341,21 +342,6 @@ def _expected(model: Any, df: Any, task: str) -> Any:
     if task == "classification" and "probability" in out.columns:
         cols.append(vector_to_array("probability").alias("probability"))
     return out.select(*cols).orderBy("id")
-
-
-def _loose(df: Any) -> Any:
-    """The rows with each array split into one column per element (chispa compares arrays exactly, single values
-    within a tolerance), every field nullable: chispa then compares values only."""
-    from pyspark.sql import functions as F
-    from pyspark.sql.types import StructField, StructType
-
-    arrays = [f.name for f in df.schema.fields if f.dataType.simpleString().startswith("array")]
-    if arrays:
-        first = df.first()
-        df = df.select(*[F.col(c) for c in df.columns if c not in arrays],
-                       *[F.col(c)[i].alias(f"{c}_{i}") for c in arrays for i in range(len(first[c]))])
-    fields = [StructField(f.name, f.dataType, True) for f in df.schema.fields]
-    return df.sparkSession.createDataFrame(df.collect(), StructType(fields))
 
 
 def _jvm_free_worst(scorer: Any, expected: Any, df: Any, inputs: list[str], exact: bool) -> float:

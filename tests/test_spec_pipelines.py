@@ -10,6 +10,7 @@ import random
 import pytest
 import yaml
 from chispa import assert_approx_df_equality
+from test_register import _loose
 
 from sparkship import artifacts, tables
 from sparkship.cli import main
@@ -207,20 +208,6 @@ def settings(tmp_path_factory):
 
 def _cli(settings: Settings, *args: str) -> int:
     return main(["--home", settings.home, *args])
-
-
-def _loose(df):
-    """Arrays split into one column per element (chispa compares arrays exactly), every field nullable."""
-    from pyspark.sql import functions as F
-    from pyspark.sql.types import StructField, StructType
-
-    arrays = [f.name for f in df.schema.fields if f.dataType.simpleString().startswith("array")]
-    if arrays:
-        first = df.first()
-        df = df.select(*[F.col(c) for c in df.columns if c not in arrays],
-                       *[F.col(c)[i].alias(f"{c}_{i}") for c in arrays for i in range(len(first[c]))])
-    fields = [StructField(f.name, f.dataType, True) for f in df.schema.fields]
-    return df.sparkSession.createDataFrame(df.collect(), StructType(fields))
 
 
 def _scores_equal_transform(spark, settings: Settings, ref: str, data: dict, out: str) -> None:
