@@ -330,8 +330,11 @@ def _predictions(transformed: DataFrame, label: str | None, cols: _Columns) -> D
 
 
 def measure(pipeline: PipelineModel, data: DataFrame, task: str, label: str | None,
-            inputs: list[dict[str, str]]) -> tuple[dict[str, float], dict[str, Any], int]:
-    """Metrics, the reference profile (inputs and predictions, as training computes it) and the rows measured."""
+            inputs: list[dict[str, str]], *,
+            profile_rows: DataFrame | None = None) -> tuple[dict[str, float], dict[str, Any], int]:
+    """Metrics, the reference profile (inputs and predictions, as training computes it) and the rows measured.
+
+    The inputs are profiled on ``profile_rows`` (default ``data``): a trained model's on its training rows."""
     stages = flat_stages(pipeline)
     found = predictor(stages)
     num_classes = _num_classes(found) if task == "classification" and found is not None else 0
@@ -342,7 +345,7 @@ def measure(pipeline: PipelineModel, data: DataFrame, task: str, label: str | No
         metrics, predicted = _metrics(predictions, task, label, cols, num_classes)
         numeric = [f["name"] for f in inputs if f["type"] in _SCALAR_NUMERIC or f["type"].startswith("decimal")]
         categorical = [f["name"] for f in inputs if f["type"] == "string"]
-        profile = compute_profile(data, numeric, categorical)
+        profile = compute_profile(data if profile_rows is None else profile_rows, numeric, categorical)
         profile["prediction"] = (class_profile(predicted) if predicted is not None else prediction_profile(
             predictions, "regression" if task == "regression" else "classification"))
         rows = int(profile["prediction"]["rows"])

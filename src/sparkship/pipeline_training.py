@@ -37,7 +37,6 @@ from sparkship.fitted import (
     signature,
 )
 from sparkship.metrics import PREDICTION, PROBABILITY, RAW_PREDICTION
-from sparkship.profiles import compute_profile
 from sparkship.registering import register_staged
 from sparkship.spark import cached, uncached
 from sparkship.spec_pipeline import PipelineSpec, check_task, load_factory, resolve_grid
@@ -387,12 +386,8 @@ def _manifest(result: PipelineResult, model_dir: str, task: str, run_id: str | N
     if unservable:
         log.warning("%s registers, but the JVM-free scorer cannot serve it: %s", spec.name, unservable)
     label = spec.label if task != "clustering" else None
-    metrics, profile, rows = measure(result.model, result.test, task, label, sig["inputs"])
     # The inputs' reference profile comes from the training rows, as training.py's does (more rows than held out).
-    numeric = [f["name"] for f in sig["inputs"] if f["type"] in _NUMERIC or f["type"].startswith("decimal")]
-    reference = compute_profile(result.train, numeric, [f["name"] for f in sig["inputs"] if f["type"] == "string"])
-    reference["prediction"] = profile["prediction"]
-    measured = (metrics, reference, rows)
+    measured = measure(result.model, result.test, task, label, sig["inputs"], profile_rows=result.train)
     lineage = {"table": spec.table, "table_version": result.table_version, "run_id": run_id}
     fitted = FittedModel(result.model, spec.source or f"spec {spec.name}", "spec")
     full = manifest(spec.name, fitted, task, spec.label, lineage, measured, sig, unservable)
