@@ -96,7 +96,7 @@ demo: jars
 # Two pytest workers (pytest-xdist), a test module each at a time: much of a test's time is a JVM or a CLI
 # process starting, which leaves a core free for the other worker.
 # More workers than cores do not help: the suite is CPU-bound.
-# Modules go out longest first (conftest.MODULE_SECONDS), not by their number of tests.
+# Modules go out longest first (their `seconds` marker, tests/conftest.py), not by their number of tests.
 PYTEST_WORKERS ?= 2
 # A test past its timeout ends its worker (the thread method: stacks dumped, the worker replaced, the test
 # failed) rather than leaving a worker blocked in a JVM call that never returns.
@@ -118,9 +118,9 @@ test: lint
 	  SPARKSHIP_REQUIRE_DATABRICKS_CLI=1 SPARKSHIP_REQUIRE_ACTIONLINT=1 \
 	  $(PYTEST) --timeout=900 --durations=20 tests
 
-# A quick subset (conftest.QUICK_MODULES, on the native engine): a few minutes.
+# A quick subset (modules marked `quick`, on the native engine, without tests marked `slow`): a few minutes.
 test-quick: jars class-archive
-	$(PYTEST) --timeout=600 --durations=15 -m quick tests
+	$(PYTEST) --timeout=600 --durations=15 -m "quick and not slow and not deltars" tests
 
 bench: jars
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done

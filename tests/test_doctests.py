@@ -10,6 +10,8 @@ import pytest
 
 import sparkship
 
+pytestmark = pytest.mark.quick
+
 
 def _modules() -> list[str]:
     return sorted(m.name for m in pkgutil.walk_packages(sparkship.__path__, "sparkship."))

@@ -16,21 +16,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 from chispa import assert_df_equality
-from reliability_helpers import (  # noqa: E402 - tests/ helper
-    commit_actions,
-    commit_count,
-    register_staged,
-    run_score,
-    tree,
-)
-from test_scoring import (  # noqa: E402 - sibling test module
-    MODEL,
-    assert_same_scores,
-    fit_model,
-    make_rows,
-    manifest_for,
-    register,
-)
 
 from sparkship import artifacts, scoring, tables
 from sparkship.cli import main
@@ -39,8 +24,23 @@ from sparkship.errors import IntegrityError, UsageError
 from sparkship.registry import Registry
 from sparkship.scoring_state import ScoringState
 from sparkship.tables import files as delta_files
+from tests.helpers.reliability import (  # noqa: E402 - tests/ helper
+    commit_actions,
+    commit_count,
+    register_staged,
+    run_score,
+    tree,
+)
+from tests.helpers.scoring import (
+    MODEL,
+    assert_same_scores,
+    fit_model,
+    make_rows,
+    manifest_for,
+    register,
+)
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.seconds(143)]
 
 INPUT_ARROW = pa.schema([("id", pa.int64()), ("age", pa.float64()), ("tenure", pa.float64()),
                          ("plan", pa.string()), ("region", pa.string())])

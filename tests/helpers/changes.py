@@ -1,0 +1,95 @@
+"""Inputs with the Change Data Feed, the changes Databricks makes to tables (appends, DELETE, UPDATE, MERGE,
+OPTIMIZE, ...) on either engine, and the check that an output equals a full scoring of its input."""
+from __future__ import annotations
+
+from sparkship import tables
+from tests.helpers.scoring import INPUT_SCHEMA, assert_same_scores, make_rows
+
+
+def full_scoring(spark, fitted, path: str):
+    """What the output must hold: the model's transform of every current input row."""
+    from pyspark.ml.functions import vector_to_array
+
+    rows = tables.read(spark, path).select("id", "age", "tenure", "plan", "region")
+    return (fitted.transform(rows).select("id", "prediction", vector_to_array("probability").alias("probability"))
+            .orderBy("id"))
+
+
+def assert_output_is_full_scoring(spark, fitted, src: str, out: str) -> None:
+    got = tables.read(spark, out).select("id", "prediction", "probability").orderBy("id")
+    assert got.select("id").distinct().count() == got.count()
+    assert_same_scores(got, full_scoring(spark, fitted, src))
+
+
+def make_input(spark, path: str, engine: str, *, cdf: bool = True, dv: bool = False) -> int:
+    """The input: 200 rows, with the Change Data Feed as sparkship creates tables, or a plain table without it."""
+    df = spark.createDataFrame(make_rows(200, 7), INPUT_SCHEMA)
+    if cdf:
+        props = {"delta.enableDeletionVectors": "true"} if dv else {}
+        return tables.write(df, path, mode="overwrite", properties=props)
+    if engine == "native":
+        writer = df.write.format("delta").option("delta.enableChangeDataFeed", "false")
+        writer.option("delta.enableDeletionVectors", "true" if dv else "false").save(path)
+    else:
+        from deltalake import write_deltalake
+
+        write_deltalake(path, df.toArrow())
+    return 0
+
+
+def apply_change(spark, path: str, engine: str, change: str, first_version: int) -> None:
+    """One change to the input, done the way that engine's users do it (SQL on delta-spark, delta-rs' API)."""
+    if change == "append":
+        tables.write(spark.createDataFrame(make_rows(20, 8, first_id=1000), INPUT_SCHEMA), path)
+    elif change == "overwrite":
+        rows = make_rows(150, 9, first_id=50)  # keys 50..199 rewritten with new values, 0..49 gone, 200.. new
+        tables.write(spark.createDataFrame(rows, INPUT_SCHEMA), path, mode="overwrite")
+    elif engine == "native":
+        _native_change(spark, path, change, first_version)
+    else:
+        _deltars_change(spark, path, change, first_version)
+
+
+def _native_change(spark, path: str, change: str, first_version: int) -> None:
+    t = f"delta.`{path}`"
+    if change == "merge":
+        spark.createDataFrame(make_rows(30, 10, first_id=180), INPUT_SCHEMA).createOrReplaceTempView("upserts")
+        spark.sql(f"MERGE INTO {t} AS t USING upserts AS s ON t.id = s.id WHEN MATCHED THEN UPDATE SET * "
+                  "WHEN NOT MATCHED THEN INSERT *")
+    else:
+        statements = {
+            "delete": [f"DELETE FROM {t} WHERE id % 7 = 0"],
+            "update": [f"UPDATE {t} SET age = age + 25, plan = 'pro' WHERE id % 5 = 0"],
+            "optimize": [f"DELETE FROM {t} WHERE id < 3", f"OPTIMIZE {t}"],
+            "add_column": [f"ALTER TABLE {t} ADD COLUMNS (note string)", f"UPDATE {t} SET note = 'x', tenure = 1.0 "
+                           "WHERE id % 9 = 0"],
+            "restore": [f"DELETE FROM {t} WHERE id % 3 = 0", f"RESTORE TABLE {t} TO VERSION AS OF {first_version}"],
+        }
+        for statement in statements[change]:
+            spark.sql(statement)
+
+
+def _deltars_change(spark, path: str, change: str, first_version: int) -> None:
+    from deltalake import DeltaTable, write_deltalake
+
+    dt = DeltaTable(path)
+    if change == "merge":
+        source = spark.createDataFrame(make_rows(30, 10, first_id=180), INPUT_SCHEMA).toArrow()
+        (dt.merge(source, "t.id = s.id", source_alias="s", target_alias="t")
+         .when_matched_update_all().when_not_matched_insert_all().execute())
+    elif change == "delete":
+        dt.delete("id % 7 = 0")
+    elif change == "update":
+        dt.update(updates={"age": "age + 25", "plan": "'pro'"}, predicate="id % 5 = 0")
+    elif change == "optimize":
+        dt.delete("id < 3")
+        DeltaTable(path).optimize.compact()
+    elif change == "add_column":
+        import pyarrow as pa
+
+        rows = spark.createDataFrame(make_rows(5, 11, first_id=3000), INPUT_SCHEMA).toArrow()
+        write_deltalake(path, rows.append_column("note", pa.array(["x"] * 5)), mode="append", schema_mode="merge")
+    elif change == "restore":
+        dt.delete("id % 3 = 0")
+        DeltaTable(path).restore(first_version)
+
