@@ -21,6 +21,7 @@ from sparkship import artifacts, scoring, tables
 from sparkship.cli import main
 from sparkship.config import Settings
 from sparkship.errors import IntegrityError, UsageError
+from sparkship.refs import parse_ref
 from sparkship.registry import Registry
 from sparkship.scoring_state import ScoringState
 from sparkship.tables import files as delta_files
@@ -308,7 +309,8 @@ def test_a_damaged_registry_table_file_is_refused_naming_it(three_versions, tmp_
     assert [mv.version for mv in reg.versions(MODEL)] == [1, 2, 3]
     victim = _data_files(reg.versions_path)[1]
     _damage(os.path.join(reg.versions_path, victim), how)
-    for read in (lambda: reg.versions(MODEL), lambda: reg.get(MODEL), lambda: reg.load_model(f"{MODEL}/1")):
+    for read in (lambda: reg.versions(MODEL), lambda: reg.get(parse_ref(MODEL)),
+                 lambda: reg.load_model(parse_ref(f"{MODEL}/1"))):
         with pytest.raises(IntegrityError, match=f"data file {victim} of Delta table {reg.versions_path}"):
             read()
     assert main(["--home", settings.home, "--registry-root", settings.registry_root, "models", "list"]) == 1
@@ -381,7 +383,7 @@ def test_a_deleted_registry_commit_is_an_error_not_fewer_versions(three_versions
     with pytest.raises(IntegrityError, match="(?i)delta log|contiguous commit files") as info:
         reg.versions(MODEL)
     with pytest.raises(type(info.value)):
-        reg.get(f"{MODEL}/1")
+        reg.get(parse_ref(f"{MODEL}/1"))
 
 
 def test_a_deleted_latest_registry_commit_is_an_error(three_versions, tmp_path):

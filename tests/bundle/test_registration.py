@@ -15,6 +15,7 @@ from sparkship import entrypoints, tables
 from sparkship.bundle import load_bundle
 from sparkship.config import Settings
 from sparkship.datasets import churn_rows
+from sparkship.refs import parse_ref
 from sparkship.registry import Registry
 from tests.helpers.paths import ROOT
 from tests.helpers.registering import BINARY
@@ -81,7 +82,7 @@ def test_the_notebook_fits_and_the_wheel_task_registers_what_it_saved(spark, tmp
 
     settings = Settings.resolve(home=home, registry_root=local["registry_root"], models_root=local["models_root"])
     name = bundle.resolve("${var.model_name}", "dev")
-    mv, manifest = Registry(settings).manifest(f"{name}/run:{RUN_ID}")
+    mv, manifest = Registry(settings).manifest(parse_ref(f"{name}/run:{RUN_ID}"))
     assert (mv.version, mv.task, sorted(mv.metrics)) == (1, "classification", BINARY)
     assert manifest["training"]["table"] == table and manifest["servable"] is True
     assert manifest["registered"]["stages"][-1] == "RandomForestClassificationModel"

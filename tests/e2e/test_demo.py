@@ -10,6 +10,7 @@ from chispa import assert_df_equality
 from sparkship import tables
 from sparkship.cli import main
 from sparkship.config import Settings
+from sparkship.refs import parse_ref
 from sparkship.registry import Registry
 
 pytestmark = pytest.mark.seconds(28)
@@ -26,7 +27,7 @@ def test_demo_runs_every_step_and_leaves_a_consistent_world(spark, tmp_path, cap
     assert "POST /predict -> 200" in summary["steps"][-1]["result"]
 
     registry = Registry(Settings.resolve(home=workdir))
-    champion = registry.get("churn@champion")
+    champion = registry.get(parse_ref("churn@champion"))
     validated = {e["version"]: e["details"] for e in registry.events("churn", "validated")}
     auc = {v: d["candidate_metrics"]["areaUnderROC"] for v, d in validated.items()}
     assert champion.version == max(auc, key=auc.get)  # the better one was promoted

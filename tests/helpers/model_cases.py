@@ -16,7 +16,7 @@ SCHEMA = ("id long, a double, b double, c double, p1 double, p2 double, p3 doubl
           "z3 double, off double, label int, label3 int, ypos double, t double, censor double")
 
 
-def case_rows() -> list[tuple]:
+def rows() -> list[tuple]:
     rnd = random.Random(11)
 
     def maybe(v, p_null=0.06, p_nan=0.0):
@@ -40,7 +40,7 @@ def case_rows() -> list[tuple]:
 
 @pytest.fixture(scope="module")
 def data(spark):
-    df = spark.createDataFrame(case_rows(), SCHEMA).cache()
+    df = spark.createDataFrame(rows(), SCHEMA).cache()
     df.count()
     yield df
     df.unpersist()

@@ -7,6 +7,7 @@ import pytest
 
 from sparkship import tables
 from sparkship.config import Settings
+from sparkship.refs import parse_ref
 from sparkship.registry import Registry
 from tests.helpers.monitoring import MONITORED_SCHEMA, monitored_rows, write_scores
 
@@ -29,7 +30,7 @@ def env(spark, tmp_path_factory) -> dict[str, Any]:
     })
     register_result(settings, train(spark, spec))
     registry = Registry(settings)
-    _, model = registry.load_model("churn/1")
+    _, model = registry.load_model(parse_ref("churn/1"))
     return {"root": root, "settings": settings, "registry": registry, "model": model}
 
 

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from sparkship import monitoring, tables
 from sparkship.cli import main
 from sparkship.errors import NotFoundError, SchemaMismatchError, UsageError
+from sparkship.refs import parse_ref
 from tests.helpers.monitoring import DAY0, MONITORED_SCHEMA, monitored_rows, write_scores
 
 pytestmark = pytest.mark.seconds(40)
@@ -58,7 +59,7 @@ def test_shifted_scores_flag_the_moved_features_only(env, shifted_result) -> Non
 def test_drift_and_profile_match_an_independent_numpy_computation(spark, env, shifted, shifted_result) -> None:
     """PSI, null rate and bin shares of 'age' recomputed with numpy from the raw rows and the reference."""
     path, rows = shifted
-    manifest = env["registry"].manifest("churn/1")[1]
+    manifest = env["registry"].manifest(parse_ref("churn/1"))[1]
     ref = manifest["reference_profile"]["features"]["age"]
     inner = np.array(ref["edges"][1:-1])
     expected_shares = np.array(ref["fractions"])

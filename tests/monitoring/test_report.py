@@ -17,6 +17,7 @@ from sparkship import report, tables
 from sparkship.cli import main
 from sparkship.config import Settings
 from sparkship.errors import NotFoundError, UsageError
+from sparkship.refs import parse_ref
 from sparkship.registry import Registry
 from tests.helpers.paths import SCRIPTS
 
@@ -131,8 +132,8 @@ def test_manifest_metrics_match_scikit_learn_on_the_same_test_split(spark, env) 
 
     registry = env["registry"]
     for ref, task in (("churn/1", "classification"), ("spend/1", "regression")):
-        _, model = registry.load_model(ref)
-        manifest = registry.manifest(ref)[1]
+        _, model = registry.load_model(parse_ref(ref))
+        manifest = registry.manifest(parse_ref(ref))[1]
         ev = report.evaluation(spark, model, manifest)
         try:
             columns = [ev.label_col, "prediction"]
@@ -152,7 +153,7 @@ def test_manifest_metrics_match_scikit_learn_on_the_same_test_split(spark, env) 
 def test_drift_shows_the_shifted_age_and_reads_the_drift_table_once_written(spark, env) -> None:
     from sparkship.monitoring import monitor
 
-    mv = env["registry"].get("churn/1")
+    mv = env["registry"].get(parse_ref("churn/1"))
     computed, source = report.drift_rows(spark, env["registry"], mv, env["scores"], "1d", 0.2)
     assert source.startswith("computed from")
     flagged = {r["feature"] for r in computed if r["flagged"]}
@@ -166,7 +167,7 @@ def test_drift_shows_the_shifted_age_and_reads_the_drift_table_once_written(spar
 def test_feature_names_follow_the_assembler_and_one_hot_widths(spark, env) -> None:
     from pyspark.ml.feature import StringIndexerModel
 
-    _, model = env["registry"].load_model("churn/1")
+    _, model = env["registry"].load_model(parse_ref("churn/1"))
     df = tables.read(spark, env["table"]).limit(5)
     labels = next(s for s in model.stages if isinstance(s, StringIndexerModel)).labelsArray[0]
     # StringIndexer keeps unseen values as one more index; the encoder's dropLast drops that last slot.

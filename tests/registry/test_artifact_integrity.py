@@ -18,6 +18,7 @@ from pyspark.ml.feature import VectorAssembler
 from sparkship import artifacts, serving
 from sparkship.config import Settings
 from sparkship.errors import IntegrityError
+from sparkship.refs import parse_ref
 from sparkship.registry import Registry
 from sparkship.serving.source import resolve
 from sparkship.tables import metadata
@@ -97,16 +98,17 @@ def test_an_edited_manifest_is_refused_naming_the_file(settings, tiny_model, fie
     assert artifacts.verify(one.artifact)  # the manifest alone still vouches for itself ...
     reg = Registry(settings)
     # ... but not to the registry: every way a registered version is loaded refuses it.
-    _one_line_integrity_error(lambda: reg.load_model(f"{NAME}/1"), one.artifact)
-    _one_line_integrity_error(lambda: reg.manifest(f"{NAME}/1"), one.artifact)
-    _one_line_integrity_error(lambda: reg.get(f"{NAME}/1"), one.artifact)
-    _one_line_integrity_error(lambda: resolve(f"{NAME}/1", settings), one.artifact)  # the JVM-free server's path
+    _one_line_integrity_error(lambda: reg.load_model(parse_ref(f"{NAME}/1")), one.artifact)
+    _one_line_integrity_error(lambda: reg.manifest(parse_ref(f"{NAME}/1")), one.artifact)
+    _one_line_integrity_error(lambda: reg.get(parse_ref(f"{NAME}/1")), one.artifact)
+    # the JVM-free server's path
+    _one_line_integrity_error(lambda: resolve(parse_ref(f"{NAME}/1"), settings), one.artifact)
     with pytest.raises(IntegrityError):
         reg.set_alias(NAME, "champion", 1)
     assert reg.alias_version(NAME, "champion") is None
     # The untouched version loads, served and in Spark alike.
-    assert reg.load_model(NAME)[0].version == two.version == 2
-    assert resolve(f"{NAME}/2", settings).version == 2
+    assert reg.load_model(parse_ref(NAME))[0].version == two.version == 2
+    assert resolve(parse_ref(f"{NAME}/2"), settings).version == 2
 
 
 # --- stage folders stay inside the model ----------------------------------------------------------------------
@@ -202,7 +204,7 @@ def test_a_registry_written_before_the_digest_loads_and_is_upgraded_by_its_next_
 
     old = _old_registry(settings, tiny_model)
     reg = Registry(settings)
-    mv, _ = reg.load_model(NAME)
+    mv, _ = reg.load_model(parse_ref(NAME))
     assert (mv.version, mv.manifest_sha256) == (1, None)  # nothing recorded: the check is skipped for this row
     assert [(e["event"], e["seq"]) for e in reg.events(NAME)] == [("registered", None)]
 
@@ -217,6 +219,6 @@ def test_a_registry_written_before_the_digest_loads_and_is_upgraded_by_its_next_
 
     # The new row's digest is checked; the old row, which has none, loads as it always did.
     _edit_manifest(two.artifact, EDITS["labels"])
-    _one_line_integrity_error(lambda: reg.load_model(f"{NAME}/2"), two.artifact)
+    _one_line_integrity_error(lambda: reg.load_model(parse_ref(f"{NAME}/2")), two.artifact)
     _edit_manifest(old, EDITS["labels"])
-    assert reg.manifest(f"{NAME}/1")[1]["labels"] == ["1", "0"]
+    assert reg.manifest(parse_ref(f"{NAME}/1"))[1]["labels"] == ["1", "0"]

@@ -20,6 +20,7 @@ from sparkship import artifacts, tables
 from sparkship.cli import main
 from sparkship.config import Settings
 from sparkship.errors import UsageError
+from sparkship.refs import parse_ref
 from sparkship.registry import Registry
 from sparkship.serving import UnsupportedModelError
 from tests.helpers.registering import BINARY, MULTICLASS, SCHEMA, loose, make_rows
@@ -225,7 +226,7 @@ def test_a_model_fitted_elsewhere_registers_scores_and_serves(case, spark, data,
 
     assert (out["name"], out["task"], sorted(out["metrics"])) == (case.name, case.task, case.metrics)
     assert all(math.isfinite(v) for v in out["metrics"].values())
-    mv, manifest = Registry(settings).manifest(f"{case.name}/{out['version']}")
+    mv, manifest = Registry(settings).manifest(parse_ref(f"{case.name}/{out['version']}"))
     assert mv.artifact == out["artifact"] and manifest["training"]["table"] == table
     assert (manifest["servable"], manifest["registered"]["kind"]) == (case.servable, case.kind)
     fitted = model.bestModel if hasattr(model, "bestModel") else model

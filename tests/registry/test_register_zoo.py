@@ -20,6 +20,7 @@ import sparkship
 from sparkship import tables
 from sparkship.cli import main
 from sparkship.config import Settings
+from sparkship.refs import parse_ref
 from sparkship.registry import Registry
 from tests.helpers.registering import loose
 
@@ -380,7 +381,7 @@ def registered(spark, data, settings, fitted):
         if case.name not in cache:
             folder = str(data["root"] / f"saved_{case.name}")
             out = _register(case, fitted[case.name], settings, folder, data["table"], capsys)
-            mv, manifest = Registry(settings).manifest(f"{case.name}/{out['version']}")
+            mv, manifest = Registry(settings).manifest(parse_ref(f"{case.name}/{out['version']}"))
             scores = str(data["root"] / f"scores_{case.name}")
             capsys.readouterr()
             assert _cli(settings, "score", "--model", mv.ref, "--input", data["table"], "--output", scores,

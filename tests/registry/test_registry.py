@@ -17,6 +17,7 @@ from sparkship import artifacts
 from sparkship.cli import main
 from sparkship.config import Settings
 from sparkship.errors import IntegrityError, NotFoundError, SparkshipError, UsageError
+from sparkship.refs import parse_ref
 from sparkship.registry import Registry
 
 pytestmark = pytest.mark.seconds(41)
@@ -63,20 +64,20 @@ def test_register_load_by_every_kind_of_reference(spark, settings, tiny_model):
     assert v2.artifact == os.path.join(settings.models_root, "churn", "2")
     assert sorted(os.listdir(v2.artifact)) == ["REGISTERED", "manifest.json", "model"]
     reg.set_alias("churn", "champion", 1)
-    assert reg.get("churn").version == 2
-    assert reg.get("churn/1").version == 1
-    assert reg.get("churn@champion").version == 1
-    assert reg.get("churn/run:run-2").version == 2
-    mv, loaded = reg.load_model("churn@champion")
+    assert reg.get(parse_ref("churn")).version == 2
+    assert reg.get(parse_ref("churn/1")).version == 1
+    assert reg.get(parse_ref("churn@champion")).version == 1
+    assert reg.get(parse_ref("churn/run:run-2")).version == 2
+    mv, loaded = reg.load_model(parse_ref("churn@champion"))
     expected = model.transform(df).select(vector_to_array("probability").alias("p"), "prediction")
     actual = loaded.transform(df).select(vector_to_array("probability").alias("p"), "prediction")
     assert_approx_df_equality(actual, expected, precision=1e-12)
     with pytest.raises(NotFoundError, match="has no version 9"):
-        reg.get("churn/9")
+        reg.get(parse_ref("churn/9"))
     with pytest.raises(NotFoundError, match="no alias 'staging'"):
-        reg.get("churn@staging")
+        reg.get(parse_ref("churn@staging"))
     with pytest.raises(NotFoundError, match="not registered"):
-        reg.get("other")
+        reg.get(parse_ref("other"))
 
 
 def _register_in_process(home: str, staged: str, index: int) -> int:
@@ -146,7 +147,7 @@ def test_a_damaged_artifact_is_refused_naming_the_file(settings, tiny_model, dam
             fh.write("x")
         message = "unexpected file model/stages/extra.txt"
     with pytest.raises(IntegrityError, match=message.replace(".", r"\.")):
-        Registry(settings).load_model("churn")
+        Registry(settings).load_model(parse_ref("churn"))
 
 
 @pytest.mark.parametrize("bad", ["../evil", "a/b", "/abs", "Upper", "", "x..y/"])
@@ -197,7 +198,7 @@ def test_kill_9_during_a_registration_never_exposes_a_version_without_its_artifa
     kill_paused(proc)
 
     # Whatever the point, NAME resolves to a version whose artifact is complete and verified.
-    latest = reg.get("churn")
+    latest = reg.get(parse_ref("churn"))
     assert artifacts.verify(latest.artifact)["name"] == "churn"
     committed = point == "register:committed"
     assert [mv.version for mv in reg.versions("churn")] == ([1, 2] if committed else [1])
@@ -208,7 +209,7 @@ def test_kill_9_during_a_registration_never_exposes_a_version_without_its_artifa
     after = _register(settings, model, run_id="next")
     assert after.version == latest.version + 1
     assert [mv.version for mv in reg.versions("churn")] == list(range(1, after.version + 1))
-    assert reg.get("churn").run_id == "next" and artifacts.verify(after.artifact)["name"] == "churn"
+    assert reg.get(parse_ref("churn")).run_id == "next" and artifacts.verify(after.artifact)["name"] == "churn"
     orphans = os.path.join(settings.models_root, ".orphaned")
     moved = sorted(os.listdir(orphans)) if os.path.isdir(orphans) else []
     assert len(moved) == (0 if committed else 1)

@@ -29,6 +29,7 @@ import pytest
 from sparkship import artifacts, tables
 from sparkship.config import Settings
 from sparkship.promotion import PromotionRefusedError, latest_validation, promote
+from sparkship.refs import parse_ref
 from sparkship.registry import Registry
 from sparkship.spec import parse_spec
 from sparkship.training import TrainingResult, manifest_for, register_result, train
@@ -84,9 +85,9 @@ def assert_every_version_loads(settings: Settings) -> list[int]:
     numbers = [mv.version for mv in versions]
     assert numbers == list(range(1, len(numbers) + 1))
     for mv in versions:
-        manifest = reg.manifest(mv.ref)[1]
+        manifest = reg.manifest(parse_ref(mv.ref))[1]
         assert manifest["name"] == NAME and mv.manifest_sha256 == artifacts.manifest_digest(mv.artifact)
-    mv, model = reg.load_model(NAME)
+    mv, model = reg.load_model(parse_ref(NAME))
     assert mv.version == numbers[-1] and len(model.stages) >= 2
     return numbers
 
@@ -96,7 +97,7 @@ def assert_retry_registers_cleanly(settings: Settings, result: TrainingResult) -
     version = _register(settings, result, "retry")
     assert version == before[-1] + 1
     assert assert_every_version_loads(settings) == list(range(1, version + 1))
-    assert Registry(settings).get(NAME).run_id == "retry"
+    assert Registry(settings).get(parse_ref(NAME)).run_id == "retry"
     return version
 
 
@@ -155,7 +156,7 @@ def test_a_fault_at_every_step_never_leaves_a_version_without_its_artifact(engin
     reg = Registry(settings)
     assert assert_every_version_loads(settings) == ([1, 2] if committed else [1])
     if committed:
-        assert reg.get(NAME).run_id == "faulted"
+        assert reg.get(parse_ref(NAME)).run_id == "faulted"
         assert any("churn/2 is registered" in r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
     # Nothing was left behind: not the staged folder, not a folder without a row.
     assert _model_folder(settings) == (["1", "2"] if committed else ["1"])
@@ -223,7 +224,7 @@ def test_a_commit_call_that_fails_after_its_commit_landed_keeps_the_version(spar
         assert fired, "the fault was never injected"
         assert any("churn/2 is registered" in r.getMessage() for r in caplog.records)
         assert assert_every_version_loads(settings) == [1, 2]
-        assert Registry(settings).get(NAME).run_id == "landed"
+        assert Registry(settings).get(parse_ref(NAME)).run_id == "landed"
         assert assert_retry_registers_cleanly(settings, result) == 3
     finally:
         tables.use_engine(spark, before)
@@ -266,7 +267,7 @@ def test_a_commit_call_that_fails_before_its_commit_lands_leaves_a_folder_the_re
 def test_leftover_folders_never_block_a_registration_without_file_locks(settings, result, monkeypatch, caplog):
     first = _register(settings, result, "first")
     reg = Registry(settings)
-    one = reg.get(f"{NAME}/{first}").artifact
+    one = reg.get(parse_ref(f"{NAME}/{first}")).artifact
     leftover = os.path.join(settings.models_root, NAME, "2")  # a registration killed before its commit
     shutil.copytree(one, leftover)
     os.remove(os.path.join(leftover, "REGISTERED"))
@@ -279,14 +280,14 @@ def test_leftover_folders_never_block_a_registration_without_file_locks(settings
     start = time.monotonic()
     assert _register(settings, result, "unlocked") == 2
     assert time.monotonic() - start < 60
-    two = reg.get(f"{NAME}/2")
+    two = reg.get(parse_ref(f"{NAME}/2"))
     assert two.run_id == "unlocked" and two.artifact != leftover
     assert os.path.dirname(two.artifact) == os.path.dirname(leftover)
     assert os.path.basename(two.artifact).startswith("2-")
     assert os.path.isdir(leftover) and _orphaned(settings) == []  # maybe a live registration's: left alone
     assert any(leftover in r.getMessage() and "not a registered version" in r.getMessage() for r in caplog.records)
     assert _register(settings, result, "unlocked-again") == 3
-    assert reg.get(f"{NAME}/3").artifact == os.path.join(settings.models_root, NAME, "3")
+    assert reg.get(parse_ref(f"{NAME}/3")).artifact == os.path.join(settings.models_root, NAME, "3")
     assert assert_every_version_loads(settings) == [1, 2, 3]
     # With locks back, the next registration moves the leftover aside.
     monkeypatch.undo()

@@ -17,6 +17,7 @@ import sparkship
 from sparkship import tables
 from sparkship.cli import main
 from sparkship.config import Settings
+from sparkship.refs import parse_ref
 from sparkship.registry import Registry
 from tests.helpers.registering import BINARY, MULTICLASS, SCHEMA, loose, make_rows
 
@@ -121,7 +122,7 @@ def test_a_classifier_on_scalar_columns_registers_through_the_cli_scores_and_ser
                     data["table"], "--label", "y", "--run-id", "nb-7")
     assert (out["version"], out["task"], sorted(out["metrics"])) == (1, "classification", BINARY)
     assert out["metrics"]["areaUnderROC"] > 0.8
-    mv, manifest = Registry(settings).manifest("xgb_binary/1")
+    mv, manifest = Registry(settings).manifest(parse_ref("xgb_binary/1"))
     assert manifest["algorithm"] == "SparkXGBClassifierModel" and manifest["servable"] is True
     assert manifest["registered"]["kind"] == "SparkXGBClassifierModel"
     assert manifest["signature"]["inputs"] == [{"name": "x1", "type": "double"}, {"name": "x2", "type": "double"}]
@@ -162,7 +163,7 @@ def test_a_pipeline_with_a_vector_assembler_and_a_regressor_registers_through_th
     mv = sparkship.register_model(model, "xgb_regressor", table=data["table"], label="r", run_id="job-1",
                                   settings=settings)
     assert (mv.version, mv.task, sorted(mv.metrics)) == (1, "regression", REGRESSION)
-    manifest = Registry(settings).manifest(mv.ref)[1]
+    manifest = Registry(settings).manifest(parse_ref(mv.ref))[1]
     assert manifest["registered"]["stages"] == ["VectorAssembler", "SparkXGBRegressorModel"]
     assert manifest["servable"] is True
 
@@ -196,7 +197,7 @@ def test_an_output_the_booster_path_cannot_write_registers_as_not_servable(data,
     contrib = model.copy()
     contrib.set(contrib.pred_contrib_col, "contrib")
     mv = sparkship.register_model(contrib, "xgb_contrib", table=data["table"], label="y", settings=settings)
-    manifest = Registry(settings).manifest(mv.ref)[1]
+    manifest = Registry(settings).manifest(parse_ref(mv.ref))[1]
     assert manifest["servable"] is False and "pred_contrib_col" in manifest["unservable_reason"]
 
     rows = str(data["root"] / "rows.csv")

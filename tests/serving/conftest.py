@@ -1,4 +1,5 @@
-"""A registry holding two churn model versions, the first of them champion."""
+"""Fixtures of the serving tests: a test module's rows as a DataFrame (its ``rows()`` and ``SCHEMA``), their Arrow
+table and signature, and a registry holding two churn model versions, the first of them champion."""
 from __future__ import annotations
 
 import pytest
@@ -34,3 +35,23 @@ def registry_setup(spark, tmp_path_factory):
     reg.set_alias(NAME, "champion", models[0][0].version)
     return settings, models
 
+
+
+@pytest.fixture(scope="module")
+def data(spark, request):
+    """The module's ``rows()`` with its ``SCHEMA``, cached for the module's tests."""
+    df = spark.createDataFrame(request.module.rows(), request.module.SCHEMA).cache()
+    df.count()
+    yield df
+    df.unpersist()
+
+
+@pytest.fixture(scope="module")
+def arrow_data(data):
+    return data.toArrow()
+
+
+@pytest.fixture(scope="module")
+def signature(data):
+    """What a sparkship manifest records: the training table's column types."""
+    return [{"name": f.name, "type": f.dataType.simpleString()} for f in data.schema.fields]

@@ -30,7 +30,7 @@ TOL = 1e-9
 SCHEMA = "id long, x1 double, x2 double, x3 double, x4 double, cat string, label int"
 
 
-def _rows() -> list[tuple]:
+def rows() -> list[tuple]:
     rnd = random.Random(11)
     rows = []
     for i in range(N):
@@ -51,22 +51,9 @@ def _rows() -> list[tuple]:
 
 
 @pytest.fixture(scope="module")
-def data(spark):
-    df = spark.createDataFrame(_rows(), SCHEMA).cache()
-    df.count()
-    yield df
-    df.unpersist()
-
-
-@pytest.fixture(scope="module")
 def train(data):
     """Rows the estimators are fitted on: no NaN, no null, no unseen value."""
     return data.where("id % 8 != 0 and x1 is not null and not isnan(x1)")
-
-
-@pytest.fixture(scope="module")
-def signature(data):
-    return [{"name": f.name, "type": f.dataType.simpleString()} for f in data.schema.fields]
 
 
 def _save(model, tmp_path, name: str) -> str:

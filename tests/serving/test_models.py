@@ -16,22 +16,15 @@ import numpy as np
 import pytest
 
 from sparkship.serving import InvalidRecordError, UnsupportedModelError, load
-from tests.helpers.model_cases import (
-    CASES,
-    GLR_LINKS,
-    Models,
-    N,
-    estimators,
-)
+from tests.helpers import model_cases
+from tests.helpers.model_cases import CASES, GLR_LINKS, Models, N, estimators
 
 pytestmark = pytest.mark.timeout(900)
 
+# The cases' rows for the folder's data fixture, and their prep pipelines.
+rows, SCHEMA, preps = model_cases.rows, model_cases.SCHEMA, model_cases.preps
+
 TOL = 1e-9
-
-
-@pytest.fixture(scope="module")
-def arrow_data(data):
-    return data.toArrow()
 
 
 # GLR links scored from the family's fitted model with the link param changed (transform() reads only the link).

@@ -31,7 +31,7 @@ SCHEMA = (
 )
 
 
-def _rows() -> list[tuple]:
+def rows() -> list[tuple]:
     rnd = random.Random(7)
 
     def maybe(v, p_null=0.05, p_nan=0.0):
@@ -63,25 +63,6 @@ def _rows() -> list[tuple]:
             maybe(x4, 0.0, 0.03), int(score > 0.5), label3, score * 2.0 + rnd.gauss(0, 0.5),
         ))
     return rows
-
-
-@pytest.fixture(scope="module")
-def data(spark):
-    df = spark.createDataFrame(_rows(), SCHEMA).cache()
-    df.count()
-    yield df
-    df.unpersist()
-
-
-@pytest.fixture(scope="module")
-def arrow_data(data):
-    return data.toArrow()
-
-
-@pytest.fixture(scope="module")
-def signature(data):
-    """What a sparkship manifest records: the training table's column types."""
-    return [{"name": f.name, "type": f.dataType.simpleString()} for f in data.schema.fields]
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from sparkship.cli import main as cli_main
+from sparkship.refs import parse_ref
 from sparkship.registry import Registry
 from sparkship.serving import load
 from sparkship.serving.server import ModelHolder, create_app
@@ -46,7 +47,7 @@ def _as_spark_row(record: dict) -> dict:
 def server(registry_setup):
     """uvicorn in a thread, serving version 1 by NAME/VERSION."""
     settings, _ = registry_setup
-    with serve_in_thread(create_app(ModelHolder(resolve(f"{NAME}/1", settings)))) as client:
+    with serve_in_thread(create_app(ModelHolder(resolve(parse_ref(f"{NAME}/1"), settings)))) as client:
         yield client
 
 
@@ -220,7 +221,7 @@ def test_predict_command_scores_files(registry_setup, tmp_path, capsys, fmt_in, 
         rows = pcsv.read_csv(out, convert_options=pcsv.ConvertOptions(strings_can_be_null=True)).to_pylist()
         for r in rows:
             r["probability"] = json.loads(r["probability"])
-    scorer = resolve(f"{NAME}@champion", settings).scorer
+    scorer = resolve(parse_ref(f"{NAME}@champion"), settings).scorer
     for rec, row in zip(records, rows):
         want = scorer.score_one(rec)
         assert row["plan"] == rec["plan"] and row["prediction"] == want["prediction"]
@@ -269,7 +270,7 @@ def test_metadata_shows_no_filesystem_path(server, registry_setup):
 def test_a_token_guards_everything_but_health(registry_setup):
     settings, _ = registry_setup
     token = "t0ken-" + "x" * 40
-    app = create_app(ModelHolder(resolve(f"{NAME}/1", settings)), token=token)
+    app = create_app(ModelHolder(resolve(parse_ref(f"{NAME}/1"), settings)), token=token)
     with serve_in_thread(app) as client:
         good = {"Authorization": f"Bearer {token}"}
         for headers in ({}, {"Authorization": f"Bearer {token[:-1]}"}, {"Authorization": f"Bearer {token}x"},

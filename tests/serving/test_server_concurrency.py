@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from sparkship import killpoints
 from sparkship.cli import main as cli_main
 from sparkship.commands import serving as serving_command
+from sparkship.refs import parse_ref
 from sparkship.serving.server import (
     DEFAULT_MAX_ROWS,
     ENCODE_ROWS,
@@ -83,7 +84,7 @@ def server_logs() -> Iterator[Records]:
 @pytest.fixture(scope="module")
 def served(registry_setup):  # noqa: F811 - the imported fixture
     settings, _ = registry_setup
-    return settings, resolve(f"{NAME}/1", settings)
+    return settings, resolve(parse_ref(f"{NAME}/1"), settings)
 
 
 def _send_big(base: str, answers: dict[int, httpx.Response], count: int) -> list[threading.Thread]:

@@ -37,7 +37,7 @@ STATEMENT = (
 )
 
 
-def _rows() -> list[tuple]:
+def rows() -> list[tuple]:
     rnd = random.Random(5)
     rows = []
     for i in range(200):
@@ -47,19 +47,6 @@ def _rows() -> list[tuple]:
         rows.append((i, x, n, rnd.choice([None, 0, 10**12, -3]), s, rnd.choice([None, True, False]),
                      rnd.randint(0, 1)))
     return rows
-
-
-@pytest.fixture(scope="module")
-def data(spark):
-    df = spark.createDataFrame(_rows(), SCHEMA).cache()
-    df.count()
-    yield df
-    df.unpersist()
-
-
-@pytest.fixture(scope="module")
-def signature(data):
-    return [{"name": f.name, "type": f.dataType.simpleString()} for f in data.schema.fields]
 
 
 def _save(stages, path):

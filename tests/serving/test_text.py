@@ -42,7 +42,7 @@ def _sentence(rnd: random.Random, unseen: bool) -> str:
     return rnd.choice(["", " ", "\t"]) + text.rstrip() if rnd.random() < 0.3 else text
 
 
-def _rows() -> list[tuple]:
+def rows() -> list[tuple]:
     rnd = random.Random(11)
     rows = []
     for i in range(N):
@@ -56,19 +56,6 @@ def _rows() -> list[tuple]:
         rows.append((i, text, _sentence(rnd, scoring_only), x, cat, n, flag,
                      int(("fox" in text) or ("fast" in text) or rnd.random() < 0.2)))
     return rows
-
-
-@pytest.fixture(scope="module")
-def data(spark):
-    df = spark.createDataFrame(_rows(), SCHEMA).cache()
-    df.count()
-    yield df
-    df.unpersist()
-
-
-@pytest.fixture(scope="module")
-def signature(data):
-    return [{"name": f.name, "type": f.dataType.simpleString()} for f in data.schema.fields]
 
 
 TOKEN_COLS = ["tok", "rt", "rt2", "sw", "sw2", "sw3", "ng"]

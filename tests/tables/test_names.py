@@ -25,6 +25,7 @@ import yaml
 from sparkship import datasets
 from sparkship.cli import main
 from sparkship.errors import UsageError
+from sparkship.refs import TableRef, parse_table
 from sparkship.spark import DRIVER_JAVA_OPTIONS_ENV
 from sparkship.tables import names
 
@@ -282,8 +283,6 @@ def test_parsing_sibling_names_and_the_local_catalog_mapping(monkeypatch):
     assert names.local_parts("dev.sales.churn") == ("sales", "churn")
     with pytest.raises(UsageError, match="catalog 'main'"):
         names.local_parts("main.sales.churn")
-    from sparkship.spec import parse_table_ref
-
-    assert parse_table_ref("`main`.sales.`churn`@3") == ("main.sales.churn", 3)
+    assert parse_table("`main`.sales.`churn`@3") == TableRef("main.sales.churn", 3)
     with pytest.raises(UsageError, match="not a valid table name"):
-        parse_table_ref("sales.`churn", key="--input")
+        parse_table("sales.`churn", what="--input")

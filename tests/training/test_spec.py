@@ -10,13 +10,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sparkship.errors import UsageError
+from sparkship.names import validate_alias
+from sparkship.refs import parse_ref
 from sparkship.spec import (
     ALGORITHMS,
     TrainingSpec,
     estimator_params,
     load_spec,
     parse_spec,
-    parse_table_ref,
     validate_name,
 )
 
@@ -106,23 +107,6 @@ def test_relative_table_resolves_against_the_spec_files_folder(tmp_path):
     assert spec.table == str(tmp_path / "tables" / "churn")
     assert spec.table_version == 3
     assert spec.source == str(path)
-
-
-def test_table_refs():
-    assert parse_table_ref("/a/b@12") == ("/a/b", 12)
-    assert parse_table_ref("/a/b") == ("/a/b", None)
-    assert parse_table_ref("rel/t", base_dir="/base") == ("/base/rel/t", None)
-    assert parse_table_ref("dbfs:/mnt/t@2") == ("dbfs:/mnt/t", 2)
-    assert parse_table_ref("s3://bucket/t/") == ("s3://bucket/t", None)
-    # an '@' inside a folder name is part of the path, not a version
-    assert parse_table_ref("/a@b/t", base_dir="/") == ("/a@b/t", None)
-
-
-@pytest.mark.parametrize("pin", ["²", "٣", "-1", "1.0", "", "x"])
-def test_a_version_pin_takes_ascii_digits_only(pin):
-    # str.isdigit takes "²" (then int() fails) and "٣" (then int() reads 3): neither may pin a version.
-    with pytest.raises(UsageError, match="version after '@' must be a number"):
-        parse_table_ref(f"/a/t@{pin}")
 
 
 def test_with_table_overrides_the_table_and_version(tmp_path):
@@ -230,8 +214,6 @@ def test_spec_file_errors(tmp_path):
 def test_refs_with_a_trailing_newline_or_non_ascii_digits_are_refused(ref):
     """``^...$`` with ``re.match`` accepted "churn\\n" ($ matches before a final newline): names, aliases and
     versions must match in full."""
-    from sparkship.names import parse_ref, validate_alias
-
     with pytest.raises(UsageError):
         parse_ref(ref)
     with pytest.raises(UsageError):

@@ -16,6 +16,7 @@ from sparkship.cli import main
 from sparkship.config import Settings
 from sparkship.errors import UsageError
 from sparkship.pipeline_training import train_pipeline_and_register
+from sparkship.refs import parse_ref
 from sparkship.registry import Registry
 from sparkship.spec import TrainingSpec, parse_spec
 from sparkship.spec_pipeline import PipelineSpec, parse_any_spec
@@ -217,7 +218,7 @@ def _scores_equal_transform(spark, settings: Settings, ref: str, data: dict, out
     from pyspark.ml.functions import vector_to_array
     from pyspark.sql import functions as F
 
-    mv, _ = Registry(settings).manifest(ref)
+    mv, _ = Registry(settings).manifest(parse_ref(ref))
     assert _cli(settings, "score", "--model", ref, "--input", data["table"], "--output", out, "--keys", "id") == 0
     scored = tables.read(spark, out)
     transformed = artifacts.load(mv.artifact).transform(data["df"])
@@ -289,7 +290,7 @@ def test_a_spec_pipeline_trains_registers_and_scores_like_its_transform(name, sp
     task, label, _, tuning = CASES[name]
     assert (out["name"], out["task"], out["table_version"]) == (name, task, 0)
     assert all(math.isfinite(v) for v in out["metrics"].values())
-    mv, manifest = Registry(settings).manifest(f"{name}/{out['version']}")
+    mv, manifest = Registry(settings).manifest(parse_ref(f"{name}/{out['version']}"))
     lineage = manifest["training"]
     assert lineage["spec"] == parse_any_spec(raw).to_dict() and lineage["run_id"] == f"run-{name}"
     assert lineage["rows_train"] + lineage["rows_test"] == data["df"].count() and lineage["rows_test"] > 0

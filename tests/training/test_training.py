@@ -14,6 +14,7 @@ from sparkship import artifacts, tables
 from sparkship.cli import main
 from sparkship.config import Settings
 from sparkship.errors import NotFoundError, SchemaMismatchError, UsageError
+from sparkship.refs import parse_ref
 from sparkship.registry import Registry
 from sparkship.spec import parse_spec
 from sparkship.training import (
@@ -257,7 +258,7 @@ def test_registered_model_reloads_with_identical_predictions(spark, churn, train
     assert out["name"] == "churn" and out["version"] == 1 and out["table_version"] == 1
     assert out["metrics"] == result.metrics
 
-    mv, loaded = Registry(settings).load_model("churn/run:run-7")
+    mv, loaded = Registry(settings).load_model(parse_ref("churn/run:run-7"))
     assert mv.version == 1 and mv.artifact == out["artifact"] == os.path.join(settings.models_root, "churn", "1")
     data = tables.read(spark, churn)
 
@@ -305,7 +306,7 @@ def test_cli_train_registers_versions(spark, churn, home, tmp_path, capsys):
     second = json.loads(capsys.readouterr().out)
     assert (second["version"], second["table_version"]) == (2, 0)
     registry = Registry(Settings.resolve(home=home))
-    assert registry.get("spend/run:job-42").version == 2
+    assert registry.get(parse_ref("spend/run:job-42")).version == 2
     assert [v.table_version for v in registry.versions("spend")] == [1, 0]
 
     with pytest.raises(SystemExit) as exit_info:

@@ -24,6 +24,7 @@ from sparkship.policy import NoPolicyError, Rules, parse_rules, set_policy
 from sparkship.policy import current as current_policy
 from sparkship.policy import history as policy_history
 from sparkship.promotion import PromotionRefusedError, promote, rollback
+from sparkship.refs import parse_ref
 from sparkship.registry import Registry
 from sparkship.validation import check_rules, effective_rules, primary_metric, validate
 from tests.helpers.paths import ROOT
@@ -241,7 +242,7 @@ def test_cli_validates_and_promotes_the_version_a_job_run_registered(spark, home
     code, out = _cli(capsys, "promote", "--model", "churn/run:987", "--run-id", "987")
     assert code == 0
     assert (out["version"], out["previous_version"], out["forced"], out["changed"]) == (v, None, False, True)
-    assert Registry(settings).get("churn@champion").version == v
+    assert Registry(settings).get(parse_ref("churn@champion")).version == v
 
     # the champion validated against itself: nothing to compare, still gated by its thresholds
     result = validate(spark, settings, "churn@champion", table)
