@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The test suite's wall time and CPU seconds for two revisions side by side, in alternating order: the user and
+# system seconds of pytest and the processes it waited for (workers, CLI processes), and the busy seconds of the
+# whole machine over the run (which also counts JVMs nobody waits for; meaningful on an otherwise quiet machine).
+# Each round checks the revision out into a fresh clone and runs the pytest command of that revision's `make test`
+# there, on this checkout's environments (.venv, .venv35 and their jars, linked in; the clone's src/ comes first on the path), so only the
+# tests and the code differ, not the set-up (benchmarks/make_env.sh times that). Extra arguments go to pytest
+# (e.g. `-k scoring` for a part of the suite).
+#
+#   benchmarks/suite_time.sh OLD_REV NEW_REV [ROUNDS] [-- PYTEST_ARGS...]
+set -euo pipefail
+old=$1 new=$2 rounds=${3:-1}
+shift $(($# < 3 ? $# : 3))
+[[ ${1:-} == -- ]] && shift
+repo=$(git -C "$(dirname "$0")/.." rev-parse --show-toplevel)
+
+echo "date: $(date -u '+%Y-%m-%d %H:%M') UTC; machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/2^20}' /proc/meminfo)"
+
+busy_seconds() {  # CPU seconds all processes on the machine have spent (user, nice, system, irq, softirq, steal)
+    awk -v hz="$(getconf CLK_TCK)" '/^cpu / {print ($2 + $3 + $4 + $7 + $8 + $9) / hz}' /proc/stat
+}
+
+time_one() {  # rev [pytest args]
+    local rev=$1 dir line
+    shift
+    dir=$(mktemp -d /tmp/suite-time-XXXXXX)
+    git clone -q "$repo" "$dir" && git -C "$dir" checkout -q "$rev"
+    ln -s "$repo/.venv" "$dir/.venv"
+    [[ -d $repo/.venv35 ]] && ln -s "$repo/.venv35" "$dir/.venv35"
+    # the recipe's last command (its environment variables and pytest's options), joined from its lines
+    line=$(cd "$dir" && make -n test 2>/dev/null | sed -n '/^SPARKSHIP_REQUIRE/,/-m pytest/p' | tr -d '\\\n')
+    (
+        cd "$dir"
+        export PYTHONPATH="$dir/src"
+        local before
+        before=$(busy_seconds)
+        /usr/bin/time -f "$rev	%e s wall	%U s user	%S s system" -o "$dir/time.txt" \
+            bash -c "$line $*" > "$dir/pytest.log" 2>&1 || true
+        printf '%s\t%.0f s machine CPU\t%s\t(%s)\n' "$(tail -1 time.txt)" "$(echo "$(busy_seconds) - $before" | bc)" \
+            "$(grep -E '(passed|failed)' pytest.log | tail -1)" "$(date +%T)"
+    )
+    rm -rf "$dir"
+}
+
+for ((round = 0; round < rounds; round++)); do
+    if ((round % 2 == 0)); then time_one "$old" "$@"; time_one "$new" "$@"; else time_one "$new" "$@"; time_one "$old" "$@"; fi
+done
