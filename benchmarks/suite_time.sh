@@ -3,9 +3,9 @@
 # system seconds of pytest and the processes it waited for (workers, CLI processes), and the busy seconds of the
 # whole machine over the run (which also counts JVMs nobody waits for; meaningful on an otherwise quiet machine).
 # Each round checks the revision out into a fresh clone and runs the pytest command of that revision's `make test`
-# there, on this checkout's environments (.venv, .venv35 and their jars, linked in; the clone's src/ comes first on the path), so only the
-# tests and the code differ, not the set-up (benchmarks/make_env.sh times that). Extra arguments go to pytest
-# (e.g. `-k scoring` for a part of the suite).
+# there, on this checkout's environments (.venv, .venv35 and their jars, linked in; the clone's src/ first on the
+# path), so only the tests and the code differ, not the set-up (benchmarks/make_env.sh times that). Extra arguments
+# go to pytest (e.g. `-k scoring` for a part of the suite).
 #
 #   benchmarks/suite_time.sh OLD_REV NEW_REV [ROUNDS] [-- PYTEST_ARGS...]
 set -euo pipefail
