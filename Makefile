@@ -36,7 +36,7 @@ $(JARS_STAMP): jars/pom.xml
 venv: $(STAMP)
 jars: $(STAMP) $(JARS_STAMP)
 
-# The Spark 3.5 line, for the compatibility smoke flow (tests/test_spark35.py). After the main venv and its jars
+# The Spark 3.5 line, for the compatibility smoke flow (tests/e2e/test_spark35.py). After the main venv and its jars
 # (order only): those are on the way to the class archive, and two Maven runs must not share ~/.m2 at once.
 $(STAMP35): setup.py | $(STAMP)
 	$(PYTHON) -m venv $(VENV35)
@@ -69,7 +69,7 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } \
 	  || echo "chromium could not be installed: the report screenshot test will fail"
 
-# The real Databricks CLI, for tests/test_bundle_cli.py (`bundle validate --strict`, `-o json`, `bundle plan`
+# The real Databricks CLI, for tests/bundle/test_databricks_cli.py (`bundle validate --strict`, `-o json`, `bundle plan`
 # against a fake workspace): `databricks` on PATH if there is one, else the project's shared build, unpacked into
 # the venv. Without either the tests that need it fail under `make test` (SPARKSHIP_REQUIRE_DATABRICKS_CLI=1).
 DATABRICKS_XZ := ../shared/tools/databricks-cli/databricks.xz
@@ -81,7 +81,7 @@ databricks-cli: $(STAMP)
 	  mv $(BIN)/databricks.tmp $(BIN)/databricks && $(BIN)/databricks --version; \
 	else echo "no databricks CLI (not on PATH, no $(DATABRICKS_XZ)): the bundle CLI tests will fail"; fi
 
-# actionlint checks .github/workflows/ (tests/test_workflows.py), built from its Go module into the venv.
+# actionlint checks .github/workflows/ (tests/bundle/test_workflows.py), built from its Go module into the venv.
 ACTIONLINT_VERSION := v1.7.12
 GO ?= $(shell command -v go 2>/dev/null || ls /usr/local/go/bin/go 2>/dev/null)
 actionlint: $(STAMP)

@@ -1,6 +1,6 @@
 """`sparkship score` with the JVM-free scorer in ``mapInArrow`` against Spark's ``PipelineModel.transform``.
 
-Three pipelines on the churn inputs of tests/test_scoring.py (Imputer + StringIndexer + OneHotEncoder +
+Three pipelines on the churn inputs of tests/scoring/test_scoring.py (Imputer + StringIndexer + OneHotEncoder +
 VectorAssembler, then LogisticRegression, RandomForest 50 trees depth 6, or GBT 50 trees depth 4), at each size
 of ``--rows``, on both Delta engines (native delta-spark, deltars), two measures per scorer:
 
@@ -32,7 +32,7 @@ ENGINES = ("native", "deltars")
 
 
 def fit_models(spark: Any) -> dict[str, Any]:
-    """name -> fitted PipelineModel: the churn prep stages of tests/test_scoring.py with each model at the end."""
+    """name -> fitted PipelineModel: the churn prep stages of tests/scoring/test_scoring.py with each model at the end."""
     from pyspark.ml import PipelineModel
     from pyspark.ml.classification import GBTClassifier, RandomForestClassifier
     from test_scoring import INPUT_SCHEMA, fit_model, make_rows
@@ -100,6 +100,7 @@ def main() -> None:
 
     from sparkship import artifacts, tables
     from sparkship.config import Settings
+    from sparkship.refs import parse_ref
     from sparkship.registry import Registry
     from sparkship.scoring.request import load_scoring_model
     from sparkship.spark import get_spark
@@ -112,7 +113,7 @@ def main() -> None:
     for name in names:
         staged = artifacts.stage(fitted[name], {**manifest_for(spark), "name": name}, settings.models_root)
         Registry(settings).register(name, staged)
-    loaded = {(n, s): load_scoring_model(settings, n, s) for n in names for s in SCORERS}
+    loaded = {(n, s): load_scoring_model(settings, parse_ref(n), s) for n in names for s in SCORERS}
     lines = header_lines(f"Java 17, pyspark {pyspark.__version__}, local[*]; "
                          f"load average at start {os.getloadavg()[0]:.1f}")
     rows_out: list[str] = []

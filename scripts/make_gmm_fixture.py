@@ -1,4 +1,4 @@
-"""Fit and save the GaussianMixture pipeline that tests/test_serving_models.py scores.
+"""Fit and save the GaussianMixture pipeline that tests/serving/test_models.py scores.
 
 The tests load this saved model rather than fitting one: Spark's EM fit on the test rows hung a CI worker
 (LAPACK's eigen-decomposition looping on a degenerate covariance) in a few full runs and never on this host, so a

@@ -1,4 +1,4 @@
-"""Fit and save small models with pyspark 3.5 (Databricks Runtime 13-16) for tests/test_serving_spark35.py.
+"""Fit and save small models with pyspark 3.5 (Databricks Runtime 13-16) for tests/serving/test_spark35_models.py.
 
 Run with a pyspark 3.5 environment, outside the project's own venv (which has pyspark 4):
 
