@@ -1,6 +1,6 @@
 """`sparkship score` with the JVM-free scorer in ``mapInArrow`` against Spark's ``PipelineModel.transform``.
 
-Three pipelines on the churn inputs of tests/scoring/test_scoring.py (Imputer + StringIndexer + OneHotEncoder +
+Three pipelines on the churn inputs of tests/helpers/scoring.py (Imputer + StringIndexer + OneHotEncoder +
 VectorAssembler, then LogisticRegression, RandomForest 50 trees depth 6, or GBT 50 trees depth 4), at each size
 of ``--rows``, on both Delta engines (native delta-spark, deltars), two measures per scorer:
 
@@ -22,7 +22,7 @@ import tempfile
 import time
 from typing import Any
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))  # the repository: tests.helpers
 sys.path.insert(0, os.path.dirname(__file__))
 
 from run_info import header_lines  # noqa: E402 - this folder's own module
@@ -32,10 +32,11 @@ ENGINES = ("native", "deltars")
 
 
 def fit_models(spark: Any) -> dict[str, Any]:
-    """name -> fitted PipelineModel: the churn prep stages of tests/scoring/test_scoring.py with each model at the end."""
+    """name -> fitted PipelineModel: the churn prep stages of tests/helpers/scoring.py with each model at the end."""
     from pyspark.ml import PipelineModel
     from pyspark.ml.classification import GBTClassifier, RandomForestClassifier
-    from test_scoring import INPUT_SCHEMA, fit_model, make_rows
+
+    from tests.helpers.scoring import INPUT_SCHEMA, fit_model, make_rows
 
     lr = fit_model(spark)
     prep = PipelineModel(stages=lr.stages[:-1])
@@ -96,7 +97,6 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     import pyspark
-    from test_scoring import manifest_for
 
     from sparkship import artifacts, tables
     from sparkship.config import Settings
@@ -104,6 +104,7 @@ def main() -> None:
     from sparkship.registry import Registry
     from sparkship.scoring.request import load_scoring_model
     from sparkship.spark import get_spark
+    from tests.helpers.scoring import manifest_for
 
     work = tempfile.mkdtemp(prefix="score-jvm-free-")
     spark = get_spark(home=os.path.join(work, "home"))

@@ -33,7 +33,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))  # the repository: tests.helpers
 
 from ratio_table import print_ratio_table  # noqa: E402 - this folder's own module
 
@@ -107,10 +107,10 @@ def main() -> None:
     ways = {**WAYS, **(BY_KIND if args.by_kind else {}), **(STATS if args.stats else {})}
 
     from pyspark.sql import functions as F
-    from test_scoring import fit_model
 
     from sparkship import tables
     from sparkship.spark import get_spark
+    from tests.helpers.scoring import fit_model
 
     work = tempfile.mkdtemp(prefix="score-columns-")
     spark = get_spark(home=os.path.join(work, "home"))

@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))  # the repository: tests.helpers
 
 from score_output_columns import run_constants  # noqa: E402 - this folder's own module
 
@@ -90,11 +90,11 @@ def main() -> None:
     from pyspark.ml import PipelineModel
     from pyspark.ml.functions import vector_to_array
     from pyspark.sql import functions as F
-    from test_scoring import MODEL, fit_model, register
 
     from sparkship import scoring, tables
     from sparkship.config import Settings
     from sparkship.spark import get_spark
+    from tests.helpers.scoring import MODEL, fit_model, register
 
     work = tempfile.mkdtemp(prefix="score-bench-")
     spark = get_spark(home=os.path.join(work, "home"))

@@ -76,8 +76,8 @@ def _prober(conn: Any) -> None:
 
 def _start_server(src: str, model_dir: str, log_path: str) -> tuple[subprocess.Popen, int]:
     """``sparkship serve --path model_dir`` with ``src`` first on the path; (the process, its port)."""
-    sys.path.insert(0, os.path.join(REPO, "tests"))
-    from ports import free_port  # the tests' ports: below the range outgoing connections draw from
+    sys.path.insert(0, REPO)
+    from tests.helpers.ports import free_port  # the tests' ports: below the range outgoing connections draw from
 
     port = free_port()
     with open(log_path, "w") as log:
