@@ -17,8 +17,8 @@
    write of the same data, at each of ``--sizes`` rows.
 
 ``--model lr``: the tests' churn pipeline (tests/helpers/scoring.py: feature stages + LogisticRegression);
-``--model rf``: the same feature stages + RandomForestClassifier(numTrees=50, maxDepth=6). Rounds alternate the order of the paths;
-medians are reported. Progress goes to stderr, tables to stdout.
+``--model rf``: the same feature stages + RandomForestClassifier(numTrees=50, maxDepth=6). Rounds alternate the
+order of the paths; medians are reported. Progress goes to stderr, tables to stdout.
 
     .venv/bin/python benchmarks/incremental_changes.py [--rows 2000000] [--rounds 2] [--sizes 1000000,4000000]
         [--model lr|rf] [--skip-sizes]
