@@ -11,19 +11,33 @@ timed; the summary is printed at the end.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 import shutil
 import socket
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sparkship import datasets
+import uvicorn
+
+from sparkship import datasets, ingest
 from sparkship.config import Settings
+from sparkship.monitoring import monitor
+from sparkship.policy import Rules, set_policy
+from sparkship.promotion import promote
+from sparkship.registry import Registry
+from sparkship.report import write_report
+from sparkship.scoring import score
+from sparkship.serving.server import build
+from sparkship.spec import parse_spec
+from sparkship.training import train_and_register
+from sparkship.validation import validate
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import SparkSession
@@ -85,10 +99,6 @@ def _write_csv(table: Any, path: str) -> None:
 @contextmanager
 def _running_server(settings: Settings, ref: str) -> Iterator[str]:
     """The real FastAPI app under uvicorn on 127.0.0.1, in a thread, for the life of the block."""
-    import uvicorn
-
-    from sparkship.serving.server import build
-
     app, _ = build(ref, settings, poll_seconds=60)
     # uvicorn serves on the socket bound here: no window in which another process could take its port
     with socket.create_server(("127.0.0.1", 0)) as sock:
@@ -106,37 +116,30 @@ def _running_server(settings: Settings, ref: str) -> Iterator[str]:
             thread.join(timeout=10)
 
 
-def run_demo(spark: SparkSession, workdir: str, train_rows: int = TRAIN_ROWS,
-             batch_rows: int = BATCH_ROWS) -> DemoSummary:
-    """Run every step in ``workdir`` (emptied first) and return the timed summary."""
-    from sparkship import ingest
-    from sparkship.monitoring import monitor
-    from sparkship.policy import Rules, set_policy
-    from sparkship.promotion import promote
-    from sparkship.registry import Registry
-    from sparkship.report import write_report
-    from sparkship.scoring import score
-    from sparkship.spec import parse_spec
-    from sparkship.training import train_and_register
-    from sparkship.validation import validate
+class _Demo:
+    """The demo's state: where it works, and what each step hands to the next (trained versions, validations)."""
 
-    workdir = os.path.abspath(workdir)
-    shutil.rmtree(workdir, ignore_errors=True)
-    settings = Settings.resolve(home=workdir)
-    registry = Registry(settings)
-    summary = DemoSummary(workdir)
-    data_dir, tables_dir = os.path.join(workdir, "data"), settings.tables_root
-    training, holdout = f"{tables_dir}/churn_training", f"{tables_dir}/churn_holdout"
-    customers, scores = f"{tables_dir}/churn_customers", f"{tables_dir}/churn_scores"
+    def __init__(self, spark: SparkSession, workdir: str, train_rows: int, batch_rows: int) -> None:
+        self.spark, self.workdir = spark, workdir
+        self.train_rows, self.batch_rows = train_rows, batch_rows
+        self.settings = Settings.resolve(home=workdir)
+        self.registry = Registry(self.settings)
+        self.summary = DemoSummary(workdir)
+        self.data_dir, tables_dir = os.path.join(workdir, "data"), self.settings.tables_root
+        self.training, self.holdout = f"{tables_dir}/churn_training", f"{tables_dir}/churn_holdout"
+        self.customers, self.scores = f"{tables_dir}/churn_customers", f"{tables_dir}/churn_scores"
+        self.trained: dict[str, dict[str, Any]] = {}
+        self.validations: dict[str, Any] = {}
 
-    def step(name: str, action: Callable[[], str]) -> None:
+    def step(self, name: str, action: Callable[[], str]) -> None:
         log.info("demo: %s ...", name)
         start = time.perf_counter()
         result = action()
-        summary.steps.append(Step(name, time.perf_counter() - start, result))
-        log.info("demo: %s done in %.1f s: %s", name, summary.steps[-1].seconds, result)
+        self.summary.steps.append(Step(name, time.perf_counter() - start, result))
+        log.info("demo: %s done in %.1f s: %s", name, self.summary.steps[-1].seconds, result)
 
-    def generate() -> str:
+    def generate(self) -> str:
+        data_dir, train_rows, batch_rows = self.data_dir, self.train_rows, self.batch_rows
         holdout_rows = max(train_rows // 4, 1000)
         _write_csv(datasets.churn_rows(train_rows, seed=7), f"{data_dir}/training.csv")
         _write_csv(datasets.churn_rows(holdout_rows, seed=8, first_id=1_000_001), f"{data_dir}/holdout.csv")
@@ -144,66 +147,62 @@ def run_demo(spark: SparkSession, workdir: str, train_rows: int = TRAIN_ROWS,
         _write_csv(datasets.churn_rows(batch_rows, seed=10, first_id=3_000_001, shift=1.0), f"{data_dir}/batch2.csv")
         return f"{train_rows:,} training, {holdout_rows:,} holdout and 2 x {batch_rows:,} new customers (CSV)"
 
-    def import_tables() -> str:
-        t = ingest.import_file(spark, f"{data_dir}/training.csv", training, mode="overwrite")
-        ingest.import_file(spark, f"{data_dir}/holdout.csv", holdout, mode="overwrite")
-        return f"{t['rows']:,} rows -> {training} (version {t['version']})"
+    def import_tables(self) -> str:
+        t = ingest.import_file(self.spark, f"{self.data_dir}/training.csv", self.training, mode="overwrite")
+        ingest.import_file(self.spark, f"{self.data_dir}/holdout.csv", self.holdout, mode="overwrite")
+        return f"{t['rows']:,} rows -> {self.training} (version {t['version']})"
 
-    trained: dict[str, dict[str, Any]] = {}
-
-    def train(algorithm: str, params: dict[str, Any]) -> Callable[[], str]:
+    def train(self, algorithm: str, params: dict[str, Any]) -> Callable[[], str]:
         def action() -> str:
-            out = train_and_register(spark, settings, parse_spec(_spec(training, algorithm, params)), run_id="demo")
-            trained[algorithm] = out
+            spec = parse_spec(_spec(self.training, algorithm, params))
+            out = train_and_register(self.spark, self.settings, spec, run_id="demo")
+            self.trained[algorithm] = out
             m = out["metrics"]
             return f"{MODEL}/{out['version']}: AUC {m['areaUnderROC']:.3f}, accuracy {m['accuracy']:.3f}"
         return action
 
-    validations: dict[str, Any] = {}
-
-    def validate_both() -> str:
-        set_policy(settings, MODEL, Rules({"areaUnderROC": {"min": 0.7}}, max_regression=0.02), source="demo")
-        for algorithm, out in trained.items():
-            validations[algorithm] = validate(spark, settings, f"{MODEL}/{out['version']}", holdout, run_id="demo")
+    def validate_both(self) -> str:
+        set_policy(self.settings, MODEL, Rules({"areaUnderROC": {"min": 0.7}}, max_regression=0.02), source="demo")
+        for algorithm, out in self.trained.items():
+            self.validations[algorithm] = validate(self.spark, self.settings, f"{MODEL}/{out['version']}",
+                                                   self.holdout, run_id="demo")
         return "; ".join(
             f"{MODEL}/{v.version} {v.status} (holdout AUC {v.candidate_metrics['areaUnderROC']:.3f})"
-            for v in validations.values()
+            for v in self.validations.values()
         )
 
-    def promote_better() -> str:
-        passed = [v for v in validations.values() if v.passed]
+    def promote_better(self) -> str:
+        passed = [v for v in self.validations.values() if v.passed]
         if not passed:
             raise RuntimeError("no candidate passed validation")
         best = max(passed, key=lambda v: v.candidate_metrics["areaUnderROC"] or 0.0)
-        change = promote(settings, f"{MODEL}/{best.version}", run_id="demo")
-        return f"{MODEL}@champion -> {change.version} ({trained_algorithm(best.version)})"
+        change = promote(self.settings, f"{MODEL}/{best.version}", run_id="demo")
+        algorithm = next(a for a, out in self.trained.items() if out["version"] == best.version)
+        return f"{MODEL}@champion -> {change.version} ({algorithm})"
 
-    def trained_algorithm(version: int) -> str:
-        return next(a for a, out in trained.items() if out["version"] == version)
-
-    def score_batch(csv_name: str) -> Callable[[], str]:
+    def score_batch(self, csv_name: str) -> Callable[[], str]:
         def action() -> str:
-            ingest.import_file(spark, f"{data_dir}/{csv_name}", customers, mode="append")
-            r = score(spark, settings, f"{MODEL}@champion", customers, scores, [datasets.KEY],
+            ingest.import_file(self.spark, f"{self.data_dir}/{csv_name}", self.customers, mode="append")
+            r = score(self.spark, self.settings, f"{MODEL}@champion", self.customers, self.scores, [datasets.KEY],
                       include_features=True, run_id="demo")
             return (f"input v{r.input_version}: {r.rows_in:,} rows in = {r.scored:,} scored + "
-                    f"{r.quarantined:,} quarantined -> {scores} v{r.output_version}")
+                    f"{r.quarantined:,} quarantined -> {self.scores} v{r.output_version}")
         return action
 
-    def run_monitor() -> str:
-        result = monitor(spark, registry, f"{MODEL}@champion", scores, run_id="demo")
+    def run_monitor(self) -> str:
+        result = monitor(self.spark, self.registry, f"{MODEL}@champion", self.scores, run_id="demo")
         flagged = sorted({f["feature"] for f in result.flagged})
         return f"{len(result.features)} columns monitored; drift flagged: {', '.join(flagged) or 'none'}"
 
-    def run_report() -> str:
-        out = os.path.join(workdir, "report.html")
-        write_report(spark, registry, f"{MODEL}@champion", out, scores=scores)
+    def run_report(self) -> str:
+        out = os.path.join(self.workdir, "report.html")
+        write_report(self.spark, self.registry, f"{MODEL}@champion", out, scores=self.scores)
         return f"{out} ({os.path.getsize(out) // 1024} KiB)"
 
-    def serve_one_request() -> str:
+    def serve_one_request(self) -> str:
         record = datasets.churn_rows(1, seed=11, first_id=4_000_001).to_pylist()[0]
         features = {k: v for k, v in record.items() if k not in (datasets.KEY, datasets.LABEL)}
-        with _running_server(settings, f"{MODEL}@champion") as url:
+        with _running_server(self.settings, f"{MODEL}@champion") as url:
             started = time.perf_counter()
             status, body = _post_json(f"{url}/predict", features)
             elapsed_ms = (time.perf_counter() - started) * 1000
@@ -212,25 +211,29 @@ def run_demo(spark: SparkSession, workdir: str, train_rows: int = TRAIN_ROWS,
         return (f"POST /predict -> {status}, prediction {prediction['prediction']:.0f} "
                 f"(p(churn) = {probability:.3f}) in {elapsed_ms:.1f} ms")
 
-    step("generate dataset", generate)
-    step("import Delta tables", import_tables)
-    step("train logistic regression", train("logistic_regression", {"maxIter": 50, "regParam": 0.01}))
-    step("train random forest", train("random_forest", {"numTrees": 30, "maxDepth": 6, "seed": 7}))
-    step("validate on holdout", validate_both)
-    step("promote the better", promote_better)
-    step("score batch 1 (full)", score_batch("batch1.csv"))
-    step("score batch 2 (incremental)", score_batch("batch2.csv"))
-    step("monitor drift", run_monitor)
-    step("write report", run_report)
-    step("serve + 1 request", serve_one_request)
-    return summary
+
+def run_demo(spark: SparkSession, workdir: str, train_rows: int = TRAIN_ROWS,
+             batch_rows: int = BATCH_ROWS) -> DemoSummary:
+    """Run every step in ``workdir`` (emptied first) and return the timed summary."""
+    workdir = os.path.abspath(workdir)
+    shutil.rmtree(workdir, ignore_errors=True)
+    demo = _Demo(spark, workdir, train_rows, batch_rows)
+    demo.step("generate dataset", demo.generate)
+    demo.step("import Delta tables", demo.import_tables)
+    demo.step("train logistic regression", demo.train("logistic_regression", {"maxIter": 50, "regParam": 0.01}))
+    demo.step("train random forest", demo.train("random_forest", {"numTrees": 30, "maxDepth": 6, "seed": 7}))
+    demo.step("validate on holdout", demo.validate_both)
+    demo.step("promote the better", demo.promote_better)
+    demo.step("score batch 1 (full)", demo.score_batch("batch1.csv"))
+    demo.step("score batch 2 (incremental)", demo.score_batch("batch2.csv"))
+    demo.step("monitor drift", demo.run_monitor)
+    demo.step("write report", demo.run_report)
+    demo.step("serve + 1 request", demo.serve_one_request)
+    return demo.summary
 
 
 def _post_json(url: str, payload: dict[str, Any], timeout: float = 10) -> tuple[int, Any]:
     """POST ``payload`` as JSON with the standard library (the demo runs from the wheel, without dev tools)."""
-    import json
-    import urllib.request
-
     request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=timeout) as response:  # raises HTTPError on 4xx/5xx

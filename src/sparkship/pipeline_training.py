@@ -14,6 +14,7 @@ and the training row counts under ``training``.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import shutil
@@ -40,7 +41,8 @@ from sparkship.metrics import PREDICTION, PROBABILITY, RAW_PREDICTION
 from sparkship.registering import register_staged
 from sparkship.spark import cached, uncached
 from sparkship.spec_pipeline import PipelineSpec, check_task, load_factory, resolve_grid
-from sparkship.training import MAX_CLASSES, SPLIT_BUCKETS
+from sparkship.training import SPLIT_BUCKETS
+from sparkship.training_checks import MAX_CLASSES
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.ml import Estimator, Pipeline, PipelineModel
@@ -87,8 +89,6 @@ def _leaves(stage: Any) -> list[Any]:
 def build_pipeline(spec: PipelineSpec) -> Pipeline:
     """The unfitted Pipeline: the spec's stages with their params, or what its factory returns (an estimator is
     wrapped in a one-stage Pipeline). A factory that returns anything else is refused in one line."""
-    import importlib
-
     from pyspark.ml import Estimator, Model, Pipeline
 
     if spec.factory is None:

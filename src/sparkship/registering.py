@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from sparkship._version import __version__
 from sparkship.errors import IntegrityError, UsageError
+from sparkship.registry import Registry
 from sparkship.spark import active_session
 from sparkship.spec import FeatureSpec, ModelSpec, SplitSpec, TrainingSpec, ValidationSpec, parse_spec
 
@@ -44,8 +45,6 @@ def register_staged(settings: Settings, name: str, staged: str, manifest: dict[s
     The staging folder is removed when the registration fails before any commit call could have used it; after
     an integrity error it is kept for the operator (see :mod:`sparkship.registration`).
     """
-    from sparkship.registry import Registry  # the registry imports Spark-facing modules: only when registering
-
     try:
         return Registry(settings).register(name, staged, manifest, run_id=run_id)
     except IntegrityError:

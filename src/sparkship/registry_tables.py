@@ -24,8 +24,10 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 import pyarrow as pa
+from deltalake import DeltaTable, Field
 
 from sparkship.errors import ConcurrentWriteError, SparkshipError
+from sparkship.tables import files as delta_files
 from sparkship.tables import metadata
 
 log = logging.getLogger(__name__)
@@ -160,8 +162,6 @@ def upgrade(path: str, schema: pa.Schema) -> None:
         return
     missing = [f for f in schema if f.name not in _columns(path)]
     if missing:
-        from deltalake import DeltaTable, Field
-
         fields = [Field(f.name, _DELTA_TYPES[f.type], nullable=True) for f in missing]
         try:
             DeltaTable(path).alter.add_columns(fields)
@@ -175,8 +175,6 @@ def upgrade(path: str, schema: pa.Schema) -> None:
 
 
 def _columns(path: str) -> list[str]:
-    from sparkship.tables import files as delta_files
-
     return delta_files.table_arrow_schema(path).names
 
 

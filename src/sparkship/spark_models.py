@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from sparkship.spark import is_connect
+
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.ml import PipelineModel, Transformer
     from pyspark.sql import SparkSession
@@ -36,8 +38,6 @@ def load_pipeline(path: str, spark: SparkSession | None = None) -> PipelineModel
     # pyspark is imported here, not at module level: `import sparkship` works without it (serving, the bundle).
     from pyspark.ml import PipelineModel
     from pyspark.sql import SparkSession
-
-    from sparkship.spark import is_connect
 
     session = spark or SparkSession.getActiveSession()
     if session is None or not is_connect(session):

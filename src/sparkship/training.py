@@ -20,15 +20,26 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from sparkship import tables
-from sparkship.errors import NotFoundError, SchemaMismatchError, UsageError
+from sparkship import artifacts, tables
+from sparkship.errors import SchemaMismatchError, UsageError
 from sparkship.metrics import PREDICTION, PROBABILITY, RAW_PREDICTION, evaluate_predictions, evaluator, metric_names
+from sparkship.profiles import class_profile, compute_profile, prediction_profile
 from sparkship.registering import register_staged, runtime_versions
-from sparkship.spark import cached, uncached
-from sparkship.spec import TrainingSpec
+from sparkship.spark import cached, is_connect, uncached
+from sparkship.spec import TrainingSpec, estimator_class
+from sparkship.training_checks import (
+    SPLIT,
+    check_data,
+    check_schema,
+    index_labels,
+    label_column,
+    labelled,
+    pin_version,
+)
 
+# pyspark is imported inside the functions that use it: `import sparkship` loads no pyspark (serving, bundle).
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.ml import Pipeline, PipelineModel
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -43,11 +54,8 @@ FEATURES = "features"
 RAW_FEATURES = "features__raw"
 # Linear models are sensitive to feature scale; trees are not.
 SCALED_ALGORITHMS = frozenset({"logistic_regression", "linear_regression"})
-MAX_CLASSES = 1000
-SPLIT = "__test"  # the held-out flag column, dropped before fitting
 SPLIT_BUCKETS = 1_000_000
 _JOB_GROUP = "spark.jobGroup.id"
-_NUMERIC_TYPES = ("tinyint", "smallint", "int", "bigint", "float", "double")
 
 
 @dataclass
@@ -78,8 +86,6 @@ class StepRecorder:
     """
 
     def __init__(self, spark: SparkSession) -> None:
-        from sparkship.spark import is_connect
-
         self._sc = None if is_connect(spark) else spark.sparkContext
         self.steps: dict[str, dict[str, Any]] = {}
 
@@ -96,16 +102,11 @@ class StepRecorder:
             seconds = time.perf_counter() - started
             jobs = None
             if self._sc is not None:
-                self._sc.setLocalProperty(_JOB_GROUP, previous)  # type: ignore[arg-type] - None clears it
+                self._sc.setLocalProperty(_JOB_GROUP, previous)  # type: ignore[arg-type]  # None clears it
                 jobs = len(self._sc.statusTracker().getJobIdsForGroup(group))
             before = self.steps.get(name, {"seconds": 0.0, "jobs": 0 if jobs is not None else None})
             self.steps[name] = {"seconds": round(before["seconds"] + seconds, 3),  # a step may come in parts
                                 "jobs": None if jobs is None else before["jobs"] + jobs}
-
-
-def label_column(spec: TrainingSpec, label_is_string: bool) -> str:
-    """The column the estimator and evaluators read the label from."""
-    return f"{spec.label}__idx" if label_is_string else spec.label
 
 
 def build_pipeline(spec: TrainingSpec, label_is_string: bool = False) -> Pipeline:
@@ -116,8 +117,6 @@ def build_pipeline(spec: TrainingSpec, label_is_string: bool = False) -> Pipelin
     """
     from pyspark.ml import Pipeline
     from pyspark.ml.feature import Imputer, OneHotEncoder, StandardScaler, StringIndexer, VectorAssembler
-
-    from sparkship.spec import estimator_class
 
     numeric, categorical = list(spec.features.numeric), list(spec.features.categorical)
     stages: list[Any] = []
@@ -147,179 +146,6 @@ def build_pipeline(spec: TrainingSpec, label_is_string: bool = False) -> Pipelin
     return Pipeline(stages=stages)
 
 
-# --- checking the input ---------------------------------------------------------------------------------------
-
-
-def _pin_version(spark: SparkSession, spec: TrainingSpec) -> int:
-    latest = tables.version(spark, spec.table)
-    if latest is None:
-        raise NotFoundError(f"spec key 'table': no Delta table at {spec.table}")
-    if spec.table_version is None:
-        return latest
-    if spec.table_version > latest:
-        raise NotFoundError(
-            f"spec key 'table': {spec.table} has no version {spec.table_version} (latest is {latest})"
-        )
-    return spec.table_version
-
-
-def _check_schema(schema: StructType, spec: TrainingSpec, where: str) -> bool:
-    """Check columns and types; return whether the label is a string (classes to index)."""
-    types = {f.name: f.dataType.simpleString() for f in schema.fields}
-    wanted = [("features.numeric", c) for c in spec.features.numeric]
-    wanted += [("features.categorical", c) for c in spec.features.categorical] + [("label", spec.label)]
-    missing = [(key, c) for key, c in wanted if c not in types]
-    if missing:
-        named = ", ".join(f"'{c}' ({key})" for key, c in missing)
-        raise SchemaMismatchError(f"{where} has no column {named}; its columns are {sorted(types)}")
-
-    def numeric(t: str) -> bool:
-        return t in _NUMERIC_TYPES or t.startswith("decimal")
-
-    for c in spec.features.numeric:
-        if not numeric(types[c]):
-            hint = "; list it under features.categorical" if types[c] in ("string", "boolean") else ""
-            raise SchemaMismatchError(f"spec key 'features.numeric': column '{c}' is {types[c]}, not numeric{hint}")
-    for c in spec.features.categorical:
-        if not (numeric(types[c]) or types[c] == "string"):
-            raise SchemaMismatchError(
-                f"spec key 'features.categorical': column '{c}' is {types[c]}; use a string or numeric column"
-            )
-    label_type = types[spec.label]
-    if spec.task == "regression" and not numeric(label_type):
-        raise SchemaMismatchError(
-            f"spec key 'label': column '{spec.label}' is {label_type}; regression needs a numeric label "
-            "(use task: classification for classes)"
-        )
-    if spec.task == "classification" and not (numeric(label_type) or label_type in ("string", "boolean")):
-        raise SchemaMismatchError(
-            f"spec key 'label': column '{spec.label}' is {label_type}; use a string, boolean or integer class label"
-        )
-    return label_type == "string"
-
-
-def _label_expr(spec: TrainingSpec, label_is_string: bool):  # noqa: ANN202 - a pyspark Column
-    from pyspark.sql import functions as F
-
-    label = F.col(f"`{spec.label}`")
-    return label if label_is_string else label.cast("double")
-
-
-def _labelled(df: DataFrame, spec: TrainingSpec, label_is_string: bool) -> DataFrame:
-    """Rows that have a label (not null, not NaN), the label cast to double unless it is a string."""
-    from pyspark.sql import functions as F
-
-    label = _label_expr(spec, label_is_string)
-    keep = label.isNotNull() if label_is_string else label.isNotNull() & ~F.isnan(label)
-    return df.withColumn(spec.label, label).where(keep)
-
-
-@dataclass(frozen=True)
-class _DataFacts:
-    labels: list[str] | None  # string class labels, alphabetical
-    num_classes: int  # 0 for regression
-    rows_train: int
-    rows_test: int
-
-
-def _check_data(data: DataFrame, spec: TrainingSpec, label_is_string: bool, where: str) -> _DataFacts:
-    """One Spark job over ``data`` (with its ``__test`` split flag): rows, values per numeric feature, classes."""
-    from pyspark.sql import functions as F
-
-    from sparkship.profiles import is_missing
-
-    valid = [F.sum((~is_missing(c)).cast("long")).alias(f"v{i}") for i, c in enumerate(spec.features.numeric)]
-    label = _label_expr(spec, label_is_string)
-    has_label = label.isNotNull() if label_is_string else label.isNotNull() & ~F.isnan(label)
-    split_counts = [
-        F.sum((has_label & ~F.col(SPLIT)).cast("long")).alias("__train"),
-        F.sum((has_label & F.col(SPLIT)).cast("long")).alias("__test"),
-    ]
-    if spec.task == "classification":
-        # Classes come from the same pass: group by label (at most MAX_CLASSES + 2 groups come back).
-        groups = (
-            data.groupBy(F.when(has_label, label).alias("__label"))
-            .agg(F.count(F.lit(1)).alias("__rows"), *split_counts, *valid)
-            .limit(MAX_CLASSES + 2)
-            .collect()
-        )
-    else:
-        groups = data.agg(
-            F.count(F.lit(1)).alias("__rows"),
-            F.min(F.when(has_label, label)).alias("__min"),
-            F.max(F.when(has_label, label)).alias("__max"),
-            *split_counts,
-            *valid,
-        ).collect()
-
-    def total(key: str) -> int:
-        return sum(int(g[key] or 0) for g in groups)
-
-    rows, rows_train, rows_test = total("__rows"), total("__train"), total("__test")
-    valid_counts = [total(f"v{i}") for i in range(len(spec.features.numeric))]
-    if spec.task == "classification":
-        classes = [g["__label"] for g in groups if g["__label"] is not None]
-    else:
-        classes = [] if groups[0]["__min"] is None else sorted({groups[0]["__min"], groups[0]["__max"]})
-
-    if rows == 0:
-        raise UsageError(f"{where} is empty: nothing to train on")
-    if not classes:
-        raise UsageError(f"spec key 'label': column '{spec.label}' has no values in {where} (all null)")
-    empty = [c for c, n in zip(spec.features.numeric, valid_counts) if n == 0]
-    if empty:
-        raise UsageError(f"spec key 'features.numeric': columns {empty} have no values in {where} (all null/NaN)")
-    if spec.task == "regression":
-        if len(classes) < 2:
-            raise UsageError(f"spec key 'label': column '{spec.label}' has a single value ({classes[0]}) in {where}")
-        return _split_facts(None, 0, rows_train, rows_test, spec, where)
-    if len(classes) > MAX_CLASSES:
-        raise UsageError(
-            f"spec key 'label': column '{spec.label}' has more than {MAX_CLASSES} classes; is this a regression?"
-        )
-    if len(classes) < 2:
-        raise UsageError(
-            f"spec key 'label': column '{spec.label}' has one class ({classes[0]!r}) in {where}; "
-            "classification needs at least two"
-        )
-    if label_is_string:
-        labels = sorted(str(c) for c in classes)
-        num_classes = len(labels)
-    else:
-        bad = [c for c in classes if c < 0 or c != int(c)]
-        if bad:
-            raise UsageError(
-                f"spec key 'label': numeric class labels must be whole numbers 0, 1, 2...; "
-                f"column '{spec.label}' has {sorted(bad)[:5]}"
-            )
-        labels, num_classes = None, int(max(classes)) + 1
-    if spec.model.algorithm == "gbt" and num_classes > 2:
-        raise UsageError(
-            f"spec key 'model.algorithm': 'gbt' supports binary classification only; "
-            f"label '{spec.label}' has {len(classes)} classes (use random_forest or logistic_regression)"
-        )
-    return _split_facts(labels, num_classes, rows_train, rows_test, spec, where)
-
-
-def _split_facts(labels: list[str] | None, num_classes: int, rows_train: int, rows_test: int, spec: TrainingSpec,
-                 where: str) -> _DataFacts:
-    if rows_train == 0 or rows_test == 0:
-        raise UsageError(
-            f"{where}: {rows_train + rows_test} labelled rows are too few to split with "
-            f"split.test_fraction={spec.split.test_fraction} ({rows_train} train, {rows_test} test)"
-        )
-    return _DataFacts(labels, num_classes, rows_train, rows_test)
-
-
-def _index_labels(df: DataFrame, spec: TrainingSpec, labels: Sequence[str], handle_invalid: str) -> DataFrame:
-    from pyspark.ml.feature import StringIndexerModel
-
-    indexer = StringIndexerModel.from_labels(
-        list(labels), inputCol=spec.label, outputCol=label_column(spec, True), handleInvalid=handle_invalid
-    )
-    return indexer.transform(df)
-
-
 # --- metrics ---------------------------------------------------------------------------------------------------
 
 
@@ -340,10 +166,10 @@ def evaluate(
     """
     from pyspark.sql import functions as F
 
-    label_is_string = _check_schema(df.schema, spec, "the evaluation data")
+    label_is_string = check_schema(df.schema, spec, "the evaluation data")
     if label_is_string and not labels:
         raise UsageError(f"label '{spec.label}' holds strings: pass the model's class labels to evaluate it")
-    data = _labelled(df, spec, label_is_string)
+    data = labelled(df, spec, label_is_string)
     if label_is_string:
         unseen = data.where(~F.col(f"`{spec.label}`").isin(list(labels or []))).select(spec.label).distinct()
         found = [r[0] for r in unseen.limit(5).collect()]
@@ -351,7 +177,7 @@ def evaluate(
             raise SchemaMismatchError(
                 f"label '{spec.label}' has values the model was not trained on: {found} (known: {list(labels or [])})"
             )
-        data = _index_labels(data, spec, labels or [], "error")
+        data = index_labels(data, spec, labels or [], "error")
     label_col = label_column(spec, label_is_string)
     predictions = cached(model.transform(data))
     try:
@@ -409,9 +235,9 @@ def _cross_validate(
     ]
     sign = 1.0 if cv.getEvaluator().isLargerBetter() else -1.0
     best_index = max(range(len(candidates)), key=lambda i: sign * cv_model.avgMetrics[i])
-    info = {"metric": metric, "folds": spec.tuning.folds, "candidates": candidates,
+    info: dict[str, Any] = {"metric": metric, "folds": spec.tuning.folds, "candidates": candidates,
             "best_params": candidates[best_index]["params"]}
-    return cv_model.bestModel, info
+    return cast("PipelineModel", cv_model.bestModel), info  # the estimator tuned is a Pipeline
 
 
 def split_flag(spec: TrainingSpec) -> Column:
@@ -431,10 +257,10 @@ def labelled_rows(
     df: DataFrame, spec: TrainingSpec, labels: Sequence[str] | None, where: str
 ) -> tuple[DataFrame, bool]:
     """Rows of ``df`` with a label, string labels indexed with ``labels``; and whether the label was a string."""
-    label_is_string = _check_schema(df.schema, spec, where)
-    data = _labelled(df, spec, label_is_string)
+    label_is_string = check_schema(df.schema, spec, where)
+    data = labelled(df, spec, label_is_string)
     if label_is_string:
-        data = _index_labels(data, spec, labels or [], "error")
+        data = index_labels(data, spec, labels or [], "error")
     return data, label_is_string
 
 
@@ -455,6 +281,75 @@ def _recorded(recorder: StepRecorder, step: str, fn: Callable[..., T], *args: An
         return fn(*args)
 
 
+@dataclass(frozen=True)
+class _Source:
+    """The pinned, checked and cached input of a training run."""
+
+    version: int
+    where: str
+    label_is_string: bool
+    signature: dict[str, list[dict[str, str]]]
+    selected: DataFrame  # the spec's columns and the split flag, cached
+
+
+def _read(spark: SparkSession, spec: TrainingSpec) -> _Source:
+    from pyspark.sql import functions as F
+
+    version = pin_version(spark, spec)
+    where = f"table {spec.table}@{version}"
+    log.info("training %s (%s, %s) on %s", spec.name, spec.task, spec.model.algorithm, where)
+    source = tables.read(spark, spec.table, version=version)
+    label_is_string = check_schema(source.schema, spec, where)
+    signature = _signature(source.schema, spec)
+    columns = [F.col(f"`{c}`") for c in (*spec.features.columns, spec.label)]
+    selected = cached(source.select(*columns, split_flag(spec).alias(SPLIT)))
+    return _Source(version, where, label_is_string, signature, selected)
+
+
+def _split(source: _Source, spec: TrainingSpec, labels: Sequence[str] | None) -> tuple[DataFrame, DataFrame]:
+    """The labelled training and held-out rows, string labels indexed, without the split flag."""
+    from pyspark.sql import functions as F
+
+    data = labelled(source.selected, spec, source.label_is_string)
+    if labels is not None:
+        data = index_labels(data, spec, labels, "error")
+    return data.where(~F.col(SPLIT)).drop(SPLIT), data.where(F.col(SPLIT)).drop(SPLIT)
+
+
+def _fit(spec: TrainingSpec, label_is_string: bool, train_df: DataFrame,
+         num_classes: int) -> tuple[PipelineModel, dict[str, Any] | None]:
+    """The fitted pipeline (the best of the grid when the spec tunes) and the tuning record."""
+    pipeline = build_pipeline(spec, label_is_string)
+    if spec.tuning is not None:
+        return _cross_validate(pipeline, spec, train_df, label_column(spec, label_is_string), num_classes)
+    return pipeline.fit(train_df), None
+
+
+def _measure(recorder: StepRecorder, spec: TrainingSpec, model: PipelineModel, train_df: DataFrame,
+             test_df: DataFrame, label_col: str, num_classes: int,
+             cached_frames: list[DataFrame]) -> tuple[dict[str, float], dict[str, Any]]:
+    """Held-out metrics and the reference profile (the inputs' on the training rows, and the predictions')."""
+    # The inputs' reference profile runs alongside the held-out metrics: both are a few short Spark jobs
+    # whose scheduling and collecting overlap well, even on two cores.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="reference-profile") as pool:
+        inputs_profile = pool.submit(_recorded, recorder, "reference profile", compute_profile, train_df,
+                                     spec.features.numeric, spec.features.categorical)
+        with recorder.step("held-out metrics"):
+            predictions = cached(model.transform(test_df).select(label_col, PREDICTION, *(
+                [PROBABILITY, RAW_PREDICTION] if spec.task == "classification" else []
+            )))
+            cached_frames.append(predictions)
+            evaluation = evaluate_predictions(predictions, spec.task, label_col, num_classes or _num_classes(model))
+            metrics = evaluation.metrics
+        log.info("held-out metrics %s", {k: round(v, 4) for k, v in metrics.items()})
+        profile = inputs_profile.result()
+    with recorder.step("reference profile"):
+        # a classifier's class shares come with its metrics' grouping; a regressor's bins need a pass
+        profile["prediction"] = (class_profile(evaluation.predicted) if spec.task == "classification"
+                                 else prediction_profile(predictions, spec.task))
+    return metrics, profile
+
+
 def train(spark: SparkSession, spec: TrainingSpec) -> TrainingResult:
     """Read the spec's table (the pinned version, or the latest at start), check it, fit, and measure.
 
@@ -465,63 +360,22 @@ def train(spark: SparkSession, spec: TrainingSpec) -> TrainingResult:
     >>> sorted(result.metrics)                                                       # doctest: +SKIP
     ['accuracy', 'areaUnderPR', 'areaUnderROC', 'f1', 'logLoss']
     """
-    from pyspark.sql import functions as F
-
-    from sparkship.profiles import class_profile, compute_profile, prediction_profile
-
     started = time.perf_counter()
     recorder = StepRecorder(spark)
     with recorder.step("read and check"):
-        version = _pin_version(spark, spec)
-        where = f"table {spec.table}@{version}"
-        log.info("training %s (%s, %s) on %s", spec.name, spec.task, spec.model.algorithm, where)
-        source = tables.read(spark, spec.table, version=version)
-        label_is_string = _check_schema(source.schema, spec, where)
-        signature = _signature(source.schema, spec)
-        columns = [F.col(f"`{c}`") for c in (*spec.features.columns, spec.label)]
-        selected = cached(source.select(*columns, split_flag(spec).alias(SPLIT)))
-    cached_frames = [selected]
+        source = _read(spark, spec)
+    cached_frames = [source.selected]
     try:
         with recorder.step("read and check"):
-            facts = _check_data(selected, spec, label_is_string, where)
-        labels, num_classes = facts.labels, facts.num_classes
-        rows_train, rows_test = facts.rows_train, facts.rows_test
-        data = _labelled(selected, spec, label_is_string)
-        if labels is not None:
-            data = _index_labels(data, spec, labels, "error")
-        label_col = label_column(spec, label_is_string)
-        train_df = data.where(~F.col(SPLIT)).drop(SPLIT)
-        test_df = data.where(F.col(SPLIT)).drop(SPLIT)
-        log.info("split %d train / %d test rows (%.1f s)", rows_train, rows_test, time.perf_counter() - started)
-
+            facts = check_data(source.selected, spec, source.label_is_string, source.where)
+        train_df, test_df = _split(source, spec, facts.labels)
+        log.info("split %d train / %d test rows (%.1f s)", facts.rows_train, facts.rows_test,
+                 time.perf_counter() - started)
         with recorder.step("fit"):
-            pipeline = build_pipeline(spec, label_is_string)
-            tuning = None
-            if spec.tuning is not None:
-                model, tuning = _cross_validate(pipeline, spec, train_df, label_col, num_classes)
-            else:
-                model = pipeline.fit(train_df)
+            model, tuning = _fit(spec, source.label_is_string, train_df, facts.num_classes)
         log.info("fitted %s (%.1f s)", spec.model.estimator_class, time.perf_counter() - started)
-
-        # The inputs' reference profile runs alongside the held-out metrics: both are a few short Spark jobs
-        # whose scheduling and collecting overlap well, even on two cores.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="reference-profile") as pool:
-            inputs_profile = pool.submit(_recorded, recorder, "reference profile", compute_profile, train_df,
-                                         spec.features.numeric, spec.features.categorical)
-            with recorder.step("held-out metrics"):
-                predictions = cached(model.transform(test_df).select(label_col, PREDICTION, *(
-                    [PROBABILITY, RAW_PREDICTION] if spec.task == "classification" else []
-                )))
-                cached_frames.append(predictions)
-                evaluation = evaluate_predictions(predictions, spec.task, label_col,
-                                                  num_classes or _num_classes(model))
-                metrics = evaluation.metrics
-            log.info("held-out metrics %s", {k: round(v, 4) for k, v in metrics.items()})
-            profile = inputs_profile.result()
-        with recorder.step("reference profile"):
-            # a classifier's class shares come with its metrics' grouping; a regressor's bins need a pass
-            profile["prediction"] = (class_profile(evaluation.predicted) if spec.task == "classification"
-                                     else prediction_profile(predictions, spec.task))
+        metrics, profile = _measure(recorder, spec, model, train_df, test_df,
+                                    label_column(spec, source.label_is_string), facts.num_classes, cached_frames)
     finally:
         for df in cached_frames:
             uncached(df)
@@ -530,11 +384,11 @@ def train(spark: SparkSession, spec: TrainingSpec) -> TrainingResult:
         model=model,
         metrics=metrics,
         table=spec.table,
-        table_version=version,
-        rows_train=rows_train,
-        rows_test=rows_test,
-        signature=signature,
-        labels=labels,
+        table_version=source.version,
+        rows_train=facts.rows_train,
+        rows_test=facts.rows_test,
+        signature=source.signature,
+        labels=facts.labels,
         reference_profile=profile,
         spec=spec,
         tuning=tuning,
@@ -579,8 +433,6 @@ def manifest_for(result: TrainingResult, run_id: str | None = None) -> dict[str,
 
 def register_result(settings: Settings, result: TrainingResult, run_id: str | None = None) -> dict[str, Any]:
     """Stage ``result``'s artifact under the models root and register it as the next version."""
-    from sparkship import artifacts
-
     manifest = manifest_for(result, run_id)
     staged = artifacts.stage(result.model, manifest, settings.models_root)
     mv = register_staged(settings, result.spec.name, staged, manifest, run_id=run_id)
@@ -606,13 +458,17 @@ def train_and_register(
 
 
 __all__ = [
+    "StepRecorder",
     "TrainingResult",
     "build_pipeline",
     "evaluate",
+    "held_out_rows",
     "label_column",
+    "labelled_rows",
     "manifest_for",
     "metric_names",
     "register_result",
+    "split_flag",
     "train",
     "train_and_register",
 ]

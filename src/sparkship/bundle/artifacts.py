@@ -1,6 +1,7 @@
 """The ``artifacts`` section, and the wheel it builds: build it, read what it declares (no install needed)."""
 from __future__ import annotations
 
+import ast
 import importlib.metadata
 import importlib.util
 import logging
@@ -77,8 +78,6 @@ class WheelInfo:
 
 def _defined_entry_points(archive: zipfile.ZipFile, values: Iterable[str]) -> frozenset[str]:
     """The ``module:attr`` values whose module, in the wheel, defines ``attr`` at top level (parsed with ast)."""
-    import ast
-
     names, defined = set(archive.namelist()), set()
     for value in values:
         module, _, attr = value.partition(":")

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from sparkship.bundle.problems import Problem
 from sparkship.errors import NotFoundError, UsageError
 
@@ -224,8 +226,6 @@ def _included_files(bundle: Bundle) -> list[str]:
 
 def read_yaml(path: Path, rel: str) -> Any:
     """Parse one YAML file; :class:`BundleError` names the file, line and column when it is not valid."""
-    import yaml
-
     try:
         # libyaml's loader where PyYAML has it (several times faster), else the pure-Python one
         return yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))

@@ -14,6 +14,7 @@ from typing import Any
 from sparkship.bundle.jobs import ParsedJobs, WheelTaskRun, load_shipped_specs
 from sparkship.bundle.loader import Bundle
 from sparkship.bundle.problems import UC_TABLE, Problems, did_you_mean
+from sparkship.scoring import OUTPUT_COLUMNS
 
 UC_SCHEMA = re.compile(r"[^.\s/`]+\.[^.\s/`]+")
 PROBLEM_TYPES = {"classification": "PROBLEM_TYPE_CLASSIFICATION", "regression": "PROBLEM_TYPE_REGRESSION"}
@@ -80,8 +81,6 @@ def _check_names(bundle: Bundle, problems: Problems, file: str, where: str, conf
 def written_columns(run: WheelTaskRun) -> list[str]:
     """The columns a ``sparkship score`` run writes to its output table (the features too with
     ``--include-features``, which this offline check cannot list)."""
-    from sparkship.scoring import OUTPUT_COLUMNS
-
     keys = [k.strip() for k in str(run.args.keys).split(",") if k.strip()]
     return [*keys, *OUTPUT_COLUMNS]
 

@@ -17,8 +17,12 @@ from collections.abc import Mapping
 from importlib import metadata as importlib_metadata
 from typing import Any
 
+import sparkship
 from sparkship import artifacts
 from sparkship.errors import UsageError
+from sparkship.serving.signature import INTEGRAL, normalise_type
+
+# mlflow and pandas (the 'mlflow' extra) are imported inside the functions that use them: they are optional.
 
 LOADER_MODULE = "sparkship.interop.mlflow_pyfunc"
 DATA_DIR = "sparkship"  # MLflow copies data_path to data/<its basename>
@@ -48,8 +52,6 @@ def mlflow_schema(fields: list[Mapping[str, Any]]) -> Any:
     from mlflow.types import ColSpec, DataType, Schema
     from mlflow.types.schema import Array
 
-    from sparkship.serving.signature import normalise_type
-
     specs = []
     for f in fields:
         spark_type = normalise_type(str(f["type"]))
@@ -76,8 +78,6 @@ def model_signature(manifest: Mapping[str, Any]) -> Any:
 def input_example(manifest: Mapping[str, Any]) -> dict[str, list[Any]]:
     """One record for ``input_example.json``: a typical value per input from the reference profile (the
     median bin edge, the most common category), else a neutral value of the input's type."""
-    from sparkship.serving.signature import INTEGRAL, normalise_type
-
     features = ((manifest.get("reference_profile") or {}).get("features")) or {}
     record: dict[str, list[Any]] = {}
     for f in (manifest.get("signature") or {}).get("inputs") or []:
@@ -108,8 +108,6 @@ def serving_requirements() -> list[str]:
 
 def _copy_package(dest_root: str) -> str:
     """A clean copy of the sparkship package (no caches) to ship as MLflow code."""
-    import sparkship
-
     src = os.path.dirname(os.path.abspath(sparkship.__file__))
     dest = os.path.join(dest_root, "sparkship")
     shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
@@ -166,8 +164,6 @@ _PANDAS_DTYPES = {"integer": "int32", "float": "float32"}
 
 def _example_frame(example: dict[str, list[Any]], manifest: Mapping[str, Any]) -> Any:
     import pandas as pd
-
-    from sparkship.serving.signature import normalise_type
 
     frame = pd.DataFrame(example)
     for f in (manifest.get("signature") or {}).get("inputs") or []:

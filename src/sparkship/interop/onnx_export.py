@@ -26,6 +26,10 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from sparkship import artifacts, tables
 from sparkship.errors import SchemaMismatchError, SparkshipError, UsageError
 from sparkship.interop.mlflow_export import check_out_dir
@@ -334,8 +338,6 @@ def continuous_trees(stage: Transformer, scratch: str) -> Transformer:
     thresholds (written and loaded back with Spark): onnxmltools' tree converter reads the first category of a
     categorical split as a threshold, which is wrong for a one-hot feature that goes left on 1. Sparkship's
     template one-hot encodes, and Spark trees treat one-hot slots as two-category features."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
     from pyspark.ml.tree import _DecisionTreeModel, _TreeEnsembleModel
 
     if not isinstance(stage, (_DecisionTreeModel, _TreeEnsembleModel)):
@@ -512,8 +514,6 @@ def check(spark: SparkSession, model: PipelineModel, onnx_bytes: bytes, rows: Se
 
     Returns ``{"rows", "outputs"}``; raises :class:`PredictionMismatchError` naming the first differing row.
     """
-    import numpy as np
-
     inputs = manifest["signature"]["inputs"]
     final = flat_stages(model)[-1]
     pred_col = final.getOrDefault("predictionCol") if final.hasParam("predictionCol") else "prediction"
@@ -542,7 +542,6 @@ def check(spark: SparkSession, model: PipelineModel, onnx_bytes: bytes, rows: Se
 
 def _spark_outputs(spark: SparkSession, model: PipelineModel, rows: Sequence[tuple],
                    inputs: Sequence[Mapping[str, Any]], pred_col: str, prob_col: str | None) -> dict[str, Any]:
-    import numpy as np
     from pyspark.ml.functions import vector_to_array
 
     ddl = ", ".join(f"`{f['name']}` {f['type']}" for f in inputs)
@@ -558,8 +557,6 @@ def _spark_outputs(spark: SparkSession, model: PipelineModel, rows: Sequence[tup
 def ort_feed(rows: Sequence[tuple], inputs: Sequence[Mapping[str, Any]], wanted: Mapping[str, str]) -> dict[str, Any]:
     """ONNX Runtime inputs for ``rows``, for the graph inputs ``wanted`` (name -> ORT type): ``[N, 1]`` float32
     (missing: NaN), int64 (missing: the smallest int64, never a category) or string (missing: "")."""
-    import numpy as np
-
     feed = {}
     for j, f in enumerate(inputs):
         if f["name"] not in wanted:

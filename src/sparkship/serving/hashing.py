@@ -19,7 +19,7 @@ import numpy as np
 
 from sparkship.serving.base import Schema, Stage, register_stage
 from sparkship.serving.batch import Batch
-from sparkship.serving.javastr import java_double_str, java_float_str
+from sparkship.serving.javastr import CASTABLE, spark_string
 from sparkship.serving.numeric import EMPTY
 from sparkship.serving.reader import StageMetadata
 from sparkship.serving.signature import ANY, FLOATING, INTEGRAL
@@ -105,16 +105,13 @@ class HashingTF(MapStage):
 
 
 def _category_string(value: Any, spark_type: str) -> str:
-    """``Row.get(i).toString`` for a categorical FeatureHasher input."""
-    if spark_type == "boolean":
-        return "true" if value else "false"
-    if spark_type == "double":
-        return java_double_str(value)
-    if spark_type == "float":
-        return java_float_str(value)
-    if spark_type in INTEGRAL:
-        return str(int(value))
-    return str(value)
+    """``Row.get(i).toString`` for a categorical FeatureHasher input (never null: a null adds nothing).
+
+    That is Spark's cast to string (:func:`~sparkship.serving.javastr.spark_string`) for the types it casts; any
+    other type the stage takes (a decimal) is Python's ``str``, where ``spark_string`` would refuse it.
+    """
+    text = spark_string(value, spark_type) if spark_type in CASTABLE else None
+    return str(value) if text is None else text
 
 
 @register_stage

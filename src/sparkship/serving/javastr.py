@@ -15,6 +15,8 @@ import numpy as np
 from sparkship.errors import SchemaMismatchError
 from sparkship.serving.signature import INTEGRAL
 
+# The column types :func:`spark_string` casts; it refuses any other.
+CASTABLE = frozenset({"string", "boolean", "double", "float", *INTEGRAL})
 
 def _java_digits(digits: tuple[int, ...], exponent: int, negative: bool) -> str:
     """Java's Double/Float.toString layout for the shortest decimal digits ``digits`` x 10^exponent."""
