@@ -1,8 +1,8 @@
 """sparkship from a notebook or a job: register a model fitted there, load it back, score tables, serve it.
 
 Every function takes an optional ``settings`` (:class:`~sparkship.config.Settings`; default: resolved from the
-environment, ``SPARKSHIP_HOME`` and friends, as the CLI does). Imports of Spark and of the registry happen inside
-the functions: ``import sparkship`` stays light for the CLI and the JVM-free server, which import it too.
+environment, ``SPARKSHIP_HOME`` and friends, as the CLI does). References are strings (``NAME@ALIAS``,
+``PATH@VERSION``...) or :mod:`sparkship.refs` values, parsed once here; Spark starts on the first call that needs it.
 
     >>> import sparkship
     >>> spark = sparkship.session()
@@ -19,14 +19,18 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from sparkship.config import Settings
+from sparkship.fitted import register_fitted
+from sparkship.refs import ModelRef, TableRef, to_model_ref, to_table_ref
+from sparkship.registry import Registry
+from sparkship.registry_tables import ModelVersion
+from sparkship.scoring import ScoreResult
+from sparkship.scoring import score as score_table
+from sparkship.serving import PipelineScorer, load
+from sparkship.spark import get_spark
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.ml import PipelineModel
     from pyspark.sql import SparkSession
-
-    from sparkship.registry_tables import ModelVersion
-    from sparkship.scoring import ScoreResult
-    from sparkship.serving import PipelineScorer
 
 
 def _settings(settings: Settings | None) -> Settings:
@@ -39,12 +43,10 @@ def session() -> SparkSession:
     >>> session() is spark
     True
     """
-    from sparkship.spark import get_spark  # pyspark loads with the session, not with `import sparkship`
-
     return get_spark()
 
 
-def register_model(model: Any, name: str, *, table: str, label: str | None = None, task: str | None = None,
+def register_model(model: Any, name: str, *, table: str | TableRef, label: str | None = None, task: str | None = None,
                    run_id: str | None = None, settings: Settings | None = None) -> ModelVersion:
     """Register a fitted Spark ML model as the next version of ``name``, measured and profiled on ``table``.
 
@@ -70,26 +72,24 @@ def register_model(model: Any, name: str, *, table: str, label: str | None = Non
     ...
     sparkship.errors.UsageError: --task regression contradicts the model: its LogisticRegressionModel stage makes it ...
     """
-    from sparkship.fitted import register_fitted  # Spark-facing: loaded on first use
-
-    return register_fitted(session(), _settings(settings), model, name, table=table, label=label, task=task,
+    evaluated = to_table_ref(table, what="--table")
+    return register_fitted(session(), _settings(settings), model, name, table=evaluated, label=label, task=task,
                            run_id=run_id)
 
 
-def load_model(ref: str, settings: Settings | None = None) -> PipelineModel:
+def load_model(ref: str | ModelRef, settings: Settings | None = None) -> PipelineModel:
     """The fitted PipelineModel of a registered version (``NAME``, ``NAME/VERSION``, ``NAME@ALIAS``), verified.
 
     >>> [type(s).__name__ for s in load_model("doc_churn/1").stages]
     ['StringIndexerModel', 'VectorAssembler', 'LogisticRegressionModel']
     """
-    from sparkship.registry import Registry  # Spark-facing: loaded on first use
-
+    model = to_model_ref(ref)
     session()
-    return Registry(_settings(settings)).load_model(ref)[1]
+    return Registry(_settings(settings)).load_model(model)[1]
 
 
-def score(model: str, input: str, output: str, keys: Sequence[str] | str, *, settings: Settings | None = None,
-          **options: Any) -> ScoreResult:
+def score(model: str | ModelRef, input: str | TableRef, output: str | TableRef, keys: Sequence[str] | str, *,
+          settings: Settings | None = None, **options: Any) -> ScoreResult:
     """Score the rows of ``input`` (``PATH[@VERSION]``) not scored yet by ``model`` into ``output``, as
     ``sparkship score`` does; ``options`` are :func:`sparkship.scoring.score`'s (``full``, ``include_features``,
     ``run_id``, ``replace_output``, ``wait_s``, ``auto_full``).
@@ -97,12 +97,11 @@ def score(model: str, input: str, output: str, keys: Sequence[str] | str, *, set
     >>> score("churn@champion", "/data/events", "/data/scores", "customer_id").scored     # doctest: +SKIP
     1200
     """
-    from sparkship.scoring import score as score_table  # Spark-facing: loaded on first use
+    parsed = (to_model_ref(model), to_table_ref(input, what="--input"), to_table_ref(output, what="--output"))
+    return score_table(session(), _settings(settings), *parsed, keys, **options)
 
-    return score_table(session(), _settings(settings), model, input, output, keys, **options)
 
-
-def scorer(ref: str, settings: Settings | None = None) -> PipelineScorer:
+def scorer(ref: str | ModelRef, settings: Settings | None = None) -> PipelineScorer:
     """The JVM-free scorer of a registered version (no Spark needed to use it).
 
     Raises :class:`~sparkship.serving.UnsupportedModelError` naming the stage it cannot serve.
@@ -110,10 +109,7 @@ def scorer(ref: str, settings: Settings | None = None) -> PipelineScorer:
     >>> scorer("doc_churn/1").score_one({"x": 1.5, "c": "a"})["prediction"]
     1.0
     """
-    from sparkship.registry import Registry  # the registry's tables: loaded on first use
-    from sparkship.serving import load
-
-    mv = Registry(_settings(settings)).get(ref)
+    mv = Registry(_settings(settings)).get(to_model_ref(ref))
     return load(mv.artifact)
 
 

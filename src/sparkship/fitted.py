@@ -7,8 +7,8 @@ produces, typed by the table; the task comes from its last classifier, regressor
 (with ``label``) and the monitoring reference profile are computed on the table, and the artifact is registered as
 the model's next version, like a trained one.
 
-    >>> mv = register_fitted(spark, settings, "/dbfs/models/churn_lr", "churn", table="/data/churn@3",
-    ...                      label="churned")                                                  # doctest: +SKIP
+    >>> mv = register_fitted(spark, settings, "/dbfs/models/churn_lr", "churn",
+    ...                      table=parse_table("/data/churn@3"), label="churned")              # doctest: +SKIP
     >>> mv.version, mv.task, sorted(mv.metrics)                                                # doctest: +SKIP
     (1, 'classification', ['accuracy', 'areaUnderPR', 'areaUnderROC', 'f1', 'logLoss'])
 """
@@ -31,11 +31,12 @@ from sparkship.errors import NotFoundError, SchemaMismatchError, SparkshipError,
 from sparkship.metrics import PREDICTION, PROBABILITY, RAW_PREDICTION, clustering_metrics, evaluate_predictions
 from sparkship.names import validate_name
 from sparkship.profiles import class_profile, compute_profile, prediction_profile
+from sparkship.refs import TableRef
 from sparkship.registering import register_staged, runtime_versions
-from sparkship.serving.pipeline import PIPELINE_CLASSES
+from sparkship.serving.pipeline import PIPELINE_CLASSES, derive_signature, load, load_stages
 from sparkship.spark import cached, uncached
-from sparkship.spec import parse_table_ref
 
+# pyspark is an optional dependency (the `local` extra; Databricks ships its own): functions import it where used.
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.ml import PipelineModel, Transformer
     from pyspark.sql import DataFrame, SparkSession
@@ -245,8 +246,6 @@ def read_columns(stages: list[Transformer]) -> list[str]:
 def input_columns(stages: list[Transformer], model_dir: str) -> list[str]:
     """The model's input columns: the JVM-free reader's reading of the saved stages (which knows SQL and formulas),
     else :func:`read_columns`."""
-    from sparkship.serving.pipeline import derive_signature, load_stages
-
     try:
         return [f.name for f in derive_signature(load_stages(model_dir)).inputs]
     except SparkshipError as exc:
@@ -256,8 +255,6 @@ def input_columns(stages: list[Transformer], model_dir: str) -> list[str]:
 
 def servability(model_dir: str, inputs: list[dict[str, str]]) -> str | None:
     """None when the JVM-free scorer can serve the saved model, else why not (naming the stage)."""
-    from sparkship.serving import load
-
     try:
         load(model_dir, signature=inputs)
     except SparkshipError as exc:
@@ -357,8 +354,8 @@ def measure(pipeline: PipelineModel, data: DataFrame, task: str, label: str | No
 # --- registering -----------------------------------------------------------------------------------------------
 
 
-def _pin(spark: SparkSession, table: str) -> tuple[str, int]:
-    path, version = parse_table_ref(table, key="--table")
+def _pin(spark: SparkSession, table: TableRef) -> tuple[str, int]:
+    path, version = table.location, table.version
     latest = tables.version(spark, path)
     if latest is None:
         raise NotFoundError(f"--table {table}: no Delta table at {path}")
@@ -471,7 +468,7 @@ def manifest(name: str, model: FittedModel, task: str, label: str | None, lineag
     }
 
 
-def register_fitted(spark: SparkSession, settings: Settings, model: Any, name: str, *, table: str,
+def register_fitted(spark: SparkSession, settings: Settings, model: Any, name: str, *, table: TableRef,
                     label: str | None = None, task: str | None = None, run_id: str | None = None) -> ModelVersion:
     """Register ``model`` (a fitted model object, or the folder of a saved one) as the next version of ``name``.
 

@@ -24,9 +24,11 @@ from typing import TYPE_CHECKING, Any
 from sparkship import tables
 from sparkship.errors import ConcurrentWriteError, NotFoundError, SchemaMismatchError, UsageError
 from sparkship.profiles import OTHER, bin_index, is_missing
+from sparkship.refs import ModelRef, TableRef, to_model_ref, to_table_ref
 from sparkship.scoring import BATCH_COLUMN, OUTPUT_COLUMNS
-from sparkship.spec import parse_table_ref
+from sparkship.tables.names import sibling
 
+# pyspark is an optional dependency (the `local` extra; Databricks ships its own): functions import it where used.
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import Column, DataFrame, SparkSession
 
@@ -92,8 +94,6 @@ def psi(actual: Sequence[float], expected: Sequence[float], epsilon: float = EPS
 
 def output_tables(scores: str) -> tuple[str, str]:
     """``(<scores>_profile_metrics, <scores>_drift_metrics)``: sibling names for a name, else paths."""
-    from sparkship.tables.names import sibling
-
     return sibling(scores, PROFILE_SUFFIX), sibling(scores, DRIFT_SUFFIX)
 
 
@@ -275,7 +275,7 @@ def prepare_scores(
     model_version: int,
     reference: Mapping[str, Any],
     task: str | None = None,
-    features_table: str | None = None,
+    features_table: TableRef | None = None,
 ) -> tuple[DataFrame, list[Monitored], list[str]]:
     """The scores of one model version (joined with ``features_table`` if given), what to monitor, and notes."""
     from pyspark.sql import functions as F
@@ -294,7 +294,7 @@ def prepare_scores(
     absent = [m.feature for m in features if m.feature not in scores.columns]
     if absent and features_table:
         keys = [c for c in scores.columns if c not in SCORE_COLUMNS and c not in {m.feature for m in features}]
-        fpath, fversion = parse_table_ref(features_table, key="--features-table")
+        fpath, fversion = features_table.location, features_table.version
         if not tables.exists(spark, fpath):
             raise NotFoundError(f"no features table at {fpath}")
         extra = tables.read(spark, fpath, version=fversion)
@@ -386,18 +386,19 @@ def _iso(value: Any) -> Any:
 def monitor(
     spark: SparkSession,
     registry: Registry,
-    ref: str,
-    scores: str,
+    ref: str | ModelRef,
+    scores: str | TableRef,
     *,
     window: str = DEFAULT_WINDOW,
     threshold: float = DEFAULT_THRESHOLD,
-    features_table: str | None = None,
+    features_table: str | TableRef | None = None,
     run_id: str | None = None,
     write: bool = True,
 ) -> MonitorResult:
     """Compute (and with ``write`` store) per-window profiles and drift of the scores of model ``ref``.
 
     ``scores`` is ``PATH[@VERSION]``; the metrics go to ``PATH_profile_metrics`` and ``PATH_drift_metrics``.
+    References may be strings (parsed here, errors naming ``--scores`` and ``--features-table``) or parsed ones.
 
     Checks every input before anything is written; raises :class:`NotFoundError` when the scores hold no
     rows of that model version.
@@ -406,49 +407,56 @@ def monitor(
     parse_window(window)
     if not threshold > 0:
         raise UsageError(f"--threshold must be > 0, got {threshold}")
-    mv, manifest = registry.manifest(ref)
+    source = to_table_ref(scores, what="--scores")
+    features = None if features_table is None else to_table_ref(features_table, what="--features-table")
+    mv, manifest = registry.manifest(to_model_ref(ref))
     reference = manifest.get("reference_profile")
     if not reference:
         raise UsageError(f"model {mv.ref} has no reference_profile in its manifest: retrain it to monitor drift")
-    path, version = parse_table_ref(scores, key="--scores")
     df, monitored, notes = prepare_scores(
-        spark, path, version, mv.name, mv.version, reference, manifest.get("task"), features_table
+        spark, source.location, source.version, mv.name, mv.version, reference, manifest.get("task"), features
     )
     metrics = compute_metrics(df, monitored, window=window, threshold=threshold, run_id=run_id)
-    drift_rows = metrics.drift
-    if not drift_rows:
-        raise NotFoundError(f"the scores table {scores} has no rows scored by {mv.ref}")
-    log.info("computed %d drift rows for %s in %.1f s", len(drift_rows), mv.ref, time.perf_counter() - started)
-    profile_path, drift_path = output_tables(path)
+    if not metrics.drift:
+        raise NotFoundError(f"the scores table {source} has no rows scored by {mv.ref}")
+    log.info("computed %d drift rows for %s in %.1f s", len(metrics.drift), mv.ref, time.perf_counter() - started)
+    profile_path, drift_path = output_tables(source.location)
     if write:
         profile_df, drift_df = metrics.dataframes(spark)
         replace_windows(profile_df, profile_path)
         replace_windows(drift_df, drift_path)
         log.info("wrote %s and %s (%.1f s)", profile_path, drift_path, time.perf_counter() - started)
+    result = _result(mv.name, mv.version, metrics.drift, monitored, notes, window, threshold,
+                     (profile_path, drift_path) if write else None)
+    if write:
+        registry.record_event(
+            mv.name, mv.version, EVENT,
+            {"scores": str(source), "window": window, "threshold": threshold, "windows": len(result.windows),
+             "flagged": result.flagged, "drift_table": drift_path},
+            run_id,
+        )
+    return result
+
+
+def _result(name: str, version: int, drift_rows: list[dict[str, Any]], monitored: list[Monitored], notes: list[str],
+            window: str, threshold: float, written: tuple[str, str] | None) -> MonitorResult:
+    """The result of a run from its drift rows; ``written``: the (profile, drift) tables, where written."""
     rows = [{k: _iso(v) for k, v in r.items() if k not in ("computed_at",)} for r in drift_rows]
     flagged = [
         {k: r[k] for k in ("window_start", "feature", "psi", "null_rate", "reference_null_rate")}
         for r in rows if r["flagged"]
     ]
-    result = MonitorResult(
-        model=mv.name,
-        model_version=mv.version,
+    return MonitorResult(
+        model=name,
+        model_version=version,
         windows=sorted({r["window_start"] for r in rows}),
         features=[m.feature for m in monitored],
         flagged=flagged,
-        drift_table=drift_path if write else None,
-        profile_table=profile_path if write else None,
+        drift_table=written[1] if written else None,
+        profile_table=written[0] if written else None,
         threshold=threshold,
         window=window,
         predictions_only=all(m.feature == PREDICTION for m in monitored),
         notes=notes,
         drift=rows,
     )
-    if write:
-        registry.record_event(
-            mv.name, mv.version, EVENT,
-            {"scores": scores, "window": window, "threshold": threshold, "windows": len(result.windows),
-             "flagged": flagged, "drift_table": drift_path},
-            run_id,
-        )
-    return result

@@ -19,6 +19,7 @@ from sparkship import policy
 from sparkship.config import Settings
 from sparkship.errors import SparkshipError, UsageError
 from sparkship.names import validate_alias, validate_name
+from sparkship.refs import ModelRef, to_model_ref
 from sparkship.registry import Registry
 from sparkship.validation import CHAMPION
 from sparkship.validation import EVENT as VALIDATED
@@ -80,7 +81,7 @@ def _check_policy(settings: Settings, ref: str, name: str, summary: dict[str, An
 
 def promote(
     settings: Settings,
-    ref: str,
+    ref: str | ModelRef,
     alias: str = CHAMPION,
     force: bool = False,
     reason: str | None = None,
@@ -101,7 +102,7 @@ def promote(
     if force and reason is None:
         raise UsageError("--force needs --reason TEXT: a forced promotion must say why")
     reg = Registry(settings)
-    mv = reg.get(ref)
+    mv = reg.get(to_model_ref(ref))
     current = reg.alias_version(mv.name, alias)
     event = latest_validation(reg, mv.name, mv.version)
     summary = _summary(event)

@@ -12,7 +12,7 @@ folders: :mod:`sparkship.registration` and docs/DESIGN.md; columns added since t
     >>> reg = Registry(Settings.resolve(home="/tmp/sh"))                    # doctest: +SKIP
     >>> mv = reg.register("churn", staged_dir, manifest)                     # doctest: +SKIP
     >>> reg.set_alias("churn", "champion", mv.version)                       # doctest: +SKIP
-    >>> reg.get("churn@champion").version                                    # doctest: +SKIP
+    >>> reg.get(parse_ref("churn@champion")).version                         # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ import pyarrow as pa
 from sparkship import artifacts, killpoints, registration
 from sparkship.config import Settings
 from sparkship.errors import ConcurrentWriteError, NotFoundError, SparkshipError, UsageError
-from sparkship.names import ModelRef, parse_ref, validate_alias, validate_name
+from sparkship.names import validate_alias, validate_name
+from sparkship.refs import ModelRef
 from sparkship.registry_tables import (
     ALIASES_SCHEMA,
     EVENTS_SCHEMA,
@@ -119,27 +120,26 @@ class Registry:
             entry["aliases"] = {a: v for (n, a), v in sorted(aliases.items()) if n == entry["name"] and v is not None}
         return list(out.values())
 
-    def get(self, ref: str | ModelRef) -> ModelVersion:
-        """Resolve ``NAME``, ``NAME/VERSION``, ``NAME@ALIAS`` or ``NAME/run:RUN_ID`` to one version."""
-        parsed = parse_ref(ref) if isinstance(ref, str) else ref
-        rows = self._version_rows(parsed.name)
+    def get(self, ref: ModelRef) -> ModelVersion:
+        """Resolve a reference (``NAME``, ``NAME/VERSION``, ``NAME@ALIAS`` or ``NAME/run:RUN_ID``) to one version."""
+        rows = self._version_rows(ref.name)
         if not rows:
-            raise NotFoundError(f"model '{parsed.name}' is not registered in {self.root}")
-        if parsed.alias is not None:
-            version = self.alias_version(parsed.name, parsed.alias)
+            raise NotFoundError(f"model '{ref.name}' is not registered in {self.root}")
+        if ref.alias is not None:
+            version = self.alias_version(ref.name, ref.alias)
             if version is None:
-                raise NotFoundError(f"model '{parsed.name}' has no alias '{parsed.alias}'")
+                raise NotFoundError(f"model '{ref.name}' has no alias '{ref.alias}'")
             matches = [r for r in rows if r["version"] == version]
-        elif parsed.version is not None:
-            matches = [r for r in rows if r["version"] == parsed.version]
+        elif ref.version is not None:
+            matches = [r for r in rows if r["version"] == ref.version]
             if not matches:
                 raise NotFoundError(
-                    f"model '{parsed.name}' has no version {parsed.version} (latest is {rows[-1]['version']})"
+                    f"model '{ref.name}' has no version {ref.version} (latest is {rows[-1]['version']})"
                 )
-        elif parsed.run_id is not None:
-            matches = [r for r in rows if r["run_id"] == parsed.run_id]
+        elif ref.run_id is not None:
+            matches = [r for r in rows if r["run_id"] == ref.run_id]
             if not matches:
-                raise NotFoundError(f"model '{parsed.name}' has no version registered by run {parsed.run_id}")
+                raise NotFoundError(f"model '{ref.name}' has no version registered by run {ref.run_id}")
         else:
             matches = rows
         mv = self._to_version(matches[-1])
@@ -148,12 +148,12 @@ class Registry:
             artifacts.read_manifest(mv.artifact, mv.manifest_sha256)
         return mv
 
-    def load_model(self, ref: str | ModelRef) -> tuple[ModelVersion, PipelineModel]:
+    def load_model(self, ref: ModelRef) -> tuple[ModelVersion, PipelineModel]:
         """The version ``ref`` resolves to and its PipelineModel, checksums (the manifest's own too) verified."""
         mv = self.get(ref)
         return mv, artifacts.load(mv.artifact, mv.manifest_sha256)
 
-    def manifest(self, ref: str | ModelRef) -> tuple[ModelVersion, dict[str, Any]]:
+    def manifest(self, ref: ModelRef) -> tuple[ModelVersion, dict[str, Any]]:
         """The version ``ref`` resolves to and its verified manifest (checked against the registry's sha256)."""
         mv = self.get(ref)
         return mv, artifacts.verify(mv.artifact, mv.manifest_sha256)

@@ -22,10 +22,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from sparkship import tables
+from sparkship import monitoring, tables, training
 from sparkship.errors import NotFoundError, UsageError
+from sparkship.fitted import flat_stages, predictor
+from sparkship.metrics import clustering_metrics
+from sparkship.refs import ModelRef, TableRef, to_model_ref, to_table_ref
+from sparkship.registering import spec_of
 from sparkship.spark import cached, uncached
 
+# pyspark is an optional dependency (the `local` extra; Databricks ships its own): functions import it where used.
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
     from pyspark.ml import PipelineModel
@@ -59,27 +64,20 @@ class Evaluation:
 def held_out_rows(spark: SparkSession, spec: TrainingSpec, version: int,
                   labels: Sequence[str] | None) -> DataFrame:
     """The test split training made of ``spec.table`` at ``version`` (same rows, same columns, same seed)."""
-    from sparkship import training
-
     return training.held_out_rows(spark, spec, version, labels)
 
 
-def _pinned(spark: SparkSession, table: str) -> tuple[str, int]:
-    from sparkship.spec import parse_table_ref
-
-    path, version = parse_table_ref(table, key="--table")
+def _pinned(spark: SparkSession, table: TableRef) -> tuple[str, int]:
+    path, version = table.location, table.version
     if not tables.exists(spark, path):
         raise NotFoundError(f"no Delta table at {path}")
     return path, version if version is not None else int(tables.version(spark, path) or 0)
 
 
 def clustering_evaluation(spark: SparkSession, model: PipelineModel, manifest: dict[str, Any],
-                          table: str | None = None) -> Evaluation:
+                          table: TableRef | None = None) -> Evaluation:
     """A clustering model's clusters and silhouette on every row of ``table``, else of the table and version it
     was registered with (a clustering model has no held-out split: it was fitted without a label)."""
-    from sparkship.fitted import flat_stages, predictor
-    from sparkship.metrics import clustering_metrics
-
     lineage = manifest.get("training") or {}
     if table is None and (lineage.get("table") is None or lineage.get("table_version") is None):
         raise UsageError("the manifest records no table and version: pass --table PATH[@V]")
@@ -93,13 +91,10 @@ def clustering_evaluation(spark: SparkSession, model: PipelineModel, manifest: d
 
 
 def evaluation(
-    spark: SparkSession, model: PipelineModel, manifest: dict[str, Any], table: str | None = None
+    spark: SparkSession, model: PipelineModel, manifest: dict[str, Any], table: TableRef | None = None
 ) -> Evaluation:
     """Predictions and metrics on the training snapshot's test split, or on every labelled row of ``table``
     (a clustering model: :func:`clustering_evaluation`)."""
-    from sparkship import training
-    from sparkship.registering import spec_of
-
     if manifest.get("task") == "clustering":
         return clustering_evaluation(spark, model, manifest, table)
     spec = spec_of(manifest, str(manifest.get("name")))
@@ -242,8 +237,6 @@ def _cluster_section(ev: Evaluation) -> Section:
 
 def _evaluation_sections(model: PipelineModel, manifest: dict[str, Any], ev: Evaluation) -> list[Section]:
     """Metrics, then per task: curves and class distribution, cluster sizes, or residuals; then importances."""
-    from sparkship.fitted import flat_stages, predictor
-
     recorded = manifest.get("metrics") or {}
     names = list(dict.fromkeys([*recorded, *ev.metrics]))
     sections = [Section("metrics", "Metrics", [
@@ -366,15 +359,13 @@ def _importance_plot(kind: str, pairs: list[tuple[str, float]]) -> tuple[str, st
 
 
 def drift_rows(
-    spark: SparkSession, registry: Registry, mv: ModelVersion, scores: str, window: str, threshold: float
+    spark: SparkSession, registry: Registry, mv: ModelVersion, scores: str | TableRef, window: str, threshold: float
 ) -> tuple[list[dict[str, Any]], str]:
     """Drift rows of ``mv`` from ``<scores>_drift_metrics`` if it exists, else computed now (nothing written)."""
     from pyspark.sql import functions as F
 
-    from sparkship import monitoring
-    from sparkship.spec import parse_table_ref
-
-    path = parse_table_ref(scores, key="--scores")[0]
+    source = to_table_ref(scores, what="--scores")
+    path = source.location
     drift_path = monitoring.output_tables(path)[1]
     if tables.exists(spark, drift_path):
         df = tables.read(spark, drift_path).where(
@@ -383,7 +374,8 @@ def drift_rows(
         rows = [r.asDict() for r in df.orderBy("window_start", "feature").collect()]
         if rows:
             return rows, f"from {drift_path}"
-    result = monitoring.monitor(spark, registry, mv.ref, scores, window=window, threshold=threshold, write=False)
+    result = monitoring.monitor(spark, registry, ModelRef(mv.name, version=mv.version), source, window=window,
+                                threshold=threshold, write=False)
     return [dict(r, window_start=datetime.fromisoformat(r["window_start"])) for r in result.drift], (
         f"computed from {path} (window {window}; no drift table yet)"
     )
@@ -502,17 +494,17 @@ def render(title: str, subtitle: str, sections: Sequence[Section]) -> str:
 def build_report(
     spark: SparkSession,
     registry: Registry,
-    ref: str,
+    ref: ModelRef,
     *,
-    scores: str | None = None,
-    table: str | None = None,
+    scores: TableRef | None = None,
+    table: TableRef | None = None,
     window: str = "1d",
     threshold: float = 0.2,
 ) -> tuple[str, list[str]]:
     """``(html, section ids)`` of the report for model ``ref``."""
     started = time.perf_counter()
     mv, model = registry.load_model(ref)
-    manifest = registry.manifest(mv.ref)[1]
+    manifest = registry.manifest(ModelRef(mv.name, version=mv.version))[1]
     task = manifest.get("task")
     lineage = manifest.get("training") or {}
     sections = [Section("model", "Model", [_table([{
@@ -562,23 +554,30 @@ def build_report(
 def write_report(
     spark: SparkSession,
     registry: Registry,
-    ref: str,
+    ref: str | ModelRef,
     out: str,
     *,
-    scores: str | None = None,
-    table: str | None = None,
+    scores: str | TableRef | None = None,
+    table: str | TableRef | None = None,
     window: str = "1d",
     threshold: float = 0.2,
 ) -> dict[str, Any]:
-    """Build the report of ``ref`` and write it to ``out`` (checked before any Spark work)."""
+    """Build the report of ``ref`` and write it to ``out`` (checked before any Spark work).
+
+    The references may be strings (parsed here, errors naming ``--scores`` and ``--table``) or parsed ones.
+    """
+    model = to_model_ref(ref)
+    drift_source = None if scores is None else to_table_ref(scores, what="--scores")
+    evaluated = None if table is None else to_table_ref(table, what="--table")
     folder = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(folder):
         raise UsageError(f"--out {out}: folder {folder} does not exist")
     if not out.lower().endswith((".html", ".htm")):
         raise UsageError(f"--out {out}: the report is an HTML page; name it *.html")
-    page, ids = build_report(spark, registry, ref, scores=scores, table=table, window=window, threshold=threshold)
+    page, ids = build_report(spark, registry, model, scores=drift_source, table=evaluated, window=window,
+                             threshold=threshold)
     with open(out, "w", encoding="utf-8") as fh:
         fh.write(page)
-    mv = registry.get(ref)
+    mv = registry.get(model)
     return {"out": os.path.abspath(out), "model": mv.name, "model_version": mv.version, "sections": ids,
             "bytes": len(page.encode("utf-8"))}

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import copy
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import yaml
+
 from sparkship.errors import UsageError
 from sparkship.names import validate_name
+from sparkship.refs import parse_table
 
 __all__ = [
     "ALGORITHMS",
@@ -32,7 +34,6 @@ __all__ = [
     "load_spec",
     "parse_spec",
     "read_spec_file",
-    "parse_table_ref",
     "validate_name",
     "estimator_class",
     "estimator_params",
@@ -91,7 +92,7 @@ def _unknown_keys(given: Mapping[str, Any], allowed: tuple[str, ...], prefix: st
 
 def estimator_class(class_name: str) -> type:
     """The pyspark.ml estimator class called ``class_name`` (e.g. ``GBTRegressor``)."""
-    from pyspark.ml import classification, regression
+    from pyspark.ml import classification, regression  # pyspark: optional (the `local` extra)
 
     module = classification if hasattr(classification, class_name) else regression
     return getattr(module, class_name)
@@ -99,7 +100,7 @@ def estimator_class(class_name: str) -> type:
 
 def class_params(cls: type) -> dict[str, Any]:
     """The Spark ``Param`` objects a pyspark.ml class declares, by name (no JVM needed)."""
-    from pyspark.ml.param import Param
+    from pyspark.ml.param import Param  # pyspark: optional (the `local` extra)
 
     return {n: getattr(cls, n) for n in dir(cls) if isinstance(getattr(cls, n, None), Param)}
 
@@ -229,41 +230,8 @@ def with_rules_and_description(out: dict[str, Any], validation: ValidationSpec,
 
 def table_fields(table: str, base_dir: str | None = None) -> dict[str, Any]:
     """The ``table`` and ``table_version`` fields of a spec reading ``table`` (``PATH[@V]``, as ``--table``)."""
-    path, version = parse_table_ref(table, base_dir=base_dir, key="--table")
-    return {"table": path, "table_version": version}
-
-
-def parse_table_ref(value: str, base_dir: str | None = None, key: str = "table") -> tuple[str, int | None]:
-    """Split ``PATH[@V]`` and make a local path absolute (against ``base_dir``, default the cwd).
-
-    >>> parse_table_ref("data/t@2", base_dir="/specs")
-    ('/specs/data/t', 2)
-    >>> parse_table_ref("main.sales.churn@3")
-    ('main.sales.churn', 3)
-    """
-    if not isinstance(value, str) or not value.strip():
-        raise _key_error(key, "expected a table path, optionally pinned as PATH@VERSION")
-    path, version = value.strip(), None
-    match = re.fullmatch(r"(.+)@([^@/]*)", path)
-    if match:
-        path, raw = match.group(1), match.group(2)
-        if not re.fullmatch(r"[0-9]+", raw):  # ASCII only: str.isdigit takes "²" and "٣"
-            raise _key_error(key, f"version after '@' must be a number >= 0, got {raw!r}")
-        version = int(raw)
-    from sparkship.config import is_uri
-
-    if is_uri(path):
-        return path.rstrip("/"), version
-    from sparkship.tables.engine import is_table_name
-    from sparkship.tables.names import canonical, check_table_argument
-
-    if is_table_name(path):  # catalog.schema.table: resolved by the catalog, not the file system
-        return canonical(path), version
-    check_table_argument(path, what=key)
-    path = os.path.expanduser(path)
-    if not os.path.isabs(path):
-        path = os.path.join(base_dir or os.getcwd(), path)
-    return os.path.normpath(path), version
+    ref = parse_table(table, what="--table", base_dir=base_dir)
+    return {"table": ref.location, "table_version": ref.version}
 
 
 def _columns(value: Any, key: str) -> tuple[str, ...]:
@@ -405,7 +373,7 @@ def parse_spec(raw: Mapping[str, Any], base_dir: str | None = None, source: str 
     task = raw["task"]
     if task not in TASKS:
         raise _key_error("task", f"expected one of {', '.join(TASKS)}, got {task!r}")
-    table, version = parse_table_ref(raw["table"], base_dir=base_dir)
+    table = parse_table(raw["table"], what="spec key 'table'", base_dir=base_dir)
     label = _expect(raw["label"], str, "label", "a column name")
     features = _parse_features(raw["features"])
     if label in features.columns:
@@ -419,8 +387,8 @@ def parse_spec(raw: Mapping[str, Any], base_dir: str | None = None, source: str 
     return TrainingSpec(
         name=name,
         task=task,
-        table=table,
-        table_version=version,
+        table=table.location,
+        table_version=table.version,
         label=label,
         features=features,
         model=model,
@@ -446,8 +414,6 @@ def load_spec(path: str) -> TrainingSpec:
 
 def read_spec_file(path: str) -> tuple[Any, str]:
     """The parsed YAML of the spec file ``path`` (not yet checked) and the folder relative tables resolve in."""
-    import yaml
-
     try:
         with open(path) as fh:
             raw = yaml.safe_load(fh)

@@ -31,6 +31,7 @@ from typing import Any
 
 from sparkship.errors import UsageError
 from sparkship.names import validate_name
+from sparkship.refs import parse_table
 from sparkship.spec import (
     METRICS,
     SplitSpec,
@@ -45,7 +46,6 @@ from sparkship.spec import (
     class_params,
     convert_param,
     parse_spec,
-    parse_table_ref,
     read_spec_file,
     table_fields,
     with_rules_and_description,
@@ -161,7 +161,7 @@ def stage_params(cls: type) -> dict[str, Any]:
 
 def _stage_class(path: Any, key: str) -> type:
     """The estimator or transformer class at ``path`` (under ``pyspark.ml``); a one-line refusal otherwise."""
-    from pyspark.ml import Estimator, Model, Pipeline, Transformer
+    from pyspark.ml import Estimator, Model, Pipeline, Transformer  # pyspark: optional (the `local` extra)
 
     if not isinstance(path, str) or not path.startswith("pyspark.ml."):
         raise _key_error(key, f"expected a class under pyspark.ml (e.g. pyspark.ml.feature.Tokenizer), got {path!r};"
@@ -334,7 +334,7 @@ def parse_pipeline_spec(raw: Mapping[str, Any], base_dir: str | None = None, sou
     task = raw["task"]
     if task not in PIPELINE_TASKS:
         raise _key_error("task", f"expected one of {', '.join(PIPELINE_TASKS)}, got {task!r}")
-    table, version = parse_table_ref(raw["table"], base_dir=base_dir)
+    table = parse_table(raw["table"], what="spec key 'table'", base_dir=base_dir)
     label = raw.get("label")
     if label is None and task != "clustering":
         raise _key_error("label", f"is required for {task}")
@@ -349,7 +349,8 @@ def parse_pipeline_spec(raw: Mapping[str, Any], base_dir: str | None = None, sou
     if description is not None:
         _expect(description, str, "description", "text")
     return PipelineSpec(
-        name=name, task=task, table=table, table_version=version, label=label, stages=stages, factory=factory,
+        name=name, task=task, table=table.location, table_version=table.version, label=label, stages=stages,
+        factory=factory,
         split=_parse_split(raw.get("split")), tuning=_parse_tuning(raw.get("tuning"), task, classes),
         validation=_parse_validation(raw.get("validation"), task, PIPELINE_METRICS[task]),
         description=description, source=source,

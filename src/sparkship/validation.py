@@ -25,11 +25,14 @@ from sparkship.config import Settings
 from sparkship.errors import NotFoundError, SchemaMismatchError, SparkshipError, UsageError
 from sparkship.fitted import flat_stages, predictor
 from sparkship.metrics import SILHOUETTE, clustering_metrics
+from sparkship.refs import ModelRef, TableRef, to_model_ref, to_table_ref
 from sparkship.registering import spec_of
 from sparkship.registry import ModelVersion, Registry
 from sparkship.spark import cached, uncached
-from sparkship.spec import SMALLER_IS_BETTER, TrainingSpec, ValidationSpec, parse_table_ref
+from sparkship.spec import SMALLER_IS_BETTER, TrainingSpec, ValidationSpec
+from sparkship.training import evaluate, split_flag
 
+# pyspark is an optional dependency (the `local` extra; Databricks ships its own): functions import it where used.
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.ml import PipelineModel
     from pyspark.sql import DataFrame, SparkSession
@@ -193,7 +196,7 @@ def _champion(reg: Registry, candidate: _Model) -> tuple[_Model | None, int | No
     holder = reg.alias_version(mv.name, CHAMPION)
     if holder is None or holder == mv.version:
         return None, holder
-    champion_mv, champion_manifest = reg.manifest(f"{mv.name}/{holder}")
+    champion_mv, champion_manifest = reg.manifest(ModelRef(mv.name, version=holder))
     champion = _model(champion_mv, champion_manifest, f"champion {champion_mv.ref}")
     if champion.spec.task != task:
         raise UsageError(
@@ -217,8 +220,8 @@ def _check_columns(df: DataFrame, model: _Model, where: str) -> None:
         )
 
 
-def _pin(spark: SparkSession, table: str) -> tuple[str, int]:
-    path, version = parse_table_ref(table, key="--table")
+def _pin(spark: SparkSession, table: TableRef) -> tuple[str, int]:
+    path, version = table.location, table.version
     latest = tables.version(spark, path)
     if latest is None:
         raise NotFoundError(f"no Delta table at {path}")
@@ -242,8 +245,6 @@ def _silhouette(pipeline: PipelineModel, df: DataFrame) -> dict[str, float]:
 
 
 def _evaluate(model: _Model, df: DataFrame, where: str) -> dict[str, float | None]:
-    from sparkship.training import evaluate
-
     log.info("evaluating %s on %s", model.who, where)
     pipeline = artifacts.load(model.mv.artifact)
     if model.spec.task == "clustering":
@@ -280,8 +281,6 @@ def _judged_rows(spark: SparkSession, df: DataFrame, path: str,
     """``df`` less the rows any of ``models`` was trained on (when ``path`` is its training table), and the refs
     whose held-out split was applied. The split is training's own :func:`~sparkship.training.split_flag`: a hash of
     each row's values, so it picks the same rows at any version of the table."""
-    from sparkship.training import split_flag
-
     held_out_by = []
     for model in models:
         if not model.spec.label:
@@ -344,10 +343,12 @@ def _policy_in_force(settings: Settings, candidate: _Model, rules: policy.Rules 
 
 
 def validate(
-    spark: SparkSession, settings: Settings, ref: str, table: str, run_id: str | None = None,
+    spark: SparkSession, settings: Settings, ref: str | ModelRef, table: str | TableRef, run_id: str | None = None,
     rules: policy.Rules | None = None,
 ) -> ValidationResult:
     """Evaluate ``ref`` (and the champion) on one snapshot of ``table`` (``PATH[@V]``); record the outcome.
+
+    The references may be strings (parsed here, a bad table named as ``--table``) or parsed ones.
 
     ``rules``: made the model's gate policy first (what a bundle's ``gate_policy`` passes); None judges by the
     policy in the registry, and a model without one is refused (:class:`sparkship.policy.NoPolicyError`).
@@ -356,13 +357,14 @@ def validate(
         >>> result.status, result.rows_kind, result.rows                                # doctest: +SKIP
         ('PASS', 'all', 2000)
     """
+    evaluated = to_table_ref(table, what="--table")
     reg = Registry(settings)
-    mv, manifest = reg.manifest(ref)
+    mv, manifest = reg.manifest(to_model_ref(ref))
     candidate = _model(mv, manifest, mv.ref)
     champion, holder = _champion(reg, candidate)
     in_force = _policy_in_force(settings, candidate, rules)
 
-    path, version = _pin(spark, table)
+    path, version = _pin(spark, evaluated)
     where = f"{path}@{version}"
     df = tables.read(spark, path, version=version)
     models = [m for m in (candidate, champion) if m is not None]

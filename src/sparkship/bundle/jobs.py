@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sparkship import refs
 from sparkship.bundle.artifacts import WheelInfo, artifact_dist_dirs
 from sparkship.bundle.environments import check_compute, wheels_installed
 from sparkship.bundle.loader import Bundle
@@ -239,8 +240,6 @@ def _parse_parameters(
 def _check_values(bundle: Bundle, problems: Problems, file: str, key: str, where: str, job: dict[str, Any],
                   args: Any, target: str) -> None:
     """Values the command would refuse at run time: model references, and a spec the bundle ships."""
-    from sparkship import names
-
     model = getattr(args, "model", None)
     trained: set[str] = set()
     if isinstance(model, str) or getattr(args, "spec", None):
@@ -248,7 +247,7 @@ def _check_values(bundle: Bundle, problems: Problems, file: str, key: str, where
     if not isinstance(model, str):
         return
     try:
-        ref = names.parse_ref(model)
+        ref = refs.parse_ref(model)
     except UsageError as exc:
         problems.add(file, f"{where}.python_wheel_task.parameters", f"--model {model!r}: {exc}", target or None)
         return

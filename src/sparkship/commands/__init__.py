@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sparkship.config import Settings
+from sparkship.spark import get_spark
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import SparkSession
@@ -28,8 +29,6 @@ class Context:
     @property
     def spark(self) -> SparkSession:
         if self._spark is None:
-            from sparkship.spark import get_spark
-
             where = f"Spark Connect {self.settings.remote}" if self.settings.remote else self.settings.master or "local"
             log.info("starting Spark (%s)", where)
             self._spark = get_spark(home=self.settings.home, master=self.settings.master,

@@ -8,7 +8,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from sparkship.bundle import check_bundle
 from sparkship.commands import CommandResult, Context, add_command
+from sparkship.errors import UsageError
+from sparkship.extras import require
+from sparkship.jobs_api import describe, run_job
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
@@ -43,9 +47,6 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
 
 
 def check(ctx: Context, args: argparse.Namespace) -> CommandResult:
-    from sparkship.bundle import check_bundle
-    from sparkship.extras import require
-
     if args.wheel is None:  # building the bundle's wheel needs `build` (the 'bundle' extra), before anything is read
         require("build", extra="bundle", command="sparkship bundle check")
     report = check_bundle(args.root, wheel=args.wheel, commands=args.sparkship_commands)
@@ -63,9 +64,6 @@ def check(ctx: Context, args: argparse.Namespace) -> CommandResult:
 
 
 def run(ctx: Context, args: argparse.Namespace) -> CommandResult:
-    from sparkship.errors import UsageError
-    from sparkship.jobs_api import describe, run_job
-
     if args.poll_seconds <= 0:
         raise UsageError(f"--poll-seconds must be > 0, got {args.poll_seconds:g}")
     result = run_job(args.job_key, args.target, root=args.root, wait=args.wait, poll_seconds=args.poll_seconds,

@@ -5,6 +5,8 @@ import argparse
 from typing import Any
 
 from sparkship.commands import CommandResult, Context, add_command
+from sparkship.demo import default_workdir, run_demo
+from sparkship.errors import UsageError
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
@@ -19,11 +21,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run(ctx: Context, args: argparse.Namespace) -> CommandResult:
-    from sparkship.demo import default_workdir, run_demo
-
     if args.train_rows < 1000 or args.batch_rows < 1:
-        from sparkship.errors import UsageError
-
         raise UsageError("--train-rows must be at least 1000 and --batch-rows at least 1")
     summary = run_demo(ctx.spark, args.workdir or default_workdir(ctx.settings), args.train_rows, args.batch_rows)
     return CommandResult(summary.to_dict(), text=summary.render())

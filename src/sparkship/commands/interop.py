@@ -12,6 +12,11 @@ from typing import Any
 
 from sparkship.commands import CommandResult, Context, add_command
 from sparkship.errors import UsageError
+from sparkship.interop.mlflow_export import check_out_dir, export_model, require_mlflow
+from sparkship.interop.mlflow_publish import PublishTarget, publish
+from sparkship.interop.onnx_export import MODEL_FILE, export_onnx, require_onnx
+from sparkship.refs import ModelRef, parse_ref
+from sparkship.registry import Registry
 
 FORMATS = ("mlflow",)
 EXPORT_FORMATS = ("mlflow", "onnx")
@@ -67,26 +72,20 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
 
 
 def export_command(ctx: Context, args: argparse.Namespace) -> CommandResult:
-    from sparkship.interop.mlflow_export import check_out_dir, export_model, require_mlflow
-    from sparkship.registry import Registry
-
+    model = parse_ref(args.model)
     if args.format == "onnx":
-        return _export_onnx(ctx, args)
+        return _export_onnx(ctx, args, model)
     if args.check_table is not None:
         raise UsageError("--check-table is for --format onnx")
     require_mlflow()
     out = os.path.abspath(args.out)
     check_out_dir(out)
-    mv = Registry(ctx.settings).get(args.model)
+    mv = Registry(ctx.settings).get(model)
     result = {"ref": mv.ref, **export_model(mv.artifact, out)}
     return CommandResult(result, text=f"exported {mv.ref} to {out} (flavors: {', '.join(result['flavors'])})")
 
 
-def _export_onnx(ctx: Context, args: argparse.Namespace) -> CommandResult:
-    from sparkship.interop.mlflow_export import check_out_dir
-    from sparkship.interop.onnx_export import MODEL_FILE, export_onnx, require_onnx
-    from sparkship.registry import Registry
-
+def _export_onnx(ctx: Context, args: argparse.Namespace, model: ModelRef) -> CommandResult:
     require_onnx()
     if args.check_rows < 1:
         raise UsageError(f"--check-rows must be at least 1, got {args.check_rows}")
@@ -95,21 +94,19 @@ def _export_onnx(ctx: Context, args: argparse.Namespace) -> CommandResult:
                          "model): unset SPARK_REMOTE / --remote for the export")
     out = os.path.abspath(args.out)
     check_out_dir(out)
-    mv = Registry(ctx.settings).get(args.model)
+    mv = Registry(ctx.settings).get(model)
     result = {"ref": mv.ref, **export_onnx(ctx.spark, mv.artifact, out, args.check_table, args.check_rows)}
     return CommandResult(result, text=f"exported {mv.ref} to {os.path.join(out, MODEL_FILE)} (ONNX Runtime "
                                       f"matched Spark on {result['checked_rows']} rows: {result['sample']})")
 
 
 def publish_command(ctx: Context, args: argparse.Namespace) -> CommandResult:
-    from sparkship.interop.mlflow_export import require_mlflow
-    from sparkship.interop.mlflow_publish import PublishTarget, publish
-
+    model = parse_ref(args.model)
     require_mlflow()
     target = PublishTarget(registered_model=args.registered_model, aliases=tuple(args.alias),
                            tracking_uri=args.tracking_uri, registry_uri=args.registry_uri,
                            experiment=args.experiment, job_run_id=args.run_id)
-    result = publish(ctx.settings, args.model, target)
+    result = publish(ctx.settings, model, target)
     aliases = f" aliases {', '.join(result['aliases'])}" if result["aliases"] else ""
     return CommandResult(result, text=f"published {result['model']} as {result['model_uri']}{aliases} "
                                       f"(run {result['run_id']})")

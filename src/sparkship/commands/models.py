@@ -5,6 +5,9 @@ import argparse
 from typing import Any
 
 from sparkship.commands import CommandResult, Context, add_command, render_text
+from sparkship.errors import NotFoundError
+from sparkship.refs import parse_ref
+from sparkship.registry import Registry
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
@@ -29,9 +32,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--reason", default=None)
 
 
-def _registry(ctx: Context):  # noqa: ANN202
-    from sparkship.registry import Registry
-
+def _registry(ctx: Context) -> Registry:
     return Registry(ctx.settings)
 
 
@@ -41,7 +42,7 @@ def list_models(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
 
 def show_model(ctx: Context, args: argparse.Namespace) -> CommandResult:
     reg = _registry(ctx)
-    mv, manifest = reg.manifest(args.ref)
+    mv, manifest = reg.manifest(parse_ref(args.ref))
     aliases = sorted(a["alias"] for a in _current_alias_rows(reg, mv.name) if a["version"] == mv.version)
     payload = {
         **mv.to_dict(),
@@ -64,8 +65,6 @@ def model_history(ctx: Context, args: argparse.Namespace) -> CommandResult:
     reg = _registry(ctx)
     versions = [mv.to_dict() for mv in reg.versions(args.name)]
     if not versions:
-        from sparkship.errors import NotFoundError
-
         raise NotFoundError(f"model '{args.name}' is not registered")
     aliases = reg.alias_history(args.name)
     events = reg.events(args.name)

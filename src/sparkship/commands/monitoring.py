@@ -7,6 +7,10 @@ from typing import Any
 
 from sparkship import retrain
 from sparkship.commands import CommandResult, Context, add_command, render_text
+from sparkship.monitoring import monitor
+from sparkship.refs import parse_ref, parse_table
+from sparkship.registry import Registry
+from sparkship.report import write_report
 
 DRIFT_EXIT_CODE = 2
 REFUSED_EXIT_CODE = 2
@@ -66,12 +70,12 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
 
 
 def monitor_command(ctx: Context, args: argparse.Namespace) -> CommandResult:
-    from sparkship.monitoring import monitor
-    from sparkship.registry import Registry
-
+    model = parse_ref(args.model)
+    scores = parse_table(args.scores, what="--scores")
+    features = None if args.features_table is None else parse_table(args.features_table, what="--features-table")
     result = monitor(
-        ctx.spark, Registry(ctx.settings), args.model, args.scores, window=args.window, threshold=args.threshold,
-        features_table=args.features_table, run_id=args.run_id, write=not args.no_write,
+        ctx.spark, Registry(ctx.settings), model, scores, window=args.window, threshold=args.threshold,
+        features_table=features, run_id=args.run_id, write=not args.no_write,
     )
     payload = result.to_dict()
     rows = [
@@ -92,8 +96,6 @@ def monitor_command(ctx: Context, args: argparse.Namespace) -> CommandResult:
 
 
 def retrain_command(ctx: Context, args: argparse.Namespace) -> CommandResult:
-    from sparkship.registry import Registry
-
     decision = retrain.request_retrain(Registry(ctx.settings), args.model, args.window, reason=args.reason,
                                        run_id=args.run_id)
     retrain.set_task_value("retrain", "true" if decision.allowed else "false")
@@ -102,10 +104,10 @@ def retrain_command(ctx: Context, args: argparse.Namespace) -> CommandResult:
 
 
 def report_command(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
-    from sparkship.registry import Registry
-    from sparkship.report import write_report
-
+    model = parse_ref(args.model)
+    scores = None if args.scores is None else parse_table(args.scores, what="--scores")
+    table = None if args.table is None else parse_table(args.table, what="--table")
     return write_report(
-        ctx.spark, Registry(ctx.settings), args.model, args.out, scores=args.scores, table=args.table,
+        ctx.spark, Registry(ctx.settings), model, args.out, scores=scores, table=table,
         window=args.window, threshold=args.threshold,
     )

@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from sparkship import policy
 from sparkship.commands import CommandResult, Context, add_command, render_text
+from sparkship.errors import UsageError
 
 
 def policy_argument(text: str) -> Any:
@@ -12,11 +14,8 @@ def policy_argument(text: str) -> Any:
 
     Read when the arguments are parsed, so that ``sparkship bundle check`` reports a malformed ``gate_policy``.
     """
-    from sparkship.errors import UsageError
-    from sparkship.policy import parse_rules
-
     try:
-        return parse_rules(text, what="policy")
+        return policy.parse_rules(text, what="policy")
     except UsageError as exc:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("policy: ")) from None
 
@@ -54,8 +53,6 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
 
 
 def set_policy(ctx: Context, args: argparse.Namespace) -> CommandResult:
-    from sparkship import policy
-
     rules = policy.rules_from_options(args.min, args.max, args.max_regression, args.permissive)
     reason = args.reason.strip() if isinstance(args.reason, str) and args.reason.strip() else None
     found, changed = policy.set_policy(ctx.settings, args.name, rules, source="cli", reason=reason,
@@ -66,8 +63,6 @@ def set_policy(ctx: Context, args: argparse.Namespace) -> CommandResult:
 
 
 def show_policy(ctx: Context, args: argparse.Namespace) -> CommandResult:
-    from sparkship import policy
-
     if args.history:
         rows = [p.to_dict() for p in policy.history(ctx.settings, args.name)]
         text = render_text([{k: r[k] for k in ("version", "rules", "set_at", "source", "reason", "run_id")}

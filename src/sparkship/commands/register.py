@@ -4,10 +4,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from sparkship import fitted
 from sparkship.commands import CommandResult, Context, add_command, render_text
 from sparkship.errors import UsageError
-
-TASKS = ("classification", "regression", "clustering")
+from sparkship.fitted import TASKS
+from sparkship.names import validate_name
+from sparkship.refs import parse_table
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
@@ -33,17 +35,13 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
 
 
 def register_command(ctx: Context, args: argparse.Namespace) -> CommandResult:
-    from sparkship import fitted
-    from sparkship.names import validate_name
-    from sparkship.spec import parse_table_ref
-
     # Refused before Spark starts: the name, the task, the table reference, a folder that holds no model.
     validate_name(args.name)
     if args.task is not None and args.task not in TASKS:
         raise UsageError(f"--task {args.task!r}: expected one of {', '.join(TASKS)}")
-    parse_table_ref(args.table, key="--table")
+    table = parse_table(args.table, what="--table")
     fitted.saved_model(args.path)
-    mv = fitted.register_fitted(ctx.spark, ctx.settings, args.path, args.name, table=args.table, label=args.label,
+    mv = fitted.register_fitted(ctx.spark, ctx.settings, args.path, args.name, table=table, label=args.label,
                                 task=args.task, run_id=args.run_id)
     payload = {"name": mv.name, "version": mv.version, "artifact": mv.artifact, "task": mv.task,
                "metrics": dict(mv.metrics)}

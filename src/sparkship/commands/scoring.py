@@ -4,7 +4,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from sparkship import scoring
 from sparkship.commands import CommandResult, Context, add_command, render_text
+from sparkship.errors import UsageError
+from sparkship.refs import parse_ref, parse_table
+from sparkship.scoring.request import make_request
+from sparkship.scoring.stream import parse_trigger
 
 SUMMARY_KEYS = ("model", "model_version", "scorer", "mode", "rows_in", "scored", "quarantined", "deleted",
                 "output_version", "input_version")
@@ -52,22 +57,20 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
 
 
 def score_command(ctx: Context, args: argparse.Namespace) -> CommandResult:
-    from sparkship import scoring
-    from sparkship.errors import UsageError
-    from sparkship.names import parse_ref
-    from sparkship.scoring.request import make_request
-
-    parse_ref(args.model)  # a bad reference, table or key list is refused before Spark starts
-    make_request(args.input, args.output, args.keys, run_id=args.run_id, full=args.full,
+    # Parsed once, here: a bad reference, table or key list is refused before Spark starts.
+    model = parse_ref(args.model)
+    source = parse_table(args.input, what="--input")
+    target = parse_table(args.output, what="--output")
+    make_request(source, target, args.keys, run_id=args.run_id, full=args.full,
                  include_features=args.include_features, replace_output=args.replace_output)
     if args.stream:
         if not args.checkpoint:
             raise UsageError("--stream needs --checkpoint PATH: where the stream keeps its progress")
         if args.full or args.replace_output or args.auto_full:
             raise UsageError("--full, --replace-output and --auto-full are for batch runs, not --stream")
-        scoring.stream.parse_trigger(args.trigger)
+        parse_trigger(args.trigger)
         streamed = scoring.score_stream(
-            ctx.spark, ctx.settings, args.model, args.input, args.output, args.keys, checkpoint=args.checkpoint,
+            ctx.spark, ctx.settings, model, source, target, args.keys, checkpoint=args.checkpoint,
             trigger=args.trigger, include_features=args.include_features, run_id=args.run_id, wait_s=args.wait,
             scorer=args.scorer,
         ).to_dict()
@@ -77,7 +80,7 @@ def score_command(ctx: Context, args: argparse.Namespace) -> CommandResult:
     if args.checkpoint:
         raise UsageError("--checkpoint is for --stream runs")
     result = scoring.score(
-        ctx.spark, ctx.settings, args.model, args.input, args.output, args.keys,
+        ctx.spark, ctx.settings, model, source, target, args.keys,
         full=args.full, include_features=args.include_features, run_id=args.run_id,
         replace_output=args.replace_output, wait_s=args.wait, auto_full=args.auto_full, scorer=args.scorer,
     ).to_dict()

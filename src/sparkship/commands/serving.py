@@ -7,12 +7,17 @@ import logging
 import os
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+
 from sparkship.commands import Context, add_command
 from sparkship.errors import UsageError
+from sparkship.serving.server import DEFAULT_MAX_ROWS as MAX_ROWS
+from sparkship.serving.server import TOKEN_ENV, read_token, serve
+from sparkship.serving.source import resolve_source
 
 log = logging.getLogger(__name__)
-TOKEN_ENV = "SPARKSHIP_SERVE_TOKEN"  # the same name as sparkship.serving.server.TOKEN_ENV (not imported: FastAPI)
-MAX_ROWS = 10_000  # sparkship.serving.server.DEFAULT_MAX_ROWS (not imported: FastAPI), where the choice is explained
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet",
            ".pq": "parquet"}
 
@@ -70,8 +75,6 @@ def _format(path: str, what: str) -> str:
 
 
 def serve_model(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
-    from sparkship.serving.server import read_token, serve
-
     if not 0 < args.port < 65536:
         raise UsageError(f"--port {args.port} is not a TCP port")
     if args.poll_seconds <= 0:
@@ -86,18 +89,12 @@ def serve_model(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _read(path: str, fmt: str, types: dict[str, str]) -> Any:
-    import pyarrow as pa
-
     arrow_types = {"double": pa.float64(), "float": pa.float32(), "string": pa.string(), "boolean": pa.bool_(),
                    "tinyint": pa.int8(), "smallint": pa.int16(), "int": pa.int32(), "bigint": pa.int64()}
     try:
         if fmt == "parquet":
-            import pyarrow.parquet as pq
-
             return pq.read_table(path)
         if fmt == "csv":
-            import pyarrow.csv as pcsv
-
             # Read the model's inputs with their signature types (no guessing: "007" stays a string).
             convert = pcsv.ConvertOptions(
                 column_types={k: arrow_types[t] for k, t in types.items() if t in arrow_types},
@@ -114,16 +111,10 @@ def _read(path: str, fmt: str, types: dict[str, str]) -> Any:
 
 
 def _write(table: Any, path: str, fmt: str) -> None:
-    import pyarrow as pa
-
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if fmt == "parquet":
-        import pyarrow.parquet as pq
-
         pq.write_table(table, path)
     elif fmt == "csv":
-        import pyarrow.csv as pcsv
-
         # CSV has no lists: vectors are written as JSON arrays.
         cols = {}
         for name in table.column_names:
@@ -139,10 +130,6 @@ def _write(table: Any, path: str, fmt: str) -> None:
 
 
 def predict_file(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
-    import pyarrow as pa
-
-    from sparkship.serving.source import resolve_source
-
     fmt_in, fmt_out = _format(args.input, "input"), _format(args.output, "output")
     served = resolve_source(ctx.settings, model=args.model, path=args.path)
     scorer = served.scorer

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from sparkship import ingest, tables
 from sparkship.commands import CommandResult, Context, add_command, render_text
 
 
@@ -34,8 +35,6 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
 
 
 def import_table(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
-    from sparkship import ingest
-
     partition_by = [c.strip() for c in args.partition_by.split(",")] if args.partition_by else None
     return ingest.import_file(
         ctx.spark, args.source, args.table, fmt=args.format, mode=args.mode, partition_by=partition_by,
@@ -44,8 +43,6 @@ def import_table(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def show_table(ctx: Context, args: argparse.Namespace) -> CommandResult:
-    from sparkship import tables
-
     df = tables.read(ctx.spark, args.table, version=args.version)
     rows = [r.asDict(recursive=True) for r in df.limit(args.limit).collect()]
     payload = {
@@ -58,8 +55,6 @@ def show_table(ctx: Context, args: argparse.Namespace) -> CommandResult:
 
 
 def table_history(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
-    from sparkship import tables
-
     commits = tables.history(ctx.spark, args.table, limit=args.limit)
     # The create commit's parameters repeat the whole table metadata; the schema is what `show` is for.
     return {

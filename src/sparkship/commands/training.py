@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from sparkship import pipeline_training, training
 from sparkship.commands import Context, add_command
+from sparkship.spec_pipeline import PipelineSpec, load_any_spec
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
@@ -24,13 +26,8 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
 
 
 def train_command(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
-    from sparkship import training
-    from sparkship.spec_pipeline import PipelineSpec, load_any_spec
-
     spec = load_any_spec(args.spec)  # checked before Spark starts
     spec = spec.with_table(args.table) if args.table else spec
     if isinstance(spec, PipelineSpec):
-        from sparkship import pipeline_training  # loads the JVM-free reader (fitted.py): only for this form
-
         return pipeline_training.train_pipeline_and_register(ctx.spark, ctx.settings, spec, run_id=args.run_id)
     return training.train_and_register(ctx.spark, ctx.settings, spec, run_id=args.run_id)

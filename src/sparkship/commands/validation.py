@@ -8,8 +8,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from sparkship import policy, promotion, validation
 from sparkship.commands import CommandResult, Context, add_command, render_text
 from sparkship.commands import policy as policy_commands
+from sparkship.refs import parse_ref, parse_table
+from sparkship.registry import Registry
 
 REF_HELP = "NAME/VERSION, NAME/run:RUN_ID (the version a job run registered), NAME@ALIAS or NAME (latest)"
 
@@ -56,13 +59,11 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
 
 
 def validate_model(ctx: Context, args: argparse.Namespace) -> CommandResult:
-    from sparkship import policy, validation
-    from sparkship.registry import Registry
-
+    model = parse_ref(args.model)
+    table = parse_table(args.table, what="--table")
     if args.policy is None:  # refused before Spark starts: the registry is read without it
-        policy.require(ctx.settings, Registry(ctx.settings).get(args.model).name)
-    result = validation.validate(ctx.spark, ctx.settings, args.model, args.table, run_id=args.run_id,
-                                 rules=args.policy)
+        policy.require(ctx.settings, Registry(ctx.settings).get(model).name)
+    result = validation.validate(ctx.spark, ctx.settings, model, table, run_id=args.run_id, rules=args.policy)
     payload = result.to_dict()
     names = list(dict.fromkeys([*result.candidate_metrics, *(result.champion_metrics or {})]))
     rows = [{"metric": m, "candidate": result.candidate_metrics.get(m),
@@ -79,10 +80,8 @@ def validate_model(ctx: Context, args: argparse.Namespace) -> CommandResult:
 
 
 def promote_model(ctx: Context, args: argparse.Namespace) -> CommandResult:
-    from sparkship import promotion
-
-    change = promotion.promote(ctx.settings, args.model, alias=args.alias, force=args.force, reason=args.reason,
-                               run_id=args.run_id)
+    change = promotion.promote(ctx.settings, parse_ref(args.model), alias=args.alias, force=args.force,
+                               reason=args.reason, run_id=args.run_id)
     text = (
         f"{change.name}@{change.alias}: {change.previous_version} -> {change.version}"
         + (" (forced)" if change.forced else "")
@@ -92,8 +91,6 @@ def promote_model(ctx: Context, args: argparse.Namespace) -> CommandResult:
 
 
 def rollback_model(ctx: Context, args: argparse.Namespace) -> CommandResult:
-    from sparkship import promotion
-
     change = promotion.rollback(ctx.settings, args.name, alias=args.alias, reason=args.reason, run_id=args.run_id)
     text = f"{change.name}@{change.alias}: {change.previous_version} -> {change.version} (rollback)"
     return CommandResult(change.to_dict(), text=text)

@@ -23,6 +23,8 @@ from typing import Any
 from sparkship.config import Settings
 from sparkship.errors import UsageError
 from sparkship.interop.mlflow_export import export_model, require_mlflow
+from sparkship.refs import ModelRef, to_model_ref
+from sparkship.registry import Registry
 
 UC_REGISTRY_URI = "databricks-uc"
 MODEL_ARTIFACT_PATH = "model"
@@ -109,20 +111,16 @@ def run_params(manifest: Mapping[str, Any]) -> dict[str, str]:
 
 def carried_aliases(settings: Settings, name: str, version: int) -> list[str]:
     """The sparkship aliases that point at ``name``/``version`` now."""
-    from sparkship.registry import Registry
-
     for model in Registry(settings).list_models():
         if model["name"] == name:
             return sorted(a for a, v in model["aliases"].items() if v == version)
     return []
 
 
-def publish(settings: Settings, ref: str, target: PublishTarget = PublishTarget()) -> dict[str, Any]:
+def publish(settings: Settings, ref: str | ModelRef, target: PublishTarget = PublishTarget()) -> dict[str, Any]:
     """Log ``ref``'s model in an MLflow run, register it, and set its aliases; return what was created."""
     mlflow = require_mlflow()
-    from sparkship.registry import Registry
-
-    mv, manifest = Registry(settings).manifest(ref)
+    mv, manifest = Registry(settings).manifest(to_model_ref(ref))
     name = target.registered_model or mv.name
     registry_uri = registry_uri_for(name, target.registry_uri)
     aliases = check_aliases([*carried_aliases(settings, mv.name, mv.version), *target.aliases])

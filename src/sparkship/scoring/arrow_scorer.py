@@ -26,6 +26,7 @@ from sparkship import artifacts, serving
 from sparkship.errors import UsageError
 from sparkship.serving import PipelineScorer, UnsupportedModelError
 
+# pyspark is an optional dependency (the `local` extra; Databricks ships its own): functions import it where used.
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
     from pyspark.sql.types import StructType

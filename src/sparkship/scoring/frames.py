@@ -18,6 +18,7 @@ from sparkship.scoring.request import BATCH_COLUMN, REASON_COLUMN, ScoringModel,
 from sparkship.scoring.rules import prediction_cols, quarantine_rules
 from sparkship.tables.changes import DELETED
 
+# pyspark is an optional dependency (the `local` extra; Databricks ships its own): functions import it where used.
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import Column, DataFrame, SparkSession
 

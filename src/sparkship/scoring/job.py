@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from sparkship import killpoints, tables
 from sparkship.config import Settings
 from sparkship.errors import ConcurrentWriteError, IntegrityError, NotFoundError, SchemaMismatchError, UsageError
+from sparkship.refs import ModelRef, TableRef, to_model_ref, to_table_ref
 from sparkship.scoring.frames import OP_COLUMN, Frames, build_frames, without_ops
 from sparkship.scoring.plan import CHANGES, GONE, ScoringPlan, plan_run
 from sparkship.scoring.request import (
@@ -276,11 +277,14 @@ def resolve_input(spark: SparkSession, request: ScoringRequest,
     return input_version, tables.identity(spark, request.input_path), casts
 
 
-def score(spark: SparkSession, settings: Settings, model_ref: str, input: str, output: str,
-          keys: Sequence[str] | str, *, full: bool = False, include_features: bool = False, run_id: str | None = None,
-          replace_output: bool = False, wait_s: float = 0.0, auto_full: bool = False,
+def score(spark: SparkSession, settings: Settings, model_ref: str | ModelRef, input: str | TableRef,
+          output: str | TableRef, keys: Sequence[str] | str, *, full: bool = False, include_features: bool = False,
+          run_id: str | None = None, replace_output: bool = False, wait_s: float = 0.0, auto_full: bool = False,
           scorer: str = "auto") -> ScoreResult:
     """Score the rows of ``input`` (``PATH[@VERSION]``) not scored yet by ``model_ref`` into ``output``.
+
+    The references may be strings (parsed here, errors naming ``--model``, ``--input``, ``--output``) or parsed
+    :class:`~sparkship.refs.ModelRef` / :class:`~sparkship.refs.TableRef` values.
 
     Plan (what to score, every check), execute (pending row, output and quarantine commits), commit (the
     ``committed`` row), all under the output's lease; ``wait_s``: how long to wait for another run's lease.
@@ -293,9 +297,10 @@ def score(spark: SparkSession, settings: Settings, model_ref: str, input: str, o
     >>> (r.model_version, r.input_version, r.rows_in)                                                # doctest: +SKIP
     (3, 7, 1200)
     """
-    request = make_request(input, output, keys, run_id=run_id, full=full, include_features=include_features,
+    request = make_request(to_table_ref(input, what="--input"), to_table_ref(output, what="--output"), keys,
+                           run_id=run_id, full=full, include_features=include_features,
                            replace_output=replace_output, auto_full=auto_full)
-    model = load_scoring_model(settings, model_ref, scorer)
+    model = load_scoring_model(settings, to_model_ref(model_ref), scorer)
     input_version, identity, casts = resolve_input(spark, request, model)
     state = ScoringState(request.state_path)
     # A first plan before the lease, so that bad input fails before anything (the lease included) is written;

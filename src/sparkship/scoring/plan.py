@@ -17,6 +17,7 @@ from sparkship.scoring.request import ScoringModel, ScoringRequest, log
 from sparkship.scoring_state import ScoringState, StateRow
 from sparkship.tables.changes import DELETED, TIES, net_changes
 
+# pyspark is an optional dependency (the `local` extra; Databricks ships its own): functions import it where used.
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
 

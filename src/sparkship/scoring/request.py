@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from sparkship import artifacts
 from sparkship.config import Settings
 from sparkship.errors import IntegrityError, UsageError
+from sparkship.refs import ModelRef, TableRef
 from sparkship.registry import ModelVersion, Registry
 from sparkship.scoring.arrow_scorer import AUTO, ArrowScoring, check_choice, choose_scorer
 from sparkship.scoring.rules import prediction_cols
@@ -87,33 +88,22 @@ def _parse_keys(keys: Sequence[str] | str) -> list[str]:
     return listed
 
 
-def _table_path(value: str, what: str) -> tuple[str, int | None]:
-    from sparkship.spec import parse_table_ref
-
-    try:
-        return parse_table_ref(value, key=what)
-    except UsageError as exc:
-        raise UsageError(str(exc).replace("spec key ", "")) from None
-
-
-def make_request(input: str, output: str, keys: Sequence[str] | str, *, run_id: str | None, full: bool,
+def make_request(input: TableRef, output: TableRef, keys: Sequence[str] | str, *, run_id: str | None, full: bool,
                  include_features: bool, replace_output: bool, auto_full: bool = False) -> ScoringRequest:
-    """Parse the table references and keys; raise :class:`UsageError` on anything malformed."""
-    input_path, pinned = _table_path(input, "--input")
-    output_path, output_pin = _table_path(output, "--output")
-    if output_pin is not None:
-        raise UsageError(f"--output {output!r}: an output table cannot be pinned to a version")
-    if output_path == input_path:
+    """Check the tables and parse the keys; raise :class:`UsageError` on anything malformed."""
+    if output.version is not None:
+        raise UsageError(f"--output {str(output)!r}: an output table cannot be pinned to a version")
+    if output.location == input.location:
         raise UsageError("--output must be another table than --input")
-    check_writable_location(output_path, "--output")
+    check_writable_location(output.location, "--output")
     return ScoringRequest(
-        input_path=input_path, pinned_version=pinned, output_path=output_path, keys=_parse_keys(keys),
+        input_path=input.location, pinned_version=input.version, output_path=output.location, keys=_parse_keys(keys),
         run_id=run_id or uuid.uuid4().hex[:16], full=full, include_features=include_features,
         replace_output=replace_output, auto_full=auto_full,
     )
 
 
-def load_scoring_model(settings: Settings, model_ref: str, scorer: str = AUTO) -> ScoringModel:
+def load_scoring_model(settings: Settings, model_ref: ModelRef, scorer: str = AUTO) -> ScoringModel:
     """Resolve ``model_ref`` once (an alias moving later changes nothing in this run) and load it, verified.
 
     ``scorer`` (``auto``, ``spark`` or ``jvm-free``) picks what scores the rows (see

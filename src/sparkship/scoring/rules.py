@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from sparkship.errors import SchemaMismatchError
 
+# pyspark is an optional dependency (the `local` extra; Databricks ships its own): functions import it where used.
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.ml import PipelineModel, Transformer
     from pyspark.sql import Column

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sparkship import killpoints, tables
 from sparkship.config import Settings
 from sparkship.errors import SparkshipError, UsageError
+from sparkship.refs import ModelRef, TableRef, to_model_ref, to_table_ref
 from sparkship.scoring.frames import build_frames
 from sparkship.scoring.job import (
     Written,
@@ -32,7 +33,9 @@ from sparkship.scoring.request import ScoringModel, ScoringRequest, load_scoring
 from sparkship.scoring_lease import RunLease
 from sparkship.scoring_state import ScoringState
 from sparkship.tables.changes import COMMIT_VERSION, DELETED, TIES, net_changes
+from sparkship.tables.native import resolve
 
+# pyspark is an optional dependency (the `local` extra; Databricks ships its own): functions import it where used.
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
 
@@ -175,8 +178,6 @@ def _reader(spark: SparkSession, request: ScoringRequest, change_feed: bool, sta
     if starting is not None:
         reader = reader.option("startingVersion", starting)
     if tables.is_table_name(request.input_path):
-        from sparkship.tables.native import resolve
-
         return reader.table(resolve(spark, request.input_path))
     return reader.load(request.input_path)
 
@@ -203,8 +204,8 @@ def _translated(exc: BaseException, request: ScoringRequest, writer: _BatchWrite
     return exc
 
 
-def score_stream(spark: SparkSession, settings: Settings, model_ref: str, input: str, output: str,
-                 keys: Sequence[str] | str, *, checkpoint: str, trigger: str = "available-now",
+def score_stream(spark: SparkSession, settings: Settings, model_ref: str | ModelRef, input: str | TableRef,
+                 output: str | TableRef, keys: Sequence[str] | str, *, checkpoint: str, trigger: str = "available-now",
                  include_features: bool = False, run_id: str | None = None, wait_s: float = 0.0,
                  scorer: str = "auto") -> StreamResult:
     """Score ``input`` into ``output`` with Structured Streaming, checkpointed at ``checkpoint``.
@@ -219,13 +220,14 @@ def score_stream(spark: SparkSession, settings: Settings, model_ref: str, input:
     True
     """
     trigger_args = parse_trigger(trigger)
-    request = make_request(input, output, keys, run_id=run_id, full=False, include_features=include_features,
-                           replace_output=False)
+    source = to_table_ref(input, what="--input")
+    request = make_request(source, to_table_ref(output, what="--output"), keys, run_id=run_id, full=False,
+                           include_features=include_features, replace_output=False)
     if request.pinned_version is not None:
-        raise UsageError(f"--input {input!r}: a stream follows the table's new versions; it cannot be pinned")
+        raise UsageError(f"--input {str(source)!r}: a stream follows the table's new versions; it cannot be pinned")
     if tables.engine(spark).name != "native":
         raise UsageError("--stream needs the native engine (delta-spark: Databricks, or `make jars` locally)")
-    model = load_scoring_model(settings, model_ref, scorer)
+    model = load_scoring_model(settings, to_model_ref(model_ref), scorer)
     _, identity, casts = resolve_input(spark, request, model)
     input_id, change_feed = identity.id, identity.change_feed
     state = ScoringState(request.state_path)

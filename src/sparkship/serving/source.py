@@ -6,7 +6,7 @@ folder at once. :func:`resolve` takes registry references only, :func:`resolve_f
 sparkship artifact (``model/`` + ``manifest.json``, checksums verified).
 
     >>> from sparkship.config import Settings
-    >>> served = resolve("churn@champion", Settings.resolve(home="/tmp/sh"))      # doctest: +SKIP
+    >>> served = resolve(parse_ref("churn@champion"), Settings.resolve(home="/tmp/sh"))  # doctest: +SKIP
     >>> served.name, served.version, served.alias                               # doctest: +SKIP
     ('churn', 3, 'champion')
 """
@@ -20,7 +20,7 @@ from typing import Any
 
 from sparkship.config import Settings
 from sparkship.errors import NotFoundError, UsageError
-from sparkship.names import ModelRef, parse_ref
+from sparkship.refs import ModelRef, parse_ref
 from sparkship.registry import Registry
 from sparkship.serving.pipeline import PipelineScorer, load
 
@@ -66,11 +66,10 @@ def is_model_folder(ref: str) -> bool:
     )
 
 
-def resolve(ref: str, settings: Settings) -> ServedModel:
+def resolve(ref: ModelRef, settings: Settings) -> ServedModel:
     """Load the registered model ``ref`` names (``NAME``, ``NAME/VERSION``, ``NAME@ALIAS``); never a folder."""
-    parsed = parse_ref(ref)
-    mv = Registry(settings).get(parsed)
-    return ServedModel(load(mv.artifact), mv.name, mv.version, ref, mv.artifact, alias=parsed.alias)
+    mv = Registry(settings).get(ref)
+    return ServedModel(load(mv.artifact), mv.name, mv.version, str(ref), mv.artifact, alias=ref.alias)
 
 
 def resolve_folder(folder: str) -> ServedModel:
@@ -98,14 +97,14 @@ def resolve_source(settings: Settings, *, model: str | None = None, path: str | 
         return resolve_folder(path)
     assert model is not None
     try:
-        parse_ref(model)
+        ref = parse_ref(model)
     except UsageError as exc:
         if os.path.exists(model):
             raise UsageError(f"--model {model!r} is not a registry reference ({exc}); "
                              f"to serve the folder, pass --path {model}") from None
         raise
     try:
-        served = resolve(model, settings)
+        served = resolve(ref, settings)
     except NotFoundError as exc:
         if is_model_folder(model):
             raise NotFoundError(f"{exc}; ./{model} is a model folder: to serve it, pass --path {model}") from None
