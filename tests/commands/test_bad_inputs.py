@@ -1,23 +1,18 @@
-"""A sweep of bad inputs through the real `sparkship` command: each exits non-zero with ONE line that names the
-cause and the remedy, prints no traceback, and commits nothing (the file tree of the home and the test's folder
-is the same before and after)."""
+"""A sweep of bad inputs through the `sparkship` command (its ``main`` in this process, on the suite's session):
+each exits non-zero with ONE line that names the cause and the remedy, prints no traceback, and commits nothing
+(the file tree of the home and the test's folder is the same before and after)."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.seconds(110)
+from tests.helpers.cli import run_cli
 
-SPARKSHIP = os.path.join(os.path.dirname(sys.executable), "sparkship")
+pytestmark = pytest.mark.seconds(30)
+
 INPUT_SCHEMA = "id long, age double, tenure double, plan string, region string"
-
-
-def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([SPARKSHIP, *args], capture_output=True, text=True, timeout=600, env=os.environ.copy())
 
 
 def _tree(*roots: Path) -> dict[str, tuple[int, int]]:
@@ -34,11 +29,11 @@ def _tree(*roots: Path) -> dict[str, tuple[int, int]]:
 
 def _assert_one_line_and_nothing_written(world: Path, args: list[str], *words: str) -> None:
     before = _tree(world)
-    out = _run(*args)
+    out = run_cli(*args)
     assert out.returncode != 0, (args, out.stdout)
     assert "Traceback" not in out.stderr, out.stderr[-4000:]
     # "sparkship: error: ..." from a command, "sparkship tables import: error: ..." from argparse (after its usage)
-    lines = [line for line in out.stderr.splitlines() if line.startswith("sparkship") and ": error: " in line]
+    lines = out.error_lines()
     assert len(lines) == 1, (args, out.stderr[-4000:])
     for word in words:
         assert word in lines[0], (word, lines[0])
@@ -46,8 +41,9 @@ def _assert_one_line_and_nothing_written(world: Path, args: list[str], *words: s
 
 
 @pytest.fixture
-def world(tmp_path, home) -> Path:
-    """The test's folder: a home, a CSV, a spec, a file where a folder would be."""
+def world(spark, tmp_path, home) -> Path:
+    """The test's folder: a home, a CSV, a spec, a file where a folder would be (the session, which the
+    in-process CLI gets, started)."""
     (tmp_path / "rows.csv").write_text("id,age,tenure,plan,region\n1,40.0,12.0,pro,north\n")
     (tmp_path / "blocker").write_text("a file, not a folder")
     (tmp_path / "bad.yml").write_text("name: churn\ntable: [unclosed\n")

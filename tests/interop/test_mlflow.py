@@ -8,6 +8,7 @@ scoring server (`mlflow models serve --env-manager local`). Publishing goes to a
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ import yaml
 from sparkship import artifacts
 from sparkship.config import Settings
 from sparkship.registry import Registry
+from tests.helpers.cli import CliRun, run_cli
 from tests.helpers.ports import free_port
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.seconds(83)]
@@ -96,10 +98,26 @@ def setup(spark, tmp_path_factory):
     return settings, versions, frame, expected
 
 
-def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SPARKSHIP_HOME": settings.home, "PYTHONPATH": _src()}
-    return subprocess.run([sys.executable, "-m", "sparkship.cli", "--json", *args], capture_output=True,
-                          text=True, env=env, timeout=300)
+# What `publish` sets process-wide in MLflow (its tracking and registry URIs, the active experiment), each as a
+# module global and as an environment variable for subprocesses: restored after each in-process run.
+_MLFLOW_GLOBALS = [("mlflow.tracking._tracking_service.utils", "_tracking_uri"),
+                   ("mlflow.tracking._model_registry.utils", "_registry_uri"),
+                   ("mlflow.tracking.fluent", "_active_experiment_id")]
+_MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID")
+
+
+@pytest.fixture
+def mlflow_restored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow's process-wide tracking state as it was before the test, once the test ends."""
+    for module_name, name in _MLFLOW_GLOBALS:
+        module = importlib.import_module(module_name)  # mlflow: an optional dependency, loaded by the tests only
+        monkeypatch.setattr(module, name, getattr(module, name))
+
+
+def _cli(settings: Settings, *args: str, **env: str) -> CliRun:
+    """``sparkship --json ARGS`` in this process (the suite's session), with ``settings``' home."""
+    keep = {key: os.environ.get(key) for key in _MLFLOW_ENV}  # restored by run_cli after the run
+    return run_cli("--json", *args, env={**keep, **env, "SPARKSHIP_HOME": settings.home})
 
 
 def _src() -> str:
@@ -411,7 +429,7 @@ def mlflow_server(tmp_path_factory):
         log.close()
 
 
-def test_publish_logs_run_registers_and_carries_alias(setup, mlflow_server, monkeypatch):
+def test_publish_logs_run_registers_and_carries_alias(setup, mlflow_server, mlflow_restored, monkeypatch):
     import mlflow
 
     settings, versions, frame, expected = setup
@@ -445,12 +463,12 @@ def test_publish_logs_run_registers_and_carries_alias(setup, mlflow_server, monk
     _assert_matches(_records(challenger.predict(frame)), expected[2])
 
 
-def test_publish_bad_alias_and_uc_name_fail_cleanly(setup, mlflow_server, monkeypatch):
+def test_publish_bad_alias_and_uc_name_fail_cleanly(setup, mlflow_server, mlflow_restored):
     settings = setup[0]
     proc = _cli(settings, "publish", "--model", f"{NAME}/1", "--tracking-uri", mlflow_server, "--alias", "latest")
     assert proc.returncode == 2 and "not a valid MLflow alias" in proc.stderr and "Traceback" not in proc.stderr
-    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "17.3")
-    proc = _cli(settings, "publish", "--model", f"{NAME}/1", "--tracking-uri", mlflow_server)
+    proc = _cli(settings, "publish", "--model", f"{NAME}/1", "--tracking-uri", mlflow_server,
+                DATABRICKS_RUNTIME_VERSION="17.3")
     assert proc.returncode == 2 and "catalog.schema.model" in proc.stderr
 
 

@@ -16,18 +16,19 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import yaml
 
-from sparkship import datasets
+from sparkship import datasets, tables
 from sparkship.cli import main
 from sparkship.errors import UsageError
 from sparkship.refs import TableRef, parse_table
 from sparkship.spark import DRIVER_JAVA_OPTIONS_ENV
 from sparkship.tables import names
+from tests.helpers.cli import run_cli
 
 pytestmark = pytest.mark.seconds(112)
 
@@ -217,30 +218,44 @@ def test_derived_tables_are_sibling_names_seen_by_a_new_process(flows):
     assert json.loads(out.stdout.strip().splitlines()[-1]) == sorted(("churn", "scores") + DERIVED)
 
 
-def test_refusals_are_one_line_errors(flows):
+@contextlib.contextmanager
+def _session_engine(spark, name: str) -> Iterator[None]:  # noqa: ANN001 - a SparkSession
+    """The shared session on engine ``name`` (a process would read SPARKSHIP_DELTA_ENGINE), restored after."""
+    before = tables.engine_for(spark)
+    tables.use_engine(spark, name)
+    try:
+        yield
+    finally:
+        tables.use_engine(spark, before)
+
+
+def test_refusals_are_one_line_errors(flows, spark):
     """The deltars engine refuses names; a malformed name, an unknown catalog and a part the local catalog
-    cannot hold are refused naming what is wrong: exit 2, one line, no traceback, nothing written."""
+    cannot hold are refused naming what is wrong: exit 2, one line, no traceback, nothing written. Run by this
+    process's CLI on the session (native unless deltars is named, as in a fresh process), with the named flow's
+    home."""
     home, work = flows["names"]["home"], flows["names"]["work"]
     cases = [
-        (["tables", "show", "sales.churn"], {"SPARKSHIP_DELTA_ENGINE": "deltars"}, "needs the native engine"),
-        (["tables", "show", "other.sales.churn"], {}, "catalog 'other' does not exist locally"),
+        (["tables", "show", "sales.churn"], "deltars", "needs the native engine"),
+        (["tables", "show", "other.sales.churn"], "native", "catalog 'other' does not exist locally"),
         (["score", "--model", "churn/1", "--input", "sales.`churn", "--output", "sales.x", "--keys", "customer_id"],
-         {}, "not a valid table name"),
-        (["tables", "import", "--source", "/dev/null", "--format", "csv", "--table", "sales.`churn-2`"], {},
+         "native", "not a valid table name"),
+        (["tables", "import", "--source", "/dev/null", "--format", "csv", "--table", "sales.`churn-2`"], "native",
          "letters, digits and '_' only"),
     ]
-    procs = [
-        (subprocess.Popen([sys.executable, "-m", "sparkship.cli", *args], env=_env(home, **env), cwd=work,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), message)
-        for args, env, message in cases
-    ]
-    for proc, message in procs:
-        _, err = proc.communicate(timeout=300)
-        errors = [line for line in err.splitlines() if line.startswith("sparkship: error:")]
-        assert proc.returncode == 2 and len(errors) == 1 and message in errors[0], err[-3000:]
-        assert "Traceback" not in err
-    assert not os.path.exists(os.path.join(home, "spark-warehouse", "sales.db", "x"))
-    assert not os.path.exists(os.path.join(home, "spark-warehouse", "sales.db", "churn-2"))
+    # As _env gives a process: no inherited sparkship settings (SPARKSHIP_CATALOG...), the named flow's home.
+    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("SPARKSHIP_")}
+    env["SPARKSHIP_HOME"] = home
+    for args, engine, message in cases:
+        with _session_engine(spark, engine):
+            out = run_cli(*args, env=env, cwd=work)
+        errors = [line for line in out.stderr.splitlines() if line.startswith("sparkship: error:")]
+        assert out.returncode == 2 and len(errors) == 1 and message in errors[0], out.stderr[-3000:]
+        assert "Traceback" not in out.stderr
+    for warehouse in (os.path.join(home, "spark-warehouse"), names.warehouse_dir(spark)):
+        assert warehouse is not None
+        assert not os.path.exists(os.path.join(warehouse, "sales.db", "x"))
+        assert not os.path.exists(os.path.join(warehouse, "sales.db", "churn-2"))
 
 
 def test_two_processes_creating_one_name_at_once(flows, tmp_path):

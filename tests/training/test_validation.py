@@ -6,8 +6,6 @@ import json
 import math
 import os
 import re
-import subprocess
-import sys
 import threading
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -27,12 +25,10 @@ from sparkship.promotion import PromotionRefusedError, promote, rollback
 from sparkship.refs import parse_ref
 from sparkship.registry import Registry
 from sparkship.validation import check_rules, effective_rules, primary_metric, validate
+from tests.helpers.cli import run_cli
 from tests.helpers.paths import ROOT
 
-pytestmark = pytest.mark.seconds(230)
-
-SPARKSHIP = os.path.join(os.path.dirname(sys.executable), "sparkship")
-
+pytestmark = pytest.mark.seconds(170)
 
 @pytest.fixture(autouse=True)
 def _on_both_engines(engine):
@@ -599,25 +595,22 @@ def test_a_permissive_policy_is_only_ever_chosen_explicitly_and_is_recorded(spar
     assert not validate(spark, settings, f"churn/{strict}", table).passed
 
 
-def test_the_real_cli_sets_and_shows_the_policy_that_the_gate_applies(spark, home, table, models) -> None:
+def test_the_cli_sets_and_shows_the_policy_that_the_gate_applies(spark, home, table, models) -> None:
     settings = Settings.resolve(home=home)
     v = _register(settings, models["weak"], _manifest("churn", "classification", "y", ["x2"]))
 
-    def sparkship(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([SPARKSHIP, *args], capture_output=True, text=True, timeout=300)
-
-    refused = sparkship("validate", "--model", f"churn/{v}", "--table", table)
+    refused = run_cli("validate", "--model", f"churn/{v}", "--table", table)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     errors = [line for line in refused.stderr.splitlines() if line.startswith("sparkship: error:")]
     assert len(errors) == 1 and "sparkship policy set churn" in errors[0], refused.stderr[-2000:]
 
-    done = sparkship("policy", "set", "churn", "--min", "areaUnderROC=0.8", "--max-regression", "0.02", "--json")
+    done = run_cli("policy", "set", "churn", "--min", "areaUnderROC=0.8", "--max-regression", "0.02", "--json")
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout)["rules"] == "areaUnderROC>=0.8, max_regression=0.02"
-    shown = sparkship("policy", "show", "churn")
+    shown = run_cli("policy", "show", "churn")
     assert shown.returncode == 0
     assert "churn: gate policy version 1: areaUnderROC>=0.8, max_regression=0.02" in shown.stdout
-    bad = sparkship("policy", "set", "churn", "--min", "areaUnderRoc=0.8")
+    bad = run_cli("policy", "set", "churn", "--min", "areaUnderRoc=0.8")
     assert bad.returncode == 2 and "did you mean 'areaUnderROC'" in bad.stderr and "Traceback" not in bad.stderr
 
     result = validate(spark, settings, f"churn/{v}", table)  # the weak model, under the policy the CLI set
