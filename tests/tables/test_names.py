@@ -169,14 +169,15 @@ def _read_folder(spark, path: str):  # noqa: ANN001, ANN202 - pyspark types
 
 def _comparable(df):  # noqa: ANN001, ANN202
     """Vectors as arrays (chispa compares plain values), without the columns two runs cannot share: the wall-clock
-    time of the run (``scored_at``, ``computed_at``) and its run id (generated per run)."""
+    time of the run (``scored_at``, ``computed_at``, and the monitor's daily windows, which follow ``scored_at``: two
+    runs on either side of midnight have different ones) and its run id (generated per run)."""
     from pyspark.ml.functions import vector_to_array
     from pyspark.ml.linalg import VectorUDT
 
     for field in df.schema.fields:
         if isinstance(field.dataType, VectorUDT):
             df = df.withColumn(field.name, vector_to_array(field.name))
-    return df.drop("scored_at", "computed_at", "run_id")
+    return df.drop("scored_at", "computed_at", "window_start", "window_end", "run_id")
 
 
 def test_named_and_path_runs_give_equal_outputs(flows, spark):
