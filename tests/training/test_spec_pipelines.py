@@ -201,7 +201,9 @@ def data(spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("spec-pipelines")
     table = str(root / "table")
     tables.write(spark.createDataFrame(make_rows(200, 3), SCHEMA), table, mode="overwrite")
-    return {"root": root, "table": table, "df": tables.read(spark, table)}
+    df = tables.read(spark, table).cache()  # counted, split and transformed by every case
+    yield {"root": root, "table": table, "df": df}
+    df.unpersist()
 
 
 @pytest.fixture(scope="module")
@@ -213,15 +215,16 @@ def _cli(settings: Settings, *args: str) -> int:
     return main(["--home", settings.home, *args])
 
 
-def _scores_equal_transform(spark, settings: Settings, ref: str, data: dict, out: str) -> None:
-    """`sparkship score` of ``ref`` writes what Spark's transform of the registered model gives."""
+def _scores_equal_transform(spark, settings: Settings, ref: str, model, data: dict, out: str) -> None:
+    """`sparkship score` of ``ref`` writes what Spark's transform of the registered model (``model``, loaded from
+    its artifact) gives."""
     from pyspark.ml.functions import vector_to_array
     from pyspark.sql import functions as F
 
     mv, _ = Registry(settings).manifest(parse_ref(ref))
     assert _cli(settings, "score", "--model", ref, "--input", data["table"], "--output", out, "--keys", "id") == 0
     scored = tables.read(spark, out)
-    transformed = artifacts.load(mv.artifact).transform(data["df"])
+    transformed = model.transform(data["df"])
     cols = [F.col("id"), F.col("prediction").cast("double").alias("prediction")]
     if mv.task == "classification" and "probability" in transformed.columns:
         assert "probability" in scored.columns
@@ -231,7 +234,7 @@ def _scores_equal_transform(spark, settings: Settings, ref: str, data: dict, out
     assert_approx_df_equality(loose(got), loose(expected), 1e-9)
 
 
-def _held_out_metric(spark, manifest: dict, data: dict) -> tuple[int, float]:
+def _held_out_metric(spark, manifest: dict, model, data: dict) -> tuple[int, float]:
     """The held-out rows as `validate` and `report` rebuild them from the manifest (training's split over the
     signature's inputs and the label), and the task's checked metric of the registered model on them."""
     from pyspark.ml.evaluation import ClusteringEvaluator, MulticlassClassificationEvaluator, RegressionEvaluator
@@ -241,7 +244,6 @@ def _held_out_metric(spark, manifest: dict, data: dict) -> tuple[int, float]:
     from sparkship.spec import FeatureSpec, ModelSpec
 
     task, labels = manifest["task"], manifest["labels"]
-    model = artifacts.load(manifest["artifact"])
     if task == "clustering":  # split on the inputs alone: a stand-in spec, its last input as the label
         inputs = [f["name"] for f in manifest["signature"]["inputs"]]
         spec = TrainingSpec(name="m", task=task, table=data["table"], label=inputs[-1],
@@ -297,7 +299,8 @@ def test_a_spec_pipeline_trains_registers_and_scores_like_its_transform(name, sp
     profile = manifest["reference_profile"]  # inputs: the training rows; predictions: the held-out ones
     assert (profile["rows"], profile["prediction"]["rows"]) == (lineage["rows_train"], lineage["rows_test"])
     assert set(profile["features"]) == {f["name"] for f in manifest["signature"]["inputs"]}
-    rows, metric = _held_out_metric(spark, {**manifest, "artifact": mv.artifact}, data)
+    model = artifacts.load(mv.artifact)  # loaded once: the held-out metric and the scores are checked against it
+    rows, metric = _held_out_metric(spark, manifest, model, data)
     assert rows == lineage["rows_test"]
     assert out["metrics"][CHECKED_METRIC[task]] == pytest.approx(metric, abs=1e-9)
     if tuning:
@@ -305,7 +308,7 @@ def test_a_spec_pipeline_trains_registers_and_scores_like_its_transform(name, sp
         assert lineage["tuning"]["best_params"].keys() == tuning["grid"].keys()
     classes = sorted(r[0] for r in data["df"].select(label).distinct().collect()) if label == "ks" else None
     assert manifest["labels"] == classes
-    _scores_equal_transform(spark, settings, mv.ref, data, str(tmp_path / "scores"))
+    _scores_equal_transform(spark, settings, mv.ref, model, data, str(tmp_path / "scores"))
     if name in VIA_CLI and task == "classification":
         _validated_on_held_out_rows(settings, mv.ref, data["table"], manifest, capsys)
     if name in RULES:
