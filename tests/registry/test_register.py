@@ -1,13 +1,11 @@
 """`sparkship register` and the Python API on models fitted by plain pyspark, outside the spec path: each is
 registered, scored with `sparkship score` (equal to its own transform), predicted without a JVM where servable;
-a binary one is also validated, promoted and monitored; refusals go through the real CLI."""
+a binary one is also validated, promoted and monitored; refusals go through the CLI (in-process)."""
 from __future__ import annotations
 
 import json
 import math
 import os
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,11 +21,10 @@ from sparkship.errors import UsageError
 from sparkship.refs import parse_ref
 from sparkship.registry import Registry
 from sparkship.serving import UnsupportedModelError
+from tests.helpers.cli import CliRun, run_cli
 from tests.helpers.registering import BINARY, MULTICLASS, SCHEMA, loose, make_rows
 
 pytestmark = pytest.mark.seconds(175)
-
-SPARKSHIP = os.path.join(os.path.dirname(sys.executable), "sparkship")
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +33,9 @@ def data(spark, tmp_path_factory):
     table, holdout = str(root / "table"), str(root / "holdout")
     tables.write(spark.createDataFrame(make_rows(160, 1), SCHEMA), table, mode="overwrite")
     tables.write(spark.createDataFrame(make_rows(60, 5), SCHEMA), holdout, mode="overwrite")
-    return {"root": root, "df": tables.read(spark, table), "table": table, "holdout": holdout}
+    df = tables.read(spark, table).cache()  # fitted on and transformed several times per case
+    yield {"root": root, "df": df, "table": table, "holdout": holdout}
+    df.unpersist()
 
 
 @pytest.fixture(scope="module")
@@ -189,14 +188,16 @@ def _register(case: Case, model: Any, table: str, settings: Settings, folder: st
 
 
 def _expected(spark, model, df, task: str):
-    """What scoring must write: the pipeline's own transform, vectors as arrays."""
+    """What scoring must write: the pipeline's own transform, vectors as arrays; transformed once, then held on the
+    driver (the frame is compared twice)."""
     from pyspark.ml.functions import vector_to_array
     from pyspark.sql import functions as F
 
     cols = [F.col("id"), F.col("prediction").cast("double").alias("prediction")]
     if task == "classification":
         cols.append(vector_to_array("probability").alias("probability"))
-    return model.transform(df).select(*cols).orderBy("id")
+    expected = model.transform(df).select(*cols).orderBy("id")
+    return spark.createDataFrame(expected.collect(), expected.schema)
 
 
 def _jvm_free_parity(spark, scorer, expected, df, inputs: list[str]) -> float:
@@ -328,15 +329,10 @@ def test_api_round_trip(spark, data, settings):
         sparkship.register_model(LogisticRegression(), "unfitted", table=data["table"], settings=settings)
 
 
-# --- refusals through the real CLI ----------------------------------------------------------------------------
+# --- refusals through the CLI ------------------------------------------------------------------------------
 
 
-def _sparkship(home: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([SPARKSHIP, "--home", home, *args], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "SPARKSHIP_HOME": home})
-
-
-def _refused(out: subprocess.CompletedProcess, *words: str) -> None:
+def _refused(out: CliRun, *words: str) -> None:
     assert out.returncode != 0, out.stdout
     assert "Traceback" not in out.stderr, out.stderr[-3000:]
     lines = [line for line in out.stderr.splitlines() if line.startswith("sparkship: error:")]
@@ -357,11 +353,13 @@ def test_refusals_are_one_line_and_register_nothing(spark, data, tmp_path):
     empty = str(tmp_path / "empty")
     os.makedirs(empty)
 
-    base = ["register", "--name", "refused", "--table", data["table"]]
-    _refused(_sparkship(home, *base, "--path", empty), "not a saved Spark ML model")
-    _refused(_sparkship(home, *base, "--path", saved, "--task", "forecasting"), "--task", "forecasting")
-    _refused(_sparkship(home, "register", "--name", "refused", "--path", saved, "--table", lacking), "x2", lacking)
-    _refused(_sparkship(home, *base, "--path", saved, "--task", "regression"), "contradicts",
+    base = ["--home", home, "register", "--name", "refused", "--table", data["table"]]
+    env = {"SPARKSHIP_HOME": home}
+    _refused(run_cli(*base, "--path", empty, env=env), "not a saved Spark ML model")
+    _refused(run_cli(*base, "--path", saved, "--task", "forecasting", env=env), "--task", "forecasting")
+    _refused(run_cli("--home", home, "register", "--name", "refused", "--path", saved, "--table", lacking, env=env),
+             "x2", lacking)
+    _refused(run_cli(*base, "--path", saved, "--task", "regression", env=env), "contradicts",
              "LogisticRegressionModel")
     assert Registry(Settings.resolve(home=home)).list_models() == []
     staging = os.path.join(home, "models", artifacts.STAGING_DIR)
