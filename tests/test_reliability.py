@@ -2,7 +2,7 @@
 
 Everything runs for real on this machine: the session's Spark, Delta tables on disk through sparkship.tables,
 `sparkship score` subprocesses killed with SIGKILL, registrations from spawned processes. The model is
-tests/test_scoring.py's pipeline (Imputer, StringIndexers, OneHotEncoder, VectorAssembler, LR).
+tests/helpers/scoring.py's churn pipeline (Imputer, StringIndexers, OneHotEncoder, VectorAssembler, LR).
 """
 from __future__ import annotations
 

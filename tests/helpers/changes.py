@@ -5,25 +5,39 @@ from __future__ import annotations
 from sparkship import tables
 from tests.helpers.scoring import INPUT_SCHEMA, assert_same_scores, make_rows
 
+INITIAL_ROWS = make_rows(200, 7)  # what make_input writes
 
-def full_scoring(spark, fitted, path: str):
-    """What the output must hold: the model's transform of every current input row."""
+
+def scores_of(fitted, rows):
+    """The model's transform of ``rows`` (a DataFrame of the input's columns): key, prediction, probability."""
     from pyspark.ml.functions import vector_to_array
 
-    rows = tables.read(spark, path).select("id", "age", "tenure", "plan", "region")
+    rows = rows.select("id", "age", "tenure", "plan", "region")
     return (fitted.transform(rows).select("id", "prediction", vector_to_array("probability").alias("probability"))
             .orderBy("id"))
 
 
-def assert_output_is_full_scoring(spark, fitted, src: str, out: str) -> None:
+def full_scoring(spark, fitted, path: str):
+    """What the output must hold: the model's transform of every current input row."""
+    return scores_of(fitted, tables.read(spark, path))
+
+
+def initial_scoring(spark, fitted):
+    """The full scoring of :func:`make_input`'s rows, computed once and kept (a module's cases all start there)."""
+    return scores_of(fitted, spark.createDataFrame(INITIAL_ROWS, INPUT_SCHEMA)).localCheckpoint()
+
+
+def assert_output_is_full_scoring(spark, fitted, src: str, out: str, expected=None) -> None:
+    """The output holds each key once, with the scores of a full scoring of ``src``'s current rows (``expected``
+    when given: that full scoring, computed before)."""
     got = tables.read(spark, out).select("id", "prediction", "probability").orderBy("id")
     assert got.select("id").distinct().count() == got.count()
-    assert_same_scores(got, full_scoring(spark, fitted, src))
+    assert_same_scores(got, full_scoring(spark, fitted, src) if expected is None else expected)
 
 
 def make_input(spark, path: str, engine: str, *, cdf: bool = True, dv: bool = False) -> int:
     """The input: 200 rows, with the Change Data Feed as sparkship creates tables, or a plain table without it."""
-    df = spark.createDataFrame(make_rows(200, 7), INPUT_SCHEMA)
+    df = spark.createDataFrame(INITIAL_ROWS, INPUT_SCHEMA)
     if cdf:
         props = {"delta.enableDeletionVectors": "true"} if dv else {}
         return tables.write(df, path, mode="overwrite", properties=props)

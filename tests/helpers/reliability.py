@@ -1,4 +1,5 @@
-"""Helpers of the reliability suite (tests/test_reliability*.py) that must be importable by spawned processes.
+"""Helpers of the tests that kill processes or look into Delta commits (tests/test_reliability.py,
+tests/scoring/test_kill*.py, tests/registry/, tests/tables/), importable by the processes they spawn.
 
 Kept free of pyspark and of the test modules, so a ``spawn`` child imports only what it uses.
 """
@@ -11,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from tests.helpers.paths import ROOT
@@ -121,6 +123,34 @@ def run_score(home: str, args: list[str], state_table: str, log_path: str, kill_
     killed = proc.returncode == -signal.SIGKILL  # a run that exited just before the kill was not killed
     seen += [ended] * (commit_count(state_table) - commits_before - len(seen))  # landed in the last poll interval
     return Run(seen, ended, killed, proc.returncode, open(log_path).read())
+
+
+def kill_score_when(home: str, args: list[str], log_path: str, ready: Callable[[], bool],
+                    timeout_s: float = 240.0) -> None:
+    """Run `sparkship score ARGS` in its own process group; SIGKILL the whole tree once ``ready()`` is true.
+
+    Fails if the run ends before that (it was not killed) or ``ready()`` stays false for ``timeout_s``.
+    """
+    env = {**os.environ, "SPARKSHIP_HOME": home, "PYTHONUNBUFFERED": "1"}
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sparkship.cli", "score", *args], stdout=log, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not ready():
+            if proc.poll() is not None:
+                raise AssertionError(f"score finished (rc {proc.returncode}) before the kill point:\n"
+                                     f"{open(log_path).read()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"kill point not reached in {timeout_s}s:\n{open(log_path).read()}")
+            time.sleep(0.002)
+    finally:
+        if proc.poll() is None:
+            kill_tree(proc.pid)  # the driver, its JVM and the Python workers (their own group too): all of this run
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, open(log_path).read()
 
 
 def start_paused(argv: list[str], point: str, flag: str, env: dict[str, str] | None = None,

@@ -23,9 +23,9 @@ from sparkship.registry import Registry
 from sparkship.scoring.arrow_scorer import ArrowScoring, score_frame
 from sparkship.scoring.rules import prediction_cols
 from tests.helpers.model_cases import CASES, Models, data, estimators, preps, signature  # noqa: F401 - fixtures
-from tests.helpers.scoring import INPUT_SCHEMA, MODEL, fit_model, make_rows, manifest_for, write_input
+from tests.helpers.scoring import INPUT_SCHEMA, MODEL, make_rows, manifest_for, write_input
 
-pytestmark = [pytest.mark.timeout(900), pytest.mark.seconds(150)]
+pytestmark = [pytest.mark.timeout(900), pytest.mark.seconds(140)]
 
 TOL = 1e-9
 # Predictions that are labels or cluster indices: identical. (Regressions, GLRs, AFT: within TOL.)
@@ -141,11 +141,6 @@ def test_arrow_scoring_matches_transform(name, spark, data, signature, saved_art
 # --- whole `sparkship score` runs --------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def churn(spark):
-    return fit_model(spark)
-
-
 def _register(spark, model, home: str, name: str = MODEL) -> Settings:
     settings = Settings.resolve(home=home)
     staged = artifacts.stage(model, {**manifest_for(spark), "name": name}, settings.models_root)
@@ -189,10 +184,7 @@ def _outputs(tmp_path) -> dict[str, str]:
     return {"spark": str(tmp_path / "by_spark"), "jvm-free": str(tmp_path / "jvm_free")}
 
 
-def test_score_runs_match_spark_whole_incremental_changes_and_full(spark, churn, tmp_path, capsys, monkeypatch):
-    home = str(tmp_path / "home")
-    monkeypatch.setenv("SPARKSHIP_HOME", home)
-    _register(spark, churn, home)
+def test_score_runs_match_spark_whole_incremental_changes_and_full(spark, settings, tmp_path, capsys):
     src, outs = str(tmp_path / "events"), _outputs(tmp_path)
     write_input(spark, src, make_rows(60, 1))
     first = _run_both(spark, capsys, src, outs)
@@ -213,14 +205,11 @@ def test_score_runs_match_spark_whole_incremental_changes_and_full(spark, churn,
     assert auto["scorer"] == "jvm-free"
 
 
-def test_score_runs_match_spark_on_deltars(spark, churn, tmp_path, capsys, monkeypatch):
+def test_score_runs_match_spark_on_deltars(spark, settings, tmp_path, capsys, monkeypatch):
     before = tables.engine_for(spark)
     tables.use_engine(spark, "deltars")
     monkeypatch.setenv("SPARKSHIP_DELTA_ENGINE", "deltars")
     try:
-        home = str(tmp_path / "home")
-        monkeypatch.setenv("SPARKSHIP_HOME", home)
-        _register(spark, churn, home)
         src, outs = str(tmp_path / "events"), _outputs(tmp_path)
         write_input(spark, src, make_rows(40, 5) + BAD)
         _run_both(spark, capsys, src, outs)
@@ -234,12 +223,12 @@ def test_score_runs_match_spark_on_deltars(spark, churn, tmp_path, capsys, monke
 
 
 @pytest.fixture(scope="module")
-def with_lsh(spark, churn):
+def with_lsh(spark, fitted):
     """The churn pipeline with a stage the JVM-free scorer does not support (an LSH model) before its LR."""
     from pyspark.ml import PipelineModel
     from pyspark.ml.feature import BucketedRandomProjectionLSH
 
-    stages = churn.stages
+    stages = fitted.stages
     assembled = stages[-2].transform(PipelineModel(stages=stages[:-2]).transform(
         spark.createDataFrame(make_rows(50, 9), INPUT_SCHEMA)))
     lsh = BucketedRandomProjectionLSH(inputCol="features", outputCol="hashes", bucketLength=2.0, seed=1).fit(assembled)

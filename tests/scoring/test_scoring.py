@@ -14,11 +14,11 @@ from sparkship.cli import main
 from sparkship.config import Settings
 from sparkship.errors import SchemaMismatchError, UsageError
 from sparkship.registry import Registry
+from tests.helpers.reliability import commit_count
 from tests.helpers.scoring import (
     INPUT_SCHEMA,
     MODEL,
     assert_same_scores,
-    fit_model,
     make_rows,
     manifest_for,
     register,
@@ -31,18 +31,6 @@ pytestmark = [pytest.mark.seconds(253), pytest.mark.quick]
 @pytest.fixture(autouse=True)
 def _on_both_engines(engine):
     """Every test here runs on delta-spark and on the delta-rs data source (conftest.engine)."""
-
-
-@pytest.fixture(scope="module")
-def fitted(spark):
-    return fit_model(spark)
-
-
-@pytest.fixture
-def settings(spark, fitted, home) -> Settings:
-    s = Settings.resolve(home=home)
-    register(spark, fitted, s)
-    return s
 
 
 def expected_scores(spark, model, rows: list[tuple[Any, ...]], version: str, run_id: str, input_version: int,
@@ -133,9 +121,12 @@ def test_schema_mismatch_fails_before_anything_is_written(spark, settings, tmp_p
 
 
 @pytest.mark.slow
-def test_incremental_rerun_model_change_and_full(spark, fitted, settings, tmp_path):
+def test_incremental_rerun_model_change_and_full(spark, fitted, tmp_path):
+    """In a home of its own: it registers a second version."""
     from pyspark.sql import functions as F
 
+    settings = Settings.resolve(home=str(tmp_path / "home"))
+    register(spark, fitted, settings)
     src, out = str(tmp_path / "events"), str(tmp_path / "scores")
     first, second, third = make_rows(25, 11), make_rows(15, 12, first_id=100), make_rows(5, 13, first_id=200)
     write_input(spark, src, first)
@@ -262,8 +253,6 @@ def _register_as(spark, model, settings: Settings, name: str) -> int:
 
 
 def _untouched(spark, out: str):  # noqa: ANN202 - a snapshot of the three tables a run may write
-    from tests.helpers.reliability import commit_count  # noqa: E402 - tests/ helper
-
     return tuple(commit_count(t) for t in (out, out + "_quarantine", out + "_state"))
 
 
