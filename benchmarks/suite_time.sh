@@ -5,7 +5,8 @@
 # Each round checks the revision out into a fresh clone and runs the pytest command of that revision's `make test`
 # there, on this checkout's environments (.venv, .venv35 and their jars, linked in; the clone's src/ first on the
 # path), so only the tests and the code differ, not the set-up (benchmarks/make_env.sh times that). Extra arguments
-# go to pytest (e.g. `-k scoring` for a part of the suite).
+# go to pytest (e.g. `-k scoring` for a part of the suite). The environments are brought up to date first with this
+# checkout's `make test` set-up steps; each run's pytest output is kept as /tmp/suite-time-REV.log.
 #
 #   benchmarks/suite_time.sh OLD_REV NEW_REV [ROUNDS] [-- PYTEST_ARGS...]
 set -euo pipefail
@@ -13,6 +14,10 @@ old=$1 new=$2 rounds=${3:-1}
 shift $(($# < 3 ? $# : 3))
 [[ ${1:-} == -- ]] && shift
 repo=$(git -C "$(dirname "$0")/.." rev-parse --show-toplevel)
+
+# this checkout's set-up steps of `make test` (the environments the clones share), as make_env.sh reads them
+sed -n '/^test:/,/^$/p' "$repo/Makefile" | grep -E '^\s+\$\(MAKE\)' | sed -e 's/^\s*\$(MAKE)//' |
+    while read -r targets; do eval "make -C '$repo' -s $targets" >/dev/null </dev/null; done
 
 echo "date: $(date -u '+%Y-%m-%d %H:%M') UTC; machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/2^20}' /proc/meminfo)"
 
@@ -38,6 +43,7 @@ time_one() {  # rev [pytest args]
             bash -c "$line $*" > "$dir/pytest.log" 2>&1 || true
         printf '%s\t%.0f s machine CPU\t%s\t(%s)\n' "$(tail -1 time.txt)" "$(echo "$(busy_seconds) - $before" | bc)" \
             "$(grep -E '(passed|failed)' pytest.log | tail -1)" "$(date +%T)"
+        cp pytest.log "/tmp/suite-time-$rev.log"
     )
     rm -rf "$dir"
 }
