@@ -174,3 +174,17 @@ def check_validated_monitored_reported(case: Case, model: Any, done: Registered,
     with open(out, encoding="utf-8") as fh:
         page = fh.read()
     assert metric in page and "data:image/png;base64," in page
+
+
+# The two checks of every case, as tests: each tests/registry/test_zoo_*.py imports them and names its ZOO_GROUP,
+# which tests/registry/conftest.py turns into the ``case`` parameter.
+def test_a_plain_pyspark_model_registers_scores_and_predicts(case, spark, zoo_data, zoo_settings, zoo_fitted,
+                                                             zoo_registered, capsys):
+    check_registered_scored_and_served(case, zoo_fitted[case.name], zoo_registered(case, capsys), spark, zoo_data,
+                                       zoo_settings, capsys)
+
+
+def test_a_registered_model_is_validated_monitored_and_reported(case, spark, zoo_data, zoo_settings, zoo_fitted,
+                                                                zoo_registered, capsys):
+    check_validated_monitored_reported(case, zoo_fitted[case.name], zoo_registered(case, capsys), zoo_data,
+                                       zoo_settings, capsys)

@@ -10,7 +10,15 @@ import pytest
 from sparkship import tables
 from sparkship.config import Settings
 from tests.helpers.zoo import Registered, register_and_score
-from tests.helpers.zoo_models import ESTIMATORS, SCHEMA, Case, make_rows
+from tests.helpers.zoo_models import ESTIMATORS, SCHEMA, Case, cases_of, make_rows
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A zoo module's tests that take ``case`` run once per case of the module's ``ZOO_GROUP``."""
+    group = getattr(metafunc.module, "ZOO_GROUP", None)
+    if group is not None and "case" in metafunc.fixturenames:
+        cases = cases_of(group)
+        metafunc.parametrize("case", cases, ids=[c.name for c in cases])
 
 
 @pytest.fixture(scope="session")

@@ -6,23 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers.zoo import check_registered_scored_and_served, check_validated_monitored_reported
-from tests.helpers.zoo_models import cases_of
+from tests.helpers.zoo import (  # noqa: F401 - the module's tests
+    test_a_plain_pyspark_model_registers_scores_and_predicts,
+    test_a_registered_model_is_validated_monitored_and_reported,
+)
 
 pytestmark = pytest.mark.seconds(240)
 
-CASES = cases_of("classifiers")
+# The two checks every case runs (tests/helpers/zoo.py), over this module's group of cases (tests/registry/conftest.py).
+ZOO_GROUP = "classifiers"
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_a_plain_pyspark_model_registers_scores_and_predicts(case, spark, zoo_data, zoo_settings, zoo_fitted,
-                                                             zoo_registered, capsys):
-    check_registered_scored_and_served(case, zoo_fitted[case.name], zoo_registered(case, capsys), spark, zoo_data,
-                                       zoo_settings, capsys)
-
-
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_a_registered_model_is_validated_monitored_and_reported(case, spark, zoo_data, zoo_settings, zoo_fitted,
-                                                                zoo_registered, capsys):
-    check_validated_monitored_reported(case, zoo_fitted[case.name], zoo_registered(case, capsys), zoo_data,
-                                       zoo_settings, capsys)

@@ -10,26 +10,18 @@ from pyspark.ml.evaluation import ClusteringEvaluator
 
 import sparkship
 from sparkship.registry import Registry
-from tests.helpers.zoo import check_registered_scored_and_served, check_validated_monitored_reported, cli, validate
-from tests.helpers.zoo_models import cases_of, clusterer, lda_topic_model, unindexed_string_label_classifier
+from tests.helpers.zoo import (  # noqa: F401 - the first two are the module's tests
+    cli,
+    test_a_plain_pyspark_model_registers_scores_and_predicts,
+    test_a_registered_model_is_validated_monitored_and_reported,
+    validate,
+)
+from tests.helpers.zoo_models import clusterer, lda_topic_model, unindexed_string_label_classifier
 
 pytestmark = pytest.mark.seconds(280)
 
-CASES = cases_of("regressors_and_clusterers")
-
-
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_a_plain_pyspark_model_registers_scores_and_predicts(case, spark, zoo_data, zoo_settings, zoo_fitted,
-                                                             zoo_registered, capsys):
-    check_registered_scored_and_served(case, zoo_fitted[case.name], zoo_registered(case, capsys), spark, zoo_data,
-                                       zoo_settings, capsys)
-
-
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_a_registered_model_is_validated_monitored_and_reported(case, spark, zoo_data, zoo_settings, zoo_fitted,
-                                                                zoo_registered, capsys):
-    check_validated_monitored_reported(case, zoo_fitted[case.name], zoo_registered(case, capsys), zoo_data,
-                                       zoo_settings, capsys)
+# The two checks every case runs (tests/helpers/zoo.py), over this module's group of cases (tests/registry/conftest.py).
+ZOO_GROUP = "regressors_and_clusterers"
 
 
 def test_the_clustering_gate_compares_silhouettes_with_the_champion(spark, zoo_data, zoo_settings, capsys):
