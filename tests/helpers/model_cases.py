@@ -83,8 +83,11 @@ def preps(data):
 
 
 def estimators() -> dict[str, tuple[str, object]]:
-    """case name -> (prep, estimator)."""
-    from pyspark.ml import Pipeline
+    """case name -> (prep, estimator), in the order of CASES."""
+    return {**_classifiers(), **_regressors(), **_clusterers_and_tuning()}
+
+
+def _classifiers() -> dict[str, tuple[str, object]]:
     from pyspark.ml.classification import (
         FMClassifier,
         LinearSVC,
@@ -93,25 +96,8 @@ def estimators() -> dict[str, tuple[str, object]]:
         NaiveBayes,
         OneVsRest,
     )
-    from pyspark.ml.clustering import BisectingKMeans, GaussianMixture, KMeans
-    from pyspark.ml.evaluation import BinaryClassificationEvaluator, RegressionEvaluator
-    from pyspark.ml.feature import StandardScaler
-    from pyspark.ml.regression import (
-        AFTSurvivalRegression,
-        FMRegressor,
-        GeneralizedLinearRegression,
-        IsotonicRegression,
-        LinearRegression,
-    )
-    from pyspark.ml.tuning import CrossValidator, ParamGridBuilder, TrainValidationSplit
-
-    def glr(family, **kw):
-        label = "label" if family == "binomial" else "ypos"
-        return GeneralizedLinearRegression(featuresCol="f", labelCol=label, family=family, maxIter=4, **kw)
 
     lr = LogisticRegression(featuresCol="f", labelCol="label", maxIter=5)
-    pipe_est = Pipeline(stages=[StandardScaler(inputCol="f", outputCol="fs"),
-                                LinearRegression(featuresCol="fs", labelCol="ypos", maxIter=5)])
     return {
         "nb_multinomial": ("pos", NaiveBayes(featuresCol="f", labelCol="label3")),
         "nb_multinomial_thresholds": ("pos", NaiveBayes(featuresCol="f", labelCol="label3",
@@ -129,6 +115,22 @@ def estimators() -> dict[str, tuple[str, object]]:
         "one_vs_rest_lr": ("num", OneVsRest(classifier=lr, featuresCol="f", labelCol="label3")),
         "one_vs_rest_svc": ("num", OneVsRest(classifier=LinearSVC(maxIter=5), featuresCol="f",
                                              labelCol="label3", predictionCol="cls")),
+    }
+
+
+def _regressors() -> dict[str, tuple[str, object]]:
+    from pyspark.ml.regression import (
+        AFTSurvivalRegression,
+        FMRegressor,
+        GeneralizedLinearRegression,
+        IsotonicRegression,
+    )
+
+    def glr(family, **kw):
+        label = "label" if family == "binomial" else "ypos"
+        return GeneralizedLinearRegression(featuresCol="f", labelCol=label, family=family, maxIter=4, **kw)
+
+    return {
         "glr_gaussian": ("num", glr("gaussian")),
         "glr_binomial": ("num", glr("binomial", linkPredictionCol="eta")),
         "glr_poisson_offset": ("num", glr("poisson", offsetCol="off", linkPredictionCol="eta")),
@@ -140,6 +142,22 @@ def estimators() -> dict[str, tuple[str, object]]:
                                                        quantilesCol="q", quantileProbabilities=[0.1, 0.5, 0.9],
                                                        maxIter=5)),
         "fm_regressor": ("num", FMRegressor(featuresCol="f", labelCol="ypos", factorSize=2, maxIter=3, seed=1)),
+    }
+
+
+def _clusterers_and_tuning() -> dict[str, tuple[str, object]]:
+    from pyspark.ml import Pipeline
+    from pyspark.ml.classification import LogisticRegression
+    from pyspark.ml.clustering import BisectingKMeans, GaussianMixture, KMeans
+    from pyspark.ml.evaluation import BinaryClassificationEvaluator, RegressionEvaluator
+    from pyspark.ml.feature import StandardScaler
+    from pyspark.ml.regression import LinearRegression
+    from pyspark.ml.tuning import CrossValidator, ParamGridBuilder, TrainValidationSplit
+
+    lr = LogisticRegression(featuresCol="f", labelCol="label", maxIter=5)
+    pipe_est = Pipeline(stages=[StandardScaler(inputCol="f", outputCol="fs"),
+                                LinearRegression(featuresCol="fs", labelCol="ypos", maxIter=5)])
+    return {
         "kmeans": ("pos", KMeans(featuresCol="f", k=4, seed=1, maxIter=3)),
         "kmeans_cosine": ("pos", KMeans(featuresCol="f", k=3, seed=1, maxIter=5, distanceMeasure="cosine")),
         "bisecting_kmeans": ("pos", BisectingKMeans(featuresCol="f", k=5, seed=1, maxIter=3)),
@@ -155,7 +173,6 @@ def estimators() -> dict[str, tuple[str, object]]:
                 pipe_est.getStages()[1].regParam, [0.0, 0.3]).build(),
             evaluator=RegressionEvaluator(labelCol="ypos"), seed=1)),
     }
-
 
 GLR_LINKS = {
     "glr_gaussian": [("link", "log"), ("link", "inverse")],
