@@ -123,6 +123,35 @@ def test_health_metadata_and_docs(server):
     assert set(schema["oneOf"][0]["required"]) == {"age", "plan", "income"}
 
 
+def _keep_predicting(base: str, stop: threading.Event, results: list[tuple[int, list[dict]]],
+                     failures: list[str]) -> None:
+    """POST two good records until ``stop``: each answer's (version, predictions) to ``results``, else a failure."""
+    with httpx.Client(base_url=base, timeout=10) as client:
+        while not stop.is_set():
+            try:
+                r = client.post("/predict", json=GOOD[:2])
+                if r.status_code != 200:
+                    failures.append(f"{r.status_code}: {r.text}")
+                else:
+                    results.append((r.json()["version"], r.json()["predictions"]))
+            except httpx.HTTPError as exc:
+                failures.append(repr(exc))
+
+
+def _await_health(proc: subprocess.Popen, base: str, timeout_s: float = 60.0) -> None:
+    """Return once the server answers /health; fail with its stderr if it exits or does not answer in time."""
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.time() < deadline, "server did not start"
+        time.sleep(0.2)
+
+
 def test_alias_move_swaps_models_without_a_failed_request(registry_setup):
     """`sparkship serve --model churn@champion` follows the alias while a client keeps sending requests."""
     settings, models = registry_setup
@@ -138,31 +167,9 @@ def test_alias_move_swaps_models_without_a_failed_request(registry_setup):
     results: list[tuple[int, list[dict]]] = []
     failures: list[str] = []
     stop = threading.Event()
-
-    def client_loop() -> None:
-        with httpx.Client(base_url=base, timeout=10) as client:
-            while not stop.is_set():
-                try:
-                    r = client.post("/predict", json=GOOD[:2])
-                    if r.status_code != 200:
-                        failures.append(f"{r.status_code}: {r.text}")
-                    else:
-                        results.append((r.json()["version"], r.json()["predictions"]))
-                except httpx.HTTPError as exc:
-                    failures.append(repr(exc))
-
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.time() < deadline, "server did not start"
-            time.sleep(0.2)
-        worker = threading.Thread(target=client_loop)
+        _await_health(proc, base)
+        worker = threading.Thread(target=_keep_predicting, args=(base, stop, results, failures))
         worker.start()
         time.sleep(1.0)
         Registry(settings).set_alias(NAME, "champion", v2.version, expect_version=v1.version)
