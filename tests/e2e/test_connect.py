@@ -190,11 +190,6 @@ def _without(payload: dict[str, Any], *keys: str) -> dict[str, Any]:
 
 
 def test_the_flow_on_spark_connect_equals_classic_mode(spark, tmp_path, data_files, capsys, monkeypatch):
-    from chispa import assert_df_equality
-    from pyspark.ml import PipelineModel
-    from pyspark.ml.functions import vector_to_array
-    from pyspark.sql import functions as F
-
     from sparkship import tables
     from sparkship.spark import is_connect
 
@@ -213,7 +208,12 @@ def test_the_flow_on_spark_connect_equals_classic_mode(spark, tmp_path, data_fil
     finally:
         connect_out = _connect_results(process)
 
-    # The commands' results: equal but for paths and the times they ran.
+    _assert_same_results(connect_out, classic_out)
+    _assert_same_tables_and_models(spark, connect, classic)
+
+
+def _assert_same_results(connect_out, classic_out) -> None:
+    """The commands' results: equal but for paths and the times they ran."""
     imported, batch, trained, validated, promoted, scored, monitored = zip(connect_out, classic_out)
     for pair in (imported, batch):
         _same(_without(pair[0], "table"), _without(pair[1], "table"))
@@ -233,7 +233,17 @@ def test_the_flow_on_spark_connect_equals_classic_mode(spark, tmp_path, data_fil
     assert len(monitored[0]["windows"]) == len(monitored[1]["windows"]) == 1
     assert not monitored[0]["predictions_only"], monitored[0]  # --include-features: every feature is monitored
 
-    # The tables they wrote, read back on the classic session.
+
+def _assert_same_tables_and_models(spark, connect: Flow, classic: Flow) -> None:
+    """The tables both flows wrote, read back on the classic session, and the models Connect saved, which load on a
+    classic session and predict as the classic ones do."""
+    from chispa import assert_df_equality
+    from pyspark.ml import PipelineModel
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.sql import functions as F
+
+    from sparkship import tables
+
     def read(path: str):  # noqa: ANN202
         return _rounded(tables.read(spark, path))
 
