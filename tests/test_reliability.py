@@ -134,6 +134,38 @@ def _touched_partitions(table: str, version: int) -> set[str]:
     return {os.path.dirname((a.get("add") or a.get("remove"))["path"]) for a in actions if "add" in a or "remove" in a}
 
 
+def _check_trial(label: str, run_id: str, latest: Any, src: str, out: str, versions_before: tuple[int, int],
+                 rows_before: pa.Table) -> str:
+    """After one trial the output is unchanged (the run left unfinished), or moved by exactly one commit that holds
+    the run's whole batch; ``label`` and what was seen, for the report."""
+    quarantine = out + "_quarantine"
+    this_run = latest.unfinished or latest.committed
+    moved = tables.table_version(out) - versions_before[0]
+    q_moved = tables.table_version(quarantine) - versions_before[1]
+    if moved == 0:
+        label += "output unchanged"
+        assert latest.unfinished is not None and latest.unfinished.run_id == run_id, label
+        assert tables.read_arrow(out).sort_by("id").equals(rows_before), label
+        assert q_moved == 0, label
+        return label
+    assert moved == 1, label + f"the output moved by {moved} commits"
+    assert this_run.run_id == run_id, label
+    stage = "state not committed" if latest.unfinished is not None else "state committed"
+    label += f"output +1 commit, quarantine +{q_moved}, {stage}"
+    batch = this_run.scoring_batch
+    # One commit, touching only this run's partition, holding every row of the run's range.
+    assert _touched_partitions(out, versions_before[0] + 1) == {f"scoring_batch={batch}"}, label
+    output = tables.read_arrow(out)
+    assert sorted(output.column("id").to_pylist()) == scorable_ids(src), label  # the whole input, each key once
+    in_batch = output.filter(pc.equal(output.column("scoring_batch"), batch)).column("id")
+    expected_batch = sorted(set(scorable_ids(src)) - set(scorable_ids(src, this_run.from_version)))
+    assert sorted(in_batch.to_pylist()) == expected_batch, label
+    assert q_moved in (0, 1), label
+    if latest.unfinished is None:
+        assert q_moved == 1 and this_run.rows_in == this_run.scored + this_run.quarantined, label
+    return label
+
+
 def test_kill_9_at_random_points_never_leaves_a_partial_output(spark, fitted, workspace, tmp_path, record_property):
     """SIGKILL `sparkship score` (its whole process group) at seeded random points of its work.
 
@@ -141,9 +173,6 @@ def test_kill_9_at_random_points_never_leaves_a_partial_output(spark, fitted, wo
     window the kill points are drawn from, one in each fifth of it. After each kill the output is unchanged, or
     moved by exactly one commit that holds the whole batch; the last run then leaves exact counts.
     """
-    from pyspark.ml.functions import vector_to_array
-    from pyspark.sql import functions as F
-
     rng = random.Random(SEED)
     src, out = str(tmp_path / "events"), str(tmp_path / "scores")
     quarantine, state_path = out + "_quarantine", out + "_state"
@@ -179,48 +208,32 @@ def test_kill_9_at_random_points_never_leaves_a_partial_output(spark, fitted, wo
         assert run.killed or run.returncode == 0, run.log
         kills += run.killed
         latest = ScoringState(state_path).latest(MODEL, src, out)
-        this_run = latest.unfinished or latest.committed
-        moved = tables.table_version(out) - out_before
-        q_moved = tables.table_version(quarantine) - q_before
         label = (f"trial {trial}: killed {delay:.2f}s after its pending row: " if run.killed else
                  f"trial {trial}: finished before its kill point ({delay:.2f}s after its pending row): ")
-        if moved == 0:
-            label += "output unchanged"
-            assert latest.unfinished is not None and latest.unfinished.run_id == f"trial-{trial}", label
-            assert tables.read_arrow(out).sort_by("id").equals(rows_before), label
-            assert q_moved == 0, label
-        else:
-            assert moved == 1, label + f"the output moved by {moved} commits"
-            assert this_run.run_id == f"trial-{trial}", label
-            stage = "state not committed" if latest.unfinished is not None else "state committed"
-            label += f"output +1 commit, quarantine +{q_moved}, {stage}"
-            batch = this_run.scoring_batch
-            # One commit, touching only this run's partition, holding every row of the run's range.
-            assert _touched_partitions(out, out_before + 1) == {f"scoring_batch={batch}"}, label
-            output = tables.read_arrow(out)
-            ids = sorted(output.column("id").to_pylist())
-            assert ids == scorable_ids(src), label  # the whole input, each key once
-            in_batch = output.filter(pc.equal(output.column("scoring_batch"), batch)).column("id")
-            expected_batch = sorted(set(scorable_ids(src)) - set(scorable_ids(src, this_run.from_version)))
-            assert sorted(in_batch.to_pylist()) == expected_batch, label
-            assert q_moved in (0, 1), label
-            if latest.unfinished is None:
-                assert q_moved == 1 and this_run.rows_in == this_run.scored + this_run.quarantined, label
-        outcomes.append(label)
+        outcomes.append(_check_trial(label, f"trial-{trial}", latest, src, out, (out_before, q_before), rows_before))
     report = "\n".join(outcomes)
     record_property("kill_outcomes", report)
     print(f"\nkill window {window:.2f}s (measured run: {measured.ended_after_s:.1f}s in all)\n{report}")
     assert kills >= KILL_TRIALS, report
 
     grow(2 + trial)
+    _check_final_run(spark, fitted, workspace, src, out, appended, report)
+
+
+def _check_final_run(spark, fitted, workspace, src: str, out: str, appended: list[tuple[Any, ...]],
+                     report: str) -> None:
+    """A last run after the kills leaves exact counts, a committed state and every row as transform gives it."""
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.sql import functions as F
+
     final = scoring.score(spark, workspace, MODEL, src, out, ["id"], run_id="final")
     assert final.rows_in == final.scored + final.quarantined, report
-    output, q = tables.read(spark, out), tables.read(spark, quarantine)
+    output, q = tables.read(spark, out), tables.read(spark, out + "_quarantine")
     n_in, n_q = len(appended), sum(1 for r in appended if r[0] is None)
     assert (tables.read(spark, src).count(), q.count()) == (n_in, n_q), report
     assert output.count() == n_in - n_q, report
     assert output.select("id").distinct().count() == output.count(), report
-    latest = ScoringState(state_path).latest(MODEL, src, out)
+    latest = ScoringState(out + "_state").latest(MODEL, src, out)
     assert latest.unfinished is None and latest.committed.input_version == tables.version(spark, src), report
     # The killed runs left no wrong score behind: every row is what PipelineModel.transform gives.
     want = fitted.transform(tables.read(spark, src).where(F.col("id").isNotNull())).select(
