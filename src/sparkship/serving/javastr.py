@@ -18,6 +18,7 @@ from sparkship.serving.signature import INTEGRAL
 # The column types :func:`spark_string` casts; it refuses any other.
 CASTABLE = frozenset({"string", "boolean", "double", "float", *INTEGRAL})
 
+
 def _java_digits(digits: tuple[int, ...], exponent: int, negative: bool) -> str:
     """Java's Double/Float.toString layout for the shortest decimal digits ``digits`` x 10^exponent."""
     while len(digits) > 1 and digits[-1] == 0:
