@@ -15,13 +15,16 @@ import hashlib
 import json
 import os
 import uuid
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from sparkship.errors import IntegrityError, NotFoundError, UsageError
+from sparkship.spark import active_session
 from sparkship.spark_models import load_pipeline
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.ml import PipelineModel
+    from pyspark.sql import SparkSession
 
 FORMAT = "sparkship-model/1"
 MANIFEST = "manifest.json"
@@ -97,14 +100,20 @@ def manifest_digest(artifact_dir: str) -> str:
 def read_manifest(artifact_dir: str, expected_sha256: str | None = None) -> dict[str, Any]:
     """The artifact's manifest; with ``expected_sha256`` (the registry's record), :class:`IntegrityError` when the
     file is not the one registered. The digest is taken of the very bytes that are parsed."""
+    return _read_manifest(artifact_dir, expected_sha256)[0]
+
+
+def _read_manifest(artifact_dir: str, expected_sha256: str | None) -> tuple[dict[str, Any], str]:
+    """The manifest and the sha256 of the bytes it was parsed from."""
     data = _manifest_bytes(artifact_dir)
-    if expected_sha256 is not None and hashlib.sha256(data).hexdigest() != expected_sha256:
+    digest = hashlib.sha256(data).hexdigest()
+    if expected_sha256 is not None and digest != expected_sha256:
         raise IntegrityError(
             f"model artifact {artifact_dir}: file {MANIFEST} was changed after registration (its sha256 is not the "
             "one the registry recorded): refused; restore the registered file or register the model again"
         )
     try:
-        return json.loads(data)
+        return json.loads(data), digest
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise IntegrityError(f"model artifact {artifact_dir}: {MANIFEST} is not valid JSON ({exc})") from None
 
@@ -112,24 +121,65 @@ def read_manifest(artifact_dir: str, expected_sha256: str | None = None) -> dict
 def verify(artifact_dir: str, manifest_sha256: str | None = None) -> dict[str, Any]:
     """Check every file against the manifest (and the manifest against ``manifest_sha256``, the registry's record,
     when given); return the manifest or raise :class:`IntegrityError`."""
-    manifest = read_manifest(artifact_dir, manifest_sha256)
+    return _verify(artifact_dir, manifest_sha256)[0]
+
+
+def _verify(artifact_dir: str, manifest_sha256: str | None) -> tuple[dict[str, Any], str]:
+    """:func:`verify`'s manifest, and the sha256 of the manifest it checked the files against."""
+    manifest, digest = _read_manifest(artifact_dir, manifest_sha256)
     expected: dict[str, str] = manifest.get("files") or {}
     if not expected:
         raise IntegrityError(f"model artifact {artifact_dir}: the manifest lists no files")
     actual = checksums(artifact_dir)
-    for rel, digest in expected.items():
+    for rel, file_digest in expected.items():
         if rel not in actual:
             raise IntegrityError(f"model artifact {artifact_dir}: file {rel} is missing")
-        if actual[rel] != digest:
+        if actual[rel] != file_digest:
             raise IntegrityError(f"model artifact {artifact_dir}: file {rel} was changed (sha256 mismatch)")
     extra = sorted(set(actual) - set(expected))
     if extra:
         raise IntegrityError(f"model artifact {artifact_dir}: unexpected file {extra[0]}")
-    return manifest
+    return manifest, digest
 
 
 def load(artifact_dir: str, manifest_sha256: str | None = None) -> PipelineModel:
     """The verified PipelineModel of an artifact folder (see :func:`verify` for ``manifest_sha256``), loaded for
     the active session (classic or Spark Connect, whichever saved it)."""
-    verify(artifact_dir, manifest_sha256)
-    return load_pipeline(os.path.join(artifact_dir, MODEL_DIR))
+    return load_verified(artifact_dir, _verify(artifact_dir, manifest_sha256)[1])
+
+
+# Pipelines already read, by session, folder and manifest digest, the most recent last. A sealed artifact never
+# changes, and every load checks its files against the manifest first, so the same digest means the same model:
+# a job or notebook that scores, validates and reports one version reads it from storage once.
+_LOADED: OrderedDict[tuple[int, str, str], tuple[SparkSession, PipelineModel]] = OrderedDict()
+_LOADED_MAX = 8
+
+
+def load_verified(artifact_dir: str, digest: str) -> PipelineModel:
+    """The PipelineModel of an artifact that :func:`verify` passed against the manifest whose sha256 is
+    ``digest``, for the active session; the one read before when this session has read it already.
+
+    Args:
+        artifact_dir: the artifact folder (``<models_root>/<name>/<version>``).
+        digest: the sha256 of the manifest the files were checked against.
+
+    Returns:
+        The fitted pipeline.
+    """
+    session = active_session()
+    key = (id(session), os.path.realpath(artifact_dir), digest)
+    if session is not None and key in _LOADED:
+        _LOADED.move_to_end(key)
+        return _LOADED[key][1]
+    model = load_pipeline(os.path.join(artifact_dir, MODEL_DIR), session)
+    if session is not None:  # the session is kept with its models, so its id is not reused while they are
+        _LOADED[key] = (session, model)
+        while len(_LOADED) > _LOADED_MAX:
+            _LOADED.popitem(last=False)
+    return model
+
+
+def forget_loaded() -> None:
+    """Drop the pipelines :func:`load_verified` keeps, so that the next load reads from storage as a fresh job's
+    would (benchmarks measure a run that way)."""
+    _LOADED.clear()

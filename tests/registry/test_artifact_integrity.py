@@ -111,6 +111,23 @@ def test_an_edited_manifest_is_refused_naming_the_file(settings, tiny_model, fie
     assert resolve(parse_ref(f"{NAME}/2"), settings).version == 2
 
 
+def test_a_version_loaded_again_is_reused_only_while_its_files_still_verify(spark, settings, tiny_model):
+    """The second load of a version in one session gives back the pipeline read the first time; the files are
+    checked on every load all the same, so one changed after the first load is refused."""
+    one, two = _register(settings, tiny_model), _register(settings, tiny_model)
+    reg = Registry(settings)
+    first = reg.load_model(parse_ref(f"{NAME}/1"))[1]
+    assert reg.load_model(parse_ref(f"{NAME}/1"))[1] is first
+    assert artifacts.load(one.artifact) is first
+    assert reg.load_model(parse_ref(f"{NAME}/2"))[1] is not first  # another version: another folder
+    rel = sorted(artifacts.verify(one.artifact)["files"])[0]
+    with open(os.path.join(one.artifact, rel), "ab") as fh:
+        fh.write(b" ")
+    with pytest.raises(IntegrityError, match=f"file {rel} was changed"):
+        reg.load_model(parse_ref(f"{NAME}/1"))
+    assert two.version == 2
+
+
 # --- stage folders stay inside the model ----------------------------------------------------------------------
 
 

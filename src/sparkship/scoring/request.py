@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,7 +14,6 @@ from sparkship.refs import ModelRef, TableRef
 from sparkship.registry import ModelVersion, Registry
 from sparkship.scoring.arrow_scorer import AUTO, ArrowScoring, check_choice, choose_scorer
 from sparkship.scoring.rules import prediction_cols
-from sparkship.spark_models import load_pipeline
 from sparkship.tables.names import check_writable_location, sibling
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -114,14 +112,14 @@ def load_scoring_model(settings: Settings, model_ref: ModelRef, scorer: str = AU
     mv = Registry(settings).get(model_ref)
     # Once, against the registry's record of the manifest: the checksums are the largest cost outside Spark.
     manifest = artifacts.verify(mv.artifact, mv.manifest_sha256)
-    pipeline = load_pipeline(os.path.join(mv.artifact, artifacts.MODEL_DIR))  # classic- or Connect-saved alike
+    digest = mv.manifest_sha256 or artifacts.manifest_digest(mv.artifact)
+    pipeline = artifacts.load_verified(mv.artifact, digest)  # classic- or Connect-saved alike
     inputs = (manifest.get("signature") or {}).get("inputs")
     if not inputs:
         raise IntegrityError(f"model {mv.ref}: its manifest has no signature inputs")
     # A classifier writes a probability where its signature lists one (LinearSVC and OneVsRest have none).
     outputs = [o.get("name") for o in (manifest.get("signature") or {}).get("outputs") or []]
     classification = manifest.get("task") == "classification" and (not outputs or "probability" in outputs)
-    digest = mv.manifest_sha256 or artifacts.manifest_digest(mv.artifact)
     prediction_col, probability_col = prediction_cols(pipeline)
     chosen = choose_scorer(scorer, mv.ref, mv.artifact, digest, inputs, prediction_col,
                            probability_col if classification else None, verified=True)
