@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 import numpy as np
 
@@ -120,6 +121,45 @@ def pipelines_a_and_b() -> dict:
     }
 
 
+def _measure_pipeline(work: str, label: str, fitted: Any, records: list[dict], one_row_dfs: list,
+                      arrow_batch: Any, batch_df: Any, args: argparse.Namespace) -> dict:
+    """One fitted pipeline, saved, then timed: JVM-free 1-row and batch, over HTTP, and Spark 1-row and batch."""
+    from pyspark.ml import PipelineModel
+
+    from sparkship.serving import load
+
+    path = os.path.join(work, label[1])
+    fitted.write().overwrite().save(path)
+    spark_model = PipelineModel.load(path)
+    scorer = load(path)
+
+    # in-process, one record at a time (plain Python path)
+    recs = [records[i % len(records)] for i in range(args.single)]
+    for r in recs[:200]:
+        scorer.score_one(r)
+    single = _time_each(scorer.score_one, recs)
+
+    # batch, Arrow in: best of 3
+    batch_s = min(_time_each(scorer.score, [arrow_batch] * 3))
+
+    http = _http_latencies(path, records, args.http)
+
+    # Spark: 1-row transform + collect; batch transform to the noop sink (every output column computed)
+    spark_model.transform(one_row_dfs[0]).collect()
+    spark_single = _time_each(lambda df: spark_model.transform(df).collect(), one_row_dfs)
+    spark_model.transform(batch_df).write.format("noop").mode("overwrite").save()
+    spark_batch_s = min(_time_each(
+        lambda df: spark_model.transform(df).write.format("noop").mode("overwrite").save(), [batch_df] * 2))
+    return {
+        "pipeline": label,
+        "p50_us": _pct(single, 50) * 1e6, "p99_us": _pct(single, 99) * 1e6,
+        "http_p50_ms": _pct(http, 50) * 1e3, "http_p99_ms": _pct(http, 99) * 1e3,
+        "batch_rps": args.rows / batch_s,
+        "spark1_p50_ms": _pct(spark_single, 50) * 1e3, "spark1_p99_ms": _pct(spark_single, 99) * 1e3,
+        "spark_batch_rps": args.rows / spark_batch_s,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000, help="batch size")
@@ -132,9 +172,6 @@ def main() -> None:
     args = parser.parse_args()
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    from pyspark.ml import PipelineModel
-
-    from sparkship.serving import load
     from sparkship.spark import get_spark
 
     work = tempfile.mkdtemp(prefix="sparkship-bench-")
@@ -147,41 +184,9 @@ def main() -> None:
     arrow_batch = batch_df.toArrow()
     records = arrow_batch.slice(0, 500).to_pylist()
     one_row_dfs = [spark.createDataFrame([tuple(r.values())], SCHEMA) for r in records[: args.spark_single]]
-    results = []
-    if args.only_linear:
-        pipelines = {}
-    for label, pipeline in pipelines.items():
-        path = os.path.join(work, label[1])
-        pipeline.fit(train).write().overwrite().save(path)
-        spark_model = PipelineModel.load(path)
-        scorer = load(path)
-
-        # in-process, one record at a time (plain Python path)
-        recs = [records[i % len(records)] for i in range(args.single)]
-        for r in recs[:200]:
-            scorer.score_one(r)
-        single = _time_each(scorer.score_one, recs)
-
-        # batch, Arrow in: best of 3
-        batch_s = min(_time_each(scorer.score, [arrow_batch] * 3))
-
-        http = _http_latencies(path, records, args.http)
-
-        # Spark: 1-row transform + collect; batch transform to the noop sink (every output column computed)
-        spark_model.transform(one_row_dfs[0]).collect()
-        spark_single = _time_each(lambda df: spark_model.transform(df).collect(), one_row_dfs)
-        spark_model.transform(batch_df).write.format("noop").mode("overwrite").save()
-        spark_batch_s = min(_time_each(
-            lambda df: spark_model.transform(df).write.format("noop").mode("overwrite").save(), [batch_df] * 2))
-
-        results.append({
-            "pipeline": label,
-            "p50_us": _pct(single, 50) * 1e6, "p99_us": _pct(single, 99) * 1e6,
-            "http_p50_ms": _pct(http, 50) * 1e3, "http_p99_ms": _pct(http, 99) * 1e3,
-            "batch_rps": args.rows / batch_s,
-            "spark1_p50_ms": _pct(spark_single, 50) * 1e3, "spark1_p99_ms": _pct(spark_single, 99) * 1e3,
-            "spark_batch_rps": args.rows / spark_batch_s,
-        })
+    results = [] if args.only_linear else [
+        _measure_pipeline(work, label, pipeline.fit(train), records, one_row_dfs, arrow_batch, batch_df, args)
+        for label, pipeline in pipelines.items()]
     linear = _linear30(spark, work, args)
     version = spark.version
     spark.stop()

@@ -29,13 +29,14 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 from ratio_table import print_ratio_table
 
 from sparkship import metrics, tables, training
 from sparkship.config import Settings
 from sparkship.spark import get_spark
-from sparkship.spec import parse_spec
+from sparkship.spec import TrainingSpec, parse_spec
 
 SPARKSHIP, BY_HAND, EVALUATED = ("sparkship train", "by hand (fit + save)",
                                  "by hand, evaluated (fit + Spark's evaluators + save)")
@@ -118,6 +119,52 @@ def print_breakdown(steps: dict[str, list[dict[str, dict]]]) -> None:
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
+def bench_spec(table: str, version: int, algorithm: str) -> TrainingSpec:
+    """The training spec both paths fit: six numeric and two categorical features, a 20% held-out split."""
+    return parse_spec({
+        "name": "bench",
+        "task": "classification",
+        "table": f"{table}@{version}",
+        "label": "label",
+        "features": {"numeric": [f"x{i}" for i in range(6)], "categorical": ["plan", "region"]},
+        "model": {"algorithm": algorithm, "params": PARAMS[algorithm]},
+        "split": {"test_fraction": 0.2, "seed": 42},
+    })
+
+
+def run_rounds(paths: dict[str, Callable[[], dict[str, dict]]], rounds: int
+               ) -> tuple[dict[str, list[float]], dict[str, list[dict[str, dict]]]]:
+    """Each path once to warm up, then ``rounds`` rounds in alternating order: seconds and steps per run."""
+    for fn in paths.values():  # warm-up: JIT, Python workers, the data source
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    steps: dict[str, list[dict[str, dict]]] = {name: [] for name in paths}
+    for r in range(rounds):
+        order = list(paths) if r % 2 == 0 else list(reversed(paths))
+        for name in order:
+            t0 = time.perf_counter()
+            steps[name].append(paths[name]())
+            times[name].append(time.perf_counter() - t0)
+            parts = ", ".join(f"{k} {v['seconds']:.2f} s/{v['jobs']} jobs" for k, v in steps[name][-1].items())
+            print(f"round {r + 1}: {name}: {times[name][-1]:.2f} s ({parts})", file=sys.stderr)
+    return times, steps
+
+
+def print_results(args: argparse.Namespace, master: str, times: dict[str, list[float]],
+                  steps: dict[str, list[dict[str, dict]]]) -> None:
+    base = statistics.median(times[BY_HAND])
+    print(f"\n{args.rows} rows, {args.algorithm} {PARAMS[args.algorithm]}, {args.rounds} rounds, master {master}\n")
+    print_ratio_table(times, BY_HAND, "path")
+    print_breakdown(steps)
+    print("\n(sparkship's reference profile runs on a second thread while its held-out metrics run: those two "
+          "steps overlap in time.)")
+    ratio = statistics.median(times[SPARKSHIP]) / base
+    print(f"\nsparkship / by hand = {ratio:.2f}x (goal <= 1.10x): {'met' if ratio <= 1.10 else 'NOT met'}")
+    evaluated = statistics.median(times[EVALUATED])
+    print(f"sparkship / by hand, evaluated = {statistics.median(times[SPARKSHIP]) / evaluated:.2f}x "
+          f"(the held-out metrics by hand alone: {evaluated / base:.2f}x)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000)
@@ -134,58 +181,21 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         version = make_table(spark, table, args.rows)
         print(f"wrote {args.rows} rows to {table}@{version} in {time.perf_counter() - started:.1f} s", file=sys.stderr)
-        spec = parse_spec({
-            "name": "bench",
-            "task": "classification",
-            "table": f"{table}@{version}",
-            "label": "label",
-            "features": {"numeric": [f"x{i}" for i in range(6)], "categorical": ["plan", "region"]},
-            "model": {"algorithm": args.algorithm, "params": PARAMS[args.algorithm]},
-            "split": {"test_fraction": 0.2, "seed": 42},
-        })
+        spec = bench_spec(table, version, args.algorithm)
         settings = Settings.resolve(home=os.path.join(workdir, "home"))
-
-        def run_sparkship() -> dict[str, dict]:
-            return with_sparkship(spark, settings, spec)
-
-        def run_by_hand() -> dict[str, dict]:
-            return by_hand(spark, spec, version, os.path.join(workdir, "by_hand_model"))
-
-        def run_by_hand_evaluated() -> dict[str, dict]:
-            return by_hand(spark, spec, version, os.path.join(workdir, "by_hand_model"), evaluated=True)
-
-        paths = {SPARKSHIP: run_sparkship, BY_HAND: run_by_hand, EVALUATED: run_by_hand_evaluated}
-        for fn in paths.values():  # warm-up: JIT, Python workers, the data source
-            fn()
-        times: dict[str, list[float]] = {name: [] for name in paths}
-        steps: dict[str, list[dict[str, dict]]] = {name: [] for name in paths}
-        for r in range(args.rounds):
-            order = list(paths) if r % 2 == 0 else list(reversed(paths))
-            for name in order:
-                t0 = time.perf_counter()
-                steps[name].append(paths[name]())
-                times[name].append(time.perf_counter() - t0)
-                parts = ", ".join(f"{k} {v['seconds']:.2f} s/{v['jobs']} jobs" for k, v in steps[name][-1].items())
-                print(f"round {r + 1}: {name}: {times[name][-1]:.2f} s ({parts})", file=sys.stderr)
-
-        base = statistics.median(times[BY_HAND])
-        print(f"\n{args.rows} rows, {args.algorithm} {PARAMS[args.algorithm]}, {args.rounds} rounds, "
-              f"master {spark.sparkContext.master}\n")
-        print_ratio_table(times, BY_HAND, "path")
-        print_breakdown(steps)
-        print("\n(sparkship's reference profile runs on a second thread while its held-out metrics run: those two "
-              "steps overlap in time.)")
-        ratio = statistics.median(times[SPARKSHIP]) / base
-        print(f"\nsparkship / by hand = {ratio:.2f}x (goal <= 1.10x): {'met' if ratio <= 1.10 else 'NOT met'}")
-        evaluated = statistics.median(times[EVALUATED])
-        print(f"sparkship / by hand, evaluated = {statistics.median(times[SPARKSHIP]) / evaluated:.2f}x "
-              f"(the held-out metrics by hand alone: {evaluated / base:.2f}x)")
+        model_dir = os.path.join(workdir, "by_hand_model")
+        paths: dict[str, Callable[[], dict[str, dict]]] = {
+            SPARKSHIP: lambda: with_sparkship(spark, settings, spec),
+            BY_HAND: lambda: by_hand(spark, spec, version, model_dir),
+            EVALUATED: lambda: by_hand(spark, spec, version, model_dir, evaluated=True),
+        }
+        times, steps = run_rounds(paths, args.rounds)
+        print_results(args, spark.sparkContext.master, times, steps)
         return 0
     finally:
         spark.stop()
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
-
 
 if __name__ == "__main__":
     sys.exit(main())
