@@ -2,6 +2,9 @@
 OPTIMIZE, ...) on either engine, and the check that an output equals a full scoring of its input."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from sparkship import tables
 from tests.helpers.scoring import INPUT_SCHEMA, assert_same_scores, make_rows
 
@@ -31,8 +34,23 @@ def assert_output_is_full_scoring(spark, fitted, src: str, out: str, expected=No
     """The output holds each key once, with the scores of a full scoring of ``src``'s current rows (``expected``
     when given: that full scoring, computed before)."""
     got = tables.read(spark, out).select("id", "prediction", "probability").orderBy("id")
-    assert got.select("id").distinct().count() == got.count()
-    assert_same_scores(got, full_scoring(spark, fitted, src) if expected is None else expected)
+    rows = got.collect()  # one read of the output for both checks
+    ids = [row["id"] for row in rows]
+    assert len(set(ids)) == len(ids), "a key is in the output more than once"
+    assert_same_scores(spark.createDataFrame(rows, got.schema),
+                       full_scoring(spark, fitted, src) if expected is None else expected)
+
+
+@contextmanager
+def naming(change: str, engine: str) -> Iterator[None]:
+    """Checks of one step in a chain of changes: a failure says which change (and engine) it followed.
+
+    Example: ``with naming("merge", engine): ...`` fails with "after the merge (deltars engine): ...".
+    """
+    try:
+        yield
+    except Exception as exc:  # an assert, chispa's mismatch or a failed run: all name the change
+        raise AssertionError(f"after the {change} ({engine} engine): {exc}") from exc
 
 
 def make_input(spark, path: str, engine: str, *, cdf: bool = True, dv: bool = False) -> int:
@@ -52,7 +70,8 @@ def make_input(spark, path: str, engine: str, *, cdf: bool = True, dv: bool = Fa
 
 
 def apply_change(spark, path: str, engine: str, change: str, first_version: int) -> None:
-    """One change to the input, done the way that engine's users do it (SQL on delta-spark, delta-rs' API)."""
+    """One change to the input, done the way that engine's users do it (SQL on delta-spark, delta-rs' API).
+    ``first_version``: the version that ``restore`` goes back to, after a DELETE of its own."""
     if change == "append":
         tables.write(spark.createDataFrame(make_rows(20, 8, first_id=1000), INPUT_SCHEMA), path)
     elif change == "overwrite":
