@@ -38,7 +38,7 @@ from score_output_columns import run_constants  # noqa: E402 - this folder's own
 # (file suffix, function name) -> label of the step, for the profile breakdown
 STEPS = [
     (("scoring/request.py", "load_scoring_model"), "resolve + verify + PipelineModel.load"),
-    (("artifacts.py", "_verify"), "  of which: checksums (sha256)"),
+    (("artifacts.py", "verified"), "  of which: checksums (sha256)"),
     (("scoring/plan.py", "plan_run"), "plan_run (state, table versions, owner)"),
     (("scoring/frames.py", "build_frames"), "build_frames (transform plan, quarantine rules)"),
     (("scoring/job.py", "check_targets"), "check_targets (output schemas)"),

@@ -121,11 +121,12 @@ def _read_manifest(artifact_dir: str, expected_sha256: str | None) -> tuple[dict
 def verify(artifact_dir: str, manifest_sha256: str | None = None) -> dict[str, Any]:
     """Check every file against the manifest (and the manifest against ``manifest_sha256``, the registry's record,
     when given); return the manifest or raise :class:`IntegrityError`."""
-    return _verify(artifact_dir, manifest_sha256)[0]
+    return verified(artifact_dir, manifest_sha256)[0]
 
 
-def _verify(artifact_dir: str, manifest_sha256: str | None) -> tuple[dict[str, Any], str]:
-    """:func:`verify`'s manifest, and the sha256 of the manifest it checked the files against."""
+def verified(artifact_dir: str, manifest_sha256: str | None = None) -> tuple[dict[str, Any], str]:
+    """:func:`verify`'s manifest, and the sha256 of the very bytes it was parsed from and checked the files against
+    (what :func:`load_verified` takes)."""
     manifest, digest = _read_manifest(artifact_dir, manifest_sha256)
     expected: dict[str, str] = manifest.get("files") or {}
     if not expected:
@@ -145,7 +146,7 @@ def _verify(artifact_dir: str, manifest_sha256: str | None) -> tuple[dict[str, A
 def load(artifact_dir: str, manifest_sha256: str | None = None) -> PipelineModel:
     """The verified PipelineModel of an artifact folder (see :func:`verify` for ``manifest_sha256``), loaded for
     the active session (classic or Spark Connect, whichever saved it)."""
-    return load_verified(artifact_dir, _verify(artifact_dir, manifest_sha256)[1])
+    return load_verified(artifact_dir, verified(artifact_dir, manifest_sha256)[1])
 
 
 # Pipelines already read, by session, folder and manifest digest, the most recent last. A sealed artifact never

@@ -111,8 +111,7 @@ def load_scoring_model(settings: Settings, model_ref: ModelRef, scorer: str = AU
     check_choice(scorer)
     mv = Registry(settings).get(model_ref)
     # Once, against the registry's record of the manifest: the checksums are the largest cost outside Spark.
-    manifest = artifacts.verify(mv.artifact, mv.manifest_sha256)
-    digest = mv.manifest_sha256 or artifacts.manifest_digest(mv.artifact)
+    manifest, digest = artifacts.verified(mv.artifact, mv.manifest_sha256)
     pipeline = artifacts.load_verified(mv.artifact, digest)  # classic- or Connect-saved alike
     inputs = (manifest.get("signature") or {}).get("inputs")
     if not inputs:
