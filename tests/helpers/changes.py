@@ -53,37 +53,36 @@ def naming(change: str, engine: str) -> Iterator[None]:
         raise AssertionError(f"after the {change} ({engine} engine): {exc}") from exc
 
 
-def make_input(spark, path: str, engine: str, *, cdf: bool = True, dv: bool = False) -> int:
+def make_input(spark, path: str, engine: str, *, cdf: bool = True, dv: bool = False) -> None:
     """The input: 200 rows, with the Change Data Feed as sparkship creates tables, or a plain table without it."""
     df = spark.createDataFrame(INITIAL_ROWS, INPUT_SCHEMA)
     if cdf:
         props = {"delta.enableDeletionVectors": "true"} if dv else {}
-        return tables.write(df, path, mode="overwrite", properties=props)
-    if engine == "native":
+        tables.write(df, path, mode="overwrite", properties=props)
+    elif engine == "native":
         writer = df.write.format("delta").option("delta.enableChangeDataFeed", "false")
         writer.option("delta.enableDeletionVectors", "true" if dv else "false").save(path)
     else:
         from deltalake import write_deltalake
 
         write_deltalake(path, df.toArrow())
-    return 0
 
 
-def apply_change(spark, path: str, engine: str, change: str, first_version: int) -> None:
+def apply_change(spark, path: str, engine: str, change: str) -> None:
     """One change to the input, done the way that engine's users do it (SQL on delta-spark, delta-rs' API).
-    ``first_version``: the version that ``restore`` goes back to, after a DELETE of its own."""
+    ``restore`` deletes rows, then restores the version from before that DELETE."""
     if change == "append":
         tables.write(spark.createDataFrame(make_rows(20, 8, first_id=1000), INPUT_SCHEMA), path)
     elif change == "overwrite":
         rows = make_rows(150, 9, first_id=50)  # keys 50..199 rewritten with new values, 0..49 gone, 200.. new
         tables.write(spark.createDataFrame(rows, INPUT_SCHEMA), path, mode="overwrite")
     elif engine == "native":
-        _native_change(spark, path, change, first_version)
+        _native_change(spark, path, change)
     else:
-        _deltars_change(spark, path, change, first_version)
+        _deltars_change(spark, path, change)
 
 
-def _native_change(spark, path: str, change: str, first_version: int) -> None:
+def _native_change(spark, path: str, change: str) -> None:
     t = f"delta.`{path}`"
     if change == "merge":
         spark.createDataFrame(make_rows(30, 10, first_id=180), INPUT_SCHEMA).createOrReplaceTempView("upserts")
@@ -96,13 +95,14 @@ def _native_change(spark, path: str, change: str, first_version: int) -> None:
             "optimize": [f"DELETE FROM {t} WHERE id < 3", f"OPTIMIZE {t}"],
             "add_column": [f"ALTER TABLE {t} ADD COLUMNS (note string)", f"UPDATE {t} SET note = 'x', tenure = 1.0 "
                            "WHERE id % 9 = 0"],
-            "restore": [f"DELETE FROM {t} WHERE id % 3 = 0", f"RESTORE TABLE {t} TO VERSION AS OF {first_version}"],
+            "restore": [f"DELETE FROM {t} WHERE id % 3 = 0",
+                        f"RESTORE TABLE {t} TO VERSION AS OF {tables.version(spark, path)}"],
         }
         for statement in statements[change]:
             spark.sql(statement)
 
 
-def _deltars_change(spark, path: str, change: str, first_version: int) -> None:
+def _deltars_change(spark, path: str, change: str) -> None:
     from deltalake import DeltaTable, write_deltalake
 
     dt = DeltaTable(path)
@@ -123,6 +123,7 @@ def _deltars_change(spark, path: str, change: str, first_version: int) -> None:
         rows = spark.createDataFrame(make_rows(5, 11, first_id=3000), INPUT_SCHEMA).toArrow()
         write_deltalake(path, rows.append_column("note", pa.array(["x"] * 5)), mode="append", schema_mode="merge")
     elif change == "restore":
+        before = dt.version()
         dt.delete("id % 3 = 0")
-        DeltaTable(path).restore(first_version)
+        DeltaTable(path).restore(before)
 

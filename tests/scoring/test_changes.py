@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from sparkship import scoring, tables
+from sparkship import scoring
 from tests.helpers.changes import apply_change, assert_output_is_full_scoring, initial_scoring, make_input, naming
 from tests.helpers.scoring import MODEL
 
@@ -36,7 +36,7 @@ def test_each_change_to_an_input_with_the_change_feed_is_followed_incrementally(
     assert_output_is_full_scoring(spark, fitted, src, out, expected=initial)
     for change in CHANGES:
         with naming(change, engine):
-            apply_change(spark, src, engine, change, tables.version(spark, src))
+            apply_change(spark, src, engine, change)
             result = scoring.score(spark, settings, MODEL, src, out, ["id"])
             assert result.mode in ("changes", "nothing") and not result.full, (result.mode, result.full)
             assert_output_is_full_scoring(spark, fitted, src, out)

@@ -36,7 +36,7 @@ def test_deletion_vectors_on_the_native_engine(spark, fitted, settings, tmp_path
     scoring.score(spark, settings, MODEL, src, out, ["id"])
     for change in ["delete", "update", "merge", "optimize"]:
         with naming(change, "native"):
-            apply_change(spark, src, "native", change, tables.version(spark, src))
+            apply_change(spark, src, "native", change)
             assert "deletionVectors" in (tables.engine(spark).name and _reader_features(src))
             result = scoring.score(spark, settings, MODEL, src, out, ["id"])
             assert result.mode in ("changes", "nothing") and not result.full, (result.mode, result.full)
@@ -54,9 +54,9 @@ def test_with_deletion_vectors_on_by_default_outputs_have_them_and_metadata_tabl
         settings = Settings.resolve(home=home)
         register(spark, fitted, settings)
         src, out = str(tmp_path / "events"), str(tmp_path / "scores")
-        first = make_input(spark, src, "native")
+        make_input(spark, src, "native")
         scoring.score(spark, settings, MODEL, src, out, ["id"])
-        apply_change(spark, src, "native", "update", first)
+        apply_change(spark, src, "native", "update")
         assert scoring.score(spark, settings, MODEL, src, out, ["id"]).mode == "changes"
     finally:
         spark.conf.unset(default)
@@ -79,8 +79,8 @@ def test_without_the_change_feed_appends_and_compaction_stay_incremental_and_rew
     src, out = str(tmp_path / "events"), str(tmp_path / "scores")
     make_input(spark, src, engine, cdf=False, dv=engine == "native")
     scoring.score(spark, settings, MODEL, src, out, ["id"])
-    apply_change(spark, src, engine, "append", 0)
-    apply_change(spark, src, engine, "optimize", 0)  # a DELETE (refused below) then OPTIMIZE
+    apply_change(spark, src, engine, "append")
+    apply_change(spark, src, engine, "optimize")  # a DELETE (refused below) then OPTIMIZE
     args = ["score", "--model", MODEL, "--input", src, "--output", out, "--keys", "id"]
     before = tables.version(spark, out)
     assert main(args) != 0
@@ -127,7 +127,7 @@ def test_a_recreated_or_vacuumed_input_is_refused_before_anything_is_written(spa
     # Dropped and re-created: another Delta table id.
     shutil.rmtree(src)
     make_input(spark, src, "native")
-    apply_change(spark, src, "native", "append", 0)
+    apply_change(spark, src, "native", "append")
     state_before = tables.version(spark, out + "_state")
     assert main(args) != 0
     err = capsys.readouterr().err.strip().splitlines()
@@ -163,7 +163,7 @@ def test_streaming_runs_upsert_each_micro_batch(spark, fitted, settings, initial
     assert_output_is_full_scoring(spark, fitted, src, out, expected=initial)
     changes = ["append", "update", "delete", "merge"] if cdf else ["append"]
     for change in changes:
-        apply_change(spark, src, "native", change, 0)
+        apply_change(spark, src, "native", change)
     second = scoring.score_stream(spark, settings, MODEL, src, out, ["id"], checkpoint=ckpt)
     assert second.batches >= 1
     assert_output_is_full_scoring(spark, fitted, src, out)

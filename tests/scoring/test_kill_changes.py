@@ -35,7 +35,7 @@ def test_kill_9_of_a_change_feed_run_then_a_rerun_equals_a_full_scoring(spark, f
     args += ["--stream", "--checkpoint", ckpt] if stream else []
     assert main(["score", *args, "-q"]) == 0
     for change in ("update", "delete", "append", "merge"):
-        apply_change(spark, src, engine, change, 0)
+        apply_change(spark, src, engine, change)
     argv = [sys.executable, "-m", "sparkship.cli", "score", *args]
     env = {"SPARKSHIP_HOME": settings.home}
     log_path = str(tmp_path / "killed.log")
