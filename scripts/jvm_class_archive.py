@@ -34,8 +34,12 @@ import time
 # their first queries faster on two cores.
 SHORT_LIVED_JVM = "-XX:TieredStopAtLevel=1 -XX:CICompilerCount=1 -XX:+UseSerialGC"
 # For a JVM that runs queries for minutes (a test worker's session): C2 as well (the JVM's default), whose code
-# repays its compile time after a few minutes of queries; the serial collector still (the heap is small).
-LONG_LIVED_JVM = "-XX:+UseSerialGC"
+# repays its compile time after a few minutes of queries; room for twice the default compiled code (Spark's
+# profiled code alone fills most of the default's 120 MB in ten minutes); the serial collector still.
+LONG_LIVED_JVM = "-XX:ReservedCodeCacheSize=480m -XX:+UseSerialGC"
+# Spark's expressions evaluated interpreted: for queries over a few thousand rows, generating and compiling Java
+# code per query costs more CPU than it saves (same results; Spark tests both ways).
+INTERPRETED_EXPRESSIONS = "-Dspark.sql.codegen.wholeStage=false -Dspark.sql.codegen.factoryMode=NO_CODEGEN"
 # JVM warnings go to stdout by default, where they would mix with the CLI's JSON (a JVM that cannot use the
 # archive warns so): errors only, on stderr.
 QUIET_JVM_LOG = "-Xlog:disable -Xlog:all=error:stderr"
