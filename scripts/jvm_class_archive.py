@@ -1,8 +1,9 @@
-"""Build a class-data-sharing archive for the test suite's JVMs.
+"""Build a class-data-sharing archive for the short-lived JVMs of the test suite.
 
-Every JVM the suite starts (each worker's session, the end-to-end CLI processes, the concurrent writers) loads,
-parses and verifies the same ~20,000 classes of Spark. Java's class-data sharing maps them from an archive
-instead, which saves a short CLI process much of its CPU time (benchmarks/README.md, make_env.sh).
+The suite starts about a hundred JVMs: every CLI call is a process with its own local SparkSession, and so are
+the concurrent writers. Each one loads, parses and verifies the same ~20,000 classes of Spark. Java's class-data
+sharing maps them from an archive instead, which saves a short CLI process much of its CPU time
+(benchmarks/README.md, make_env.sh).
 
 The archive is dumped (``java -Xshare:dump``) from a list of classes kept in the repository,
 ``scripts/jvm-classes.lst.gz``: the classes one small ``sparkship demo`` run (import, train, validate, promote,
@@ -17,7 +18,7 @@ and the class path lacks (another pyspark patch release) is skipped.
     python scripts/jvm_class_archive.py --write-class-list     # after a pyspark minor or JDK upgrade
 
 The archive is written next to OUT and moved into place once complete. The test suite's conftest gives it to its
-JVMs when it is there (:func:`jvm_options`).
+short-lived JVMs when it is there (:func:`short_lived_jvm_options`).
 """
 from __future__ import annotations
 
@@ -30,16 +31,9 @@ import sys
 import tempfile
 import time
 
-# For JVMs that live a few seconds (a CLI process): the C1 compiler alone and the serial collector start and run
-# their first queries faster on two cores.
+# For JVMs that live a few seconds: the C1 compiler alone and the serial collector start and run their first
+# queries faster on two cores. A long-lived JVM is better off with the defaults.
 SHORT_LIVED_JVM = "-XX:TieredStopAtLevel=1 -XX:CICompilerCount=1 -XX:+UseSerialGC"
-# For a JVM that runs queries for minutes (a test worker's session): C2 as well (the JVM's default), whose code
-# repays its compile time after a few minutes of queries; room for twice the default compiled code (Spark's
-# profiled code alone fills most of the default's 120 MB in ten minutes); the serial collector still.
-LONG_LIVED_JVM = "-XX:ReservedCodeCacheSize=480m -XX:+UseSerialGC"
-# Spark's expressions evaluated interpreted: for queries over a few thousand rows, generating and compiling Java
-# code per query costs more CPU than it saves (same results; Spark tests both ways).
-INTERPRETED_EXPRESSIONS = "-Dspark.sql.codegen.wholeStage=false -Dspark.sql.codegen.factoryMode=NO_CODEGEN"
 # JVM warnings go to stdout by default, where they would mix with the CLI's JSON (a JVM that cannot use the
 # archive warns so): errors only, on stderr.
 QUIET_JVM_LOG = "-Xlog:disable -Xlog:all=error:stderr"
@@ -47,13 +41,11 @@ CLASS_LIST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "jvm-class
 DEMO_ARGS = ["-q", "--json", "demo", "--train-rows", "2000", "--batch-rows", "500"]
 
 
-def jvm_options(archive: str, long_lived: bool = False) -> str:
-    """The driver JVM flags for short-lived JVMs (:data:`SHORT_LIVED_JVM`) or long-lived ones
-    (:data:`LONG_LIVED_JVM`), with ``archive`` when it exists."""
-    flags = LONG_LIVED_JVM if long_lived else SHORT_LIVED_JVM
+def short_lived_jvm_options(archive: str) -> str:
+    """The driver JVM flags for short-lived JVMs: :data:`SHORT_LIVED_JVM`, and ``archive`` when it exists."""
     if not os.path.isfile(archive):
-        return flags
-    return f"{flags} -XX:SharedArchiveFile={archive} {QUIET_JVM_LOG}"
+        return SHORT_LIVED_JVM
+    return f"{SHORT_LIVED_JVM} -XX:SharedArchiveFile={archive} {QUIET_JVM_LOG}"
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -10,31 +10,25 @@ import pytest
 # Tests never touch a user's ./.sparkship: each gets its own home below.
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-# Flags for the suite's JVMs (scripts/jvm_class_archive.py): a quick start, Spark's expressions interpreted, and
-# the class archive `make test` builds when it is there. As system properties, so that the JVM's class path, and
-# with it the class archive, stays as it is (a SPARK_CONF_DIR goes on the class path and the archive then fails to
-# map). `make test` on two workers is CPU-bound, so CPU saved in every JVM shortens the whole run. The variable,
-# which processes inherit, holds the flags of short-lived JVMs (a CLI process); a worker's own session runs for
-# many minutes and gets the long-lived flags (the C2 compiler as well), unless the variable was set before the run.
-from scripts.jvm_class_archive import INTERPRETED_EXPRESSIONS, jvm_options  # noqa: E402
-from sparkship.spark import DRIVER_JAVA_OPTIONS_ENV  # noqa: E402
+# Flags for the suite's JVMs, the pytest workers' own sessions included: a quick start, and the class archive
+# `make test` builds (scripts/jvm_class_archive.py) when it is there. The CLI processes and the workers' sessions
+# alike run queries over a few hundred or thousand rows, for which compiling Java code costs more CPU than running
+# it interpreted (same results; Spark tests both ways). As system properties, so that the JVM's class path, and
+# with it the class archive, stays as it is (a SPARK_CONF_DIR goes on the class path and the archive then fails
+# to map). `make test` on two workers is CPU-bound, so CPU saved in every JVM shortens the whole run.
+from scripts.jvm_class_archive import short_lived_jvm_options  # noqa: E402
 
 CLASS_ARCHIVE = os.path.join(sys.prefix, "jvm-classes.jsa")
-SESSION_JAVA_OPTIONS = os.environ.get(DRIVER_JAVA_OPTIONS_ENV,
-                                      f"{jvm_options(CLASS_ARCHIVE, long_lived=True)} {INTERPRETED_EXPRESSIONS}")
-os.environ.setdefault(DRIVER_JAVA_OPTIONS_ENV, f"{jvm_options(CLASS_ARCHIVE)} {INTERPRETED_EXPRESSIONS}")
+INTERPRETED_EXPRESSIONS = "-Dspark.sql.codegen.wholeStage=false -Dspark.sql.codegen.factoryMode=NO_CODEGEN"
+os.environ.setdefault("SPARKSHIP_DRIVER_JAVA_OPTIONS",
+                      f"{short_lived_jvm_options(CLASS_ARCHIVE)} {INTERPRETED_EXPRESSIONS}")
 
 
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory: pytest.TempPathFactory):
     from sparkship.spark import get_spark
 
-    inherited = os.environ[DRIVER_JAVA_OPTIONS_ENV]
-    os.environ[DRIVER_JAVA_OPTIONS_ENV] = SESSION_JAVA_OPTIONS
-    try:
-        session = get_spark(home=str(tmp_path_factory.mktemp("spark-home")))
-    finally:
-        os.environ[DRIVER_JAVA_OPTIONS_ENV] = inherited
+    session = get_spark(home=str(tmp_path_factory.mktemp("spark-home")))
     yield session
     session.stop()
 
