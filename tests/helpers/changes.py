@@ -88,6 +88,10 @@ def _native_change(spark, path: str, change: str) -> None:
         spark.createDataFrame(make_rows(30, 10, first_id=180), INPUT_SCHEMA).createOrReplaceTempView("upserts")
         spark.sql(f"MERGE INTO {t} AS t USING upserts AS s ON t.id = s.id WHEN MATCHED THEN UPDATE SET * "
                   "WHEN NOT MATCHED THEN INSERT *")
+    elif change == "restore":
+        before = tables.version(spark, path)
+        spark.sql(f"DELETE FROM {t} WHERE id % 3 = 0")
+        spark.sql(f"RESTORE TABLE {t} TO VERSION AS OF {before}")
     else:
         statements = {
             "delete": [f"DELETE FROM {t} WHERE id % 7 = 0"],
@@ -95,8 +99,6 @@ def _native_change(spark, path: str, change: str) -> None:
             "optimize": [f"DELETE FROM {t} WHERE id < 3", f"OPTIMIZE {t}"],
             "add_column": [f"ALTER TABLE {t} ADD COLUMNS (note string)", f"UPDATE {t} SET note = 'x', tenure = 1.0 "
                            "WHERE id % 9 = 0"],
-            "restore": [f"DELETE FROM {t} WHERE id % 3 = 0",
-                        f"RESTORE TABLE {t} TO VERSION AS OF {tables.version(spark, path)}"],
         }
         for statement in statements[change]:
             spark.sql(statement)
