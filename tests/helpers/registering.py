@@ -26,16 +26,16 @@ def make_rows(n: int, seed: int) -> list[tuple]:
 
 
 def loose(df):
-    """The same rows, an array column split into one column per element (chispa compares arrays exactly, single
-    values within a tolerance), every field nullable: chispa then compares values only."""
-    from pyspark.sql import functions as F
+    """The same rows, collected once, an array column split into one column per element (chispa compares arrays
+    exactly, single values within a tolerance), every field nullable: chispa then compares values only."""
     from pyspark.sql.types import StructField, StructType
 
-    arrays = [f.name for f in df.schema.fields if f.dataType.simpleString().startswith("array")]
-    if arrays:
-        first = df.first()
-        df = df.select(*[F.col(c) for c in df.columns if c not in arrays],
-                       *[F.col(c)[i].alias(f"{c}_{i}") for c in arrays for i in range(len(first[c]))])
-    fields = [StructField(f.name, f.dataType, True) for f in df.schema.fields]
-    return df.sparkSession.createDataFrame(df.collect(), StructType(fields))
-
+    rows = df.collect()
+    arrays = {f.name: f.dataType.elementType for f in df.schema.fields if f.dataType.typeName() == "array"}
+    width = {c: max((len(r[c]) for r in rows if r[c] is not None), default=0) for c in arrays}
+    kept = [f for f in df.schema.fields if f.name not in arrays]
+    fields = [StructField(f.name, f.dataType, True) for f in kept]
+    fields += [StructField(f"{c}_{i}", arrays[c], True) for c in arrays for i in range(width[c])]
+    values = [[r[f.name] for f in kept] + [None if r[c] is None or i >= len(r[c]) else r[c][i]
+                                           for c in arrays for i in range(width[c])] for r in rows]
+    return df.sparkSession.createDataFrame(values, StructType(fields))
