@@ -3,7 +3,7 @@ registration zoo's work (fit, register, score, the JVM-free check, validate, mon
 tests/helpers/zoo_models.py), under each flag set, all of them at once so that they share the machine alike.
 
 - ``C1, 48 MB cache``: the suite's flags before (C1 alone, whose default code cache is 48 MB, flushed by the sweeper);
-- ``C1, 256 MB unflushed``: the suite's flags now (scripts/jvm_class_archive.SHORT_LIVED_JVM);
+- ``C1, 256 MB unflushed``: the suite's flags now (scripts/jvm_class_archive.SUITE_JVM);
 - ``C1+C2, 480 MB unflushed``: both JIT compilers.
 
 Each way is a child process (``--child FLAGS``) with its own session; it prints its process's and its JVM's CPU
@@ -28,17 +28,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from benchmarks.run_info import header_lines  # noqa: E402
-from scripts.jvm_class_archive import QUIET_JVM_LOG, SHORT_LIVED_JVM  # noqa: E402
+from scripts.jvm_class_archive import C1_ONLY, INTERPRETED_EXPRESSIONS, SUITE_JVM, jvm_options  # noqa: E402
 
 ARCHIVE = os.path.join(sys.prefix, "jvm-classes.jsa")
-C1 = "-XX:TieredStopAtLevel=1 -XX:CICompilerCount=1 -XX:+UseSerialGC"
-KEEP = "-XX:-UseCodeCacheFlushing"
 WAYS = {
-    "C1, 48 MB cache": C1,
-    "C1, 256 MB unflushed": SHORT_LIVED_JVM,
-    "C1+C2, 480 MB unflushed": f"-XX:+UseSerialGC -XX:ReservedCodeCacheSize=480m {KEEP}",
+    "C1, 48 MB cache": C1_ONLY,
+    "C1, 256 MB unflushed": SUITE_JVM,
+    "C1+C2, 480 MB unflushed": "-XX:+UseSerialGC -XX:ReservedCodeCacheSize=480m -XX:-UseCodeCacheFlushing",
 }
-INTERPRETED = "-Dspark.sql.codegen.wholeStage=false -Dspark.sql.codegen.factoryMode=NO_CODEGEN"
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -78,8 +75,7 @@ class _Captured:
 
 def child(flags: str, cases: int) -> None:
     """Run the zoo's work for the first ``cases`` cases on a session with ``flags``; print CPU seconds as JSON."""
-    archive = f"-XX:SharedArchiveFile={ARCHIVE} {QUIET_JVM_LOG}" if os.path.isfile(ARCHIVE) else ""
-    os.environ["SPARKSHIP_DRIVER_JAVA_OPTIONS"] = f"{flags} {archive} {INTERPRETED}"
+    os.environ["SPARKSHIP_DRIVER_JAVA_OPTIONS"] = f"{jvm_options(ARCHIVE, flags)} {INTERPRETED_EXPRESSIONS}"
     from sparkship import tables
     from sparkship.config import Settings
     from sparkship.spark import get_spark

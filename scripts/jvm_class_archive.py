@@ -1,4 +1,4 @@
-"""Build a class-data-sharing archive for the short-lived JVMs of the test suite.
+"""Build a class-data-sharing archive for the test suite's JVMs, and hold the flags those JVMs get.
 
 The suite starts about a hundred JVMs: every CLI call is a process with its own local SparkSession, and so are
 the concurrent writers. Each one loads, parses and verifies the same ~20,000 classes of Spark. Java's class-data
@@ -18,7 +18,7 @@ and the class path lacks (another pyspark patch release) is skipped.
     python scripts/jvm_class_archive.py --write-class-list     # after a pyspark minor or JDK upgrade
 
 The archive is written next to OUT and moved into place once complete. The test suite's conftest gives it to its
-short-lived JVMs when it is there (:func:`short_lived_jvm_options`).
+JVMs when it is there (:func:`jvm_options`).
 """
 from __future__ import annotations
 
@@ -36,8 +36,11 @@ import time
 # pytest worker's session) its sweeper keeps flushing compiled code that is then compiled again, at a large cost
 # in CPU (benchmarks/README.md). A larger cache that is never flushed keeps the code (it is reserved address
 # space, not memory in use).
-SHORT_LIVED_JVM = ("-XX:TieredStopAtLevel=1 -XX:CICompilerCount=1 -XX:+UseSerialGC "
-                   "-XX:ReservedCodeCacheSize=256m -XX:-UseCodeCacheFlushing")
+C1_ONLY = "-XX:TieredStopAtLevel=1 -XX:CICompilerCount=1 -XX:+UseSerialGC"
+SUITE_JVM = f"{C1_ONLY} -XX:ReservedCodeCacheSize=256m -XX:-UseCodeCacheFlushing"
+# Spark's expressions evaluated interpreted, for the suite's sessions: on queries over a few hundred or thousand
+# rows, generating and compiling Java code per query costs more CPU than it saves (same results; Spark tests both).
+INTERPRETED_EXPRESSIONS = "-Dspark.sql.codegen.wholeStage=false -Dspark.sql.codegen.factoryMode=NO_CODEGEN"
 # JVM warnings go to stdout by default, where they would mix with the CLI's JSON (a JVM that cannot use the
 # archive warns so): errors only, on stderr.
 QUIET_JVM_LOG = "-Xlog:disable -Xlog:all=error:stderr"
@@ -45,11 +48,11 @@ CLASS_LIST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "jvm-class
 DEMO_ARGS = ["-q", "--json", "demo", "--train-rows", "2000", "--batch-rows", "500"]
 
 
-def short_lived_jvm_options(archive: str) -> str:
-    """The driver JVM flags for short-lived JVMs: :data:`SHORT_LIVED_JVM`, and ``archive`` when it exists."""
+def jvm_options(archive: str, flags: str = SUITE_JVM) -> str:
+    """The driver JVM flags of the suite's JVMs: ``flags``, and ``archive`` when it exists."""
     if not os.path.isfile(archive):
-        return SHORT_LIVED_JVM
-    return f"{SHORT_LIVED_JVM} -XX:SharedArchiveFile={archive} {QUIET_JVM_LOG}"
+        return flags
+    return f"{flags} -XX:SharedArchiveFile={archive} {QUIET_JVM_LOG}"
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -103,7 +106,7 @@ def _write_class_list(path: str, timeout: float) -> int:
         env = {
             **os.environ,
             "SPARKSHIP_HOME": os.path.join(workdir, "home"),
-            "SPARKSHIP_DRIVER_JAVA_OPTIONS": f"{SHORT_LIVED_JVM} -XX:DumpLoadedClassList={plain} {QUIET_JVM_LOG}",
+            "SPARKSHIP_DRIVER_JAVA_OPTIONS": f"{SUITE_JVM} -XX:DumpLoadedClassList={plain} {QUIET_JVM_LOG}",
         }
         command = [sys.executable, "-m", "sparkship.cli", *DEMO_ARGS, "--workdir", os.path.join(workdir, "demo")]
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)

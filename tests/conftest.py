@@ -10,18 +10,17 @@ import pytest
 # Tests never touch a user's ./.sparkship: each gets its own home below.
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-# Flags for the suite's JVMs, the pytest workers' own sessions included: a quick start, and the class archive
-# `make test` builds (scripts/jvm_class_archive.py) when it is there. The CLI processes and the workers' sessions
-# alike run queries over a few hundred or thousand rows, for which compiling Java code costs more CPU than running
-# it interpreted (same results; Spark tests both ways). As system properties, so that the JVM's class path, and
-# with it the class archive, stays as it is (a SPARK_CONF_DIR goes on the class path and the archive then fails
-# to map). `make test` on two workers is CPU-bound, so CPU saved in every JVM shortens the whole run.
-from scripts.jvm_class_archive import short_lived_jvm_options  # noqa: E402
+# Flags for the suite's JVMs, the pytest workers' own sessions included: a quick start, and the class archive `make
+# test` builds (scripts/jvm_class_archive.py) when it is there. The CLI processes and the workers' sessions alike
+# run queries over a few hundred or thousand rows, for which compiling Java code costs more CPU than running it
+# interpreted. As system properties, so that the JVM's class path, and with it the class archive, stays as it is (a
+# SPARK_CONF_DIR goes on the class path and the archive then fails to map). `make test` on two workers is CPU-bound,
+# so CPU saved in every JVM shortens the whole run.
+from scripts.jvm_class_archive import INTERPRETED_EXPRESSIONS, jvm_options  # noqa: E402
 
 CLASS_ARCHIVE = os.path.join(sys.prefix, "jvm-classes.jsa")
-INTERPRETED_EXPRESSIONS = "-Dspark.sql.codegen.wholeStage=false -Dspark.sql.codegen.factoryMode=NO_CODEGEN"
 os.environ.setdefault("SPARKSHIP_DRIVER_JAVA_OPTIONS",
-                      f"{short_lived_jvm_options(CLASS_ARCHIVE)} {INTERPRETED_EXPRESSIONS}")
+                      f"{jvm_options(CLASS_ARCHIVE)} {INTERPRETED_EXPRESSIONS}")
 
 
 @pytest.fixture(scope="session")

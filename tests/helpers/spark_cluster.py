@@ -21,7 +21,7 @@ from typing import Any
 
 import pyspark
 
-from scripts.jvm_class_archive import SHORT_LIVED_JVM
+from scripts.jvm_class_archive import SUITE_JVM
 from tests.helpers.ports import free_port
 
 SPARK_HOME = os.path.dirname(pyspark.__file__)
@@ -67,7 +67,7 @@ class StandaloneCluster:
         # The master, the workers and the executors they launch (a worker's environment is theirs) live for one
         # test module and handle a few thousand rows: the flags of the suite's short-lived JVMs, which cost them
         # less CPU than the defaults.
-        env = {**self.env(), "JAVA_TOOL_OPTIONS": SHORT_LIVED_JVM}
+        env = {**self.env(), "JAVA_TOOL_OPTIONS": SUITE_JVM}
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
                 [os.path.join(SPARK_HOME, "bin", "spark-class"), *args],
