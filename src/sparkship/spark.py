@@ -22,6 +22,7 @@ import warnings
 from typing import TYPE_CHECKING, TypeVar
 
 from sparkship.config import Settings
+from sparkship.python_workers import DAEMON_MODULE
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -123,7 +124,10 @@ def get_spark(
     jars = delta_jars()
     _local_environment()
     builder = _builder(SparkSession.builder.appName(app_name), settings.home, jars)
-    builder = builder.master(settings.master or "local[*]")
+    master = settings.master or "local[*]"
+    builder = builder.master(master)
+    if master.startswith("local"):
+        builder = _local_python_workers(builder)
     # Executors (local or on a standalone cluster) connect back to the driver at this address.
     builder = builder.config("spark.driver.host", os.environ.get("SPARK_DRIVER_HOST", "127.0.0.1"))
     spark = builder.getOrCreate()
@@ -141,8 +145,8 @@ def _connect_session(builder: SparkSession.Builder, home: str, remote: str) -> S
     if is_local_remote(remote):
         jars = delta_jars()
         _local_environment()
-        builder = _builder(builder, home, jars).config(
-            "spark.driver.host", os.environ.get("SPARK_DRIVER_HOST", "127.0.0.1"))
+        builder = _local_python_workers(_builder(builder, home, jars).config(
+            "spark.driver.host", os.environ.get("SPARK_DRIVER_HOST", "127.0.0.1")))
     else:
         builder = _session_settings(builder)
     # pyspark reads SPARK_REMOTE as well as the builder's remote, and refuses the pair when they differ: the
@@ -165,6 +169,12 @@ def _local_environment() -> None:
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     # Bind to loopback unless told otherwise: a laptop's or CI box's other interfaces are none of our business.
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+
+
+def _local_python_workers(builder: SparkSession.Builder) -> SparkSession.Builder:
+    # Python workers on this machine start from sparkship's daemon, which drops the archive copies of pyspark from
+    # their path: each task would re-read them (sparkship/python_workers.py). Cluster executors may lack sparkship.
+    return builder.config("spark.python.daemon.module", DAEMON_MODULE)
 
 
 def _session_settings(builder: SparkSession.Builder) -> SparkSession.Builder:
