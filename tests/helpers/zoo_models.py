@@ -217,6 +217,17 @@ CASES = [
 ]
 
 
+# One case per kind of output that validation and the report handle differently: binary, multiclass and
+# string-labelled classes, with and without probabilities; each task's metric (accuracy, weightedPrecision,
+# weightedRecall, rmse, silhouette); censored survival times; a tuning wrapper; a model scored only by Spark. A
+# bound just missed and the HTML report are checked for these; every case is validated on a bound just met (its
+# metric equal to Spark's evaluator) and monitored.
+EACH_OUTPUT_KIND = frozenset({
+    "lr_binary", "lr_multinomial", "linear_svc", "one_vs_rest", "string_label_multiclass", "linear_regression",
+    "aft_survival", "kmeans", "gaussian_mixture", "cross_validator", "lsh_not_servable",
+})
+
+
 # LDA is a topic model: it writes topicDistribution and no prediction, so registering it is refused
 # (test_zoo_regressors_and_clusterers.py).
 NOT_DEPLOYABLE = {"LDA"}

@@ -2,7 +2,8 @@
 multiclass and an unservable stage; every estimator class is covered by some case of the zoo.
 Each is registered (through the API or the in-process CLI), scored with ``sparkship score`` (equal to its
 own ``transform``), predicted without a JVM (parity <= 1e-9, classes exact) or refused, validated (its metric
-equal to Spark's evaluator), monitored and reported (tests/helpers/zoo.py)."""
+equal to Spark's evaluator) and monitored; one case of each kind of output also fails a bound
+just missed and is reported (tests/helpers/zoo.py)."""
 from __future__ import annotations
 
 import pytest
