@@ -51,7 +51,8 @@ def _workers_cpu(module: str) -> float:
 def child(way: str, runs: int) -> None:
     """``runs`` JVM-free scoring runs on a session whose workers start from ``way``; CPU seconds as JSON."""
     os.environ["SPARKSHIP_DRIVER_JAVA_OPTIONS"] = ""
-    from sparkship import scoring, spark as sessions
+    from sparkship import scoring
+    from sparkship import spark as sessions
     from sparkship.config import Settings
     from tests.helpers.scoring import MODEL, fit_model, make_rows, register, write_input
 
