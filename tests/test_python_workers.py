@@ -15,6 +15,7 @@ from sparkship.python_workers import DAEMON_MODULE, drop_archive_copies
 pytestmark = [pytest.mark.quick, pytest.mark.seconds(15)]
 
 PYSPARK_DIR = os.path.dirname(pyspark.__file__)
+INSTALLED = os.path.realpath(PYSPARK_DIR)  # a venv may be reached through a link
 
 
 def _archives_in_pyspark() -> list[str]:
@@ -48,7 +49,7 @@ def _worker_facts(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]
 
     importlib.invalidate_caches()  # as the worker does before each task
     zips = [k for k, v in sys.path_importer_cache.items()
-            if isinstance(v, zipimport.zipimporter) and k.startswith(PYSPARK_DIR)]
+            if isinstance(v, zipimport.zipimporter) and os.path.realpath(v.archive).startswith(INSTALLED)]
     rows = sum(b.num_rows for b in batches)
     yield pa.RecordBatch.from_pylist([{"rows": rows, "pyspark": worker_pyspark.__file__, "zips": len(zips),
                                        "path": os.pathsep.join(sys.path)}])
@@ -59,5 +60,6 @@ def test_a_local_session_s_workers_import_pyspark_from_the_package(spark):
     facts = spark.range(10).mapInArrow(_worker_facts, "rows long, pyspark string, zips long, path string").collect()
     assert sum(f["rows"] for f in facts) == 10
     for f in facts:
-        assert f["pyspark"] == pyspark.__file__ and f["zips"] == 0, f
-        assert not any(p.startswith(PYSPARK_DIR) for p in f["path"].split(os.pathsep)), f["path"]
+        assert os.path.realpath(f["pyspark"]) == os.path.realpath(pyspark.__file__) and f["zips"] == 0, f
+        assert not any(os.path.isfile(p) and os.path.realpath(p).startswith(INSTALLED)
+                       for p in f["path"].split(os.pathsep)), f["path"]

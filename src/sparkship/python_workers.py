@@ -43,8 +43,8 @@ def drop_archive_copies(path: list[str]) -> list[str]:
     pyspark_dir = _installed_dir("pyspark", directories)
     if pyspark_dir is None or _installed_dir("py4j", directories) is None:
         return []
-    inside = os.path.join(pyspark_dir, "")
-    dropped = [p for p in path if os.path.isfile(p) and os.path.abspath(p).startswith(inside)]
+    inside = os.path.join(os.path.realpath(pyspark_dir), "")
+    dropped = [p for p in path if os.path.isfile(p) and os.path.realpath(p).startswith(inside)]
     path[:] = [p for p in path if p not in dropped]
     for key in list(sys.path_importer_cache):
         if any(key == d or key.startswith(os.path.join(d, "")) for d in dropped):
