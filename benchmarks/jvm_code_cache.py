@@ -20,14 +20,13 @@ import io
 import json
 import os
 import pathlib
-import subprocess
 import sys
 import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from benchmarks.run_info import header_lines  # noqa: E402
+from benchmarks.run_info import header_lines, run_children  # noqa: E402
 from scripts.jvm_class_archive import C1_ONLY, INTERPRETED_EXPRESSIONS, SUITE_JVM, jvm_options  # noqa: E402
 
 ARCHIVE = os.path.join(sys.prefix, "jvm-classes.jsa")
@@ -112,15 +111,8 @@ def main() -> None:
         child(args.child, cases)
         return
     print("\n".join(header_lines(f"Java 17, the zoo's first {cases} cases, every way at once")))
-    procs = {way: subprocess.Popen([sys.executable, __file__, "--cases", str(cases), "--child", flags],
-                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-             for way, flags in WAYS.items()}
-    results = {}
-    for way, proc in procs.items():
-        out, _ = proc.communicate()
-        if proc.returncode != 0:
-            sys.exit(f"{way}: the child failed (exit {proc.returncode})")
-        results[way] = json.loads(out.strip().splitlines()[-1])
+    results = run_children({way: [sys.executable, __file__, "--cases", str(cases), "--child", flags]
+                            for way, flags in WAYS.items()})
     base = results[next(iter(WAYS))]
     print("| JVM flags | JVM CPU s | Python CPU s | total | ratio | the JVM's busiest threads, CPU s |")
     print("| --- | ---: | ---: | ---: | ---: | --- |")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +21,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from benchmarks.run_info import header_lines  # noqa: E402
+from benchmarks.run_info import header_lines, run_children  # noqa: E402
 
 WAYS = ("pyspark.daemon", "sparkship.python_workers")
 TICK = os.sysconf("SC_CLK_TCK")
@@ -83,15 +82,8 @@ def main() -> None:
         child(args.child, args.runs)
         return
     print("\n".join(header_lines(f"Python {sys.version.split()[0]}, {args.runs} runs of 200 rows, both ways at once")))
-    procs = {way: subprocess.Popen([sys.executable, __file__, "--runs", str(args.runs), "--child", way],
-                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO)
-             for way in WAYS}
-    results = {}
-    for way, proc in procs.items():
-        out, _ = proc.communicate()
-        if proc.returncode != 0:
-            sys.exit(f"{way}: the child failed (exit {proc.returncode})")
-        results[way] = json.loads(out.strip().splitlines()[-1])
+    results = run_children({way: [sys.executable, __file__, "--runs", str(args.runs), "--child", way] for way in WAYS},
+                           cwd=REPO)
     base = results[WAYS[0]]
     print("| Python workers' daemon | workers CPU s / run | JVM CPU s / run | driver CPU s / run | wall s / run | "
           "workers ratio |")

@@ -2,6 +2,7 @@
 revision's source to compare against. This folder's own module, not a benchmark."""
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -36,3 +37,17 @@ def checkout_src(revision: str, work: str) -> str:
     archive = subprocess.run(["git", "-C", REPO, "archive", revision, "src"], check=True, capture_output=True)
     subprocess.run(["tar", "-x", "-C", target], input=archive.stdout, check=True)
     return os.path.join(target, "src")
+
+
+def run_children(commands: dict[str, list[str]], cwd: str | None = None) -> dict[str, dict]:
+    """Run each way's command at once (so that they share the machine alike); each way's last printed line, a
+    JSON object. Exits naming the way whose child failed."""
+    procs = {way: subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=cwd)
+             for way, argv in commands.items()}
+    results = {}
+    for way, proc in procs.items():
+        out, _ = proc.communicate()
+        if proc.returncode != 0:
+            sys.exit(f"{way}: the child failed (exit {proc.returncode})")
+        results[way] = json.loads(out.strip().splitlines()[-1])
+    return results
