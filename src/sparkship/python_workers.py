@@ -3,8 +3,8 @@ without the archive copies of pyspark that Spark puts on the workers' path ahead
 
 Spark's worker environment lists ``$SPARK_HOME/python/lib/pyspark.zip``, the py4j zip and the spark-core jar first.
 Before every task a worker calls ``importlib.invalidate_caches()``, and on Python 3.11 each zip importer then reads
-its archive's whole directory again: about 150 ms of CPU per task (pyspark's zip is read once per subpackage
-imported from it), more than a small task's own work. Where pyspark and py4j are installed as packages (pip, the
+its archive's whole directory again (pyspark's zip once per subpackage imported from it), which costs more CPU
+than a small task's own work (docs/DESIGN.md, benchmarks/python_workers.py). Where pyspark and py4j are installed as packages (pip, the
 ``local`` extra), archives inside the pyspark package hold nothing the workers lack, so the daemon drops them
 before pyspark is imported; where pyspark is only in an archive, every path is kept.
 
