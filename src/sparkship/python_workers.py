@@ -4,9 +4,9 @@ without the archive copies of pyspark that Spark puts on the workers' path ahead
 Spark's worker environment lists ``$SPARK_HOME/python/lib/pyspark.zip``, the py4j zip and the spark-core jar first.
 Before every task a worker calls ``importlib.invalidate_caches()``, and on Python 3.11 each zip importer then reads
 its archive's whole directory again (pyspark's zip once per subpackage imported from it), which costs more CPU
-than a small task's own work (docs/DESIGN.md, benchmarks/python_workers.py). Where pyspark and py4j are installed as packages (pip, the
-``local`` extra), archives inside the pyspark package hold nothing the workers lack, so the daemon drops them
-before pyspark is imported; where pyspark is only in an archive, every path is kept.
+than a small task's own work (docs/DESIGN.md, benchmarks/python_workers.py). Where pyspark and py4j are
+installed as packages (pip, the ``local`` extra), archives inside the pyspark package hold nothing the workers
+lack, so the daemon drops them before pyspark is imported; where pyspark is only in an archive, every path is kept.
 
 :func:`sparkship.spark.get_spark` sets it (``spark.python.daemon.module``) for local masters only: executors of a
 cluster may not have sparkship installed. Spark runs it as ``python -m sparkship.python_workers WORKER_MODULE``.
