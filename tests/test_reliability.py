@@ -166,6 +166,7 @@ def _check_trial(label: str, run_id: str, latest: Any, src: str, out: str, versi
     return label
 
 
+@pytest.mark.e2e
 def test_kill_9_at_random_points_never_leaves_a_partial_output(spark, fitted, workspace, tmp_path, record_property):
     """SIGKILL `sparkship score` (its whole process group) at seeded random points of its work.
 
@@ -244,6 +245,7 @@ def _check_final_run(spark, fitted, workspace, src: str, out: str, appended: lis
 # --- 3. concurrent registrations ------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_eight_concurrent_registrations_get_versions_one_to_eight(spark, fitted, tmp_path):
     settings = Settings.resolve(home=str(tmp_path / "home"))
     first = artifacts.stage(fitted, manifest_for(spark), settings.models_root)

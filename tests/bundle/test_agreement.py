@@ -33,7 +33,7 @@ from sparkship.cli import build_parser
 from tests.helpers.fake_databricks import FakeDatabricks
 from tests.helpers.paths import ROOT
 
-pytestmark = pytest.mark.seconds(65)
+pytestmark = [pytest.mark.e2e, pytest.mark.seconds(65)]
 
 
 # The deploying identity, as in CI: a service principal (its user name is its application ID), passed to the

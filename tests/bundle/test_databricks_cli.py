@@ -28,7 +28,7 @@ from sparkship.bundle import short_user_name
 from tests.helpers.fake_databricks import FakeDatabricks
 from tests.helpers.paths import ROOT
 
-pytestmark = pytest.mark.seconds(35)
+pytestmark = [pytest.mark.e2e, pytest.mark.seconds(35)]
 
 
 TARGETS = ("dev", "staging", "prod")

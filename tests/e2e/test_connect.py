@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
-pytestmark = pytest.mark.seconds(46)
+pytestmark = [pytest.mark.e2e, pytest.mark.seconds(46)]
 
 SPARKSHIP = os.path.join(os.path.dirname(sys.executable), "sparkship")
 REMOTE = "local[2]"

@@ -13,7 +13,7 @@ from sparkship.config import Settings
 from sparkship.refs import parse_ref
 from sparkship.registry import Registry
 
-pytestmark = pytest.mark.seconds(28)
+pytestmark = [pytest.mark.e2e, pytest.mark.seconds(28)]
 
 
 def test_demo_runs_every_step_and_leaves_a_consistent_world(spark, tmp_path, capsys):

@@ -23,7 +23,7 @@ from sparkship import datasets, tables
 from sparkship.cli import main
 from tests.helpers.spark_cluster import StandaloneCluster  # noqa: E402 - sibling test module
 
-pytestmark = [pytest.mark.timeout(600), pytest.mark.seconds(97)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600), pytest.mark.seconds(97)]
 
 ROWS = 2000
 PARTS = 4  # CSV files in the extract, hence read tasks and data files per table

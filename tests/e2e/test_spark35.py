@@ -17,6 +17,7 @@ import yaml
 VENV35 = os.environ.get("SPARKSHIP_VENV35", "")
 
 pytestmark = [
+    pytest.mark.e2e,
     pytest.mark.skipif(not VENV35, reason="SPARKSHIP_VENV35 is not set: `make test` builds .venv35 and sets it"),
     pytest.mark.seconds(36),
 ]

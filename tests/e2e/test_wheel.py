@@ -29,7 +29,7 @@ from sparkship.bundle import build_wheel
 from sparkship.scoring import OUTPUT_COLUMNS
 from tests.helpers.paths import ROOT
 
-pytestmark = pytest.mark.seconds(57)
+pytestmark = [pytest.mark.e2e, pytest.mark.seconds(57)]
 
 
 PLATFORM = ["pyspark==4.0.*", "pandas>=2.2,<3"]  # on a cluster these come with the runtime

@@ -20,7 +20,7 @@ from sparkship.scoring_state import ScoringState
 from tests.helpers.reliability import commit_count, kill_paused, kill_score_when, start_paused
 from tests.helpers.scoring import MODEL, make_rows, write_input
 
-pytestmark = pytest.mark.seconds(265)
+pytestmark = [pytest.mark.e2e, pytest.mark.seconds(265)]
 
 START_TIMEOUT_S = 240
 

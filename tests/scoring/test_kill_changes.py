@@ -18,7 +18,7 @@ from tests.helpers.changes import apply_change, assert_output_is_full_scoring, m
 from tests.helpers.reliability import kill_paused, kill_score_when, start_paused
 from tests.helpers.scoring import MODEL
 
-pytestmark = pytest.mark.seconds(270)
+pytestmark = [pytest.mark.e2e, pytest.mark.seconds(270)]
 
 
 @pytest.mark.parametrize("point", ["score:output", "random"])

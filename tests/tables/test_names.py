@@ -30,7 +30,7 @@ from sparkship.spark import DRIVER_JAVA_OPTIONS_ENV
 from sparkship.tables import names
 from tests.helpers.cli import run_cli
 
-pytestmark = pytest.mark.seconds(112)
+pytestmark = [pytest.mark.e2e, pytest.mark.seconds(112)]
 
 TRAIN_ROWS, MORE_ROWS, NULL_KEYS = 300, 100, 2
 DERIVED = ("scores_state", "scores_quarantine", "scores_lease", "scores_profile_metrics", "scores_drift_metrics")
