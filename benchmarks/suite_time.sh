@@ -6,13 +6,15 @@
 # there, on this checkout's environments (.venv, .venv35 and their jars, linked in; the clone's src/ first on the
 # path), so only the tests and the code differ, not the set-up (benchmarks/make_env.sh times that). Extra arguments
 # go to pytest (e.g. `-k scoring` for a part of the suite). The environments are brought up to date first with this
-# checkout's `make test` set-up steps; each run's pytest output is kept as /tmp/suite-time-REV.log.
+# checkout's `make test` set-up steps; each run's pytest output is kept as /tmp/suite-time-REV.log. A single
+# revision is timed alone (e.g. a part of the suite: `benchmarks/suite_time.sh HEAD -- -m e2e`).
 #
-#   benchmarks/suite_time.sh OLD_REV NEW_REV [ROUNDS] [-- PYTEST_ARGS...]
+#   benchmarks/suite_time.sh OLD_REV [NEW_REV [ROUNDS]] [-- PYTEST_ARGS...]
 set -euo pipefail
-old=$1 new=$2 rounds=${3:-1}
-shift $(($# < 3 ? $# : 3))
+positional=()
+while (($#)) && [[ $1 != -- ]]; do positional+=("$1"); shift; done
 [[ ${1:-} == -- ]] && shift
+old=${positional[0]} new=${positional[1]:-} rounds=${positional[2]:-1}
 repo=$(git -C "$(dirname "$0")/.." rev-parse --show-toplevel)
 
 # this checkout's set-up steps of `make test` (the environments the clones share), as make_env.sh reads them
@@ -26,8 +28,9 @@ busy_seconds() {  # CPU seconds all processes on the machine have spent (user, n
 }
 
 time_one() {  # rev [pytest args]
-    local rev=$1 dir line
+    local rev=$1 dir line args=""
     shift
+    (($#)) && args=$(printf '%q ' "$@")  # quoted again for `bash -c` (e.g. -m "not e2e")
     dir=$(mktemp -d /tmp/suite-time-XXXXXX)
     git clone -q "$repo" "$dir" && git -C "$dir" checkout -q "$rev"
     ln -s "$repo/.venv" "$dir/.venv"
@@ -40,7 +43,7 @@ time_one() {  # rev [pytest args]
         local before
         before=$(busy_seconds)
         /usr/bin/time -f "$rev	%e s wall	%U s user	%S s system" -o "$dir/time.txt" \
-            bash -c "$line $*" > "$dir/pytest.log" 2>&1 || true
+            bash -c "$line $args" > "$dir/pytest.log" 2>&1 || true
         printf '%s\t%.0f s machine CPU\t%s\t(%s)\n' "$(tail -1 time.txt)" "$(echo "$(busy_seconds) - $before" | bc)" \
             "$(grep -E '(passed|failed)' pytest.log | tail -1)" "$(date +%T)"
         cp pytest.log "/tmp/suite-time-$rev.log"
@@ -48,6 +51,10 @@ time_one() {  # rev [pytest args]
     rm -rf "$dir"
 }
 
+if [[ -z $new ]]; then
+    time_one "$old" "$@"
+    exit
+fi
 for ((round = 0; round < rounds; round++)); do
     if ((round % 2 == 0)); then time_one "$old" "$@"; time_one "$new" "$@"; else time_one "$new" "$@"; time_one "$old" "$@"; fi
 done
