@@ -26,7 +26,7 @@ import tempfile
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from benchmarks.run_info import header_lines, run_children  # noqa: E402
+from benchmarks.run_info import cpu_seconds, header_lines, run_children  # noqa: E402
 from scripts.jvm_class_archive import C1_ONLY, INTERPRETED_EXPRESSIONS, SUITE_JVM, jvm_options  # noqa: E402
 
 ARCHIVE = os.path.join(sys.prefix, "jvm-classes.jsa")
@@ -35,14 +35,6 @@ WAYS = {
     "C1, 256 MB unflushed": SUITE_JVM,
     "C1+C2, 480 MB unflushed": "-XX:+UseSerialGC -XX:ReservedCodeCacheSize=480m -XX:-UseCodeCacheFlushing",
 }
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu(pid: int | str, task: str | None = None) -> float:
-    path = f"/proc/{pid}/task/{task}/stat" if task else f"/proc/{pid}/stat"
-    with open(path) as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def _threads(pid: int, top: int = 4) -> dict[str, float]:
@@ -52,7 +44,7 @@ def _threads(pid: int, top: int = 4) -> dict[str, float]:
         try:
             with open(f"/proc/{pid}/task/{task}/comm") as fh:
                 name = fh.read().strip().rstrip("0123456789 ")
-            found[name] = found.get(name, 0.0) + _cpu(pid, task)
+            found[name] = found.get(name, 0.0) + cpu_seconds(pid, task)
         except OSError:
             continue
     return dict(sorted(found.items(), key=lambda kv: -kv[1])[:top])
@@ -96,7 +88,7 @@ def child(flags: str, cases: int) -> None:
             done = zoo.register_and_score(case, model, settings, data, captured)
             zoo.check_registered_scored_and_served(case, model, done, spark, data, settings, captured)
             zoo.check_validated_monitored_reported(case, model, done, data, settings, captured)
-    print(json.dumps({"python": _cpu(os.getpid()), "jvm": _cpu(jvm), "threads": _threads(jvm)}))
+    print(json.dumps({"python": cpu_seconds(os.getpid()), "jvm": cpu_seconds(jvm), "threads": _threads(jvm)}))
 
 
 def main() -> None:

@@ -21,16 +21,9 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from benchmarks.run_info import header_lines, run_children  # noqa: E402
+from benchmarks.run_info import cpu_seconds, header_lines, run_children  # noqa: E402
 
 WAYS = ("pyspark.daemon", "sparkship.python_workers")
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu(pid: int | str) -> float:
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def _workers_cpu(module: str) -> float:
@@ -41,7 +34,7 @@ def _workers_cpu(module: str) -> float:
             with open(f"/proc/{pid}/cmdline", "rb") as fh:
                 argv = fh.read().split(b"\0")
             if argv[1:3] == [b"-m", module.encode()] and argv[0] == sys.executable.encode():
-                total += _cpu(pid)
+                total += cpu_seconds(pid)
         except (OSError, IndexError):
             continue
     return total
@@ -65,11 +58,11 @@ def child(way: str, runs: int) -> None:
     events = os.path.join(root, "events")
     write_input(spark, events, make_rows(200, 11))
     scoring.score(spark, settings, MODEL, events, os.path.join(root, "warm"), ["id"])  # workers started
-    before = (_workers_cpu(way), _cpu(jvm), _cpu(os.getpid()), time.monotonic())
+    before = (_workers_cpu(way), cpu_seconds(jvm), cpu_seconds(os.getpid()), time.monotonic())
     for run in range(runs):
         result = scoring.score(spark, settings, MODEL, events, os.path.join(root, f"scores{run}"), ["id"])
         assert result.scorer == "jvm-free", result.scorer
-    after = (_workers_cpu(way), _cpu(jvm), _cpu(os.getpid()), time.monotonic())
+    after = (_workers_cpu(way), cpu_seconds(jvm), cpu_seconds(os.getpid()), time.monotonic())
     print(json.dumps(dict(zip(("workers", "jvm", "driver", "wall"), (a - b for a, b in zip(after, before))))))
 
 

@@ -10,6 +10,7 @@ import sys
 from datetime import datetime, timezone
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TICK = os.sysconf("SC_CLK_TCK")
 
 
 def header_lines(machine_extra: str) -> list[str]:
@@ -28,6 +29,14 @@ def header_lines(machine_extra: str) -> list[str]:
         f"date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
         f"machine: {os.cpu_count()} cores, {cpu}, {mem} memory; {machine_extra}",
     ]
+
+
+def cpu_seconds(pid: int | str, task: str | None = None) -> float:
+    """User + system CPU seconds of process ``pid`` (or of its thread ``task``) so far, from /proc."""
+    path = f"/proc/{pid}/task/{task}/stat" if task else f"/proc/{pid}/stat"
+    with open(path) as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def checkout_src(revision: str, work: str) -> str:

@@ -24,17 +24,10 @@ from collections.abc import Callable
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from benchmarks.run_info import header_lines  # noqa: E402
+from benchmarks.run_info import cpu_seconds, header_lines  # noqa: E402
 from scripts.jvm_class_archive import INTERPRETED_EXPRESSIONS, jvm_options  # noqa: E402
 
-TICK = os.sysconf("SC_CLK_TCK")
 SCHEMA = "id long, x1 double, x2 double, y int"
-
-
-def _cpu(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def _rows(n: int, first: int, seed: int) -> list[tuple]:
@@ -94,9 +87,9 @@ def main() -> None:
     spent: dict[str, list[float]] = {}
     for r in range(args.warmup + args.rounds):
         for name, operation in of_round(r).items():
-            before = (_cpu(jvm), time.process_time(), time.monotonic())
+            before = (cpu_seconds(jvm), time.process_time(), time.monotonic())
             operation()
-            after = (_cpu(jvm), time.process_time(), time.monotonic())
+            after = (cpu_seconds(jvm), time.process_time(), time.monotonic())
             if r >= args.warmup:
                 totals = spent.setdefault(name, [0.0, 0.0, 0.0])
                 for i in range(3):
